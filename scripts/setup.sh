@@ -1,0 +1,42 @@
+#!/bin/bash
+# One-time (idempotent) set-up of a Debian 12 machine for virtlife, as root:
+# Debian packages when missing, the .venv with virtlife installed, then
+# `virtlife lab setup` (KVM node permissions, virtlogd + libvirtd, test guest).
+# As non-root or off Debian it only builds the venv and says so in one line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS="libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+qemu-utils qemu-guest-agent libvirt-dev pkg-config busybox-static cpio e2fsprogs"
+
+real=1
+if [ "$(id -u)" != 0 ] || [ ! -f /etc/debian_version ]; then
+  real=0
+  echo "setup: not root on Debian: skipping system packages and libvirtd (the demo uses libvirt's test driver)"
+fi
+
+if [ $real = 1 ]; then
+  missing=""
+  for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating .venv and installing virtlife with its dev tools"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if [ $real = 1 ]; then
+  .venv/bin/virtlife lab setup
+fi

@@ -1,0 +1,106 @@
+"""The per-invocation application state shared by CLI commands, and output helpers.
+
+``App`` opens the services lazily (so ``--help`` and ``lab`` commands never touch
+libvirt or the store) and closes them when the command ends. The helpers print
+results as one line, a table, or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from virtlife.services.context import Services, open_services
+from virtlife.services.lifecycle import OperationResult
+from virtlife.services.progress import Update
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Wide output when piped, so that tables never wrap inside a cell in logs and tests.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class App:
+    def __init__(self, connect_uri: str | None, verbose: bool) -> None:
+        self.connect_uri = connect_uri
+        self.verbose = verbose
+        self._services: Services | None = None
+
+    def _progress(self, update: Update) -> None:
+        if self.verbose:
+            err_console.print(f"[dim]… {update.message}[/dim]")
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = open_services(self.connect_uri, progress=self._progress)
+        return self._services
+
+    def close(self) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def show_result(result: OperationResult, as_json: bool = False) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        click.echo(str(result))
+
+
+def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               *, title: str | None = None) -> None:
+    table = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    console.print(table)
+
+
+def warn(message: str) -> None:
+    click.echo(f"virtlife: warning: {message}", err=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"virtlife: {message}", err=True)
+    sys.exit(code)
+
+
+# -- shared options -------------------------------------------------------------------
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+def timeout_option(f: F) -> F:
+    return click.option("--timeout", "timeout_s", type=float, default=None,
+                        help="Seconds to wait for the expected state.")(f)
+
+
+def no_wait_option(f: F) -> F:
+    return click.option("--no-wait", is_flag=True,
+                        help="Return once libvirt accepted the request.")(f)
+
+
+def wait_agent_option(f: F) -> F:
+    return click.option("--wait-agent", is_flag=True,
+                        help="Also wait until the guest agent answers.")(f)
+
+
+def host_option(f: F) -> F:
+    return click.option("--host", "host", default=None, metavar="HOST",
+                        help="The host to act on (default: the only host).")(f)

@@ -1,0 +1,125 @@
+"""``virtlife demo``: the main job end to end, printing each step and its time.
+
+On a Debian host where we are root, it prepares the host, builds (or reuses) the test
+guest and walks one VM through its life on the real ``qemu:///system``. Elsewhere it
+says why in one line and walks the same steps on libvirt's test driver. The steps
+call the same services as every other command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+from virtlife import errors
+from virtlife.cli.app import show_table
+from virtlife.services import provision
+from virtlife.services.context import Services, open_services
+from virtlife.services.lifecycle import OperationResult
+from virtlife.xml.domain import DomainSpec
+
+T = TypeVar("T")
+DEMO_VM = "virtlife-demo"
+
+
+def _step(label: str, fn: Callable[[], T]) -> T:
+    click.echo(f"-> {label} ... ", nl=False)
+    t0 = time.monotonic()
+    result = fn()
+    dt = time.monotonic() - t0
+    text = str(result) if isinstance(result, OperationResult) else "done"
+    click.echo(f"{text}  [{dt:.2f} s]")
+    return result
+
+
+def _show_list(s: Services) -> None:
+    listing = s.fleet.list_vms(include_inactive=True)
+    click.echo("-> virtlife list --all")
+    show_table(["HOST", "NAME", "STATE", "REASON", "VCPUS", "MEMORY"],
+               [(r.host, r.name, r.state.state.label, r.state.reason, r.vcpus,
+                 f"{r.memory_mib} MiB") for r in listing.rows])
+
+
+def _clean_leftover(s: Services, host: str) -> None:
+    guest = s.fleet.host(host).find(DEMO_VM)
+    if guest is None:
+        return
+    if guest.status().state.is_active:
+        guest.destroy()
+    guest.undefine(managed_save=True, snapshots=True)
+    click.echo(f"-> removed a {DEMO_VM} left over from an earlier run")
+
+
+def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
+    life = s.lifecycle
+    host = s.default_host()
+    ref = f"{host}/{DEMO_VM}" if "/" not in host else DEMO_VM
+    _clean_leftover(s, host)
+    _step(f"create {DEMO_VM} ({spec.memory_mib} MiB, {spec.vcpus} vCPU)",
+          lambda: provision.create(life, spec, host=host))
+    _step("start and wait for the guest agent" if real else "start",
+          lambda: life.start(ref, wait_agent=real))
+    _show_list(s)
+    _step("suspend", lambda: life.suspend(ref))
+    _step("resume", lambda: life.resume(ref))
+    save_file = f"{save_dir}/{DEMO_VM}.sav"
+    import os
+
+    if os.path.exists(save_file):
+        os.unlink(save_file)
+    _step(f"save to {save_file}", lambda: life.save(ref, save_file))
+    _step("restore", lambda: life.restore(save_file, host=host, wait_agent=real))
+    os.unlink(save_file)
+    _step("managedsave", lambda: life.managedsave(ref))
+    _step("start from the managed save", lambda: life.start(ref, wait_agent=real))
+    try:
+        _step("resume (refused: it is running)", lambda: life.resume(ref))
+    except errors.InvalidTransition as err:
+        click.echo(f"refused as expected: {err}")
+    _step("graceful shutdown (guest powers off)", lambda: life.shutdown(ref))
+    _step("undefine", lambda: life.undefine(ref))
+    click.echo("-> virtlife history")
+    entries = s.store.journal.list(vm=DEMO_VM, limit=12)
+    show_table(["OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
+               [(e.operation, e.outcome, f"{e.duration_s:.2f}", e.detail)
+                for e in reversed(entries)])
+
+
+@click.command()
+def demo() -> None:
+    """Walk a VM through its whole life on this host (or on the test driver).
+
+    Example: make demo
+    """
+    from virtlife.lab.hostprep import can_run_real_stack
+
+    real, why = can_run_real_stack()
+    if real:
+        from virtlife import config
+        from virtlife.lab.guest import build_guest
+        from virtlife.lab.hostprep import prepare_local_host
+        from virtlife.lab.spec import lab_guest_spec
+
+        click.echo("virtlife demo on the real libvirt + QEMU (qemu:///system)")
+        report = _step("prepare this host", lambda: prepare_local_host())
+        for line in report.actions:
+            click.echo(f"   {line}")
+        image = _step("build or reuse the test guest", lambda: build_guest())
+        spec = lab_guest_spec(image, DEMO_VM)
+        save_dir = config.images_dir()
+        with open_services("qemu:///system") as s:
+            _walk(s, spec, str(save_dir), real=True)
+    else:
+        import tempfile
+
+        click.echo(f"the real stack cannot run here ({why}); "
+                   "running the same walkthrough on libvirt's test driver")
+        with open_services("test:///default") as s, tempfile.TemporaryDirectory() as tmp:
+            _walk(s, DomainSpec(name=DEMO_VM, memory_mib=128), tmp, real=False)
+    click.echo("demo finished")
+
+
+COMMANDS = [demo]

@@ -1,0 +1,173 @@
+"""Fleet commands: ``list``, ``host add/list/remove``, ``events`` and ``history``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import click
+
+from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
+from virtlife.hypervisor import DomainEvent, Host
+from virtlife.services.events import stream_events
+from virtlife.services.fleet import HostRef
+
+
+@click.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include VMs that are not running.")
+@click.option("--host", default=None, metavar="HOST", help="Only this host.")
+@json_option
+@pass_app
+def list_vms(app: App, show_all: bool, host: str | None, as_json: bool) -> None:
+    """List the VMs of every host (hosts are asked at once).
+
+    An unreachable host is reported and does not hide the others.
+
+    Example: virtlife list --all
+    """
+    listing = app.services.fleet.list_vms(include_inactive=show_all, host=host)
+    if as_json:
+        emit_json({
+            "vms": [r.as_dict() for r in listing.rows],
+            "unreachable": [{"host": p.host, "uri": p.uri, "error": p.message}
+                            for p in listing.unreachable],
+        })
+        return
+    show_table(
+        ["HOST", "NAME", "STATE", "REASON", "VCPUS", "MEMORY"],
+        [(r.host, r.name, r.state.state.label, r.state.reason, r.vcpus, f"{r.memory_mib} MiB")
+         for r in listing.rows]
+        + [(p.host, "-", "unreachable", p.message, "-", "-") for p in listing.unreachable],
+    )
+
+
+@click.group()
+def host() -> None:
+    """Manage the host inventory."""
+
+
+@host.command("add")
+@click.argument("name")
+@click.argument("uri")
+@pass_app
+def host_add(app: App, name: str, uri: str) -> None:
+    """Add a libvirt host under NAME (it is checked, and added even when down).
+
+    Example: virtlife host add hv2 qemu+tcp://10.0.0.2/system
+    """
+    record = app.services.store.hosts.add(name, uri)
+    click.echo(f"added host {record.name} ({record.uri})")
+    try:
+        with Host.open(name, uri, events=False) as h:
+            i = h.info()
+        click.echo(f"  reachable: {i.hostname}, libvirt {i.libvirt_version}, "
+                   f"{i.hypervisor} {i.hypervisor_version}")
+    except Exception as err:  # the host is recorded either way
+        warn(f"host {name} is not reachable now: {err}")
+
+
+@host.command("list")
+@json_option
+@pass_app
+def host_list(app: App, as_json: bool) -> None:
+    """List the hosts (the implicit local host while none is configured).
+
+    Example: virtlife host list
+    """
+    records = app.services.store.hosts.effective()
+    if as_json:
+        emit_json([{"name": r.name, "uri": r.uri} for r in records])
+        return
+    show_table(["NAME", "URI"], [(r.name, r.uri) for r in records])
+
+
+@host.command("remove")
+@click.argument("name")
+@pass_app
+def host_remove(app: App, name: str) -> None:
+    """Remove a host from the inventory (its VMs are not touched).
+
+    Example: virtlife host remove hv2
+    """
+    record = app.services.store.hosts.remove(name)
+    click.echo(f"removed host {record.name} ({record.uri})")
+
+
+@click.command()
+@click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only these hosts.")
+@click.option("--count", type=int, default=None, help="Stop after this many VM events.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Stop after this many seconds.")
+@json_option
+@pass_app
+def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float | None,
+           as_json: bool) -> None:
+    """Stream lifecycle and guest-agent events from all hosts (Ctrl-C stops).
+
+    Reconnects when a host's libvirtd restarts.
+
+    Example: virtlife events --json --count 5
+    """
+    fleet = app.services.fleet
+    refs: list[HostRef] = [fleet.ref(h) for h in hosts] if hosts else list(fleet.refs.values())
+    stop = threading.Event()
+    seen = 0
+    lock = threading.Lock()
+
+    def on_event(event: DomainEvent) -> None:
+        nonlocal seen
+        with lock:
+            if stop.is_set():
+                return
+            if as_json:
+                click.echo(json.dumps(event.as_dict()))
+            else:
+                click.echo(f"{event.at:%H:%M:%S.%f}"[:-3] + f"  {event}")
+            if event.kind != "host":
+                seen += 1
+                if count is not None and seen >= count:
+                    stop.set()
+
+    stream_events(refs, on_event, stop)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while not stop.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            stop.wait(0.5 if remaining is None else min(0.5, remaining))
+    except KeyboardInterrupt:
+        pass
+    stop.set()
+
+
+@click.command()
+@click.argument("vm", required=False)
+@click.option("--host", default=None, metavar="HOST", help="Only this host.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@json_option
+@pass_app
+def history(app: App, vm: str | None, host: str | None, limit: int, as_json: bool) -> None:
+    """Show the journal of operations, newest first.
+
+    Example: virtlife history web1
+    """
+    if vm and "/" in vm and host is None:
+        host, _, vm = vm.partition("/")
+    entries = app.services.store.journal.list(vm=vm, host=host, limit=limit)
+    if as_json:
+        emit_json([{
+            "time": e.started_at.isoformat(), "host": e.host, "vm": e.vm,
+            "operation": e.operation, "outcome": e.outcome,
+            "duration_s": round(e.duration_s, 3), "detail": e.detail,
+        } for e in entries])
+        return
+    show_table(
+        ["TIME", "HOST", "VM", "OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
+        [(f"{e.started_at:%Y-%m-%d %H:%M:%S}", e.host, e.vm, e.operation, e.outcome,
+          f"{e.duration_s:.2f}", e.detail) for e in entries],
+    )
+
+
+COMMANDS = [list_vms, host, events, history]

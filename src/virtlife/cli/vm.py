@@ -1,0 +1,364 @@
+"""Lifecycle commands: one click command per operation, each a call into ``Lifecycle``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virtlife.cli.app import (
+    App,
+    emit_json,
+    host_option,
+    json_option,
+    no_wait_option,
+    pass_app,
+    show_result,
+    show_table,
+    timeout_option,
+    wait_agent_option,
+)
+from virtlife.services import provision
+from virtlife.xml.domain import DomainSpec, NicSpec
+
+VM = click.argument("vm", metavar="VM")
+MODES = click.Choice(["default", "agent", "acpi"])
+
+
+@click.command()
+@click.argument("xml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@host_option
+@json_option
+@pass_app
+def define(app: App, xml_file: Path, host: str | None, as_json: bool) -> None:
+    """Define a VM from a domain XML file (or update an existing VM's definition).
+
+    A malformed or rejected XML changes nothing.
+
+    Example: virtlife define web1.xml
+    """
+    s = app.services
+    show_result(s.lifecycle.define(xml_file.read_text(), host=host or s.default_host()),
+                as_json)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--memory", "memory_mib", type=int, default=256, show_default=True,
+              help="Memory in MiB.")
+@click.option("--vcpus", type=int, default=1, show_default=True)
+@click.option("--kernel", type=click.Path(path_type=Path), help="Kernel for direct boot.")
+@click.option("--initrd", type=click.Path(path_type=Path), help="Initrd for direct boot.")
+@click.option("--cmdline", default="", help="Kernel command line.")
+@click.option("--disk", "disks", multiple=True, type=click.Path(path_type=Path),
+              help="Disk image (repeatable; .qcow2 or raw). The first one is vda.")
+@click.option("--network", "networks", multiple=True, help="NIC on a libvirt network.")
+@click.option("--bridge", "bridges", multiple=True, help="NIC on a host bridge.")
+@click.option("--user-nic", is_flag=True, help="NIC with QEMU user-mode networking.")
+@click.option("--no-agent", is_flag=True, help="Leave out the guest-agent channel.")
+@click.option("--no-vnc", is_flag=True, help="Leave out VNC graphics.")
+@click.option("--virt-type", type=click.Choice(["kvm", "qemu", "test"]), default=None,
+              help="Domain type (default: kvm where KVM really works, else qemu).")
+@click.option("--start", is_flag=True, help="Start the VM once it is defined.")
+@wait_agent_option
+@host_option
+@json_option
+@pass_app
+def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None,
+           initrd: Path | None, cmdline: str, disks: tuple[Path, ...],
+           networks: tuple[str, ...], bridges: tuple[str, ...], user_nic: bool,
+           no_agent: bool, no_vnc: bool, virt_type: str | None, start: bool,
+           wait_agent: bool, host: str | None, as_json: bool) -> None:
+    """Define a new VM from a small spec (agent channel and VNC on by default).
+
+    Example: virtlife create web1 --memory 512 --disk /var/lib/libvirt/images/web1.qcow2
+    --network default --start
+    """
+    nics = tuple(NicSpec("network", n) for n in networks) + tuple(
+        NicSpec("bridge", b) for b in bridges) + ((NicSpec("user"),) if user_nic else ())
+    spec = DomainSpec(
+        name=name, memory_mib=memory_mib, vcpus=vcpus,
+        kernel=kernel.resolve() if kernel else None,
+        initrd=initrd.resolve() if initrd else None, cmdline=cmdline,
+        disks=tuple(d.resolve() for d in disks), nics=nics, agent=not no_agent,
+        vnc=not no_vnc,
+    )
+    s = app.services
+    show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
+                                 virt_type=virt_type, start=start, wait_agent=wait_agent),
+                as_json)
+
+
+@click.command()
+@VM
+@click.option("--paused", is_flag=True, help="Start with the vCPUs paused.")
+@click.option("--force-boot", is_flag=True, help="Boot fresh, discarding a managed save.")
+@wait_agent_option
+@no_wait_option
+@timeout_option
+@json_option
+@pass_app
+def start(app: App, vm: str, paused: bool, force_boot: bool, wait_agent: bool,
+          no_wait: bool, timeout_s: float | None, as_json: bool) -> None:
+    """Start a shut-off VM (from its managed save when it has one).
+
+    Example: virtlife start web1 --wait-agent
+    """
+    show_result(app.services.lifecycle.start(
+        vm, paused=paused, force_boot=force_boot, wait=not no_wait, wait_agent=wait_agent,
+        timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@click.option("--mode", type=MODES, default="default", show_default=True,
+              help="How to ask the guest: agent, ACPI power button, or libvirt's choice.")
+@no_wait_option
+@timeout_option
+@json_option
+@pass_app
+def shutdown(app: App, vm: str, mode: str, no_wait: bool, timeout_s: float | None,
+             as_json: bool) -> None:
+    """Ask the guest to power off and wait until it is shut off.
+
+    Example: virtlife shutdown web1 --mode acpi --timeout 60
+    """
+    show_result(app.services.lifecycle.shutdown(vm, mode=mode, wait=not no_wait,
+                                                timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@click.option("--mode", type=MODES, default="default", show_default=True)
+@wait_agent_option
+@timeout_option
+@json_option
+@pass_app
+def reboot(app: App, vm: str, mode: str, wait_agent: bool, timeout_s: float | None,
+           as_json: bool) -> None:
+    """Ask the guest to reboot.
+
+    Example: virtlife reboot web1 --wait-agent
+    """
+    show_result(app.services.lifecycle.reboot(vm, mode=mode, wait_agent=wait_agent,
+                                              timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@wait_agent_option
+@timeout_option
+@json_option
+@pass_app
+def reset(app: App, vm: str, wait_agent: bool, timeout_s: float | None,
+          as_json: bool) -> None:
+    """Hard-reset the VM (like pressing the reset button).
+
+    Example: virtlife reset web1
+    """
+    show_result(app.services.lifecycle.reset(vm, wait_agent=wait_agent, timeout_s=timeout_s),
+                as_json)
+
+
+@click.command()
+@VM
+@click.option("--graceful", is_flag=True, help="Send SIGTERM only, never SIGKILL.")
+@no_wait_option
+@timeout_option
+@json_option
+@pass_app
+def destroy(app: App, vm: str, graceful: bool, no_wait: bool, timeout_s: float | None,
+            as_json: bool) -> None:
+    """Stop the VM at once (pull the plug).
+
+    Example: virtlife destroy web1
+    """
+    show_result(app.services.lifecycle.destroy(vm, graceful=graceful, wait=not no_wait,
+                                               timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@timeout_option
+@json_option
+@pass_app
+def suspend(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
+    """Pause the VM's vCPUs (RAM stays in the host).
+
+    Example: virtlife suspend web1
+    """
+    show_result(app.services.lifecycle.suspend(vm, timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@timeout_option
+@json_option
+@pass_app
+def resume(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
+    """Resume a paused VM.
+
+    Example: virtlife resume web1
+    """
+    show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@timeout_option
+@json_option
+@pass_app
+def save(app: App, vm: str, file: Path, timeout_s: float | None, as_json: bool) -> None:
+    """Save the VM's RAM to FILE and stop it.
+
+    Example: virtlife save web1 /var/lib/libvirt/save/web1.sav
+    """
+    show_result(app.services.lifecycle.save(vm, file, timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--paused", is_flag=True, help="Leave the restored VM paused.")
+@wait_agent_option
+@host_option
+@timeout_option
+@json_option
+@pass_app
+def restore(app: App, file: Path, paused: bool, wait_agent: bool, host: str | None,
+            timeout_s: float | None, as_json: bool) -> None:
+    """Restore a VM from a save FILE. A failed restore keeps the file.
+
+    Example: virtlife restore /var/lib/libvirt/save/web1.sav
+    """
+    s = app.services
+    show_result(s.lifecycle.restore(file, host=host or s.default_host(), paused=paused,
+                                    wait_agent=wait_agent, timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@timeout_option
+@json_option
+@pass_app
+def managedsave(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
+    """Save the VM's RAM to libvirt's managed image; the next start restores it.
+
+    Example: virtlife managedsave web1
+    """
+    show_result(app.services.lifecycle.managedsave(vm, timeout_s=timeout_s), as_json)
+
+
+@click.command("managedsave-remove")
+@VM
+@json_option
+@pass_app
+def managedsave_remove(app: App, vm: str, as_json: bool) -> None:
+    """Delete the VM's managed-save image (the next start boots fresh).
+
+    Example: virtlife managedsave-remove web1
+    """
+    show_result(app.services.lifecycle.managedsave_remove(vm), as_json)
+
+
+@click.command()
+@VM
+@click.option("--target", type=click.Choice(["mem", "disk", "hybrid"]), default="mem",
+              show_default=True, help="Suspend to RAM, to disk, or both.")
+@timeout_option
+@json_option
+@pass_app
+def pmsuspend(app: App, vm: str, target: str, timeout_s: float | None, as_json: bool) -> None:
+    """Ask the guest (through its agent) to suspend itself.
+
+    Example: virtlife pmsuspend web1 --target mem
+    """
+    show_result(app.services.lifecycle.pmsuspend(vm, target=target, timeout_s=timeout_s),
+                as_json)
+
+
+@click.command()
+@VM
+@wait_agent_option
+@timeout_option
+@json_option
+@pass_app
+def pmwakeup(app: App, vm: str, wait_agent: bool, timeout_s: float | None,
+             as_json: bool) -> None:
+    """Wake a pmsuspended guest.
+
+    Example: virtlife pmwakeup web1
+    """
+    show_result(app.services.lifecycle.pmwakeup(vm, wait_agent=wait_agent,
+                                                timeout_s=timeout_s), as_json)
+
+
+@click.command()
+@VM
+@click.option("--managed-save", is_flag=True, help="Also delete the managed-save image.")
+@click.option("--snapshots-metadata", is_flag=True, help="Also drop snapshot metadata.")
+@click.option("--nvram/--keep-nvram", default=None,
+              help="Delete or keep the UEFI NVRAM file (default: libvirt's rule).")
+@json_option
+@pass_app
+def undefine(app: App, vm: str, managed_save: bool, snapshots_metadata: bool,
+             nvram: bool | None, as_json: bool) -> None:
+    """Remove a shut-off VM's definition (its disks stay).
+
+    Example: virtlife undefine web1 --managed-save
+    """
+    show_result(app.services.lifecycle.undefine(
+        vm, managed_save=managed_save, snapshots=snapshots_metadata, nvram=nvram), as_json)
+
+
+@click.command()
+@VM
+@click.option("--inactive", is_flag=True, help="The persistent definition, not the live one.")
+@pass_app
+def dumpxml(app: App, vm: str, inactive: bool) -> None:
+    """Print the VM's domain XML.
+
+    Example: virtlife dumpxml web1 > web1.xml
+    """
+    click.echo(app.services.lifecycle.dumpxml(vm, inactive=inactive), nl=False)
+
+
+@click.command()
+@VM
+@json_option
+@pass_app
+def state(app: App, vm: str, as_json: bool) -> None:
+    """Print the VM's state and libvirt's reason, e.g. "paused (user)".
+
+    Example: virtlife state web1
+    """
+    host, current = app.services.lifecycle.state(vm)
+    if as_json:
+        emit_json({"host": host, "vm": vm, "state": current.state.value,
+                   "label": current.state.label, "reason": current.reason})
+    else:
+        click.echo(str(current))
+
+
+@click.command()
+@VM
+@json_option
+@pass_app
+def info(app: App, vm: str, as_json: bool) -> None:
+    """Print what libvirt knows about the VM.
+
+    Example: virtlife info web1 --json
+    """
+    details = app.services.lifecycle.info(vm)
+    if as_json:
+        emit_json(details.as_dict())
+        return
+    data = details.as_dict()
+    data["state"] = str(details.state)
+    data.pop("reason")
+    show_table(["field", "value"], [(k, "-" if v is None else v) for k, v in data.items()])
+
+
+COMMANDS = [define, create, start, shutdown, reboot, reset, destroy, suspend, resume, save,
+            restore, managedsave, managedsave_remove, pmsuspend, pmwakeup, undefine, dumpxml,
+            state, info]

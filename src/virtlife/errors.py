@@ -1,0 +1,97 @@
+"""virtlife's own exception tree; nothing outside ``hypervisor`` ever sees a libvirtError.
+
+The mapping from libvirt errors to these classes is one function,
+``virtlife.hypervisor.libvirt_api.translate``; this module must not import libvirt.
+Every message says what was wanted, what was found and, where it helps, what to do.
+
+    VirtlifeError
+    ├── NotFound
+    │   ├── VMNotFound               no domain of that name on the host(s) asked
+    │   └── HostNotFound             no host of that name in the inventory
+    ├── AlreadyExists
+    │   ├── VMAlreadyExists          define/create with a name already in use
+    │   └── HostAlreadyExists        host add with a name already in the inventory
+    ├── AmbiguousName                NAME matches a VM on several hosts
+    ├── InvalidTransition            operation not allowed in the VM's current state
+    ├── InvalidDefinition            malformed or rejected domain XML / spec
+    ├── HostUnreachable              cannot connect to, or lost, a libvirt host
+    ├── OperationTimeout             the expected state was not reached in time
+    ├── Unsupported                  the host's driver cannot do this operation
+    ├── AgentUnavailable             the guest agent is not connected or not answering
+    ├── OperationFailed              libvirt refused or failed the operation otherwise
+    └── LabError                     preparing the host or building the test guest failed
+"""
+
+from __future__ import annotations
+
+
+class VirtlifeError(Exception):
+    """Base of every error virtlife raises on purpose. ``str(err)`` is the user message."""
+
+    exit_code: int = 1
+
+
+class NotFound(VirtlifeError):
+    exit_code = 2
+
+
+class VMNotFound(NotFound):
+    pass
+
+
+class HostNotFound(NotFound):
+    pass
+
+
+class AlreadyExists(VirtlifeError):
+    pass
+
+
+class VMAlreadyExists(AlreadyExists):
+    pass
+
+
+class HostAlreadyExists(AlreadyExists):
+    pass
+
+
+class AmbiguousName(VirtlifeError):
+    def __init__(self, name: str, candidates: list[str]) -> None:
+        self.name = name
+        self.candidates = candidates
+        super().__init__(
+            f"{name} is ambiguous: it exists as {', '.join(candidates)}; "
+            f"name it as HOST/{name}"
+        )
+
+
+class InvalidTransition(VirtlifeError):
+    exit_code = 3
+
+
+class InvalidDefinition(VirtlifeError):
+    pass
+
+
+class HostUnreachable(VirtlifeError):
+    exit_code = 4
+
+
+class OperationTimeout(VirtlifeError):
+    exit_code = 5
+
+
+class Unsupported(VirtlifeError):
+    pass
+
+
+class AgentUnavailable(VirtlifeError):
+    pass
+
+
+class OperationFailed(VirtlifeError):
+    pass
+
+
+class LabError(VirtlifeError):
+    pass

@@ -1,0 +1,229 @@
+"""``Guest``: a thin wrapper of one libvirt domain.
+
+Each method is one libvirt call (or a few reads), with libvirt errors translated and
+flags chosen from plain words ("agent", "acpi", "mem"...). It does not check whether
+an operation is allowed or wait for its result: ``services.lifecycle`` does that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from virtlife import errors
+from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
+from virtlife.states import UNDEFINED, StateInfo, classify
+
+if TYPE_CHECKING:
+    from virtlife.hypervisor.host import Host
+
+SHUTDOWN_MODES = {
+    "default": 0,  # libvirt chooses: the agent when configured, else ACPI
+    "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+    "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+}
+REBOOT_MODES = {
+    "default": 0,
+    "agent": libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT,
+    "acpi": libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
+}
+PM_TARGETS = {
+    "mem": libvirt.VIR_NODE_SUSPEND_TARGET_MEM,
+    "disk": libvirt.VIR_NODE_SUSPEND_TARGET_DISK,
+    "hybrid": libvirt.VIR_NODE_SUSPEND_TARGET_HYBRID,
+}
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    host: str
+    name: str
+    uuid: str
+    id: int | None
+    state: StateInfo
+    vcpus: int
+    memory_mib: int
+    max_memory_mib: int
+    cpu_time_s: float
+    persistent: bool
+    autostart: bool
+    managed_save: bool
+    snapshots: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host, "name": self.name, "uuid": self.uuid, "id": self.id,
+            "state": self.state.state.value, "reason": self.state.reason,
+            "vcpus": self.vcpus, "memory_mib": self.memory_mib,
+            "max_memory_mib": self.max_memory_mib, "cpu_time_s": round(self.cpu_time_s, 2),
+            "persistent": self.persistent, "autostart": self.autostart,
+            "managed_save": self.managed_save, "snapshots": self.snapshots,
+        }
+
+
+class Guest:
+    """One domain on one ``Host``."""
+
+    def __init__(self, host: Host, dom: Any) -> None:
+        self.host = host
+        self._dom = dom
+        self.name: str = dom.name()
+
+    def __repr__(self) -> str:
+        return f"Guest({self.host.name}/{self.name})"
+
+    def _what(self, verb: str) -> str:
+        return f"{verb} {self.name} on {self.host.name}"
+
+    # -- reads ---------------------------------------------------------------------
+
+    def status(self, *, in_shutdown_for_s: float | None = None) -> StateInfo:
+        """The classified state; ``undefined`` once the domain is gone."""
+        try:
+            lv_state, lv_reason = self._dom.state(0)
+            managed = bool(self._dom.hasManagedSaveImage(0)) if lv_state == 5 else False
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return UNDEFINED
+            raise translate(err, self._what("read the state of")) from err
+        return classify(
+            lv_state, lv_reason, has_managed_save=managed, in_shutdown_for_s=in_shutdown_for_s
+        )
+
+    def uuid(self) -> str:
+        return str(self._dom.UUIDString())
+
+    def is_persistent(self) -> bool:
+        with calling(self._what("inspect")):
+            return bool(self._dom.isPersistent())
+
+    def has_managed_save(self) -> bool:
+        with calling(self._what("inspect")):
+            return bool(self._dom.hasManagedSaveImage(0))
+
+    def snapshot_count(self) -> int:
+        with calling(self._what("count snapshots of")):
+            try:
+                return int(self._dom.snapshotNum(0))
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,):
+                    return 0
+                raise
+
+    def xml(self, *, inactive: bool = False, secure: bool = False) -> str:
+        flags = (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0) | (
+            libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        )
+        with calling(self._what("read the XML of")):
+            return str(self._dom.XMLDesc(flags))
+
+    def info(self, *, in_shutdown_for_s: float | None = None) -> GuestInfo:
+        with calling(self._what("read information about")):
+            _st, max_kib, mem_kib, vcpus, cpu_ns = self._dom.info()
+            dom_id = self._dom.ID()
+            persistent = bool(self._dom.isPersistent())
+            autostart = bool(self._dom.autostart()) if persistent else False
+            managed = bool(self._dom.hasManagedSaveImage(0))
+        return GuestInfo(
+            host=self.host.name,
+            name=self.name,
+            uuid=self.uuid(),
+            id=dom_id if dom_id >= 0 else None,
+            state=self.status(in_shutdown_for_s=in_shutdown_for_s),
+            vcpus=int(vcpus),
+            memory_mib=int(mem_kib) // 1024,
+            max_memory_mib=int(max_kib) // 1024,
+            cpu_time_s=cpu_ns / 1e9,
+            persistent=persistent,
+            autostart=autostart,
+            managed_save=managed,
+            snapshots=self.snapshot_count() if persistent else 0,
+        )
+
+    # -- state changes ------------------------------------------------------------------
+
+    def start(self, *, paused: bool = False, force_boot: bool = False) -> None:
+        flags = (libvirt.VIR_DOMAIN_START_PAUSED if paused else 0) | (
+            libvirt.VIR_DOMAIN_START_FORCE_BOOT if force_boot else 0
+        )
+        with calling(self._what("start")):
+            self._dom.createWithFlags(flags)
+
+    def shutdown(self, mode: str = "default") -> None:
+        with calling(self._what("shut down")):
+            self._dom.shutdownFlags(SHUTDOWN_MODES[mode])
+
+    def reboot(self, mode: str = "default") -> None:
+        with calling(self._what("reboot")):
+            self._dom.reboot(REBOOT_MODES[mode])
+
+    def reset(self) -> None:
+        with calling(self._what("reset")):
+            self._dom.reset(0)
+
+    def destroy(self, *, graceful: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_DESTROY_GRACEFUL if graceful else 0
+        with calling(self._what("destroy")):
+            self._dom.destroyFlags(flags)
+
+    def suspend(self) -> None:
+        with calling(self._what("suspend")):
+            self._dom.suspend()
+
+    def resume(self) -> None:
+        with calling(self._what("resume")):
+            self._dom.resume()
+
+    def save(self, path: str) -> None:
+        with calling(self._what("save")):
+            self._dom.save(path)
+
+    def managed_save(self) -> None:
+        with calling(self._what("managed-save")):
+            self._dom.managedSave(0)
+
+    def managed_save_remove(self) -> None:
+        with calling(self._what("remove the managed-save image of")):
+            self._dom.managedSaveRemove(0)
+
+    def pm_suspend(self, target: str = "mem") -> None:
+        with calling(self._what("pmsuspend")):
+            self._dom.pMSuspendForDuration(PM_TARGETS[target], 0, 0)
+
+    def pm_wakeup(self) -> None:
+        with calling(self._what("pmwakeup")):
+            self._dom.pMWakeup(0)
+
+    def undefine(
+        self, *, managed_save: bool = False, snapshots: bool = False, nvram: bool | None = None
+    ) -> None:
+        """Undefine; ``nvram`` True removes NVRAM, False keeps it, None lets libvirt decide."""
+        flags = 0
+        if managed_save:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        if snapshots:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        if nvram is True:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        elif nvram is False:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        with calling(self._what("undefine")):
+            self._dom.undefineFlags(flags)
+
+    # -- guest agent (raw; the agent service builds on this) --------------------------
+
+    def agent_command(self, command: str, arguments: dict[str, Any] | None = None,
+                      *, timeout_s: int = 5) -> Any:
+        """Send one QMP command to the guest agent and return its ``return`` value."""
+        payload: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            payload["arguments"] = arguments
+        with calling(self._what(f"run agent command {command} in")):
+            reply = libvirt_qemu.qemuAgentCommand(self._dom, json.dumps(payload), timeout_s, 0)
+        try:
+            return json.loads(reply).get("return")
+        except (ValueError, AttributeError) as err:
+            raise errors.AgentUnavailable(
+                f"the agent of {self.name} answered {command} with something that is not JSON"
+            ) from err

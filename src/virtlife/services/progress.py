@@ -1,0 +1,30 @@
+"""Progress reporting for long operations, as plain values passed to a callback.
+
+A service takes ``progress: Progress | None`` and calls it with ``Update`` values;
+the CLI prints them, a REST API can forward them over a websocket. Nothing here
+does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Update:
+    """One step of an operation: ``stage`` is a short word, ``message`` a sentence."""
+
+    vm: str
+    stage: str
+    message: str
+    fraction: float | None = None  # 0..1 where the operation can tell
+
+
+Progress = Callable[[Update], None]
+
+
+def report(progress: Progress | None, vm: str, stage: str, message: str,
+           fraction: float | None = None) -> None:
+    if progress is not None:
+        progress(Update(vm, stage, message, fraction))

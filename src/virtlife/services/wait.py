@@ -1,0 +1,113 @@
+"""Waiting for a VM to reach a state, or for its guest agent, driven by libvirt events.
+
+A ``Watch`` subscribes to the host's events *before* an operation is issued, so no
+event can slip between the call and the wait. Each event for the VM wakes the
+waiter, which then reads the state once; a slow safety re-read (every few seconds)
+covers a lost event. Nothing here decides policy or prints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from virtlife import errors
+from virtlife.hypervisor import DomainEvent, Guest, Host
+from virtlife.states import StateInfo
+
+SAFETY_RECHECK_S = 2.0
+
+
+class Watch:
+    """Events for one VM on one host, collected from the moment of creation."""
+
+    def __init__(self, host: Host, vm: str) -> None:
+        self.host = host
+        self.vm = vm
+        self.events: list[DomainEvent] = []
+        self._cond = threading.Condition()
+        host.add_listener(self._on_event)
+
+    def _on_event(self, event: DomainEvent) -> None:
+        if event.vm != self.vm and event.kind != "host":
+            return
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.host.remove_listener(self._on_event)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _wait_for_event(self, seen: int, timeout_s: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.events) > seen, timeout=timeout_s)
+            return len(self.events)
+
+    def until_event(self, match: Callable[[DomainEvent], bool], timeout_s: float, *,
+                    describe: str) -> DomainEvent:
+        """Return the first collected event ``match`` takes; ``OperationTimeout`` otherwise."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for event in self.events:
+                    if match(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.OperationTimeout(
+                        f"{self.vm}: no {describe} within {timeout_s:g} s")
+                self._cond.wait(remaining)
+
+    def until_state(self, guest: Guest, accept: Callable[[StateInfo], bool],
+                    timeout_s: float, *, describe: str) -> StateInfo:
+        """Return the first state ``accept`` takes; ``OperationTimeout`` past the deadline."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while True:
+            current = guest.status()
+            if accept(current):
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.OperationTimeout(
+                    f"{self.vm} did not reach {describe} within {timeout_s:g} s: "
+                    f"it is {current}"
+                )
+            seen = self._wait_for_event(seen, min(remaining, SAFETY_RECHECK_S))
+
+    def until_agent(self, guest: Guest, timeout_s: float) -> float:
+        """Wait until the guest agent answers ``guest-ping``; return seconds waited.
+
+        The agent-connected event is the signal; a ping confirms it (an agent that
+        connected before the watch began is found by the first ping).
+        """
+        start = time.monotonic()
+        deadline = start + timeout_s
+        seen = 0
+        while True:
+            try:
+                guest.agent_command("guest-ping", timeout_s=2)
+                return time.monotonic() - start
+            except (errors.AgentUnavailable, errors.OperationFailed) as err:
+                last = str(err)
+            state = guest.status()
+            if not state.state.is_active:
+                raise errors.AgentUnavailable(
+                    f"the agent of {self.vm} cannot answer: the VM is {state}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.OperationTimeout(
+                    f"the guest agent of {self.vm} did not answer within {timeout_s:g} s "
+                    f"({last})"
+                )
+            seen = self._wait_for_event(seen, min(remaining, SAFETY_RECHECK_S))

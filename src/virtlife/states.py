@@ -1,0 +1,254 @@
+"""The operator-facing VM states, libvirt's reasons, and the one transition table.
+
+``VMState`` names the states as operators know them; ``classify`` is the one mapping
+from libvirt's (state, reason) integers to a ``StateInfo``; ``TRANSITIONS`` says, for
+every ``Operation``, in which states it is allowed and which states it should reach;
+``check_transition`` is the one guard every operation passes through.
+
+libvirt's state and reason numbers are part of its stable ABI, so they are written
+here as plain integers (a unit test compares them with the binding's constants); this
+module must not import libvirt or do any I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from virtlife.errors import InvalidTransition
+
+
+class VMState(StrEnum):
+    """A VM's state as an operator names it (``virsh list`` wording in ``label``)."""
+
+    UNDEFINED = "undefined"  # no such domain on the host (or a transient one that ended)
+    SHUTOFF = "shutoff"  # defined, not running
+    RUNNING = "running"
+    SHUTDOWN = "shutdown"  # shutdown in progress
+    PAUSED = "paused"  # vCPUs stopped, RAM kept in the QEMU process
+    SAVED = "saved"  # RAM on storage: managed-save image, or shut off by `save FILE`
+    IDLE = "idle"  # libvirt "blocked": running but waiting on a resource
+    CRASHED = "crashed"  # the guest panicked and the domain was preserved
+    DYING = "dying"  # stuck on the way down
+    PMSUSPENDED = "pmsuspended"  # guest suspended itself to RAM (S3)
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def is_active(self) -> bool:
+        """True when a QEMU process exists for the domain."""
+        return self not in (VMState.UNDEFINED, VMState.SHUTOFF, VMState.SAVED)
+
+
+_LABELS = {
+    VMState.UNDEFINED: "undefined",
+    VMState.SHUTOFF: "shut off",
+    VMState.RUNNING: "running",
+    VMState.SHUTDOWN: "in shutdown",
+    VMState.PAUSED: "paused",
+    VMState.SAVED: "saved",
+    VMState.IDLE: "idle",
+    VMState.CRASHED: "crashed",
+    VMState.DYING: "dying",
+    VMState.PMSUSPENDED: "pmsuspended",
+}
+
+# libvirt's virDomainState values (libvirt-domain.h), one row each.
+LV_NOSTATE = 0  # no state: seen while the QEMU process is being torn down
+LV_RUNNING = 1
+LV_BLOCKED = 2  # blocked on a resource -> "idle"
+LV_PAUSED = 3
+LV_SHUTDOWN = 4  # being shut down
+LV_SHUTOFF = 5
+LV_CRASHED = 6
+LV_PMSUSPENDED = 7
+
+# Reason names per libvirt state, as virsh prints them (virDomain*Reason enums).
+REASONS: dict[int, tuple[str, ...]] = {
+    LV_NOSTATE: ("unknown",),
+    LV_RUNNING: (
+        "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
+        "migration canceled", "save canceled", "event wakeup", "crashed",
+        "post-copy", "post-copy failed",
+    ),
+    LV_BLOCKED: ("unknown",),
+    LV_PAUSED: (
+        "unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog",
+        "from snapshot", "shutting down", "creating snapshot", "crashed", "starting up",
+        "post-copy", "post-copy failed", "api error",
+    ),
+    LV_SHUTDOWN: ("unknown", "user"),
+    LV_SHUTOFF: (
+        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
+        "from snapshot", "daemon",
+    ),
+    LV_CRASHED: ("unknown", "panicked"),
+    LV_PMSUSPENDED: ("unknown",),
+}
+
+SHUTOFF_REASON_SAVED = 5
+
+# How long a domain may stay "in shutdown" before we call it dying.
+SHUTDOWN_STUCK_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """A classified state with libvirt's reason beside it, e.g. ``paused (user)``."""
+
+    state: VMState
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.state.label} ({self.reason})" if self.reason else self.state.label
+
+
+UNDEFINED = StateInfo(VMState.UNDEFINED, "")
+
+
+def reason_name(lv_state: int, lv_reason: int) -> str:
+    names = REASONS.get(lv_state, ())
+    return names[lv_reason] if 0 <= lv_reason < len(names) else f"reason {lv_reason}"
+
+
+def classify(
+    lv_state: int,
+    lv_reason: int,
+    *,
+    has_managed_save: bool = False,
+    in_shutdown_for_s: float | None = None,
+    shutdown_stuck_after_s: float = SHUTDOWN_STUCK_AFTER_S,
+) -> StateInfo:
+    """Map libvirt's (state, reason) to the operator's state.
+
+    ``has_managed_save`` turns a shut-off domain into ``saved``; ``in_shutdown_for_s``
+    (how long ago a shutdown was requested, when known) turns a domain still "in
+    shutdown" past ``shutdown_stuck_after_s`` into ``dying``.
+    """
+    reason = reason_name(lv_state, lv_reason)
+    if lv_state == LV_SHUTOFF:
+        if has_managed_save:
+            return StateInfo(VMState.SAVED, "managed save")
+        if lv_reason == SHUTOFF_REASON_SAVED:
+            return StateInfo(VMState.SAVED, "saved to file")
+        return StateInfo(VMState.SHUTOFF, reason)
+    if lv_state == LV_SHUTDOWN:
+        if in_shutdown_for_s is not None and in_shutdown_for_s > shutdown_stuck_after_s:
+            return StateInfo(VMState.DYING, f"in shutdown for {in_shutdown_for_s:.0f} s")
+        return StateInfo(VMState.SHUTDOWN, reason)
+    simple = {
+        LV_NOSTATE: VMState.DYING,
+        LV_RUNNING: VMState.RUNNING,
+        LV_BLOCKED: VMState.IDLE,
+        LV_PAUSED: VMState.PAUSED,
+        LV_CRASHED: VMState.CRASHED,
+        LV_PMSUSPENDED: VMState.PMSUSPENDED,
+    }
+    if lv_state not in simple:
+        return StateInfo(VMState.DYING, f"unknown libvirt state {lv_state}")
+    if lv_state == LV_NOSTATE:
+        return StateInfo(VMState.DYING, "no state")
+    return StateInfo(simple[lv_state], reason)
+
+
+class Operation(StrEnum):
+    """Everything that changes a VM's state; the value is the CLI verb."""
+
+    DEFINE = "define"
+    START = "start"
+    SHUTDOWN = "shutdown"
+    REBOOT = "reboot"
+    RESET = "reset"
+    DESTROY = "destroy"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    SAVE = "save"
+    RESTORE = "restore"
+    MANAGEDSAVE = "managedsave"
+    MANAGEDSAVE_REMOVE = "managedsave-remove"
+    PMSUSPEND = "pmsuspend"
+    PMWAKEUP = "pmwakeup"
+    UNDEFINE = "undefine"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Where an operation may start (``allowed``) and where it should end (``reaches``).
+
+    An empty ``reaches`` means the operation leaves the state as it is (define of an
+    existing VM, reboot) and nothing is waited for by state.
+    """
+
+    allowed: frozenset[VMState]
+    reaches: frozenset[VMState]
+
+
+def _r(allowed: set[VMState], reaches: set[VMState]) -> Rule:
+    return Rule(frozenset(allowed), frozenset(reaches))
+
+
+S = VMState
+_UP = {S.RUNNING, S.IDLE}
+_ACTIVE = {s for s in S if s.is_active}
+
+TRANSITIONS: dict[Operation, Rule] = {
+    # define: creates a VM, or replaces the persistent definition of an existing one
+    Operation.DEFINE: _r(set(S), set()),
+    Operation.START: _r({S.SHUTOFF, S.SAVED}, {S.RUNNING, S.PAUSED}),
+    Operation.SHUTDOWN: _r(_UP, {S.SHUTOFF, S.UNDEFINED}),
+    Operation.REBOOT: _r(_UP, set()),
+    Operation.RESET: _r(_UP | {S.CRASHED}, set()),
+    Operation.DESTROY: _r(_ACTIVE, {S.SHUTOFF, S.UNDEFINED}),
+    Operation.SUSPEND: _r(_UP, {S.PAUSED}),
+    Operation.RESUME: _r({S.PAUSED}, {S.RUNNING}),
+    Operation.SAVE: _r(_UP | {S.PAUSED}, {S.SAVED, S.UNDEFINED}),
+    Operation.RESTORE: _r({S.UNDEFINED, S.SHUTOFF, S.SAVED}, {S.RUNNING, S.PAUSED}),
+    Operation.MANAGEDSAVE: _r(_UP | {S.PAUSED}, {S.SAVED}),
+    Operation.MANAGEDSAVE_REMOVE: _r({S.SAVED}, {S.SHUTOFF}),
+    Operation.PMSUSPEND: _r(_UP, {S.PMSUSPENDED, S.SHUTOFF}),
+    Operation.PMWAKEUP: _r({S.PMSUSPENDED}, {S.RUNNING}),
+    Operation.UNDEFINE: _r({S.SHUTOFF, S.SAVED}, {S.UNDEFINED}),
+}
+
+# What to suggest when an operation is refused in a given state.
+_HINTS: dict[tuple[Operation, VMState], str] = {
+    (Operation.START, S.PAUSED): "resume it instead",
+    (Operation.START, S.PMSUSPENDED): "wake it with pmwakeup instead",
+    (Operation.START, S.CRASHED): "destroy it first, or reset it",
+    (Operation.RESUME, S.PMSUSPENDED): "wake it with pmwakeup instead",
+    (Operation.RESUME, S.SAVED): "start it to restore the saved RAM",
+    (Operation.SHUTDOWN, S.PAUSED): "resume it first, or destroy it",
+    (Operation.SHUTDOWN, S.CRASHED): "destroy it instead",
+    (Operation.SHUTDOWN, S.SHUTDOWN): "it is already shutting down; destroy it to force it off",
+    (Operation.SHUTDOWN, S.DYING): "destroy it to force it off",
+    (Operation.UNDEFINE, S.RUNNING): "shut it down or destroy it first",
+    (Operation.UNDEFINE, S.PAUSED): "destroy it first",
+}
+
+
+def _phrase(states: frozenset[VMState]) -> str:
+    order = [s for s in VMState if s in states]
+    labels = [s.label for s in order]
+    if len(labels) == 1:
+        return labels[0]
+    return ", ".join(labels[:-1]) + " or " + labels[-1]
+
+
+def check_transition(op: Operation, vm: str, current: StateInfo) -> Rule:
+    """Return the rule for ``op`` or raise ``InvalidTransition`` with one clear line.
+
+    ``cannot resume web1: it is running, not paused``
+    """
+    rule = TRANSITIONS[op]
+    if current.state in rule.allowed:
+        return rule
+    if current.state is VMState.UNDEFINED:
+        msg = f"cannot {op.value} {vm}: it is not defined"
+    else:
+        msg = f"cannot {op.value} {vm}: it is {current.state.label}, not {_phrase(rule.allowed)}"
+    hint = _HINTS.get((op, current.state))
+    if hint:
+        msg += f"; {hint}"
+    raise InvalidTransition(msg)
