@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-NODE_URI = f"test://{DATA / 'node.xml'}"
-NODE2_URI = f"test://{DATA / 'node2.xml'}"
-UNREACHABLE_URI = "qemu+tcp://127.0.0.1:1/system"
+from support import NODE_URI
 
 
 @pytest.fixture(autouse=True)

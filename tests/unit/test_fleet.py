@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import NODE2_URI, NODE_URI, UNREACHABLE_URI
+from support import NODE2_URI, NODE_URI, UNREACHABLE_URI
 from virtlife import errors
 from virtlife.services.fleet import Fleet, HostRef, split_ref
 

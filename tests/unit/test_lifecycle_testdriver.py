@@ -188,20 +188,6 @@ def test_every_operation_is_journalled_with_its_outcome(lifecycle: Lifecycle) ->
     assert all(e.host == "t" for e in entries)
 
 
-def test_stuck_shutdown_is_reported_as_dying(lifecycle: Lifecycle) -> None:
-    # the test driver never stays "in shutdown"; the mapping is fed a journal entry
-    # the way a real stuck shutdown would have left it
-    from datetime import UTC, datetime, timedelta
-
-    from virtlife.services.lifecycle import observed_state
-
-    assert lifecycle.journal is not None
-    guest = lifecycle.fleet.resolve("vm-running")
-    lifecycle.journal.record("t", "vm-running", Operation.SHUTDOWN.value, "ok", 0.1, "",
-                             started_at=datetime.now(UTC) - timedelta(minutes=10))
-    assert observed_state(guest, lifecycle.journal).state is VMState.RUNNING
-
-
 def test_progress_updates_are_reported(lifecycle: Lifecycle) -> None:
     seen: list[str] = []
     lifecycle.progress = lambda u: seen.append(u.stage)

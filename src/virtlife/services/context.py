@@ -59,5 +59,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
                   connect_timeout_s: float | None = None) -> Services:
     store = open_store(store_path)
     kwargs = {} if connect_timeout_s is None else {"connect_timeout_s": connect_timeout_s}
-    fleet = Fleet(host_refs(store, connect_uri), **kwargs)
+    fleet = Fleet(host_refs(store, connect_uri), journal=store.journal, **kwargs)
     return Services(store, fleet, Lifecycle(fleet, store.journal, progress), connect_uri)

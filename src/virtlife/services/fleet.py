@@ -11,11 +11,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, Host
+from virtlife.services.observe import observed_state
 from virtlife.states import StateInfo, VMState
+
+if TYPE_CHECKING:
+    from virtlife.store.journal import Journal
 
 T = TypeVar("T")
 
@@ -75,8 +79,10 @@ class Fleet:
     """All hosts of one inventory (or one ``--connect`` URI)."""
 
     def __init__(self, hosts: Iterable[HostRef], *,
-                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 journal: Journal | None = None) -> None:
         self.refs: dict[str, HostRef] = {h.name: h for h in hosts}
+        self.journal = journal
         self.connect_timeout_s = connect_timeout_s
         self._hosts: dict[str, Host] = {}
         self._lock = threading.Lock()
@@ -162,10 +168,14 @@ class Fleet:
         def rows_of(h: Host) -> list[VMRow]:
             rows = []
             for guest in h.guests():
-                info = guest.info()
+                try:
+                    info = guest.info()
+                except errors.VMNotFound:  # a transient VM that ended while we listed
+                    continue
                 if not include_inactive and not info.state.state.is_active:
                     continue
-                rows.append(VMRow(h.name, guest.name, info.state, info.vcpus,
+                state = observed_state(guest, self.journal)
+                rows.append(VMRow(h.name, guest.name, state, info.vcpus,
                                   info.max_memory_mib, info.persistent))
             return rows
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from virtlife import errors
 from virtlife.hypervisor import Guest, GuestInfo, Host
 from virtlife.services.fleet import Fleet
+from virtlife.services.observe import observed_state
 from virtlife.services.progress import Progress, report
 from virtlife.services.wait import Watch
 from virtlife.states import Operation, StateInfo, VMState, check_transition
@@ -60,17 +61,6 @@ class OperationResult:
         }
 
 
-def observed_state(guest: Guest, journal: Journal | None) -> StateInfo:
-    """The VM's state, calling it ``dying`` when a shutdown requested long ago is stuck."""
-    current = guest.status()
-    if current.state is VMState.SHUTDOWN and journal is not None:
-        last = journal.last(guest.name, guest.host.name, Operation.SHUTDOWN.value)
-        if last is not None:
-            age = (datetime.now(UTC) - last.started_at).total_seconds()
-            current = guest.status(in_shutdown_for_s=age)
-    return current
-
-
 class Lifecycle:
     """Lifecycle operations over a ``Fleet``; results journalled when a journal is given."""
 
@@ -102,6 +92,7 @@ class Lifecycle:
         describe: str | None = None,
         after: Callable[[Watch, Guest], str] | None = None,
         precheck: Callable[[StateInfo], None] | None = None,
+        final: Callable[[StateInfo], StateInfo] | None = None,
     ) -> OperationResult:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
@@ -128,9 +119,15 @@ class Lifecycle:
                 note = after(watch, target) if (wait and after is not None) else ""
                 if note:
                     state = target.status()
+                if final is not None:
+                    state = final(state)
         except errors.VirtlifeError as err:
             outcome = "refused" if isinstance(err, errors.InvalidTransition) else "error"
-            self._record(host.name, vm, op, outcome, started_at, time.monotonic() - t0, str(err))
+            try:
+                self._record(host.name, vm, op, outcome, started_at, time.monotonic() - t0,
+                             str(err))
+            except Exception as journal_err:  # the user's error matters more
+                err.add_note(f"(and it could not be journalled: {journal_err})")
             raise
         duration = time.monotonic() - t0
         self._record(host.name, vm, op, "ok", started_at, duration, str(state))
@@ -276,9 +273,14 @@ class Lifecycle:
                     f"cannot managedsave-remove {guest.name}: it was saved to a file and "
                     "has no managed-save image")
 
+        # libvirt keeps the shut-off reason "saved" after the image is gone; what we wait
+        # for is the image's removal, and the VM is then shut off (observe.py agrees)
         return self._run(Operation.MANAGEDSAVE_REMOVE, guest.host, guest.name,
                          guest.managed_save_remove, guest=guest, wait=True, timeout_s=None,
-                         precheck=precheck)
+                         precheck=precheck, accept=lambda s: s.reason != "managed save",
+                         describe="without a managed-save image",
+                         final=lambda s: StateInfo(VMState.SHUTOFF, "managed save removed")
+                         if s.state is VMState.SAVED else s)
 
     def pmsuspend(self, ref: str, *, target: str = "mem", wait: bool = True,
                   timeout_s: float | None = None) -> OperationResult:

@@ -1,0 +1,220 @@
+"""The SQLite file behind the store: connection, locking, recorded schema migrations.
+
+``open_store`` opens (creating it and its directory if needed) the one SQLite file that
+holds the inventory and the journal, brings its schema up to date and hands back a
+``Store``. A ``Store`` may be shared by worker threads (one connection, one lock) and
+several processes may open the same file at once (WAL mode, a busy timeout, and every
+write in a ``BEGIN IMMEDIATE`` transaction). This module must not import libvirt nor
+know anything about VMs: it only owns the file; ``inventory`` and ``journal`` own the
+tables' meaning.
+
+Migrations are named and recorded in ``schema_migrations``, like sqlite-utils'
+recorded migrations: ``MIGRATIONS`` is applied in order, each name once. Never edit or
+reorder a migration that has shipped; append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from virtlife import config
+from virtlife.store.inventory import Inventory
+from virtlife.store.journal import Journal
+
+# How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_S: Final = 10.0
+
+# (name, sql): applied in this order, each once. Append only.
+MIGRATIONS: Final[list[tuple[str, str]]] = [
+    (
+        "0001_hosts",
+        """
+        CREATE TABLE hosts (
+            name     TEXT PRIMARY KEY,
+            uri      TEXT NOT NULL,
+            added_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0002_journal",
+        """
+        CREATE TABLE journal (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            host       TEXT NOT NULL,
+            vm         TEXT NOT NULL,
+            operation  TEXT NOT NULL,
+            outcome    TEXT NOT NULL CHECK (outcome IN ('ok', 'error', 'refused')),
+            duration_s REAL NOT NULL,
+            detail     TEXT NOT NULL
+        );
+        CREATE INDEX journal_by_started ON journal (started_at, id);
+        CREATE INDEX journal_by_vm ON journal (vm, host, operation, started_at, id);
+        CREATE INDEX journal_by_host ON journal (host, started_at, id);
+        """,
+    ),
+]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into complete statements (semicolons in strings are safe)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending.strip()
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()!r}")
+
+
+class Database:
+    """One SQLite connection and the lock that serialises threads over it.
+
+    ``read()``, ``transaction()`` and the timestamp codec are what ``Inventory`` and
+    ``Journal`` use; nothing else should touch the connection. (They import this class
+    for typing only, so the store's modules have no import cycle at runtime.)
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        # Held for reads too: a read on the shared connection while another thread is
+        # inside a write transaction would see that thread's uncommitted rows.
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def format_ts(moment: datetime) -> str:
+        """An aware datetime as fixed-width UTC ISO text, so text order is time order."""
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(
+                f"timestamp {moment.isoformat()} has no timezone; pass an aware datetime"
+            )
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+    @staticmethod
+    def parse_ts(text: str) -> datetime:
+        """The inverse of ``format_ts``: always a UTC-aware datetime."""
+        return datetime.fromisoformat(text).astimezone(UTC)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on success, rolled back on any exception.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a concurrent writer in
+        another process waits (up to the busy timeout) instead of failing half-way.
+        """
+        with self._lock:
+            conn = self._connection
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # also when COMMIT itself failed
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (persistent once set) so readers never block a writer.
+
+    Only the first open of a new file changes anything. SQLite does not run the busy
+    handler for that switch, so when several processes create the file at once the
+    losers get "database is locked" at once; retry them up to the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _migrate(db: Database) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        applied = {str(row[0]) for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, script in MIGRATIONS:
+            if name in applied:
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                (name, db.format_ts(datetime.now(UTC))),
+            )
+
+
+class Store:
+    """The opened store: ``.hosts`` (the inventory) and ``.journal``. Close it when done."""
+
+    def __init__(self, path: Path, db: Database) -> None:
+        self.path = path
+        self._db = db
+        self.hosts = Inventory(db)
+        self.journal = Journal(db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+
+def open_store(path: Path | None = None) -> Store:
+    """Open the store at ``path`` (default ``config.store_path()``), migrating it if needed."""
+    path = path if path is not None else config.store_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,  # autocommit; Database.transaction() issues BEGIN/COMMIT
+        check_same_thread=False,  # worker threads share it, serialised by Database's lock
+    )
+    try:
+        connection.row_factory = sqlite3.Row
+        _enable_wal(connection)
+        db = Database(connection)
+        _migrate(db)
+    except BaseException:
+        connection.close()
+        raise
+    return Store(path, db)

@@ -1,0 +1,122 @@
+"""The host inventory: which libvirt hosts virtlife manages, by name and URI.
+
+``Inventory`` adds, removes and looks up ``HostRecord`` rows in the store's ``hosts``
+table, validates names and URIs, and says which hosts are in effect (the implicit local
+host while the inventory is empty). It must not connect to the hosts, import libvirt or
+decide anything about VMs; reachability is the hypervisor layer's business.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from virtlife.config import LOCAL_HOST_NAME, LOCAL_URI
+from virtlife.errors import HostAlreadyExists, HostNotFound, InvalidDefinition
+
+if TYPE_CHECKING:
+    from virtlife.store.db import Database
+
+# Letters, digits, '-', '_', '.'; starts with a letter or digit so it never reads as a
+# CLI option or as '.'/'..'. No '/': "HOST/VM" is how users name a VM on one host.
+_HOST_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# A scheme, a colon, no whitespace: qemu:///system, test:///default, qemu+ssh://h/system.
+_URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    uri: str
+    added_at: datetime
+
+
+def validate_host_name(name: str) -> None:
+    """Raise ``InvalidDefinition`` unless ``name`` can name a host in the inventory."""
+    if not _HOST_NAME.fullmatch(name):
+        raise InvalidDefinition(
+            f"invalid host name {name!r}: use 1 to 63 letters, digits, '-', '_' or '.', "
+            f"starting with a letter or digit (no '/')"
+        )
+
+
+def validate_uri(name: str, uri: str) -> None:
+    """Raise ``InvalidDefinition`` unless ``uri`` looks like a libvirt connection URI."""
+    if not _URI.fullmatch(uri):
+        raise InvalidDefinition(
+            f"invalid libvirt URI {uri!r} for host {name}: expected SCHEME:..., "
+            f"e.g. qemu:///system or qemu+ssh://HOST/system"
+        )
+
+
+class Inventory:
+    """The ``hosts`` table. Obtain it as ``Store.hosts``."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _record(self, row: sqlite3.Row) -> HostRecord:
+        return HostRecord(
+            name=str(row["name"]),
+            uri=str(row["uri"]),
+            added_at=self._db.parse_ts(str(row["added_at"])),
+        )
+
+    def add(self, name: str, uri: str) -> HostRecord:
+        validate_host_name(name)
+        validate_uri(name, uri)
+        record = HostRecord(name=name, uri=uri, added_at=datetime.now(UTC))
+        with self._db.transaction() as conn:
+            existing = conn.execute("SELECT uri FROM hosts WHERE name = ?", (name,)).fetchall()
+            if existing:
+                raise HostAlreadyExists(
+                    f"host {name} already exists ({existing[0]['uri']}); "
+                    f"remove it first or pick another name"
+                )
+            conn.execute(
+                "INSERT INTO hosts (name, uri, added_at) VALUES (?, ?, ?)",
+                (name, uri, self._db.format_ts(record.added_at)),
+            )
+        return record
+
+    def remove(self, name: str) -> HostRecord:
+        with self._db.transaction() as conn:
+            record = self._get(conn, name)
+            conn.execute("DELETE FROM hosts WHERE name = ?", (name,))
+        return record
+
+    def get(self, name: str) -> HostRecord:
+        with self._db.read() as conn:
+            return self._get(conn, name)
+
+    def _get(self, conn: sqlite3.Connection, name: str) -> HostRecord:
+        rows = conn.execute(
+            "SELECT name, uri, added_at FROM hosts WHERE name = ?", (name,)
+        ).fetchall()
+        if not rows:
+            raise HostNotFound(
+                f"no host named {name} in the inventory; `virtlife host list` shows them"
+            )
+        return self._record(rows[0])
+
+    def list(self) -> builtins.list[HostRecord]:
+        """The configured hosts, sorted by name."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT name, uri, added_at FROM hosts ORDER BY name").fetchall()
+        return [self._record(row) for row in rows]
+
+    def effective(self) -> builtins.list[HostRecord]:
+        """The hosts to act on: the configured ones, or the implicit local host if none.
+
+        The local host (``LOCAL_HOST_NAME`` at ``LOCAL_URI``) is implicit only while the
+        inventory is empty; once any host is added, only the added hosts count. The
+        implicit record is not stored, so its ``added_at`` is the time of this call.
+        """
+        hosts = self.list()
+        if hosts:
+            return hosts
+        return [HostRecord(name=LOCAL_HOST_NAME, uri=LOCAL_URI, added_at=datetime.now(UTC))]
