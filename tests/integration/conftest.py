@@ -1,0 +1,76 @@
+"""Fixtures for tests against the real local libvirtd + QEMU (TCG) and the test guest.
+
+``real_stack`` prepares the host once per session (KVM node, daemons, guest build);
+``make_vm`` defines test-guest VMs with their own disk copies and always removes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from virtlife.lab.guest import GuestImage
+
+URI = "qemu:///system"
+
+
+@pytest.fixture(scope="session")
+def real_stack() -> GuestImage:
+    from virtlife.lab.guest import build_guest
+    from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
+
+    ok, why = can_run_real_stack()
+    if not ok:
+        pytest.skip(f"the real libvirt + QEMU stack cannot run here: {why}")
+    prepare_local_host()
+    return build_guest()
+
+
+@pytest.fixture
+def services(real_stack: GuestImage, tmp_path: Path) -> Iterator[object]:
+    from virtlife.services.context import open_services
+
+    with open_services(URI, store_path=tmp_path / "store.db") as s:
+        yield s
+
+
+def _remove(name: str) -> None:
+    from virtlife.hypervisor import Host
+
+    with Host.open("cleanup", URI, events=False) as host:
+        guest = host.find(name)
+        if guest is None:
+            return
+        if guest.status().state.is_active:
+            guest.destroy()
+        if guest.is_persistent():
+            guest.undefine(managed_save=True, snapshots=True)
+
+
+@pytest.fixture
+def make_vm(services: object, real_stack: GuestImage,
+            request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """``make_vm(suffix="", **spec_options) -> name``: a defined, shut-off test-guest VM."""
+    from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+
+    made: list[tuple[str, Path | None]] = []
+    base = "vl-it-" + request.node.name.removeprefix("test_")[:24].replace("[", "-").rstrip("]")
+
+    def make(suffix: str = "", **options: object) -> str:
+        name = f"{base}{suffix}-{os.getpid()}"
+        _remove(name)
+        spec = lab_guest_spec(real_stack, name, **options)  # type: ignore[arg-type]
+        made.append((name, spec.disks[0] if spec.disks else None))
+        provision.create(services.lifecycle, spec,  # type: ignore[attr-defined]
+                         host=services.default_host())  # type: ignore[attr-defined]
+        return name
+
+    yield make
+    for name, disk in made:
+        _remove(name)
+        if disk is not None and disk.exists():
+            disk.unlink()

@@ -1,0 +1,121 @@
+"""The ``virtlife`` command itself against the real libvirtd: lab VM, list, events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtlife.lab.guest import GuestImage
+
+pytestmark = pytest.mark.integration
+
+_SCRIPT = Path(sys.executable).with_name("virtlife")
+VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtlife.cli.main"]
+
+
+def virtlife(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VIRTLIFE, *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy(), check=False)
+
+
+@pytest.fixture
+def vm(real_stack: GuestImage) -> Iterator[str]:
+    name = f"vl-it-cli-{os.getpid()}"
+    virtlife("destroy", name)
+    virtlife("undefine", name, "--managed-save")
+    yield name
+    virtlife("destroy", name)
+    virtlife("undefine", name, "--managed-save")
+    from virtlife import config
+
+    (config.images_dir() / f"{name}.qcow2").unlink(missing_ok=True)
+
+
+class EventStream:
+    """``virtlife events --json`` running in the background, its lines collected."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([*VIRTLIFE, "events", "--json", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=os.environ.copy())
+        self.events: list[dict[str, str]] = []
+
+    def read_until(self, match: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            self.events.append(event)
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+        raise AssertionError(f"no event {match} in {self.events}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_lab_vm_through_the_command_line(vm: str) -> None:
+    run = virtlife("lab", "create", vm, "--start", "--wait-agent")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"{vm}: running (booted); guest agent answered after ")
+    listing = json.loads(virtlife("list", "--all", "--json").stdout)
+    row = next(r for r in listing["vms"] if r["name"] == vm)
+    assert (row["host"], row["state"], row["reason"]) == ("local", "running", "booted")
+    run = virtlife("resume", vm)
+    assert run.returncode == 3
+    assert run.stderr == f"virtlife: cannot resume {vm}: it is running, not paused\n"
+    assert virtlife("suspend", vm).stdout == f"{vm}: paused (user)\n"
+    assert virtlife("state", vm).stdout == "paused (user)\n"
+    assert virtlife("shutdown", vm).returncode == 3  # paused: refused
+    assert virtlife("destroy", vm).stdout == f"{vm}: shut off (destroyed)\n"
+    history = json.loads(virtlife("history", vm, "--json").stdout)
+    assert [(e["operation"], e["outcome"]) for e in history][:4] == [
+        ("destroy", "ok"), ("shutdown", "refused"), ("suspend", "ok"), ("resume", "refused")]
+
+
+def test_events_stream_lifecycle_and_agent_events(vm: str) -> None:
+    assert virtlife("lab", "create", vm).returncode == 0
+    stream = EventStream("--timeout", "90")
+    try:
+        stream.read_until({"kind": "host", "event": "connected"})
+        assert virtlife("start", vm).returncode == 0
+        stream.read_until({"vm": vm, "kind": "lifecycle", "event": "started",
+                           "detail": "booted"})
+        stream.read_until({"vm": vm, "kind": "agent", "event": "connected"})
+        assert virtlife("suspend", vm).returncode == 0
+        stream.read_until({"vm": vm, "kind": "lifecycle", "event": "suspended"})
+    finally:
+        stream.close()
+
+
+def _libvirtd_pid() -> int:
+    return int(Path("/run/libvirtd.pid").read_text().strip())
+
+
+def test_events_reconnect_after_libvirtd_restarts(vm: str) -> None:
+    assert virtlife("lab", "create", vm).returncode == 0
+    stream = EventStream("--timeout", "90")
+    try:
+        stream.read_until({"kind": "host", "event": "connected"})
+        os.kill(_libvirtd_pid(), signal.SIGTERM)
+        stream.read_until({"kind": "host", "event": "disconnected"})
+        from virtlife.lab.hostprep import ensure_daemons
+
+        ensure_daemons()
+        stream.read_until({"kind": "host", "event": "connected"}, timeout_s=30)
+        assert virtlife("start", vm).returncode == 0
+        stream.read_until({"vm": vm, "kind": "lifecycle", "event": "started"})
+    finally:
+        stream.close()
