@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -25,7 +24,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from support import DATA, NODE2_URI, NODE_URI, UNREACHABLE_URI
+from support import NODE2_URI, NODE_URI, UNREACHABLE_URI
 
 _SCRIPT = Path(sys.executable).with_name("virtlife")
 VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtlife.cli.main"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from virtlife import states
 from virtlife.errors import InvalidTransition
 from virtlife.hypervisor.libvirt_api import libvirt
 from virtlife.states import (
@@ -15,7 +16,6 @@ from virtlife.states import (
     check_transition,
     classify,
 )
-from virtlife import states
 
 
 def test_libvirt_state_numbers_match_the_binding() -> None:
@@ -103,7 +103,8 @@ def _matrix() -> dict[Operation, set[VMState]]:
     table = {}
     for line in MATRIX.strip().splitlines():
         op, *cells = line.split()
-        table[Operation(op)] = {VMState(c) for c, mark in zip(COLUMNS, cells) if mark == "x"}
+        marks = zip(COLUMNS, cells, strict=True)
+        table[Operation(op)] = {VMState(c) for c, mark in marks if mark == "x"}
     return table
 
 

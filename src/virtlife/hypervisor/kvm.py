@@ -21,7 +21,8 @@ QEMU = "qemu-system-x86_64"
 def kvm_works_locally() -> bool:
     if not os.path.exists("/dev/kvm"):
         return False
-    qemu = shutil.which(QEMU) or (f"/usr/bin/{QEMU}" if os.path.exists(f"/usr/bin/{QEMU}") else None)
+    fallback = f"/usr/bin/{QEMU}"
+    qemu = shutil.which(QEMU) or (fallback if os.path.exists(fallback) else None)
     if qemu is None:
         return False
     qmp = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
