@@ -199,7 +199,8 @@ TRANSITIONS: dict[Operation, Rule] = {
     Operation.START: _r({S.SHUTOFF, S.SAVED}, {S.RUNNING, S.PAUSED}),
     Operation.SHUTDOWN: _r(_UP, {S.SHUTOFF, S.UNDEFINED}),
     Operation.REBOOT: _r(_UP, set()),
-    Operation.RESET: _r(_UP | {S.CRASHED}, set()),
+    # reset of a panicked guest leaves it "paused (crashed)" under QEMU: not offered
+    Operation.RESET: _r(_UP, set()),
     Operation.DESTROY: _r(_ACTIVE, {S.SHUTOFF, S.UNDEFINED}),
     Operation.SUSPEND: _r(_UP, {S.PAUSED}),
     Operation.RESUME: _r({S.PAUSED}, {S.RUNNING}),
@@ -216,7 +217,8 @@ TRANSITIONS: dict[Operation, Rule] = {
 _HINTS: dict[tuple[Operation, VMState], str] = {
     (Operation.START, S.PAUSED): "resume it instead",
     (Operation.START, S.PMSUSPENDED): "wake it with pmwakeup instead",
-    (Operation.START, S.CRASHED): "destroy it first, or reset it",
+    (Operation.START, S.CRASHED): "destroy it first",
+    (Operation.RESET, S.CRASHED): "destroy it, then start it",
     (Operation.RESUME, S.PMSUSPENDED): "wake it with pmwakeup instead",
     (Operation.RESUME, S.SAVED): "start it to restore the saved RAM",
     (Operation.SHUTDOWN, S.PAUSED): "resume it first, or destroy it",

@@ -634,3 +634,16 @@ def test_version_prints_the_package_version() -> None:
     run = virtlife("--version")
     assert_ok(run)
     assert run.out.strip() == f"virtlife, version {__version__}"
+
+
+def test_demo_on_the_test_driver_walks_the_whole_life() -> None:
+    run = virtlife("demo", "--test-driver")
+    assert_ok(run)
+    assert "running the same walkthrough on libvirt's test driver" in run.out
+    for line in ("virtlife-demo: paused (user)", "virtlife-demo: running (unpaused)",
+                 "virtlife-demo: saved (saved to file)", "virtlife-demo: running (restored)",
+                 "virtlife-demo: saved (managed save)", "virtlife-demo: shut off (shutdown)",
+                 "refused as expected: cannot resume virtlife-demo: it is running, not paused",
+                 "virtlife-demo: undefined", "demo finished"):
+        assert line in run.out
+    assert "Traceback" not in run.out + run.err

@@ -115,8 +115,10 @@ def test_guest_panic_is_reported_as_crashed(services: Services, make_vm: MakeVM)
         state = watch.until_state(guest, lambda s: s.state is VMState.CRASHED, 60,
                                   describe="crashed")
     assert str(state) == "crashed (panicked)"
-    with pytest.raises(errors.InvalidTransition, match="destroy it first, or reset it"):
+    with pytest.raises(errors.InvalidTransition, match="destroy it first"):
         services.lifecycle.start(name)
+    with pytest.raises(errors.InvalidTransition, match="destroy it, then start it"):
+        services.lifecycle.reset(name)
     assert str(services.lifecycle.destroy(name).state) == "shut off (destroyed)"
 
 

@@ -199,3 +199,14 @@ def test_no_wait_returns_the_state_at_once(lifecycle: Lifecycle) -> None:
     result = lifecycle.destroy("vm-running", wait=False)
     assert result.operation is Operation.DESTROY
     assert result.state.state is VMState.SHUTOFF
+
+
+def test_undefine_of_vm_with_snapshots_needs_snapshots_flag(lifecycle: Lifecycle) -> None:
+    guest = lifecycle.fleet.resolve("vm-off")
+    # virtlife has no snapshot command yet; the test driver's snapshot call makes one
+    guest._dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
+    with pytest.raises(errors.InvalidTransition,
+                       match=r"it has 1 snapshot.*--snapshots-metadata"):
+        lifecycle.undefine("vm-off")
+    assert _state(lifecycle, "vm-off") == "shut off (unknown)"
+    assert lifecycle.undefine("vm-off", snapshots=True).state.state is VMState.UNDEFINED

@@ -85,7 +85,7 @@ define              x x x x x x x x x x
 start               . x . . . x . . . .
 shutdown            . . x . . . x . . .
 reboot              . . x . . . x . . .
-reset               . . x . . . x x . .
+reset               . . x . . . x . . .
 destroy             . . x x x . x x x x
 suspend             . . x . . . x . . .
 resume              . . . . x . . . . .

@@ -8,6 +8,7 @@ call the same services as every other command.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -66,8 +67,6 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     _step("suspend", lambda: life.suspend(ref))
     _step("resume", lambda: life.resume(ref))
     save_file = f"{save_dir}/{DEMO_VM}.sav"
-    import os
-
     if os.path.exists(save_file):
         os.unlink(save_file)
     _step(f"save to {save_file}", lambda: life.save(ref, save_file))
@@ -81,6 +80,8 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
         click.echo(f"refused as expected: {err}")
     _step("graceful shutdown (guest powers off)", lambda: life.shutdown(ref))
     _step("undefine", lambda: life.undefine(ref))
+    for disk in spec.disks:  # the demo made its own disk copy; leave nothing behind
+        os.unlink(disk)
     click.echo("-> virtlife history")
     entries = s.store.journal.list(vm=DEMO_VM, limit=12)
     show_table(["OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
@@ -89,7 +90,9 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
 
 
 @click.command()
-def demo() -> None:
+@click.option("--test-driver", is_flag=True,
+              help="Use libvirt's built-in test driver even where the real stack runs.")
+def demo(test_driver: bool) -> None:
     """Walk a VM through its whole life on this host (or on the test driver).
 
     Example: make demo
@@ -97,6 +100,8 @@ def demo() -> None:
     from virtlife.lab.hostprep import can_run_real_stack
 
     real, why = can_run_real_stack()
+    if test_driver:
+        real, why = False, "--test-driver was given"
     if real:
         from virtlife import config
         from virtlife.lab.guest import build_guest
