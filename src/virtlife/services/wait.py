@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
 from virtlife.states import StateInfo
 
 SAFETY_RECHECK_S = 2.0
+T = TypeVar("T")
 
 
 class Watch:
@@ -67,22 +69,32 @@ class Watch:
                         f"{self.vm}: no {describe} within {timeout_s:g} s")
                 self._cond.wait(remaining)
 
-    def until_state(self, guest: Guest, accept: Callable[[StateInfo], bool],
-                    timeout_s: float, *, describe: str) -> StateInfo:
-        """Return the first state ``accept`` takes; ``OperationTimeout`` past the deadline."""
+    def _until(self, probe: Callable[[], T | None], timeout_s: float,
+               timed_out: Callable[[], errors.VirtlifeError]) -> T:
+        """Run ``probe`` now and again after each event (or safety re-check) until it
+        returns a value; raise ``timed_out()`` once ``timeout_s`` has passed."""
         deadline = time.monotonic() + timeout_s
         seen = 0
         while True:
-            current = guest.status()
-            if accept(current):
-                return current
+            found = probe()
+            if found is not None:
+                return found
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise errors.OperationTimeout(
-                    f"{self.vm} did not reach {describe} within {timeout_s:g} s: "
-                    f"it is {current}"
-                )
+                raise timed_out()
             seen = self._wait_for_event(seen, min(remaining, SAFETY_RECHECK_S))
+
+    def until_state(self, guest: Guest, accept: Callable[[StateInfo], bool],
+                    timeout_s: float, *, describe: str) -> StateInfo:
+        """Return the first state ``accept`` takes; ``OperationTimeout`` past the deadline."""
+        last: list[StateInfo] = []
+
+        def probe() -> StateInfo | None:
+            last[:] = [guest.status()]
+            return last[0] if accept(last[0]) else None
+
+        return self._until(probe, timeout_s, lambda: errors.OperationTimeout(
+            f"{self.vm} did not reach {describe} within {timeout_s:g} s: it is {last[0]}"))
 
     def until_agent(self, guest: Guest, timeout_s: float) -> float:
         """Wait until the guest agent answers ``guest-ping``; return seconds waited.
@@ -91,23 +103,19 @@ class Watch:
         connected before the watch began is found by the first ping).
         """
         start = time.monotonic()
-        deadline = start + timeout_s
-        seen = 0
-        while True:
+        last: list[str] = [""]
+
+        def probe() -> float | None:
             try:
                 guest.agent_command("guest-ping", timeout_s=2)
                 return time.monotonic() - start
             except (errors.AgentUnavailable, errors.OperationFailed) as err:
-                last = str(err)
+                last[0] = str(err)
             state = guest.status()
             if not state.state.is_active:
                 raise errors.AgentUnavailable(
-                    f"the agent of {self.vm} cannot answer: the VM is {state}"
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise errors.OperationTimeout(
-                    f"the guest agent of {self.vm} did not answer within {timeout_s:g} s "
-                    f"({last})"
-                )
-            seen = self._wait_for_event(seen, min(remaining, SAFETY_RECHECK_S))
+                    f"the agent of {self.vm} cannot answer: the VM is {state}")
+            return None
+
+        return self._until(probe, timeout_s, lambda: errors.OperationTimeout(
+            f"the guest agent of {self.vm} did not answer within {timeout_s:g} s ({last[0]})"))
