@@ -191,3 +191,14 @@ def test_journal_records_real_operations(services: Services, make_vm: MakeVM) ->
     assert [(e.operation, e.outcome) for e in entries] == [
         ("destroy", "ok"), ("start", "refused"), ("start", "ok"), ("define", "ok")]
     assert entries[0].detail == "shut off (destroyed)"
+
+
+def test_agent_wait_on_a_vm_that_is_not_running_says_so(services: Services,
+                                                        make_vm: MakeVM) -> None:
+    name = make_vm()
+    services.lifecycle.start(name, paused=True)
+    guest = services.fleet.resolve(name)
+    with Watch(guest.host, name) as watch, pytest.raises(
+            errors.AgentUnavailable, match=f"the agent of {name} cannot answer: the VM is "
+                                           r"paused \(user\)"):
+        watch.until_agent(guest, 30)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
-from virtlife.states import StateInfo
+from virtlife.states import StateInfo, VMState
 
 SAFETY_RECHECK_S = 2.0
 T = TypeVar("T")
@@ -109,10 +109,11 @@ class Watch:
             try:
                 guest.agent_command("guest-ping", timeout_s=2)
                 return time.monotonic() - start
-            except (errors.AgentUnavailable, errors.OperationFailed) as err:
+            except (errors.AgentUnavailable, errors.OperationFailed,
+                    errors.InvalidTransition) as err:  # not connected yet, or not running
                 last[0] = str(err)
             state = guest.status()
-            if not state.state.is_active:
+            if state.state not in (VMState.RUNNING, VMState.IDLE):  # its vCPUs do not run
                 raise errors.AgentUnavailable(
                     f"the agent of {self.vm} cannot answer: the VM is {state}")
             return None
