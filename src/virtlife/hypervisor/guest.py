@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
-from virtlife.states import UNDEFINED, StateInfo, classify
+from virtlife.states import LV_SHUTOFF, UNDEFINED, StateInfo, classify
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.host import Host
@@ -82,7 +82,7 @@ class Guest:
         """The classified state; ``undefined`` once the domain is gone."""
         try:
             lv_state, lv_reason = self._dom.state(0)
-            managed = bool(self._dom.hasManagedSaveImage(0)) if lv_state == 5 else False
+            managed = lv_state == LV_SHUTOFF and bool(self._dom.hasManagedSaveImage(0))
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return UNDEFINED

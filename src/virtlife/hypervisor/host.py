@@ -9,6 +9,7 @@ It holds no policy: which operation is allowed is decided in ``services``.
 from __future__ import annotations
 
 import threading
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -143,8 +144,6 @@ class Host:
 
     def virt_types(self) -> set[str]:
         """Domain types the host's capabilities offer for x86_64 hvm guests."""
-        import xml.etree.ElementTree as ET
-
         with calling(f"read capabilities of {self.name}"):
             caps = ET.fromstring(self.conn.getCapabilities())
         found: set[str] = set()

@@ -239,12 +239,15 @@ class Lifecycle:
              timeout_s: float | None = None) -> OperationResult:
         target = os.path.abspath(path)
         guest = self.fleet.resolve(ref)
-        if os.path.exists(target):
-            raise errors.AlreadyExists(
-                f"cannot save {guest.name} to {target}: the file exists; "
-                "remove it or choose another path")
+
+        def precheck(_current: StateInfo) -> None:
+            if os.path.exists(target):
+                raise errors.AlreadyExists(
+                    f"cannot save {guest.name} to {target}: the file exists; "
+                    "remove it or choose another path")
+
         return self._run(Operation.SAVE, guest.host, guest.name, lambda: guest.save(target),
-                         guest=guest, wait=wait, timeout_s=timeout_s)
+                         guest=guest, wait=wait, timeout_s=timeout_s, precheck=precheck)
 
     def restore(self, path: str | Path, *, host: str, paused: bool = False,
                 wait: bool = True, wait_agent: bool = False,
