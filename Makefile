@@ -28,6 +28,7 @@ integration: setup
 
 bench: setup
 	$(BIN)/python bench/lifecycle.py
+	$(BIN)/python bench/boot.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
