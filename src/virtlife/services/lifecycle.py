@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,7 +83,7 @@ class Lifecycle:
         op: Operation,
         host: Host,
         vm: str,
-        action: Callable[[], None],
+        action: Callable[[], object],
         *,
         guest: Guest | None,
         wait: bool,
@@ -160,7 +160,7 @@ class Lifecycle:
 
     def info(self, ref: str) -> GuestInfo:
         guest = self.fleet.resolve(ref)
-        return guest.info()
+        return replace(guest.info(), state=observed_state(guest, self.journal))
 
     def dumpxml(self, ref: str, *, inactive: bool = False) -> str:
         return self.fleet.resolve(ref).xml(inactive=inactive)
@@ -171,14 +171,8 @@ class Lifecycle:
         """Define a VM from XML, or replace an existing VM's persistent definition."""
         name = domain_name(xml)  # a malformed document never reaches libvirt
         h = self.fleet.host(host)
-        existing = h.find(name)
-        result: list[Guest] = []
-
-        def act() -> None:
-            result.append(h.define(xml))
-
-        return self._run(Operation.DEFINE, h, name, act, guest=existing, wait=False,
-                         timeout_s=None)
+        return self._run(Operation.DEFINE, h, name, lambda: h.define(xml), guest=h.find(name),
+                         wait=False, timeout_s=None)
 
     def start(self, ref: str, *, paused: bool = False, force_boot: bool = False,
               wait: bool = True, wait_agent: bool = False,
