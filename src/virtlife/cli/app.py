@@ -7,14 +7,13 @@ results as one line, a table, or JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from virtlife.services.context import Services, open_services
 from virtlife.services.lifecycle import OperationResult
@@ -22,9 +21,15 @@ from virtlife.services.progress import Update
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Wide output when piped, so that tables never wrap inside a cell in logs and tests.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@functools.cache
+def _console() -> Any:
+    """Rich's console, imported only when a table is printed (it costs ~30 ms)."""
+    from rich.console import Console
+
+    # Wide output when piped, so that tables never wrap inside a cell in logs and tests.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 
 
 class App:
@@ -35,7 +40,7 @@ class App:
 
     def _progress(self, update: Update) -> None:
         if self.verbose:
-            err_console.print(f"[dim]… {update.message}[/dim]")
+            click.secho(f"… {update.message}", err=True, dim=True)
 
     @property
     def services(self) -> Services:
@@ -65,10 +70,12 @@ def show_result(result: OperationResult, as_json: bool = False) -> None:
 
 def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
                *, title: str | None = None) -> None:
+    from rich.table import Table
+
     table = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
     for row in rows:
         table.add_row(*(str(c) for c in row))
-    console.print(table)
+    _console().print(table)
 
 
 def warn(message: str) -> None:
