@@ -19,15 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from virtlife import config
+from common import URI, prepare, remove_vm
+
 from virtlife.hypervisor.libvirt_api import libvirt, libvirt_qemu
-from virtlife.lab.guest import build_guest
-from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
 from virtlife.lab.spec import lab_guest_spec
 from virtlife.services import provision
 from virtlife.services.context import open_services
-
-URI = "qemu:///system"
 
 
 def raw_boot(conn: object, name: str) -> float:
@@ -61,12 +58,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4)
     args = parser.parse_args()
-    ok, why = can_run_real_stack()
-    if not ok:
-        print(f"bench needs the real stack: {why}")
+    image = prepare()
+    if image is None:
         return 1
-    prepare_local_host()
-    image = build_guest()
     names = [f"vl-bench-boot{i}" for i in range(args.parallel)]
     results: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, open_services(
@@ -90,12 +84,7 @@ def main() -> int:
                         life.destroy(n)
         finally:
             for name in names:
-                guest = s.fleet.host(s.default_host()).find(name)
-                if guest is not None:
-                    if guest.status().state.is_active:
-                        guest.destroy()
-                    guest.undefine(managed_save=True)
-                (config.images_dir() / f"{name}.qcow2").unlink(missing_ok=True)
+                remove_vm(s, name)
             raw.close()
     print(f"{'VMs at once':<12} {'virtlife':>10} {'raw py':>10} {'ratio':>7}")
     for count in (1, args.parallel):

@@ -20,15 +20,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from virtlife import config
+from common import URI, prepare, remove_vm
+
 from virtlife.hypervisor.libvirt_api import libvirt
-from virtlife.lab.guest import build_guest
-from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
 from virtlife.lab.spec import lab_guest_spec
 from virtlife.services import provision
 from virtlife.services.context import open_services
 
-URI = "qemu:///system"
 VM = f"vl-bench-{os.getpid()}"
 
 
@@ -49,12 +47,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     rounds = parser.parse_args().rounds
-    ok, why = can_run_real_stack()
-    if not ok:
-        print(f"bench needs the real stack: {why}")
+    image = prepare()
+    if image is None:
         return 1
-    prepare_local_host()
-    image = build_guest()
     rows: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp, open_services(
             URI, store_path=Path(tmp) / "bench.db") as s:
@@ -95,11 +90,7 @@ def main() -> int:
                 median_s(lambda: virsh("domstate", "--reason", VM), rounds)))
             raw_conn.close()
         finally:
-            guest = s.fleet.resolve(VM)
-            if guest.status().state.is_active:
-                guest.destroy()
-            guest.undefine(managed_save=True)
-            (config.images_dir() / f"{VM}.qcow2").unlink(missing_ok=True)
+            remove_vm(s, VM)
     print(f"{'operation':<20} {'virtlife':>10} {'raw py':>10} {'virsh':>10} "
           f"{'vs raw':>8} {'vs virsh':>9}")
     for name, ours, raw, vsh in rows:

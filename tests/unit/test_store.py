@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -369,6 +369,15 @@ def test_two_stores_on_one_file_both_write_and_see_each_other(db_path: Path) -> 
             two.hosts.add("web-a", "qemu:///system")
 
 
+def _run_threads(worker: Callable[[int], None], count: int) -> None:
+    """Run ``worker(0..count-1)`` in threads at once and wait for them all."""
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_threads_sharing_one_store_all_get_their_writes_in(store: Store) -> None:
     threads_n, per_thread = 8, 50
     errors: list[BaseException] = []
@@ -385,11 +394,7 @@ def test_threads_sharing_one_store_all_get_their_writes_in(store: Store) -> None
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_threads(worker, threads_n)
     assert errors == []
     assert len(set(ids)) == threads_n * per_thread
     assert len(store.journal.list(limit=10_000)) == threads_n * per_thread
@@ -412,11 +417,7 @@ def test_threads_with_their_own_stores_on_one_file_all_get_their_writes_in(
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_threads(worker, threads_n)
     assert errors == []
     with open_store(db_path) as store:
         assert len(store.journal.list(limit=10_000)) == threads_n * per_thread
