@@ -22,11 +22,8 @@ from xml.sax.saxutils import escape
 import pytest
 
 from virtlife import config
-from virtlife.lab import hostprep
-from virtlife.lab.guest import GuestImage, build_guest
-
-libvirt = pytest.importorskip("libvirt")
-libvirt_qemu = pytest.importorskip("libvirt_qemu")
+from virtlife.hypervisor.libvirt_api import libvirt, libvirt_qemu
+from virtlife.lab.guest import GuestImage
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +36,16 @@ _serial = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def image() -> GuestImage:
-    ok, why = hostprep.can_run_real_stack()
-    if not ok:
-        pytest.skip(why)
-    hostprep.prepare_local_host()  # idempotent: daemons up, /dev/kvm usable
-    return build_guest(progress=print)
+def image(real_stack: GuestImage) -> GuestImage:
+    """The built guest (conftest's real_stack prepared the host, or skipped/failed)."""
+    return real_stack
 
 
 @pytest.fixture
 def conn(image: GuestImage) -> Iterator[Any]:
     """A connection per test: another test restarting libvirtd costs only that test."""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        c = libvirt.open(URI)
-    except libvirt.libvirtError as e:
-        pytest.skip(f"{URI} is not reachable: {e}")
+    c = libvirt.open(URI)
     yield c
     with contextlib.suppress(libvirt.libvirtError):
         c.close()
