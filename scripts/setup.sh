@@ -25,6 +25,11 @@ if [ $real = 1 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   fi
+  # the test guest's kernel comes from apt: its package lists must know it
+  if ! apt-cache show --no-all-versions linux-image-cloud-amd64 >/dev/null 2>&1; then
+    echo "setup: apt does not know linux-image-cloud-amd64 yet: apt-get update"
+    apt-get update -qq
+  fi
 fi
 
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
