@@ -44,13 +44,14 @@ def _show_list(s: Services) -> None:
                  f"{r.memory_mib} MiB") for r in listing.rows])
 
 
-def _clean_leftover(s: Services, host: str) -> None:
-    guest = s.fleet.host(host).find(DEMO_VM)
-    if guest is None:
+def _clean_leftover(s: Services, ref: str) -> None:
+    try:
+        _host, state = s.lifecycle.state(ref)
+    except errors.VMNotFound:
         return
-    if guest.status().state.is_active:
-        guest.destroy()
-    guest.undefine(managed_save=True, snapshots=True)
+    if state.state.is_active:
+        s.lifecycle.destroy(ref)
+    s.lifecycle.undefine(ref, managed_save=True, snapshots=True)
     click.echo(f"-> removed a {DEMO_VM} left over from an earlier run")
 
 
@@ -58,7 +59,7 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     life = s.lifecycle
     host = s.default_host()
     ref = f"{host}/{DEMO_VM}" if "/" not in host else DEMO_VM
-    _clean_leftover(s, host)
+    _clean_leftover(s, ref)
     _step(f"create {DEMO_VM} ({spec.memory_mib} MiB, {spec.vcpus} vCPU)",
           lambda: provision.create(life, spec, host=host))
     _step("start and wait for the guest agent" if real else "start",

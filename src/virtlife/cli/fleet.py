@@ -9,9 +9,9 @@ import time
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
-from virtlife.hypervisor import DomainEvent, Host
-from virtlife.services.events import stream_events
+from virtlife.services.events import DomainEvent, stream_events
 from virtlife.services.fleet import HostRef
+from virtlife.services.hosts import add_host, remove_host
 
 
 @click.command("list")
@@ -56,15 +56,14 @@ def host_add(app: App, name: str, uri: str) -> None:
 
     Example: virtlife host add hv2 qemu+tcp://10.0.0.2/system
     """
-    record = app.services.store.hosts.add(name, uri)
-    click.echo(f"added host {record.name} ({record.uri})")
-    try:
-        with Host.open(name, uri, events=False) as h:
-            i = h.info()
+    added = add_host(app.services.store, name, uri)
+    click.echo(f"added host {added.record.name} ({added.record.uri})")
+    if added.info is not None:
+        i = added.info
         click.echo(f"  reachable: {i.hostname}, libvirt {i.libvirt_version}, "
                    f"{i.hypervisor} {i.hypervisor_version}")
-    except Exception as err:  # the host is recorded either way
-        warn(f"host {name} is not reachable now: {err}")
+    else:
+        warn(f"host {name} is not reachable now: {added.problem}")
 
 
 @host.command("list")
@@ -90,7 +89,7 @@ def host_remove(app: App, name: str) -> None:
 
     Example: virtlife host remove hv2
     """
-    record = app.services.store.hosts.remove(name)
+    record = remove_host(app.services.store, name)
     click.echo(f"removed host {record.name} ({record.uri})")
 
 

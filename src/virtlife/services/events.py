@@ -15,6 +15,8 @@ from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Host
 from virtlife.services.fleet import HostRef
 
+__all__ = ["DomainEvent", "stream_events"]
+
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 10.0
 
