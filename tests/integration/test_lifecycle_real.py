@@ -97,12 +97,15 @@ def test_graceful_shutdown_reaches_shut_off(services: Services, make_vm: MakeVM,
     assert str(result.state) == "shut off (shutdown)"
 
 
-def test_destroy_pulls_the_plug(services: Services, make_vm: MakeVM) -> None:
+def test_destroy_pulls_the_plug_and_undefine_removes_the_vm(services: Services, make_vm: MakeVM) -> None:
     name = make_vm()
     services.lifecycle.start(name)
     assert str(services.lifecycle.destroy(name).state) == "shut off (destroyed)"
     with pytest.raises(errors.InvalidTransition, match="it is shut off"):
         services.lifecycle.destroy(name)
+    assert str(services.lifecycle.undefine(name).state) == "undefined"
+    with pytest.raises(errors.VMNotFound, match=f"no VM named {name}"):
+        services.lifecycle.state(name)
 
 
 def test_guest_panic_is_reported_as_crashed(services: Services, make_vm: MakeVM) -> None:
