@@ -97,7 +97,8 @@ def test_graceful_shutdown_reaches_shut_off(services: Services, make_vm: MakeVM,
     assert str(result.state) == "shut off (shutdown)"
 
 
-def test_destroy_pulls_the_plug_and_undefine_removes_the_vm(services: Services, make_vm: MakeVM) -> None:
+def test_destroy_pulls_the_plug_and_undefine_removes_the_vm(services: Services,
+                                                            make_vm: MakeVM) -> None:
     name = make_vm()
     services.lifecycle.start(name)
     assert str(services.lifecycle.destroy(name).state) == "shut off (destroyed)"
