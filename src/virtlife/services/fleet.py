@@ -174,7 +174,7 @@ class Fleet:
                     continue
                 if not include_inactive and not info.state.state.is_active:
                     continue
-                state = observed_state(guest, self.journal)
+                state = observed_state(guest, self.journal, info.state)
                 rows.append(VMRow(h.name, guest.name, state, info.vcpus,
                                   info.max_memory_mib, info.persistent))
             return rows

@@ -160,7 +160,8 @@ class Lifecycle:
 
     def info(self, ref: str) -> GuestInfo:
         guest = self.fleet.resolve(ref)
-        return replace(guest.info(), state=observed_state(guest, self.journal))
+        info = guest.info()
+        return replace(info, state=observed_state(guest, self.journal, info.state))
 
     def dumpxml(self, ref: str, *, inactive: bool = False) -> str:
         return self.fleet.resolve(ref).xml(inactive=inactive)

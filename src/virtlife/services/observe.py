@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 SAVED_TO_FILE = "saved to file"
 
 
-def observed_state(guest: Guest, journal: Journal | None) -> StateInfo:
-    current = guest.status()
+def observed_state(guest: Guest, journal: Journal | None,
+                   current: StateInfo | None = None) -> StateInfo:
+    """``current`` is libvirt's view when the caller has just read it (saves a call)."""
+    current = current if current is not None else guest.status()
     if journal is None:
         return current
     vm, host = guest.name, guest.host.name
