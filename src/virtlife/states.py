@@ -93,6 +93,11 @@ SHUTOFF_REASON_SAVED = 5
 # How long a domain may stay "in shutdown" before we call it dying.
 SHUTDOWN_STUCK_AFTER_S = 60.0
 
+# Reasons virtlife gives where libvirt's own would mislead.
+REASON_MANAGED_SAVE = "managed save"
+REASON_SAVED_TO_FILE = "saved to file"
+REASON_MANAGED_SAVE_REMOVED = "managed save removed"
+
 
 @dataclass(frozen=True)
 class StateInfo:
@@ -118,31 +123,25 @@ def classify(
     lv_reason: int,
     *,
     has_managed_save: bool = False,
-    in_shutdown_for_s: float | None = None,
-    shutdown_stuck_after_s: float = SHUTDOWN_STUCK_AFTER_S,
 ) -> StateInfo:
     """Map libvirt's (state, reason) to the operator's state.
 
-    ``has_managed_save`` turns a shut-off domain into ``saved``; ``in_shutdown_for_s``
-    (how long ago a shutdown was requested, when known) turns a domain still "in
-    shutdown" past ``shutdown_stuck_after_s`` into ``dying``.
+    ``has_managed_save`` turns a shut-off domain into ``saved``. Whether a shutdown is
+    stuck libvirt cannot say; ``shutdown_aged`` decides that from its age.
     """
     reason = reason_name(lv_state, lv_reason)
     if lv_state == LV_SHUTOFF:
         if has_managed_save:
-            return StateInfo(VMState.SAVED, "managed save")
+            return StateInfo(VMState.SAVED, REASON_MANAGED_SAVE)
         if lv_reason == SHUTOFF_REASON_SAVED:
-            return StateInfo(VMState.SAVED, "saved to file")
+            return StateInfo(VMState.SAVED, REASON_SAVED_TO_FILE)
         return StateInfo(VMState.SHUTOFF, reason)
-    if lv_state == LV_SHUTDOWN:
-        if in_shutdown_for_s is not None and in_shutdown_for_s > shutdown_stuck_after_s:
-            return StateInfo(VMState.DYING, f"in shutdown for {in_shutdown_for_s:.0f} s")
-        return StateInfo(VMState.SHUTDOWN, reason)
     simple = {
         LV_NOSTATE: VMState.DYING,
         LV_RUNNING: VMState.RUNNING,
         LV_BLOCKED: VMState.IDLE,
         LV_PAUSED: VMState.PAUSED,
+        LV_SHUTDOWN: VMState.SHUTDOWN,
         LV_CRASHED: VMState.CRASHED,
         LV_PMSUSPENDED: VMState.PMSUSPENDED,
     }
@@ -151,6 +150,15 @@ def classify(
     if lv_state == LV_NOSTATE:
         return StateInfo(VMState.DYING, "no state")
     return StateInfo(simple[lv_state], reason)
+
+
+def shutdown_aged(current: StateInfo, in_shutdown_for_s: float,
+                  stuck_after_s: float = SHUTDOWN_STUCK_AFTER_S) -> StateInfo:
+    """A VM still "in shutdown" ``in_shutdown_for_s`` after it was asked is ``dying``
+    once that passes ``stuck_after_s``; any other state is returned as it is."""
+    if current.state is VMState.SHUTDOWN and in_shutdown_for_s > stuck_after_s:
+        return StateInfo(VMState.DYING, f"in shutdown for {in_shutdown_for_s:.0f} s")
+    return current
 
 
 class Operation(StrEnum):

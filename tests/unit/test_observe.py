@@ -25,10 +25,9 @@ class StubGuest:
         self.host = SimpleNamespace(name="h1")
         self._numbers = (lv_state, lv_reason, managed)
 
-    def status(self, *, in_shutdown_for_s: float | None = None) -> StateInfo:
+    def status(self) -> StateInfo:
         lv_state, lv_reason, managed = self._numbers
-        return classify(lv_state, lv_reason, has_managed_save=managed,
-                        in_shutdown_for_s=in_shutdown_for_s)
+        return classify(lv_state, lv_reason, has_managed_save=managed)
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ def _ago(minutes: float) -> datetime:
 
 def test_the_stub_does_what_it_claims() -> None:
     assert str(StubGuest(3, 1).status()) == "paused (user)"
-    assert StubGuest(4, 1).status(in_shutdown_for_s=999).state is VMState.DYING
+    assert StubGuest(4, 1).status().state is VMState.SHUTDOWN
 
 
 def test_shutdown_requested_long_ago_and_still_in_progress_is_dying(store: Store) -> None:

@@ -15,6 +15,7 @@ from virtlife.states import (
     VMState,
     check_transition,
     classify,
+    shutdown_aged,
 )
 
 
@@ -65,11 +66,16 @@ def test_classify_names_states_as_operators_do(lv: int, reason: int, managed: bo
 
 
 def test_shutdown_in_progress_becomes_dying_when_stuck() -> None:
-    assert classify(4, 1, in_shutdown_for_s=5).state is VMState.SHUTDOWN
-    stuck = classify(4, 1, in_shutdown_for_s=600)
+    assert shutdown_aged(classify(4, 1), 5).state is VMState.SHUTDOWN
+    stuck = shutdown_aged(classify(4, 1), 600)
     assert stuck.state is VMState.DYING
     assert "600" in stuck.reason
     assert classify(4, 1).state is VMState.SHUTDOWN  # unknown age: not dying
+
+
+def test_only_a_shutdown_in_progress_can_age_into_dying() -> None:
+    running = classify(1, 1)
+    assert shutdown_aged(running, 600) is running
 
 
 def test_unknown_reason_number_is_shown_not_hidden() -> None:

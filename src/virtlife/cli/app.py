@@ -22,7 +22,6 @@ from virtlife.services.progress import Update
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
 @functools.cache
 def _console() -> Any:
     """Rich's console, imported only when a table is printed (it costs ~30 ms)."""

@@ -78,7 +78,7 @@ class Guest:
 
     # -- reads ---------------------------------------------------------------------
 
-    def status(self, *, in_shutdown_for_s: float | None = None) -> StateInfo:
+    def status(self) -> StateInfo:
         """The classified state; ``undefined`` once the domain is gone."""
         try:
             lv_state, lv_reason = self._dom.state(0)
@@ -87,9 +87,7 @@ class Guest:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return UNDEFINED
             raise translate(err, self._what("read the state of")) from err
-        return classify(
-            lv_state, lv_reason, has_managed_save=managed, in_shutdown_for_s=in_shutdown_for_s
-        )
+        return classify(lv_state, lv_reason, has_managed_save=managed)
 
     def uuid(self) -> str:
         return str(self._dom.UUIDString())
@@ -118,7 +116,7 @@ class Guest:
         with calling(self._what("read the XML of")):
             return str(self._dom.XMLDesc(flags))
 
-    def info(self, *, in_shutdown_for_s: float | None = None) -> GuestInfo:
+    def info(self) -> GuestInfo:
         with calling(self._what("read information about")):
             _st, max_kib, mem_kib, vcpus, cpu_ns = self._dom.info()
             dom_id = self._dom.ID()
@@ -130,7 +128,7 @@ class Guest:
             name=self.name,
             uuid=self.uuid(),
             id=dom_id if dom_id >= 0 else None,
-            state=self.status(in_shutdown_for_s=in_shutdown_for_s),
+            state=self.status(),
             vcpus=int(vcpus),
             memory_mib=int(mem_kib) // 1024,
             max_memory_mib=int(max_kib) // 1024,

@@ -20,10 +20,16 @@ from typing import TYPE_CHECKING
 from virtlife import errors
 from virtlife.hypervisor import Guest, GuestInfo, Host
 from virtlife.services.fleet import Fleet
-from virtlife.services.observe import observed_state
+from virtlife.services.observe import MANAGED_SAVE_REMOVED, observed_state
 from virtlife.services.progress import Progress, report
 from virtlife.services.wait import Watch
-from virtlife.states import Operation, StateInfo, VMState, check_transition
+from virtlife.states import (
+    REASON_MANAGED_SAVE,
+    Operation,
+    StateInfo,
+    VMState,
+    check_transition,
+)
 from virtlife.xml.domain import domain_name
 
 if TYPE_CHECKING:
@@ -275,10 +281,9 @@ class Lifecycle:
         # for is the image's removal, and the VM is then shut off (observe.py agrees)
         return self._run(Operation.MANAGEDSAVE_REMOVE, guest.host, guest.name,
                          guest.managed_save_remove, guest=guest, wait=True, timeout_s=None,
-                         precheck=precheck, accept=lambda s: s.reason != "managed save",
+                         precheck=precheck, accept=lambda s: s.reason != REASON_MANAGED_SAVE,
                          describe="without a managed-save image",
-                         final=lambda s: StateInfo(VMState.SHUTOFF, "managed save removed")
-                         if s.state is VMState.SAVED else s)
+                         final=lambda s: MANAGED_SAVE_REMOVED if s.state is VMState.SAVED else s)
 
     def pmsuspend(self, ref: str, *, target: str = "mem", wait: bool = True,
                   timeout_s: float | None = None) -> OperationResult:

@@ -13,12 +13,19 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from virtlife.hypervisor import Guest
-from virtlife.states import Operation, StateInfo, VMState
+from virtlife.states import (
+    REASON_MANAGED_SAVE_REMOVED,
+    REASON_SAVED_TO_FILE,
+    Operation,
+    StateInfo,
+    VMState,
+    shutdown_aged,
+)
 
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal
 
-SAVED_TO_FILE = "saved to file"
+MANAGED_SAVE_REMOVED = StateInfo(VMState.SHUTOFF, REASON_MANAGED_SAVE_REMOVED)
 
 
 def observed_state(guest: Guest, journal: Journal | None,
@@ -31,12 +38,11 @@ def observed_state(guest: Guest, journal: Journal | None,
     if current.state is VMState.SHUTDOWN:
         last = journal.last(vm, host, Operation.SHUTDOWN.value)
         if last is not None:
-            age = (datetime.now(UTC) - last.started_at).total_seconds()
-            return guest.status(in_shutdown_for_s=age)
-    if current.state is VMState.SAVED and current.reason == SAVED_TO_FILE:
+            return shutdown_aged(current, (datetime.now(UTC) - last.started_at).total_seconds())
+    if current.state is VMState.SAVED and current.reason == REASON_SAVED_TO_FILE:
         removed = journal.last(vm, host, Operation.MANAGEDSAVE_REMOVE.value)
         saved = journal.last(vm, host, Operation.SAVE.value)
         if removed is not None and removed.outcome == "ok" and (
                 saved is None or saved.started_at < removed.started_at):
-            return StateInfo(VMState.SHUTOFF, "managed save removed")
+            return MANAGED_SAVE_REMOVED
     return current
