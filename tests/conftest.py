@@ -31,7 +31,7 @@ def lifecycle(tmp_path: Path) -> Iterator[object]:
     from virtlife.store import open_store
 
     store = open_store(tmp_path / "store.db")
-    fleet = Fleet([HostRef("t", NODE_URI)])
+    fleet = Fleet([HostRef("t", NODE_URI)], journal=store.journal)
     yield Lifecycle(fleet, store.journal)
     fleet.close()
     store.close()

@@ -19,7 +19,15 @@ Every message says what was wanted, what was found and, where it helps, what to 
     ├── Unsupported                  the host's driver cannot do this operation
     ├── AgentUnavailable             the guest agent is not connected or not answering
     ├── OperationFailed              libvirt refused or failed the operation otherwise
+    ├── OperationBusy                another operation (or a libvirt job) is running on the VM
+    ├── InvalidInput                 a name, path, file or option value that cannot be used
+    ├── StoreUnavailable             the inventory/journal database cannot be opened or written
     └── LabError                     preparing the host or building the test guest failed
+
+Exit codes (the CLI's contract; one meaning each):
+    0 done  1 failed  2 not found  3 refused by the VM's state  4 host unreachable
+    5 timed out  6 busy (another operation runs on the VM)  7 store unavailable
+    64 bad usage or input  130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -91,6 +99,20 @@ class AgentUnavailable(VirtlifeError):
 
 class OperationFailed(VirtlifeError):
     pass
+
+
+class OperationBusy(VirtlifeError):
+    """Refused because another operation holds the VM; the message names it."""
+
+    exit_code = 6
+
+
+class InvalidInput(VirtlifeError):
+    exit_code = 64
+
+
+class StoreUnavailable(VirtlifeError):
+    exit_code = 7
 
 
 class LabError(VirtlifeError):

@@ -13,13 +13,20 @@ module must not import libvirt or do any I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
+from typing import TypeVar
 
-from virtlife.errors import InvalidTransition
+from virtlife.errors import InvalidInput, InvalidTransition
+
+E = TypeVar("E", bound=Enum)
 
 
-class VMState(StrEnum):
-    """A VM's state as an operator names it (``virsh list`` wording in ``label``)."""
+class VMState(Enum):
+    """A VM's state as an operator names it (``virsh list`` wording in ``label``).
+
+    A plain ``Enum``, not a ``str``: a state never compares equal to an operation or a
+    bare string (``VMState.SHUTDOWN != Operation.SHUTDOWN``). ``.value`` is its JSON name.
+    """
 
     UNDEFINED = "undefined"  # no such domain on the host (or a transient one that ended)
     SHUTOFF = "shutoff"  # defined, not running
@@ -99,6 +106,17 @@ REASON_SAVED_TO_FILE = "saved to file"
 REASON_MANAGED_SAVE_REMOVED = "managed save removed"
 
 
+class SaveKind(Enum):
+    """The two ways a VM is ``saved``; what brings it back differs.
+
+    MANAGED: libvirt holds a managed-save image; ``start`` restores it.
+    TO_FILE: ``save FILE`` stopped it; ``restore FILE`` brings it back, ``start`` boots afresh.
+    """
+
+    MANAGED = REASON_MANAGED_SAVE
+    TO_FILE = REASON_SAVED_TO_FILE
+
+
 @dataclass(frozen=True)
 class StateInfo:
     """A classified state with libvirt's reason beside it, e.g. ``paused (user)``."""
@@ -108,6 +126,13 @@ class StateInfo:
 
     def __str__(self) -> str:
         return f"{self.state.label} ({self.reason})" if self.reason else self.state.label
+
+    @property
+    def save_kind(self) -> SaveKind | None:
+        """Which of the two saved cases this is; None when the VM is not saved."""
+        if self.state is not VMState.SAVED:
+            return None
+        return SaveKind.MANAGED if self.reason == REASON_MANAGED_SAVE else SaveKind.TO_FILE
 
 
 UNDEFINED = StateInfo(VMState.UNDEFINED, "")
@@ -162,7 +187,7 @@ def shutdown_aged(current: StateInfo, in_shutdown_for_s: float,
 
 
 class Operation(StrEnum):
-    """Everything that changes a VM's state; the value is the CLI verb."""
+    """Everything that changes a VM's state; the value is the CLI verb (and the journal's)."""
 
     DEFINE = "define"
     START = "start"
@@ -179,6 +204,33 @@ class Operation(StrEnum):
     PMSUSPEND = "pmsuspend"
     PMWAKEUP = "pmwakeup"
     UNDEFINE = "undefine"
+
+
+class ShutdownMode(StrEnum):
+    """How a guest is asked to power off or reboot (the value is the CLI word)."""
+
+    DEFAULT = "default"  # libvirt chooses: the agent when configured, else ACPI
+    AGENT = "agent"  # the guest agent's guest-shutdown
+    ACPI = "acpi"  # the ACPI power button
+
+
+class PMTarget(StrEnum):
+    """Where ``pmsuspend`` asks the guest to suspend to."""
+
+    MEM = "mem"
+    DISK = "disk"
+    HYBRID = "hybrid"
+
+
+def parse_enum(kind: type[E], value: str | E, what: str) -> E:
+    """``kind(value)``, or ``InvalidInput`` naming the accepted words."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        words = ", ".join(str(m.value) for m in kind)
+        raise InvalidInput(f"unknown {what} {value!r}: use one of {words}") from None
 
 
 @dataclass(frozen=True)
@@ -228,13 +280,19 @@ _HINTS: dict[tuple[Operation, VMState], str] = {
     (Operation.START, S.CRASHED): "destroy it first",
     (Operation.RESET, S.CRASHED): "destroy it, then start it",
     (Operation.RESUME, S.PMSUSPENDED): "wake it with pmwakeup instead",
-    (Operation.RESUME, S.SAVED): "start it to restore the saved RAM",
     (Operation.SHUTDOWN, S.PAUSED): "resume it first, or destroy it",
     (Operation.SHUTDOWN, S.CRASHED): "destroy it instead",
     (Operation.SHUTDOWN, S.SHUTDOWN): "it is already shutting down; destroy it to force it off",
     (Operation.SHUTDOWN, S.DYING): "destroy it to force it off",
     (Operation.UNDEFINE, S.RUNNING): "shut it down or destroy it first",
     (Operation.UNDEFINE, S.PAUSED): "destroy it first",
+}
+
+
+# What brings a saved VM back, for every operation refused while it is saved.
+_SAVED_HINTS: dict[SaveKind, str] = {
+    SaveKind.MANAGED: "start it to restore its saved RAM (managedsave-remove discards it)",
+    SaveKind.TO_FILE: "restore its save file to bring it back (start boots it afresh)",
 }
 
 
@@ -252,13 +310,19 @@ def check_transition(op: Operation, vm: str, current: StateInfo) -> Rule:
     ``cannot resume web1: it is running, not paused``
     """
     rule = TRANSITIONS[op]
+    kind = current.save_kind
+    if op is Operation.MANAGEDSAVE_REMOVE and kind is SaveKind.TO_FILE:
+        raise InvalidTransition(
+            f"cannot {op.value} {vm}: it was saved to a file and has no managed-save image; "
+            f"{_SAVED_HINTS[kind]}")
     if current.state in rule.allowed:
         return rule
     if current.state is VMState.UNDEFINED:
         msg = f"cannot {op.value} {vm}: it is not defined"
     else:
-        msg = f"cannot {op.value} {vm}: it is {current.state.label}, not {_phrase(rule.allowed)}"
-    hint = _HINTS.get((op, current.state))
+        label = f"saved ({kind.value})" if kind is not None else current.state.label
+        msg = f"cannot {op.value} {vm}: it is {label}, not {_phrase(rule.allowed)}"
+    hint = _SAVED_HINTS[kind] if kind is not None else _HINTS.get((op, current.state))
     if hint:
         msg += f"; {hint}"
     raise InvalidTransition(msg)

@@ -189,10 +189,17 @@ def test_every_operation_is_journalled_with_its_outcome(lifecycle: Lifecycle) ->
 
 
 def test_progress_updates_are_reported(lifecycle: Lifecycle) -> None:
-    seen: list[str] = []
-    lifecycle.progress = lambda u: seen.append(u.stage)
-    lifecycle.suspend("vm-running")
-    assert seen == ["request", "wait", "done"]
+    seen: list[tuple[str, str]] = []
+    result = lifecycle.suspend("vm-running", progress=lambda u: seen.append((u.stage, u.op_id)))
+    assert seen == [(stage, result.op_id) for stage in ("request", "wait", "done")]
+
+
+def test_progress_goes_to_each_call_only(lifecycle: Lifecycle) -> None:
+    first: list[str] = []
+    second: list[str] = []
+    lifecycle.suspend("vm-running", progress=lambda u: first.append(u.vm))
+    lifecycle.resume("vm-paused", progress=lambda u: second.append(u.vm))
+    assert set(first) == {"vm-running"} and set(second) == {"vm-paused"}
 
 
 def test_no_wait_returns_the_state_at_once(lifecycle: Lifecycle) -> None:

@@ -123,7 +123,8 @@ def test_matrix_covers_every_operation_and_state() -> None:
 @pytest.mark.parametrize("state", list(VMState))
 def test_transition_table_matches_matrix(op: Operation, state: VMState) -> None:
     allowed = state in _matrix()[op]
-    current = StateInfo(state, "r")
+    # "saved" here is the managed-save case; the saved-to-file case has its own tests
+    current = StateInfo(state, states.REASON_MANAGED_SAVE if state is VMState.SAVED else "r")
     if allowed:
         assert check_transition(op, "web1", current) is TRANSITIONS[op]
     else:
@@ -153,3 +154,62 @@ def test_refusal_of_an_undefined_vm_says_so() -> None:
 def test_active_states_are_the_ones_with_a_qemu_process() -> None:
     inactive = {s for s in VMState if not s.is_active}
     assert inactive == {VMState.UNDEFINED, VMState.SHUTOFF, VMState.SAVED}
+
+
+def test_a_state_never_equals_an_operation_or_a_string() -> None:
+    assert VMState.SHUTDOWN != Operation.SHUTDOWN
+    assert VMState.RUNNING != "running"
+    assert VMState("running") is VMState.RUNNING
+
+
+SAVED_MANAGED = StateInfo(VMState.SAVED, states.REASON_MANAGED_SAVE)
+SAVED_FILE = StateInfo(VMState.SAVED, states.REASON_SAVED_TO_FILE)
+
+
+def test_saved_names_its_two_cases() -> None:
+    assert SAVED_MANAGED.save_kind is states.SaveKind.MANAGED
+    assert SAVED_FILE.save_kind is states.SaveKind.TO_FILE
+    assert StateInfo(VMState.SHUTOFF, "saved").save_kind is None
+
+
+def test_resume_of_a_managed_save_says_start_restores_it() -> None:
+    with pytest.raises(InvalidTransition) as err:
+        check_transition(Operation.RESUME, "web1", SAVED_MANAGED)
+    assert str(err.value) == (
+        "cannot resume web1: it is saved (managed save), not paused; "
+        "start it to restore its saved RAM (managedsave-remove discards it)")
+
+
+def test_resume_of_a_vm_saved_to_a_file_says_restore_brings_it_back() -> None:
+    with pytest.raises(InvalidTransition) as err:
+        check_transition(Operation.RESUME, "web1", SAVED_FILE)
+    assert str(err.value) == (
+        "cannot resume web1: it is saved (saved to file), not paused; "
+        "restore its save file to bring it back (start boots it afresh)")
+
+
+def test_managedsave_remove_of_a_vm_saved_to_a_file_is_refused() -> None:
+    assert check_transition(Operation.MANAGEDSAVE_REMOVE, "web1", SAVED_MANAGED)
+    with pytest.raises(InvalidTransition, match="saved to a file and has no managed-save"):
+        check_transition(Operation.MANAGEDSAVE_REMOVE, "web1", SAVED_FILE)
+
+
+def test_start_is_allowed_in_both_saved_cases() -> None:
+    assert check_transition(Operation.START, "web1", SAVED_FILE)
+    assert check_transition(Operation.START, "web1", SAVED_MANAGED)
+
+
+@pytest.mark.parametrize(("kind", "word"), [
+    (states.ShutdownMode, "agent"), (states.ShutdownMode, "acpi"),
+    (states.PMTarget, "disk")])
+def test_parse_enum_takes_the_cli_words(kind: type, word: str) -> None:
+    assert states.parse_enum(kind, word, "mode") is kind(word)
+
+
+def test_parse_enum_refuses_an_unknown_word_naming_the_accepted_ones() -> None:
+    from virtlife.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as err:
+        states.parse_enum(states.ShutdownMode, "hard", "shutdown mode")
+    assert str(err.value) == "unknown shutdown mode 'hard': use one of default, agent, acpi"
+    assert err.value.exit_code == 64

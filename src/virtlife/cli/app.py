@@ -1,8 +1,11 @@
 """The per-invocation application state shared by CLI commands, and output helpers.
 
 ``App`` opens the services lazily (so ``--help`` and ``lab`` commands never touch
-libvirt or the store) and closes them when the command ends. The helpers print
-results as one line, a table, or JSON.
+libvirt or the store) and closes them when the command ends; ``app.call`` is what
+every operation takes per call (its progress sink, whether to queue behind another
+operation on the VM). ``on_interrupt`` marks the running operations of this process
+``interrupted`` when Ctrl-C ends it. The helpers print results as one line, a table,
+or JSON, with the warnings beside them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from typing import Any, TypeVar
 import click
 
 from virtlife.services.context import Services, open_services
-from virtlife.services.lifecycle import OperationResult
+from virtlife.services.lifecycle import Call, OperationResult
 from virtlife.services.progress import Update
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# How long ``--queue`` waits for another operation on the VM to end.
+QUEUE_S = 3600.0
+_current: App | None = None
 
 
 @functools.cache
@@ -32,25 +39,45 @@ def _console() -> Any:
 
 
 class App:
-    def __init__(self, connect_uri: str | None, verbose: bool) -> None:
+    def __init__(self, connect_uri: str | None, verbose: bool, queue: bool = False) -> None:
+        global _current
         self.connect_uri = connect_uri
         self.verbose = verbose
+        self.queue = queue
         self._services: Services | None = None
+        _current = self
 
     def _progress(self, update: Update) -> None:
         if self.verbose:
             click.secho(f"… {update.message}", err=True, dim=True)
 
     @property
+    def call(self) -> Call:
+        """What each operation of this command takes besides its own arguments."""
+        return Call(progress=self._progress, queue_s=QUEUE_S if self.queue else None)
+
+    @property
     def services(self) -> Services:
         if self._services is None:
-            self._services = open_services(self.connect_uri, progress=self._progress)
+            self._services = open_services(self.connect_uri)
+            for message in self._services.warnings:
+                warn(message)
         return self._services
+
+    def interrupted(self) -> None:
+        if self._services is not None:
+            self._services.interrupted()
 
     def close(self) -> None:
         if self._services is not None:
             self._services.close()
             self._services = None
+
+
+def on_interrupt() -> None:
+    """Ctrl-C ended the command: record its running operations as interrupted."""
+    if _current is not None:
+        _current.interrupted()
 
 
 pass_app = click.make_pass_decorator(App)
@@ -65,6 +92,8 @@ def show_result(result: OperationResult, as_json: bool = False) -> None:
         emit_json(result.as_dict())
     else:
         click.echo(str(result))
+    for message in result.warnings:
+        warn(message)
 
 
 def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -84,7 +84,7 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     for disk in spec.disks:  # the demo made its own disk copy; leave nothing behind
         os.unlink(disk)
     click.echo("-> virtlife history")
-    entries = s.store.journal.list(vm=DEMO_VM, limit=12)
+    entries = s.need_store().journal.list(vm=DEMO_VM, limit=12)
     show_table(["OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
                [(e.operation, e.outcome, f"{e.duration_s:.2f}", e.detail)
                 for e in reversed(entries)])

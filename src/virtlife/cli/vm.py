@@ -1,4 +1,8 @@
-"""Lifecycle commands: one click command per operation, each a call into ``Lifecycle``."""
+"""Lifecycle commands: one click command per operation, each a call into ``Lifecycle``.
+
+Input is checked before any host or the store is touched: option values by the types
+of ``cli.params``, a domain XML file by its size and encoding (``xml.domain``).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +19,30 @@ from virtlife.cli.app import (
     pass_app,
     show_result,
     show_table,
-    timeout_option,
     wait_agent_option,
 )
+from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME, VCPUS, FilePath, timeout_option
+from virtlife.errors import InvalidInput
 from virtlife.services import provision
-from virtlife.xml.domain import DomainSpec, NicSpec
+from virtlife.states import PMTarget, ShutdownMode
+from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
 VM = click.argument("vm", metavar="VM")
-MODES = click.Choice(["default", "agent", "acpi"])
+MODES = click.Choice([m.value for m in ShutdownMode])
+
+
+def read_xml_file(path: Path) -> str:
+    """The text of a domain XML file, read no further than ``MAX_XML_BYTES`` (+1 to tell)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_XML_BYTES + 1)
+    except OSError as err:
+        raise InvalidInput(f"cannot read {path}: {err.strerror or err}") from err
+    return decode_xml(data, str(path))
 
 
 @click.command()
-@click.argument("xml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("xml_file", type=FilePath(exists=True))
 @host_option
 @json_option
 @pass_app
@@ -37,16 +53,18 @@ def define(app: App, xml_file: Path, host: str | None, as_json: bool) -> None:
 
     Example: virtlife define web1.xml
     """
+    xml = read_xml_file(xml_file)
     s = app.services
-    show_result(s.lifecycle.define(xml_file.read_text(), host=host or s.default_host()),
+    show_result(s.lifecycle.define(xml, host=host or s.default_host(),
+                                   **app.call),
                 as_json)
 
 
 @click.command()
-@click.argument("name")
-@click.option("--memory", "memory_mib", type=int, default=256, show_default=True,
+@click.argument("name", type=NEW_VM_NAME)
+@click.option("--memory", "memory_mib", type=MEMORY_MIB, default=256, show_default=True,
               help="Memory in MiB.")
-@click.option("--vcpus", type=int, default=1, show_default=True)
+@click.option("--vcpus", type=VCPUS, default=1, show_default=True)
 @click.option("--kernel", type=click.Path(path_type=Path), help="Kernel for direct boot.")
 @click.option("--initrd", type=click.Path(path_type=Path), help="Initrd for direct boot.")
 @click.option("--cmdline", default="", help="Kernel command line.")
@@ -85,7 +103,8 @@ def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None
     )
     s = app.services
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
-                                 virt_type=virt_type, start=start, wait_agent=wait_agent),
+                                 virt_type=virt_type, start=start, wait_agent=wait_agent,
+                                 **app.call),
                 as_json)
 
 
@@ -106,7 +125,7 @@ def start(app: App, vm: str, paused: bool, force_boot: bool, wait_agent: bool,
     """
     show_result(app.services.lifecycle.start(
         vm, paused=paused, force_boot=force_boot, wait=not no_wait, wait_agent=wait_agent,
-        timeout_s=timeout_s), as_json)
+        timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -124,7 +143,7 @@ def shutdown(app: App, vm: str, mode: str, no_wait: bool, timeout_s: float | Non
     Example: virtlife shutdown web1 --mode acpi --timeout 60
     """
     show_result(app.services.lifecycle.shutdown(vm, mode=mode, wait=not no_wait,
-                                                timeout_s=timeout_s), as_json)
+                                                timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -141,7 +160,7 @@ def reboot(app: App, vm: str, mode: str, wait_agent: bool, timeout_s: float | No
     Example: virtlife reboot web1 --wait-agent
     """
     show_result(app.services.lifecycle.reboot(vm, mode=mode, wait_agent=wait_agent,
-                                              timeout_s=timeout_s), as_json)
+                                              timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -156,7 +175,8 @@ def reset(app: App, vm: str, wait_agent: bool, timeout_s: float | None,
 
     Example: virtlife reset web1
     """
-    show_result(app.services.lifecycle.reset(vm, wait_agent=wait_agent, timeout_s=timeout_s),
+    show_result(app.services.lifecycle.reset(vm, wait_agent=wait_agent, timeout_s=timeout_s,
+                                             **app.call),
                 as_json)
 
 
@@ -174,7 +194,7 @@ def destroy(app: App, vm: str, graceful: bool, no_wait: bool, timeout_s: float |
     Example: virtlife destroy web1
     """
     show_result(app.services.lifecycle.destroy(vm, graceful=graceful, wait=not no_wait,
-                                               timeout_s=timeout_s), as_json)
+                                               timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -187,7 +207,7 @@ def suspend(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
 
     Example: virtlife suspend web1
     """
-    show_result(app.services.lifecycle.suspend(vm, timeout_s=timeout_s), as_json)
+    show_result(app.services.lifecycle.suspend(vm, timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -200,12 +220,12 @@ def resume(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
 
     Example: virtlife resume web1
     """
-    show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s), as_json)
+    show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
 @VM
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=FilePath())
 @timeout_option
 @json_option
 @pass_app
@@ -214,11 +234,11 @@ def save(app: App, vm: str, file: Path, timeout_s: float | None, as_json: bool) 
 
     Example: virtlife save web1 /var/lib/libvirt/save/web1.sav
     """
-    show_result(app.services.lifecycle.save(vm, file, timeout_s=timeout_s), as_json)
+    show_result(app.services.lifecycle.save(vm, file, timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=FilePath())
 @click.option("--paused", is_flag=True, help="Leave the restored VM paused.")
 @wait_agent_option
 @host_option
@@ -233,7 +253,8 @@ def restore(app: App, file: Path, paused: bool, wait_agent: bool, host: str | No
     """
     s = app.services
     show_result(s.lifecycle.restore(file, host=host or s.default_host(), paused=paused,
-                                    wait_agent=wait_agent, timeout_s=timeout_s), as_json)
+                                    wait_agent=wait_agent, timeout_s=timeout_s, **app.call),
+                as_json)
 
 
 @click.command()
@@ -246,7 +267,7 @@ def managedsave(app: App, vm: str, timeout_s: float | None, as_json: bool) -> No
 
     Example: virtlife managedsave web1
     """
-    show_result(app.services.lifecycle.managedsave(vm, timeout_s=timeout_s), as_json)
+    show_result(app.services.lifecycle.managedsave(vm, timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command("managedsave-remove")
@@ -258,12 +279,12 @@ def managedsave_remove(app: App, vm: str, as_json: bool) -> None:
 
     Example: virtlife managedsave-remove web1
     """
-    show_result(app.services.lifecycle.managedsave_remove(vm), as_json)
+    show_result(app.services.lifecycle.managedsave_remove(vm, **app.call), as_json)
 
 
 @click.command()
 @VM
-@click.option("--target", type=click.Choice(["mem", "disk", "hybrid"]), default="mem",
+@click.option("--target", type=click.Choice([t.value for t in PMTarget]), default="mem",
               show_default=True, help="Suspend to RAM, to disk, or both.")
 @timeout_option
 @json_option
@@ -273,7 +294,8 @@ def pmsuspend(app: App, vm: str, target: str, timeout_s: float | None, as_json: 
 
     Example: virtlife pmsuspend web1 --target mem
     """
-    show_result(app.services.lifecycle.pmsuspend(vm, target=target, timeout_s=timeout_s),
+    show_result(app.services.lifecycle.pmsuspend(vm, target=target, timeout_s=timeout_s,
+                                                 **app.call),
                 as_json)
 
 
@@ -290,7 +312,7 @@ def pmwakeup(app: App, vm: str, wait_agent: bool, timeout_s: float | None,
     Example: virtlife pmwakeup web1
     """
     show_result(app.services.lifecycle.pmwakeup(vm, wait_agent=wait_agent,
-                                                timeout_s=timeout_s), as_json)
+                                                timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
@@ -308,7 +330,8 @@ def undefine(app: App, vm: str, managed_save: bool, snapshots_metadata: bool,
     Example: virtlife undefine web1 --managed-save
     """
     show_result(app.services.lifecycle.undefine(
-        vm, managed_save=managed_save, snapshots=snapshots_metadata, nvram=nvram), as_json)
+        vm, managed_save=managed_save, snapshots=snapshots_metadata, nvram=nvram, **app.call),
+        as_json)
 
 
 @click.command()

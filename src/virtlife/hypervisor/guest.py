@@ -13,25 +13,38 @@ from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
-from virtlife.states import LV_SHUTOFF, UNDEFINED, StateInfo, classify
+from virtlife.states import (
+    LV_SHUTOFF,
+    UNDEFINED,
+    PMTarget,
+    ShutdownMode,
+    StateInfo,
+    classify,
+)
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.host import Host
 
-SHUTDOWN_MODES = {
-    "default": 0,  # libvirt chooses: the agent when configured, else ACPI
-    "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
-    "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+SHUTDOWN_MODES: dict[ShutdownMode, int] = {
+    ShutdownMode.DEFAULT: 0,  # libvirt chooses: the agent when configured, else ACPI
+    ShutdownMode.AGENT: libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+    ShutdownMode.ACPI: libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
 }
-REBOOT_MODES = {
-    "default": 0,
-    "agent": libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT,
-    "acpi": libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
+REBOOT_MODES: dict[ShutdownMode, int] = {
+    ShutdownMode.DEFAULT: 0,
+    ShutdownMode.AGENT: libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT,
+    ShutdownMode.ACPI: libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
 }
-PM_TARGETS = {
-    "mem": libvirt.VIR_NODE_SUSPEND_TARGET_MEM,
-    "disk": libvirt.VIR_NODE_SUSPEND_TARGET_DISK,
-    "hybrid": libvirt.VIR_NODE_SUSPEND_TARGET_HYBRID,
+PM_TARGETS: dict[PMTarget, int] = {
+    PMTarget.MEM: libvirt.VIR_NODE_SUSPEND_TARGET_MEM,
+    PMTarget.DISK: libvirt.VIR_NODE_SUSPEND_TARGET_DISK,
+    PMTarget.HYBRID: libvirt.VIR_NODE_SUSPEND_TARGET_HYBRID,
+}
+# virDomainJobOperation: what a running libvirt job is doing (libvirt-domain.h).
+JOB_OPERATIONS = {
+    0: "unknown job", 1: "start", 2: "save", 3: "restore", 4: "incoming migration",
+    5: "migration", 6: "snapshot", 7: "snapshot revert", 8: "dump", 9: "backup",
+    10: "snapshot delete",
 }
 
 
@@ -92,6 +105,28 @@ class Guest:
     def uuid(self) -> str:
         return str(self._dom.UUIDString())
 
+    def domain_id(self) -> int | None:
+        """libvirt's id of the running domain (a new one at every start); None when off."""
+        with calling(self._what("read the id of")):
+            dom_id = int(self._dom.ID())
+        return dom_id if dom_id >= 0 else None
+
+    def job(self) -> str | None:
+        """The libvirt job running on the domain now (``save``, ``migration``, ``dump``...),
+        whoever started it; None when there is none or the driver cannot tell."""
+        try:
+            stats = self._dom.jobStats(0)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
+                                        libvirt.VIR_ERR_OPERATION_INVALID,
+                                        libvirt.VIR_ERR_NO_DOMAIN):
+                return None  # no job API (test driver), not running, or gone
+            raise translate(err, self._what("read the job of")) from err
+        if not stats or int(stats.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        operation = int(stats.get(libvirt.VIR_DOMAIN_JOB_OPERATION, 0))
+        return JOB_OPERATIONS.get(operation, f"job {operation}")
+
     def is_persistent(self) -> bool:
         with calling(self._what("inspect")):
             return bool(self._dom.isPersistent())
@@ -148,11 +183,11 @@ class Guest:
         with calling(self._what("start")):
             self._dom.createWithFlags(flags)
 
-    def shutdown(self, mode: str = "default") -> None:
+    def shutdown(self, mode: ShutdownMode = ShutdownMode.DEFAULT) -> None:
         with calling(self._what("shut down")):
             self._dom.shutdownFlags(SHUTDOWN_MODES[mode])
 
-    def reboot(self, mode: str = "default") -> None:
+    def reboot(self, mode: ShutdownMode = ShutdownMode.DEFAULT) -> None:
         with calling(self._what("reboot")):
             self._dom.reboot(REBOOT_MODES[mode])
 
@@ -185,7 +220,7 @@ class Guest:
         with calling(self._what("remove the managed-save image of")):
             self._dom.managedSaveRemove(0)
 
-    def pm_suspend(self, target: str = "mem") -> None:
+    def pm_suspend(self, target: PMTarget = PMTarget.MEM) -> None:
         with calling(self._what("pmsuspend")):
             self._dom.pMSuspendForDuration(PM_TARGETS[target], 0, 0)
 

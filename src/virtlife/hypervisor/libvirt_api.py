@@ -7,6 +7,7 @@ via the ``calling`` context manager). Code above ``hypervisor`` never sees libvi
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,6 +98,9 @@ def translate(err: Any, what: str) -> errors.VirtlifeError:
         return errors.AgentUnavailable(msg)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return errors.OperationTimeout(msg)
+    if (code == libvirt.VIR_ERR_SYSTEM_ERROR and domain not in _UNREACHABLE_DOMAINS
+            and err.get_int1() == errno.ENOENT):
+        return errors.NotFound(msg)  # a path on the host that is not there
     if code in _UNREACHABLE_CODES or (
         code == libvirt.VIR_ERR_SYSTEM_ERROR and domain in _UNREACHABLE_DOMAINS
     ):

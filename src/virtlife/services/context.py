@@ -1,42 +1,66 @@
-"""One object holding what a front end needs: store, fleet and lifecycle service.
+"""One object holding what a front end needs: store, fleet, operations and lifecycle.
 
-The CLI builds one per command; a REST API would build one per process. With
-``connect_uri`` the fleet is that single libvirt URI (like ``virsh -c``) and the
-inventory is not consulted; otherwise it is the inventory's hosts, or the implicit
-local host while the inventory is empty.
+The CLI builds one per command; the REST API builds one per process. With
+``connect_uri`` the fleet is that single libvirt URI (like ``virsh -c``) and a store
+that cannot be opened only costs the journal (a warning), never the command; otherwise
+the fleet is the inventory's hosts, re-read as it changes, or the implicit local host
+while the inventory is empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from virtlife import errors
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
-from virtlife.services.progress import Progress
+from virtlife.services.operations import Jobs, Operations
 from virtlife.store import Store, open_store
+from virtlife.store.journal import Actor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
-    store: Store
+    store: Store | None
     fleet: Fleet
     lifecycle: Lifecycle
     connect_uri: str | None
+    jobs: Jobs
+    warnings: list[str] = field(default_factory=list)  # what the user should know
 
     def default_host(self) -> str:
         """The host to act on when none is named: the only one, else an error."""
         names = sorted(self.fleet.refs)
         if len(names) == 1:
             return names[0]
-        from virtlife.errors import HostNotFound
-
-        raise HostNotFound(
+        raise errors.HostNotFound(
             "several hosts are configured (" + ", ".join(names) + "); name one with --host")
+
+    def need_store(self) -> Store:
+        """The store, for commands that cannot work without it (inventory, history)."""
+        if self.store is None:
+            raise errors.StoreUnavailable(self.warnings[0] if self.warnings else
+                                          "the virtlife store is not open")
+        return self.store
+
+    def interrupted(self) -> int:
+        """Mark this process's running operations ``interrupted`` (Ctrl-C); how many."""
+        if self.store is None:
+            return 0
+        try:
+            return self.store.journal.interrupt_mine()
+        except errors.StoreUnavailable as err:
+            log.warning("cannot mark interrupted operations: %s", err)
+            return 0
 
     def close(self) -> None:
         self.fleet.close()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
     def __enter__(self) -> Services:
         return self
@@ -45,9 +69,15 @@ class Services:
         self.close()
 
 
-def host_refs(store: Store, connect_uri: str | None) -> list[HostRef]:
+def host_refs(store: Store | None, connect_uri: str | None) -> list[HostRef]:
     """The fleet's hosts; a ``--connect`` URI keeps the inventory's name for it, if any."""
-    known = [HostRef(r.name, r.uri) for r in store.hosts.effective()]
+    known: list[HostRef] = []
+    if store is not None:
+        try:
+            known = [HostRef(r.name, r.uri) for r in store.hosts.effective()]
+        except errors.StoreUnavailable:
+            if not connect_uri:
+                raise
     if connect_uri:
         named = [h for h in known if h.uri == connect_uri]
         return named[:1] or [HostRef(connect_uri, connect_uri)]
@@ -55,9 +85,27 @@ def host_refs(store: Store, connect_uri: str | None) -> list[HostRef]:
 
 
 def open_services(connect_uri: str | None = None, *, store_path: Path | None = None,
-                  progress: Progress | None = None,
-                  connect_timeout_s: float | None = None) -> Services:
-    store = open_store(store_path)
+                  connect_timeout_s: float | None = None,
+                  actor: Actor | None = None) -> Services:
+    warnings: list[str] = []
+    store: Store | None
+    try:
+        store = open_store(store_path)
+    except errors.StoreUnavailable as err:
+        if not connect_uri:
+            raise
+        store = None
+        warnings.append(f"{err} (continuing without the journal)")
+    if store is not None:
+        try:
+            for entry in store.journal.sweep():
+                log.info("operation %s was cut off: marked interrupted", entry.op_id)
+        except errors.StoreUnavailable as err:  # read-only: reads still work
+            log.info("journal sweep skipped: %s", err)
+    refs = host_refs(store, connect_uri)
     kwargs = {} if connect_timeout_s is None else {"connect_timeout_s": connect_timeout_s}
-    fleet = Fleet(host_refs(store, connect_uri), journal=store.journal, **kwargs)
-    return Services(store, fleet, Lifecycle(fleet, store.journal, progress), connect_uri)
+    journal = store.journal if store is not None else None
+    fleet = Fleet(refs, journal=journal, **kwargs)  # FIXME follow the inventory
+    ops = Operations(journal, actor)
+    return Services(store, fleet, Lifecycle(fleet, journal, operations=ops), connect_uri,
+                    Jobs(journal), warnings)

@@ -1,162 +1,105 @@
-"""VM lifecycle operations: guard, act, wait for the result by events, journal it.
+"""VM lifecycle operations, each straight-line code inside one operation context.
 
-Every operation runs the same way (``Lifecycle._run``): resolve the VM, read its
-state, refuse through ``states.check_transition`` (nothing is changed), subscribe to
-its events, make the one libvirt call, wait until a state in the rule's ``reaches``
-set appears (or the timeout passes), and record the outcome in the journal. The CLI
-and the REST API both call this class; it never prints.
+Every state-changing operation resolves its VM, then runs inside
+``Operations.run`` (services/operations.py), which owns the operation id, the per-VM
+lock, the journal row, the state read, the transition and job guards, the event
+watch, timing and progress. The body is the libvirt call and the wait for its result.
+Each call takes its own ``progress`` sink, ``op_id`` (given by ``Jobs`` for background
+runs) and ``queue_s`` (wait that long for another operation on the VM instead of being
+refused). The CLI and the REST API both call this class; it never prints.
+
+Paths of save files are paths on the VM's host, asked through libvirt
+(``hypervisor.files``), never checked with ``os.path`` on the client.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, GuestInfo, Host
-from virtlife.services.fleet import Fleet
+from virtlife.hypervisor.events import EventKind
+from virtlife.hypervisor.files import probe_path
+from virtlife.hypervisor.host import is_remote
+from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, observed_state
-from virtlife.services.progress import Progress, report
-from virtlife.services.wait import Watch
+from virtlife.services.operations import (
+    AGENT_TIMEOUT_S,
+    DEFAULT_TIMEOUTS,
+    OperationResult,
+    OperationRun,
+    Operations,
+)
+from virtlife.services.progress import Progress
 from virtlife.states import (
     REASON_MANAGED_SAVE,
     Operation,
+    PMTarget,
+    ShutdownMode,
     StateInfo,
     VMState,
-    check_transition,
+    parse_enum,
 )
 from virtlife.xml.domain import domain_name
 
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal
 
-# How long each operation may take to reach its state (seconds), when not given.
-DEFAULT_TIMEOUTS: dict[Operation, float] = {
-    Operation.DEFINE: 30, Operation.START: 60, Operation.SHUTDOWN: 120,
-    Operation.REBOOT: 120, Operation.RESET: 60, Operation.DESTROY: 60,
-    Operation.SUSPEND: 30, Operation.RESUME: 30, Operation.SAVE: 300,
-    Operation.RESTORE: 300, Operation.MANAGEDSAVE: 300, Operation.MANAGEDSAVE_REMOVE: 30,
-    Operation.PMSUSPEND: 60, Operation.PMWAKEUP: 60, Operation.UNDEFINE: 30,
-}
-AGENT_TIMEOUT_S = 120.0
+__all__ = ["AGENT_TIMEOUT_S", "DEFAULT_TIMEOUTS", "Lifecycle", "OperationResult"]
 
 
-@dataclass(frozen=True)
-class OperationResult:
-    host: str
-    vm: str
-    operation: Operation
-    state: StateInfo
-    duration_s: float
-    note: str = ""
+class Call(TypedDict, total=False):
+    """What every operation takes besides its own arguments."""
 
-    def __str__(self) -> str:
-        text = f"{self.vm}: {self.state}"
-        return f"{text}; {self.note}" if self.note else text
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "host": self.host, "vm": self.vm, "operation": self.operation.value,
-            "state": self.state.state.value, "reason": self.state.reason,
-            "duration_s": round(self.duration_s, 3), "note": self.note,
-        }
+    progress: Progress | None  # this call's progress sink
+    op_id: str | None  # the id to run under (``Jobs`` chooses it for background runs)
+    queue_s: float | None  # wait up to this long for the VM to be free; None: refuse at once
 
 
 class Lifecycle:
-    """Lifecycle operations over a ``Fleet``; results journalled when a journal is given."""
+    """Lifecycle operations over a ``Fleet``; journalled when a journal is given."""
 
-    def __init__(self, fleet: Fleet, journal: Journal | None = None,
-                 progress: Progress | None = None) -> None:
+    def __init__(self, fleet: Fleet, journal: Journal | None = None, *,
+                 operations: Operations | None = None) -> None:
         self.fleet = fleet
         self.journal = journal
-        self.progress = progress
+        self.ops = operations or Operations(journal)
 
-    # -- the one way every operation runs ------------------------------------------------
+    # -- the shape every operation shares -------------------------------------------------
 
-    def _record(self, host: str, vm: str, op: Operation, outcome: str, started: datetime,
-                duration: float, detail: str) -> None:
-        if self.journal is not None:
-            self.journal.record(host, vm, op.value, outcome, duration, detail,
-                                started_at=started)
-
-    def _run(
-        self,
-        op: Operation,
-        host: Host,
-        vm: str,
-        action: Callable[[], object],
-        *,
-        guest: Guest | None,
-        wait: bool,
-        timeout_s: float | None,
-        accept: Callable[[StateInfo], bool] | None = None,
-        describe: str | None = None,
-        after: Callable[[Watch, Guest], str] | None = None,
-        precheck: Callable[[StateInfo], None] | None = None,
-        final: Callable[[StateInfo], StateInfo] | None = None,
-    ) -> OperationResult:
-        started_at = datetime.now(UTC)
-        t0 = time.monotonic()
+    def _resolve(self, op: Operation, ref: str) -> Guest:
+        """The VM ``ref``; an unreachable host is journalled as the operation's failure."""
         try:
-            current = observed_state(guest, self.journal) if guest else StateInfo(
-                VMState.UNDEFINED, "")
-            rule = check_transition(op, vm, current)
-            if precheck is not None:
-                precheck(current)
-            timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUTS[op]
-            with Watch(host, vm) as watch:
-                report(self.progress, vm, "request", f"{op.value} {vm} on {host.name}")
-                action()
-                target = guest if guest is not None else host.lookup(vm)
-                if accept is None and rule.reaches:
-                    accept = lambda s: s.state in rule.reaches  # noqa: E731
-                    describe = describe or " or ".join(sorted(s.label for s in rule.reaches))
-                if wait and accept is not None:
-                    report(self.progress, vm, "wait", f"waiting for {vm} to be {describe}")
-                    state = watch.until_state(target, accept, timeout,
-                                              describe=describe or "the expected state")
-                else:
-                    state = target.status()
-                note = after(watch, target) if (wait and after is not None) else ""
-                if note:
-                    state = target.status()
-                if final is not None:
-                    state = final(state)
-        except errors.VirtlifeError as err:
-            outcome = "refused" if isinstance(err, errors.InvalidTransition) else "error"
-            try:
-                self._record(host.name, vm, op, outcome, started_at, time.monotonic() - t0,
-                             str(err))
-            except Exception as journal_err:  # the user's error matters more
-                err.add_note(f"(and it could not be journalled: {journal_err})")
+            return self.fleet.resolve(ref)
+        except errors.HostUnreachable as err:
+            host, name = split_ref(ref)
+            self.ops.record_failure(op, host or "?", name, err)
             raise
-        duration = time.monotonic() - t0
-        self._record(host.name, vm, op, "ok", started_at, duration, str(state))
-        report(self.progress, vm, "done", f"{vm}: {state}", 1.0)
-        return OperationResult(host.name, vm, op, state, duration, note)
 
-    def _simple(self, op: Operation, ref: str, call: Callable[[Guest], None], *,
-                wait: bool = True, timeout_s: float | None = None,
-                after: Callable[[Watch, Guest], str] | None = None) -> OperationResult:
-        guest = self.fleet.resolve(ref)
-        return self._run(op, guest.host, guest.name, lambda: call(guest), guest=guest,
-                         wait=wait, timeout_s=timeout_s, after=after)
+    def _host(self, op: Operation, name: str, vm: str) -> Host:
+        try:
+            return self.fleet.host(name)
+        except errors.HostUnreachable as err:
+            self.ops.record_failure(op, name, vm, err)
+            raise
 
-    def _agent_waiter(self, wait_agent: bool) -> Callable[[Watch, Guest], str] | None:
-        if not wait_agent:
-            return None
+    @contextmanager
+    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
+                   call: Call) -> Iterator[OperationRun]:
+        with self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
+                          progress=call.get("progress"), op_id=call.get("op_id"),
+                          queue_s=call.get("queue_s")) as run:
+            yield run
 
-        def after(watch: Watch, guest: Guest) -> str:
-            report(self.progress, guest.name, "agent", f"waiting for the agent of {guest.name}")
-            seconds = watch.until_agent(guest, AGENT_TIMEOUT_S)
-            return f"guest agent answered after {seconds:.1f} s"
-
-        return after
+    def _then_agent(self, run: OperationRun, wait_agent: bool) -> None:
+        if wait_agent:
+            seconds = run.wait_agent()
+            run.note = f"guest agent answered after {seconds:.1f} s"
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -174,136 +117,208 @@ class Lifecycle:
 
     # -- operations -------------------------------------------------------------------------
 
-    def define(self, xml: str, *, host: str) -> OperationResult:
+    def define(self, xml: str, *, host: str, **call: Unpack[Call]) -> OperationResult:
         """Define a VM from XML, or replace an existing VM's persistent definition."""
-        name = domain_name(xml)  # a malformed document never reaches libvirt
-        h = self.fleet.host(host)
-        return self._run(Operation.DEFINE, h, name, lambda: h.define(xml), guest=h.find(name),
-                         wait=False, timeout_s=None)
+        name = domain_name(xml)  # a malformed or oversized document never reaches libvirt
+        h = self._host(Operation.DEFINE, host, name)
+        with self.ops.run(Operation.DEFINE, h, name, h.find(name),
+                          progress=call.get("progress"), op_id=call.get("op_id"),
+                          queue_s=call.get("queue_s")) as run:
+            run.guest = h.define(xml)
+        assert run.result is not None
+        return run.result
 
     def start(self, ref: str, *, paused: bool = False, force_boot: bool = False,
-              wait: bool = True, wait_agent: bool = False,
-              timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.START, ref,
-                            lambda g: g.start(paused=paused, force_boot=force_boot),
-                            wait=wait, timeout_s=timeout_s,
-                            after=self._agent_waiter(wait_agent and not paused))
+              wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
+              **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.START, ref)
+        with self._operation(Operation.START, guest, timeout_s, call) as run:
+            guest.start(paused=paused, force_boot=force_boot)
+            if wait:
+                run.wait()
+                self._then_agent(run, wait_agent and not paused)
+        assert run.result is not None
+        return run.result
 
-    def shutdown(self, ref: str, *, mode: str = "default", wait: bool = True,
-                 timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.SHUTDOWN, ref, lambda g: g.shutdown(mode),
-                            wait=wait, timeout_s=timeout_s)
+    def shutdown(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.DEFAULT,
+                 wait: bool = True, timeout_s: float | None = None,
+                 **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.SHUTDOWN, ref)
+        with self._operation(Operation.SHUTDOWN, guest, timeout_s, call) as run:
+            guest.shutdown(parse_enum(ShutdownMode, mode, "shutdown mode"))
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
 
-    def _restart(self, op: Operation, ref: str, call: Callable[[Guest], None],
-                 wait_agent: bool, timeout_s: float | None) -> OperationResult:
+    def _restart(self, op: Operation, ref: str, act: Callable[[Guest], None],
+                 wait_agent: bool, timeout_s: float | None, call: Call) -> OperationResult:
         """Reboot and reset leave the VM running and give no lifecycle event.
 
         Without ``wait_agent`` they return once libvirt accepted the request. With it,
         they wait for QEMU's reset (the REBOOT event), then for the agent to answer.
         """
+        guest = self._resolve(op, ref)
+        with self._operation(op, guest, timeout_s, call) as run:
+            act(guest)
+            if wait_agent:
+                run.wait_event(lambda e: e.kind is EventKind.REBOOT,
+                               "guest reset (the guest may ignore the request)")
+                seconds = run.wait_agent()
+                run.note = f"the guest reset; guest agent answered after {seconds:.1f} s"
+        assert run.result is not None
+        return run.result
 
-        def after(watch: Watch, guest: Guest) -> str:
-            timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUTS[op]
-            watch.until_event(lambda e: e.kind == "reboot", timeout,
-                              describe="guest reset (the guest may ignore the request)")
-            seconds = watch.until_agent(guest, AGENT_TIMEOUT_S)
-            return f"the guest reset; guest agent answered after {seconds:.1f} s"
+    def reboot(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.DEFAULT,
+               wait_agent: bool = False, timeout_s: float | None = None,
+               **call: Unpack[Call]) -> OperationResult:
+        how = parse_enum(ShutdownMode, mode, "reboot mode")
+        return self._restart(Operation.REBOOT, ref, lambda g: g.reboot(how), wait_agent,
+                             timeout_s, call)
 
-        return self._simple(op, ref, call, wait=True, timeout_s=timeout_s,
-                            after=after if wait_agent else None)
-
-    def reboot(self, ref: str, *, mode: str = "default",
-               wait_agent: bool = False, timeout_s: float | None = None) -> OperationResult:
-        return self._restart(Operation.REBOOT, ref, lambda g: g.reboot(mode), wait_agent,
-                             timeout_s)
-
-    def reset(self, ref: str, *, wait_agent: bool = False,
-              timeout_s: float | None = None) -> OperationResult:
-        return self._restart(Operation.RESET, ref, lambda g: g.reset(), wait_agent, timeout_s)
+    def reset(self, ref: str, *, wait_agent: bool = False, timeout_s: float | None = None,
+              **call: Unpack[Call]) -> OperationResult:
+        return self._restart(Operation.RESET, ref, lambda g: g.reset(), wait_agent, timeout_s,
+                             call)
 
     def destroy(self, ref: str, *, graceful: bool = False, wait: bool = True,
-                timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.DESTROY, ref, lambda g: g.destroy(graceful=graceful),
-                            wait=wait, timeout_s=timeout_s)
+                timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Pull the plug. Never refused for another operation running on the VM: this is
+        how an operator ends one (a shutdown waiting on a guest that ignores it)."""
+        guest = self._resolve(Operation.DESTROY, ref)
+        with self._operation(Operation.DESTROY, guest, timeout_s, call) as run:
+            guest.destroy(graceful=graceful)
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
 
-    def suspend(self, ref: str, *, wait: bool = True,
-                timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.SUSPEND, ref, lambda g: g.suspend(), wait=wait,
-                            timeout_s=timeout_s)
+    def suspend(self, ref: str, *, wait: bool = True, timeout_s: float | None = None,
+                **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.SUSPEND, ref)
+        with self._operation(Operation.SUSPEND, guest, timeout_s, call) as run:
+            guest.suspend()
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
 
-    def resume(self, ref: str, *, wait: bool = True,
-               timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.RESUME, ref, lambda g: g.resume(), wait=wait,
-                            timeout_s=timeout_s)
+    def resume(self, ref: str, *, wait: bool = True, timeout_s: float | None = None,
+               **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.RESUME, ref)
+        with self._operation(Operation.RESUME, guest, timeout_s, call) as run:
+            guest.resume()
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
+
+    @staticmethod
+    def _host_path(host: Host, path: str | Path) -> str:
+        """``path`` as a path on ``host``: relative ones only make sense on this machine."""
+        text = os.fspath(path)
+        if "\0" in text or not text:
+            raise errors.InvalidInput(f"{text!r} is not a usable file path")
+        if os.path.isabs(text):
+            return os.path.normpath(text)
+        if is_remote(host.uri):
+            raise errors.InvalidInput(
+                f"{text} is a relative path, but host {host.name} is not this machine's "
+                "file system: give the absolute path on that host")
+        return os.path.abspath(text)
 
     def save(self, ref: str, path: str | Path, *, wait: bool = True,
-             timeout_s: float | None = None) -> OperationResult:
-        target = os.path.abspath(path)
-        guest = self.fleet.resolve(ref)
-
-        def precheck(_current: StateInfo) -> None:
-            if os.path.exists(target):
+             timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.SAVE, ref)
+        with self._operation(Operation.SAVE, guest, timeout_s, call) as run:
+            target = self._host_path(guest.host, path)
+            if probe_path(guest.host, target).exists:
                 raise errors.AlreadyExists(
-                    f"cannot save {guest.name} to {target}: the file exists; "
-                    "remove it or choose another path")
-
-        return self._run(Operation.SAVE, guest.host, guest.name, lambda: guest.save(target),
-                         guest=guest, wait=wait, timeout_s=timeout_s, precheck=precheck)
+                    f"cannot save {guest.name} to {target} on {guest.host.name}: the file "
+                    "exists; remove it or choose another path")
+            guest.save(target)
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
 
     def restore(self, path: str | Path, *, host: str, paused: bool = False,
-                wait: bool = True, wait_agent: bool = False,
-                timeout_s: float | None = None) -> OperationResult:
-        source = os.path.abspath(path)
-        if not os.path.exists(source):
-            raise errors.NotFound(f"cannot restore {source}: no such file")
-        h = self.fleet.host(host)
-        name = domain_name(h.saved_image_xml(source))
-        existing = h.find(name)
-        return self._run(Operation.RESTORE, h, name, lambda: h.restore(source, paused=paused),
-                         guest=existing, wait=wait, timeout_s=timeout_s,
-                         after=self._agent_waiter(wait_agent and not paused))
+                wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
+                **call: Unpack[Call]) -> OperationResult:
+        """Restore a save file on ``host``; the VM is named by the file. A failed restore
+        (no such file, not a save image) is journalled and keeps the file."""
+        h = self._host(Operation.RESTORE, host, "")
+        try:
+            source = self._host_path(h, path)
+            found = probe_path(h, source)
+            if not found.exists:
+                raise errors.NotFound(f"cannot restore {source}: no such file on host {host}")
+            if not found.save_xml:
+                raise errors.InvalidInput(
+                    f"cannot restore {source}: it is not a libvirt save image")
+            name = domain_name(found.save_xml)
+        except errors.VirtlifeError as err:
+            self.ops.record_failure(Operation.RESTORE, host, "", err)
+            raise
+        with self.ops.run(Operation.RESTORE, h, name, h.find(name), timeout_s=timeout_s,
+                          progress=call.get("progress"), op_id=call.get("op_id"),
+                          queue_s=call.get("queue_s")) as run:
+            h.restore(source, paused=paused)
+            if wait:
+                run.wait()
+                self._then_agent(run, wait_agent and not paused)
+        assert run.result is not None
+        return run.result
 
-    def managedsave(self, ref: str, *, wait: bool = True,
-                    timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.MANAGEDSAVE, ref, lambda g: g.managed_save(), wait=wait,
-                            timeout_s=timeout_s)
+    def managedsave(self, ref: str, *, wait: bool = True, timeout_s: float | None = None,
+                    **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.MANAGEDSAVE, ref)
+        with self._operation(Operation.MANAGEDSAVE, guest, timeout_s, call) as run:
+            guest.managed_save()
+            if wait:
+                run.wait()
+        assert run.result is not None
+        return run.result
 
-    def managedsave_remove(self, ref: str) -> OperationResult:
-        guest = self.fleet.resolve(ref)
+    def managedsave_remove(self, ref: str, **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.MANAGEDSAVE_REMOVE, ref)
+        with self._operation(Operation.MANAGEDSAVE_REMOVE, guest, None, call) as run:
+            guest.managed_save_remove()
+            # libvirt keeps the shut-off reason "saved" once the image is gone; what we
+            # wait for is the image's removal, and the VM is then shut off
+            state = run.wait(lambda s: s.reason != REASON_MANAGED_SAVE,
+                             "without a managed-save image")
+            run.final = MANAGED_SAVE_REMOVED if state.state is VMState.SAVED else state
+        assert run.result is not None
+        return run.result
 
-        def precheck(_current: StateInfo) -> None:
-            if not guest.has_managed_save():
-                raise errors.InvalidTransition(
-                    f"cannot managedsave-remove {guest.name}: it was saved to a file and "
-                    "has no managed-save image")
-
-        # libvirt keeps the shut-off reason "saved" after the image is gone; what we wait
-        # for is the image's removal, and the VM is then shut off (observe.py agrees)
-        return self._run(Operation.MANAGEDSAVE_REMOVE, guest.host, guest.name,
-                         guest.managed_save_remove, guest=guest, wait=True, timeout_s=None,
-                         precheck=precheck, accept=lambda s: s.reason != REASON_MANAGED_SAVE,
-                         describe="without a managed-save image",
-                         final=lambda s: MANAGED_SAVE_REMOVED if s.state is VMState.SAVED else s)
-
-    def pmsuspend(self, ref: str, *, target: str = "mem", wait: bool = True,
-                  timeout_s: float | None = None) -> OperationResult:
-        guest = self.fleet.resolve(ref)
-        want = VMState.SHUTOFF if target == "disk" else VMState.PMSUSPENDED
-        return self._run(Operation.PMSUSPEND, guest.host, guest.name,
-                         lambda: guest.pm_suspend(target), guest=guest, wait=wait,
-                         timeout_s=timeout_s, accept=lambda s: s.state is want,
-                         describe=want.label)
+    def pmsuspend(self, ref: str, *, target: PMTarget | str = PMTarget.MEM, wait: bool = True,
+                  timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        where = parse_enum(PMTarget, target, "pmsuspend target")
+        want = VMState.SHUTOFF if where is PMTarget.DISK else VMState.PMSUSPENDED
+        guest = self._resolve(Operation.PMSUSPEND, ref)
+        with self._operation(Operation.PMSUSPEND, guest, timeout_s, call) as run:
+            guest.pm_suspend(where)
+            if wait:
+                run.wait(lambda s: s.state is want, want.label)
+        assert run.result is not None
+        return run.result
 
     def pmwakeup(self, ref: str, *, wait: bool = True, wait_agent: bool = False,
-                 timeout_s: float | None = None) -> OperationResult:
-        return self._simple(Operation.PMWAKEUP, ref, lambda g: g.pm_wakeup(), wait=wait,
-                            timeout_s=timeout_s, after=self._agent_waiter(wait_agent))
+                 timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.PMWAKEUP, ref)
+        with self._operation(Operation.PMWAKEUP, guest, timeout_s, call) as run:
+            guest.pm_wakeup()
+            if wait:
+                run.wait()
+                self._then_agent(run, wait_agent)
+        assert run.result is not None
+        return run.result
 
     def undefine(self, ref: str, *, managed_save: bool = False, snapshots: bool = False,
-                 nvram: bool | None = None) -> OperationResult:
-        guest = self.fleet.resolve(ref)
-
-        def precheck(_current: StateInfo) -> None:
+                 nvram: bool | None = None, **call: Unpack[Call]) -> OperationResult:
+        guest = self._resolve(Operation.UNDEFINE, ref)
+        with self._operation(Operation.UNDEFINE, guest, None, call) as run:
             if guest.has_managed_save() and not managed_save:
                 raise errors.InvalidTransition(
                     f"cannot undefine {guest.name}: it has a managed-save image; pass "
@@ -313,8 +328,7 @@ class Lifecycle:
                 raise errors.InvalidTransition(
                     f"cannot undefine {guest.name}: it has {count} snapshot(s); pass "
                     "--snapshots-metadata to drop their metadata too")
-
-        return self._run(
-            Operation.UNDEFINE, guest.host, guest.name,
-            lambda: guest.undefine(managed_save=managed_save, snapshots=snapshots, nvram=nvram),
-            guest=guest, wait=True, timeout_s=None, precheck=precheck)
+            guest.undefine(managed_save=managed_save, snapshots=snapshots, nvram=nvram)
+            run.wait()
+        assert run.result is not None
+        return run.result

@@ -19,6 +19,7 @@ class Update:
     stage: str
     message: str
     fraction: float | None = None  # 0..1 where the operation can tell
+    op_id: str = ""  # the operation it belongs to
 
 
 Progress = Callable[[Update], None]

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Final
 
 from virtlife import config
+from virtlife.errors import StoreUnavailable
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
 
@@ -62,6 +63,51 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         CREATE INDEX journal_by_host ON journal (host, started_at, id);
         """,
     ),
+    (
+        # Rows keyed by the VM's UUID too; who acted; in-flight rows ('running') that are
+        # completed at the end, 'interrupted' when their process died; and at most one
+        # running operation per VM (the partial unique index on lock_key is the per-VM
+        # lock that holds across threads and processes).
+        "0003_journal_operations",
+        """
+        CREATE TABLE journal_v3 (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            op_id       TEXT NOT NULL UNIQUE,
+            started_at  TEXT NOT NULL,
+            finished_at TEXT,
+            host        TEXT NOT NULL,
+            vm          TEXT NOT NULL,
+            uuid        TEXT NOT NULL DEFAULT '',
+            domid       INTEGER,
+            operation   TEXT NOT NULL,
+            outcome     TEXT NOT NULL CHECK (outcome IN
+                            ('running', 'ok', 'error', 'refused', 'interrupted')),
+            duration_s  REAL NOT NULL,
+            detail      TEXT NOT NULL,
+            actor_user  TEXT NOT NULL DEFAULT '',
+            actor_proc  TEXT NOT NULL DEFAULT '',
+            machine     TEXT NOT NULL DEFAULT '',
+            boot_id     TEXT NOT NULL DEFAULT '',
+            pid         INTEGER NOT NULL DEFAULT 0,
+            pid_start   INTEGER NOT NULL DEFAULT 0,
+            lock_key    TEXT
+        );
+        INSERT INTO journal_v3 (id, op_id, started_at, finished_at, host, vm, operation,
+                                outcome, duration_s, detail)
+            SELECT id, 'j' || id, started_at, started_at, host, vm, operation, outcome,
+                   duration_s, detail
+            FROM journal;
+        DROP TABLE journal;
+        ALTER TABLE journal_v3 RENAME TO journal;
+        CREATE INDEX journal_by_started ON journal (started_at, id);
+        CREATE INDEX journal_by_vm ON journal (vm, host, operation, started_at, id);
+        CREATE INDEX journal_by_uuid ON journal (uuid, operation, started_at, id);
+        CREATE INDEX journal_by_host ON journal (host, started_at, id);
+        CREATE INDEX journal_running ON journal (outcome) WHERE outcome = 'running';
+        CREATE UNIQUE INDEX journal_one_running_per_vm ON journal (lock_key)
+            WHERE outcome = 'running' AND lock_key IS NOT NULL;
+        """,
+    ),
 ]
 
 
@@ -86,8 +132,9 @@ class Database:
     for typing only, so the store's modules have no import cycle at runtime.)
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._connection = connection
+        self._path = path
         # Held for reads too: a read on the shared connection while another thread is
         # inside a write transaction would see that thread's uncommitted rows.
         self._lock = threading.RLock()
@@ -108,7 +155,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _store_errors(self._path):
             yield self._connection
 
     @contextmanager
@@ -118,7 +165,7 @@ class Database:
         ``BEGIN IMMEDIATE`` takes the write lock up front, so a concurrent writer in
         another process waits (up to the busy timeout) instead of failing half-way.
         """
-        with self._lock:
+        with self._lock, _store_errors(self._path):
             conn = self._connection
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -132,6 +179,19 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+
+@contextmanager
+def _store_errors(path: Path | None) -> Iterator[None]:
+    """SQLite's operational errors (read-only file, disk full, locked too long, a
+    directory we cannot write) become ``StoreUnavailable`` naming the file."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        where = f" {path}" if path is not None else ""
+        raise StoreUnavailable(
+            f"the virtlife store{where} cannot be used: {exc}; "
+            "check its permissions and free space, or set VIRTLIFE_HOME") from exc
 
 
 def _enable_wal(connection: sqlite3.Connection) -> None:
@@ -200,21 +260,55 @@ class Store:
 
 
 def open_store(path: Path | None = None) -> Store:
-    """Open the store at ``path`` (default ``config.store_path()``), migrating it if needed."""
+    """Open the store at ``path`` (default ``config.store_path()``), migrating it if needed.
+
+    Any reason the file cannot be used (its directory cannot be made, it is a directory,
+    it is not a database, it is read-only while a migration is due) is one
+    ``StoreUnavailable`` naming the file; once open, a read-only store still serves reads.
+    """
     path = path if path is not None else config.store_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(
-        path,
-        timeout=BUSY_TIMEOUT_S,
-        isolation_level=None,  # autocommit; Database.transaction() issues BEGIN/COMMIT
-        check_same_thread=False,  # worker threads share it, serialised by Database's lock
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            path,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,  # autocommit; Database.transaction() issues BEGIN/COMMIT
+            check_same_thread=False,  # worker threads share it, serialised by Database's lock
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(
+            f"cannot open the virtlife store {path}: {exc}; "
+            "check the directory's permissions, or set VIRTLIFE_HOME") from exc
     try:
         connection.row_factory = sqlite3.Row
-        _enable_wal(connection)
-        db = Database(connection)
-        _migrate(db)
+        with _store_errors(path):
+            try:
+                _enable_wal(connection)
+            except sqlite3.OperationalError as exc:
+                # a read-only file that is already in WAL mode is still readable
+                if "readonly" not in str(exc) and "read-only" not in str(exc):
+                    raise
+        db = Database(connection, path)
+        if _pending(db):
+            _migrate(db)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise StoreUnavailable(
+            f"cannot use the virtlife store {path}: {exc}; move it away to start afresh"
+        ) from exc
     except BaseException:
         connection.close()
         raise
     return Store(path, db)
+
+
+def _pending(db: Database) -> bool:
+    """Whether any migration is still to apply (read-only: a current store needs no write)."""
+    with db.read() as conn:
+        known = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchall()
+        if not known:
+            return True
+        applied = {str(r[0]) for r in conn.execute("SELECT name FROM schema_migrations")}
+    return any(name not in applied for name, _ in MIGRATIONS)

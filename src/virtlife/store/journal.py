@@ -1,26 +1,124 @@
 """The operations journal: one row per operation virtlife performed on a VM, and its outcome.
 
-``Journal`` appends ``JournalEntry`` rows (when, which host and VM, which operation,
-``ok`` or ``error``, how long it took, and the resulting state or error message) and
-reads them back newest first; ``last`` answers questions such as "when was this VM's
-shutdown requested". It must not import libvirt, perform or retry operations, or
-interpret states: the services layer decides what to record and what it means.
+An operation's row is written when it starts (``outcome='running'``) and completed when
+it ends (``ok``, ``error``, ``refused`` or ``interrupted``); a refusal that never got
+that far is one finished row (``record``). Rows name the VM by host and name and by its
+UUID, so its history survives migrations and renames and a reused name does not inherit
+another VM's past; they say who acted (user, and the kind of process: cli, server,
+supervisor) and which process (machine, boot, pid), so that a row left ``running`` by a
+process that died is found and marked ``interrupted`` by the next one that looks.
+
+The partial unique index on ``lock_key`` makes "one running operation per VM" hold
+across threads and processes: ``begin`` either inserts the row or raises ``Held`` with
+the row that holds the VM.
+
+It must not import libvirt, perform or retry operations, or interpret states: the
+services layer decides what to record and what it means. SQLite failures surface as
+``errors.StoreUnavailable`` (from ``db``).
 """
 
 from __future__ import annotations
 
 import builtins
+import getpass
+import os
+import socket
 import sqlite3
-from dataclasses import dataclass
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
 
-OUTCOMES: Final = ("ok", "error", "refused")  # refused: the transition table said no
+OUTCOMES: Final = ("ok", "error", "refused")  # finished outcomes ``record`` accepts
+RUNNING: Final = "running"
+INTERRUPTED: Final = "interrupted"
+ALL_OUTCOMES: Final = (RUNNING, *OUTCOMES, INTERRUPTED)
 
-_COLUMNS: Final = "id, started_at, host, vm, operation, outcome, duration_s, detail"
+_COLUMNS: Final = (
+    "id, op_id, started_at, finished_at, host, vm, uuid, domid, operation, outcome, "
+    "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start"
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the user, and the kind of process (cli, server, supervisor, test)."""
+
+    user: str
+    process: str = "cli"
+
+    @classmethod
+    def current(cls, process: str = "cli") -> Actor:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER
+            user = str(os.geteuid())
+        return cls(user, process)
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """One process, told apart from a later one that reuses its pid."""
+
+    machine: str
+    boot_id: str
+    pid: int
+    pid_start: int  # start time in clock ticks since boot (/proc/PID/stat field 22)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_start(pid: int) -> int | None:
+    """The process's start time in ticks, or None when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+@cache
+def _machine() -> tuple[str, str]:
+    return socket.gethostname(), _boot_id()
+
+
+def this_process() -> ProcessRef:
+    machine, boot = _machine()
+    pid = os.getpid()
+    return ProcessRef(machine, boot, pid, _pid_start(pid) or 0)
+
+
+def is_dead(ref: ProcessRef) -> bool:
+    """True when ``ref`` surely no longer runs; False when alive or when we cannot tell
+    (another machine sharing the file)."""
+    machine, boot = _machine()
+    if ref.machine != machine:
+        return False
+    if ref.boot_id and boot and ref.boot_id != boot:
+        return True  # this machine rebooted since
+    started = _pid_start(ref.pid)
+    return started is None or (ref.pid_start != 0 and started != ref.pid_start)
+
+
+def new_op_id() -> str:
+    """A short, unique operation id (what ``GET /operations/{id}`` will take)."""
+    return uuidlib.uuid4().hex[:12]
 
 
 @dataclass(frozen=True)
@@ -30,9 +128,33 @@ class JournalEntry:
     host: str
     vm: str
     operation: str
-    outcome: str  # "ok" or "error"
+    outcome: str  # running, ok, error, refused or interrupted
     duration_s: float
     detail: str  # the resulting state text, or the error message
+    op_id: str = ""
+    uuid: str = ""
+    finished_at: datetime | None = None
+    domid: int | None = None  # libvirt's id of the running domain when it was asked
+    actor: Actor = field(default_factory=lambda: Actor(""))
+    process: ProcessRef = field(default_factory=lambda: ProcessRef("", "", 0, 0))
+
+    @property
+    def running(self) -> bool:
+        return self.outcome == RUNNING
+
+    def describe(self) -> str:
+        """``save (operation 3f2a9c1b04de, started 2026-11-26 01:02:03 UTC by root via cli)``"""
+        who = f" by {self.actor.user} via {self.actor.process}" if self.actor.user else ""
+        return (f"{self.operation} (operation {self.op_id}, started "
+                f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC{who})")
+
+
+class Held(Exception):
+    """``begin`` found the VM held by another running operation, ``holder``."""
+
+    def __init__(self, holder: JournalEntry) -> None:
+        super().__init__(holder.describe())
+        self.holder = holder
 
 
 class Journal:
@@ -42,6 +164,8 @@ class Journal:
         self._db = db
 
     def _entry(self, row: sqlite3.Row) -> JournalEntry:
+        finished = row["finished_at"]
+        domid = row["domid"]
         return JournalEntry(
             id=int(row["id"]),
             started_at=self._db.parse_ts(str(row["started_at"])),
@@ -51,7 +175,40 @@ class Journal:
             outcome=str(row["outcome"]),
             duration_s=float(row["duration_s"]),
             detail=str(row["detail"]),
+            op_id=str(row["op_id"]),
+            uuid=str(row["uuid"]),
+            finished_at=self._db.parse_ts(str(finished)) if finished is not None else None,
+            domid=int(domid) if domid is not None else None,
+            actor=Actor(str(row["actor_user"]), str(row["actor_proc"])),
+            process=ProcessRef(str(row["machine"]), str(row["boot_id"]), int(row["pid"]),
+                               int(row["pid_start"])),
         )
+
+    def _select(self, where: str, params: Sequence[object],
+                tail: str = "") -> builtins.list[JournalEntry]:
+        with self._db.read() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM journal {where} {tail}",
+                                params).fetchall()
+        return [self._entry(row) for row in rows]
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _insert(self, conn: sqlite3.Connection, *, op_id: str, started: str,
+                finished: str | None, host: str, vm: str, uuid: str, domid: int | None,
+                operation: str, outcome: str, duration_s: float, detail: str,
+                actor: Actor, lock_key: str | None) -> int:
+        proc = this_process()
+        cursor = conn.execute(
+            "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid,"
+            " operation, outcome, duration_s, detail, actor_user, actor_proc, machine,"
+            " boot_id, pid, pid_start, lock_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (op_id, started, finished, host, vm, uuid, domid, operation, outcome,
+             float(duration_s), detail, actor.user, actor.process, proc.machine,
+             proc.boot_id, proc.pid, proc.pid_start, lock_key),
+        )
+        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+        return cursor.lastrowid
 
     def record(
         self,
@@ -62,61 +219,150 @@ class Journal:
         duration_s: float,
         detail: str,
         started_at: datetime | None = None,
+        *,
+        uuid: str = "",
+        actor: Actor | None = None,
+        op_id: str | None = None,
+        domid: int | None = None,
     ) -> JournalEntry:
-        """Append an entry; ``started_at`` defaults to now and must be timezone-aware."""
+        """Append a finished entry; ``started_at`` defaults to now and must be aware."""
         if outcome not in OUTCOMES:
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
         if duration_s < 0:
             raise ValueError(f"journal duration must not be negative, got {duration_s}")
         started_text = self._db.format_ts(started_at or datetime.now(UTC))
+        finished_text = self._db.format_ts(datetime.now(UTC))
+        op_id = op_id or new_op_id()
         with self._db.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO journal (started_at, host, vm, operation, outcome, duration_s,"
-                " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (started_text, host, vm, operation, outcome, float(duration_s), detail),
+            self._insert(conn, op_id=op_id, started=started_text, finished=finished_text,
+                         host=host, vm=vm, uuid=uuid, domid=domid, operation=operation,
+                         outcome=outcome, duration_s=duration_s, detail=detail,
+                         actor=actor or Actor.current(), lock_key=None)
+        found = self.get(op_id)
+        assert found is not None
+        return found
+
+    def begin(self, *, op_id: str, host: str, vm: str, operation: str, actor: Actor,
+              lock_key: str | None, uuid: str = "", domid: int | None = None,
+              started_at: datetime | None = None) -> JournalEntry:
+        """Write the ``running`` row of a starting operation; with ``lock_key``, take the
+        VM: ``Held`` if another live operation has it (a dead holder is marked
+        ``interrupted`` first and the VM taken)."""
+        started_text = self._db.format_ts(started_at or datetime.now(UTC))
+        for _attempt in range(2):
+            try:
+                with self._db.transaction() as conn:
+                    self._insert(conn, op_id=op_id, started=started_text, finished=None,
+                                 host=host, vm=vm, uuid=uuid, domid=domid,
+                                 operation=operation, outcome=RUNNING, duration_s=0.0,
+                                 detail="", actor=actor, lock_key=lock_key)
+                break
+            except sqlite3.IntegrityError:
+                holder = self.holder(lock_key or "")
+                if holder is None:
+                    continue  # it finished between our insert and our look
+                if not is_dead(holder.process):
+                    raise Held(holder) from None
+                self._interrupt([holder], "its process ended while it ran")
+        else:  # pragma: no cover - two holders dying under us in a row
+            raise Held(self.holder(lock_key or "") or self._missing(lock_key))
+        found = self.get(op_id)
+        assert found is not None
+        return found
+
+    @staticmethod
+    def _missing(lock_key: str | None) -> JournalEntry:  # pragma: no cover - see begin
+        now = datetime.now(UTC)
+        return JournalEntry(0, now, "", lock_key or "", "?", RUNNING, 0.0, "")
+
+    def finish(self, op_id: str, outcome: str, detail: str, duration_s: float,
+               *, vm: str | None = None, uuid: str | None = None) -> None:
+        """Complete a running entry (and release its VM). ``vm``/``uuid`` fill in what
+        was not known at the start (a restore learns its VM from the file)."""
+        if outcome not in (*OUTCOMES, INTERRUPTED):
+            raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE journal SET outcome = ?, detail = ?, duration_s = ?,"
+                " finished_at = ?, lock_key = NULL, vm = COALESCE(?, vm),"
+                " uuid = COALESCE(?, uuid) WHERE op_id = ? AND outcome = ?",
+                (outcome, detail, max(0.0, float(duration_s)),
+                 self._db.format_ts(datetime.now(UTC)), vm, uuid, op_id, RUNNING),
             )
-            entry_id = cursor.lastrowid
-        assert entry_id is not None  # an INSERT into a rowid table always sets it
-        return JournalEntry(
-            id=entry_id,
-            started_at=self._db.parse_ts(started_text),
-            host=host,
-            vm=vm,
-            operation=operation,
-            outcome=outcome,
-            duration_s=float(duration_s),
-            detail=detail,
-        )
+
+    def _interrupt(self, entries: builtins.list[JournalEntry], why: str) -> None:
+        now = datetime.now(UTC)
+        with self._db.transaction() as conn:
+            for e in entries:
+                conn.execute(
+                    "UPDATE journal SET outcome = ?, detail = ?, finished_at = ?,"
+                    " duration_s = ?, lock_key = NULL WHERE op_id = ? AND outcome = ?",
+                    (INTERRUPTED, f"interrupted: {why}", self._db.format_ts(now),
+                     max(0.0, (now - e.started_at).total_seconds()), e.op_id, RUNNING),
+                )
+
+    def sweep(self) -> builtins.list[JournalEntry]:
+        """Mark every running entry whose process surely ended as ``interrupted``;
+        return them as they were."""
+        dead = [e for e in self.running() if is_dead(e.process)]
+        if dead:
+            self._interrupt(dead, "its process ended while it ran")
+        return dead
+
+    def interrupt_mine(self, why: str = "the command was interrupted (Ctrl-C)") -> int:
+        """Mark this process's running entries ``interrupted``; return how many."""
+        me = this_process()
+        mine = [e for e in self.running() if e.process == me]
+        if mine:
+            self._interrupt(mine, why)
+        return len(mine)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, op_id: str) -> JournalEntry | None:
+        found = self._select("WHERE op_id = ?", (op_id,))
+        return found[0] if found else None
+
+    def holder(self, lock_key: str) -> JournalEntry | None:
+        """The running entry that holds ``lock_key``, if any."""
+        found = self._select("WHERE lock_key = ? AND outcome = ?", (lock_key, RUNNING))
+        return found[0] if found else None
+
+    def running(self) -> builtins.list[JournalEntry]:
+        return self._select("WHERE outcome = ?", (RUNNING,), "ORDER BY started_at, id")
 
     def list(
-        self, vm: str | None = None, host: str | None = None, limit: int = 100
+        self, vm: str | None = None, host: str | None = None, limit: int = 100,
+        *, uuid: str | None = None,
     ) -> builtins.list[JournalEntry]:
-        """Entries newest first (by ``started_at``, then insertion), optionally filtered."""
+        """Entries newest first (by ``started_at``, then insertion), optionally filtered.
+
+        With ``uuid``, a VM's whole history follows it across hosts and renames (and
+        ``vm``/``host`` are not needed)."""
         if limit < 1:
             raise ValueError(f"journal limit must be at least 1, got {limit}")
         clauses: builtins.list[str] = []
-        params: builtins.list[str | int] = []
-        if vm is not None:
-            clauses.append("vm = ?")
-            params.append(vm)
-        if host is not None:
-            clauses.append("host = ?")
-            params.append(host)
+        params: builtins.list[object] = []
+        for column, value in (("vm", vm), ("host", host), ("uuid", uuid)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
-        with self._db.read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM journal {where} ORDER BY started_at DESC, id DESC LIMIT ?",
-                params,
-            ).fetchall()
-        return [self._entry(row) for row in rows]
+        return self._select(where, params, "ORDER BY started_at DESC, id DESC LIMIT ?")
 
-    def last(self, vm: str, host: str, operation: str) -> JournalEntry | None:
-        """The newest entry of ``operation`` for ``vm`` on ``host``, or None if there is none."""
-        with self._db.read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM journal WHERE vm = ? AND host = ? AND operation = ? "
-                "ORDER BY started_at DESC, id DESC LIMIT 1",
-                (vm, host, operation),
-            ).fetchall()
-        return self._entry(rows[0]) if rows else None
+    def last(self, vm: str, host: str, operation: str | builtins.list[str],
+             *, uuid: str = "") -> JournalEntry | None:
+        """The newest entry of ``operation`` (or of any of several) for the VM.
+
+        With ``uuid``, only that VM's rows count (a VM of the same name before it, or
+        rows written before UUIDs were recorded, do not)."""
+        ops = [operation] if isinstance(operation, str) else operation
+        marks = ", ".join("?" for _ in ops)
+        if uuid:
+            where, params = f"WHERE uuid = ? AND operation IN ({marks})", [uuid, *ops]
+        else:
+            where, params = (f"WHERE vm = ? AND host = ? AND operation IN ({marks})",
+                             [vm, host, *ops])
+        found = self._select(where, params, "ORDER BY started_at DESC, id DESC LIMIT 1")
+        return found[0] if found else None

@@ -1,0 +1,436 @@
+"""Operations: one place that owns an operation's id, lock, guard, watch, progress and journal.
+
+``Operations.run`` is the context every state-changing operation runs in, so that each
+reads as straight-line code::
+
+    with ops.run(Operation.SUSPEND, guest.host, guest.name, guest) as run:
+        guest.suspend()
+        run.wait()
+    return run.result
+
+On entry it gives the operation an id, takes the VM (per-VM exclusion: within this
+process by a table, across processes by the journal's running row), writes the
+``running`` journal row, reads the state, applies the transition guard and the
+active-libvirt-job guard, and subscribes to the VM's events *before* the body acts.
+On exit it settles the final state, completes the journal row (``ok``, ``refused``,
+``error`` or ``interrupted``), reports the last progress step and releases the VM.
+A journal that cannot be written never changes the outcome: it becomes a warning in
+the result (or a note on the error).
+
+``Jobs`` runs an operation in the background and keeps its progress by id: what the
+REST API returns at once (202 + operation id) and ``GET /operations/{id}`` reads.
+Nothing here prints or imports libvirt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from virtlife import errors
+from virtlife.hypervisor import DomainEvent, Guest, Host
+from virtlife.services.observe import observed_state
+from virtlife.services.progress import Progress, Update
+from virtlife.services.wait import Watch
+from virtlife.states import Operation, Rule, StateInfo, VMState, check_transition
+from virtlife.store.journal import Actor, Held, Journal, JournalEntry, new_op_id
+
+log = logging.getLogger(__name__)
+
+# How long each operation may take to reach its state (seconds), when not given.
+DEFAULT_TIMEOUTS: dict[Operation, float] = {
+    Operation.DEFINE: 30, Operation.START: 60, Operation.SHUTDOWN: 120,
+    Operation.REBOOT: 120, Operation.RESET: 60, Operation.DESTROY: 60,
+    Operation.SUSPEND: 30, Operation.RESUME: 30, Operation.SAVE: 300,
+    Operation.RESTORE: 300, Operation.MANAGEDSAVE: 300, Operation.MANAGEDSAVE_REMOVE: 30,
+    Operation.PMSUSPEND: 60, Operation.PMWAKEUP: 60, Operation.UNDEFINE: 30,
+}
+AGENT_TIMEOUT_S = 120.0
+QUEUE_POLL_S = 0.2
+
+# Errors that mean "refused, nothing was done" rather than "tried and failed".
+_REFUSALS = (errors.InvalidTransition, errors.AlreadyExists, errors.OperationBusy,
+             errors.InvalidInput)
+# Destroy is how an operator ends whatever else runs on a VM: never refused for it.
+_OVERRIDES = frozenset({Operation.DESTROY})
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    host: str
+    vm: str
+    operation: Operation
+    state: StateInfo
+    duration_s: float
+    note: str = ""
+    op_id: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.vm}: {self.state}"
+        return f"{text}; {self.note}" if self.note else text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "op_id": self.op_id, "host": self.host, "vm": self.vm,
+            "operation": self.operation.value, "state": self.state.state.value,
+            "reason": self.state.reason, "duration_s": round(self.duration_s, 3),
+            "note": self.note, "warnings": list(self.warnings),
+        }
+
+
+def outcome_of(err: BaseException) -> str:
+    """The journal outcome an exception ends an operation with."""
+    if isinstance(err, _REFUSALS):
+        return "refused"
+    if isinstance(err, errors.VirtlifeError):
+        return "error"
+    return "interrupted"  # KeyboardInterrupt, SystemExit, or a bug cutting it short
+
+
+def job_conflict(op: Operation, vm: str, job: str | None) -> str | None:
+    """Why ``op`` may not start while libvirt runs ``job`` on ``vm``; None if it may."""
+    if job is None or op in _OVERRIDES:
+        return None
+    return (f"cannot {op.value} {vm}: a libvirt {job} job is running on it; "
+            "wait for it to end, or destroy the VM")
+
+
+class OperationRun:
+    """One running operation: what the body of ``Operations.run`` works with."""
+
+    def __init__(self, op: Operation, op_id: str, host: Host, vm: str, guest: Guest | None,
+                 current: StateInfo, rule: Rule, watch: Watch, timeout_s: float,
+                 progress: Progress | None) -> None:
+        self.operation = op
+        self.op_id = op_id
+        self.host = host
+        self.vm = vm
+        self.guest = guest
+        self.current = current  # the state the guard allowed
+        self.rule = rule
+        self.watch = watch
+        self.timeout_s = timeout_s
+        self._progress = progress
+        self.started = time.monotonic()
+        self.note = ""
+        self.final: StateInfo | None = None
+        self.warnings: list[str] = []
+        self.result: OperationResult | None = None
+
+    def report(self, stage: str, message: str, fraction: float | None = None) -> None:
+        if self._progress is None:
+            return
+        try:
+            self._progress(Update(self.vm, stage, message, fraction, self.op_id))
+        except Exception:  # a broken progress sink must not break the operation
+            log.exception("progress callback failed for operation %s", self.op_id)
+
+    def target(self) -> Guest:
+        """The VM acted on (looked up once it exists, after define or restore)."""
+        if self.guest is None:
+            self.guest = self.host.lookup(self.vm)
+        return self.guest
+
+    def remaining(self) -> float:
+        return max(0.0, self.timeout_s - (time.monotonic() - self.started))
+
+    def wait(self, accept: Callable[[StateInfo], bool] | None = None,
+             describe: str | None = None) -> StateInfo:
+        """Wait (by events) for a state ``accept`` takes, by default one the rule reaches."""
+        if accept is None:
+            reaches = self.rule.reaches
+            accept = lambda s: s.state in reaches  # noqa: E731
+            describe = describe or " or ".join(sorted(s.label for s in reaches))
+        what = describe or "the expected state"
+        self.report("wait", f"waiting for {self.vm} to be {what}")
+        self.final = self.watch.until_state(self.target(), accept, self.remaining(),
+                                            describe=what)
+        return self.final
+
+    def wait_event(self, match: Callable[[DomainEvent], bool], describe: str) -> DomainEvent:
+        self.report("wait", f"waiting for {describe}")
+        return self.watch.until_event(match, self.remaining(), describe=describe)
+
+    def wait_agent(self, timeout_s: float = AGENT_TIMEOUT_S) -> float:
+        """Wait until the guest agent answers; note and return the seconds it took."""
+        self.report("agent", f"waiting for the agent of {self.vm}")
+        seconds = self.watch.until_agent(self.target(), timeout_s)
+        self.final = None  # the state may have moved on while we waited: read it again
+        return seconds
+
+
+class Operations:
+    """Runs operations for one process: its per-VM table, its journal, its actor."""
+
+    def __init__(self, journal: Journal | None, actor: Actor | None = None) -> None:
+        self.journal = journal
+        self.actor = actor or Actor.current()
+        self._lock = threading.Condition()
+        self._active: dict[str, tuple[str, Operation]] = {}  # lock key -> (op id, op)
+
+    # -- the journal, never allowed to change the outcome --------------------------------
+
+    def _journal_safely(self, warnings: list[str], what: str,
+                        call: Callable[[Journal], object]) -> None:
+        if self.journal is None:
+            return
+        try:
+            call(self.journal)
+        except errors.StoreUnavailable as err:
+            log.warning("journal: cannot %s: %s", what, err)
+            warnings.append(f"the journal could not {what}: {err}")
+
+    def record_failure(self, op: Operation, host: str, vm: str, err: BaseException,
+                       *, started_at: datetime | None = None, duration_s: float = 0.0) -> None:
+        """Journal an operation that failed before it could start (unreachable host, bad
+        save file). A journal failure becomes a note on ``err``."""
+        warnings: list[str] = []
+        self._journal_safely(warnings, "record it", lambda j: j.record(
+            host, vm, op.value, outcome_of(err) if outcome_of(err) != "interrupted" else "error",
+            duration_s, str(err), started_at=started_at, actor=self.actor))
+        for w in warnings:
+            err.add_note(w)
+
+    # -- per-VM exclusion -----------------------------------------------------------------
+
+    def _take_locally(self, key: str, op_id: str, op: Operation, vm: str,
+                      deadline: float | None) -> None:
+        with self._lock:
+            while key in self._active:
+                holder_id, holder_op = self._active[key]
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is None or left <= 0:
+                    raise errors.OperationBusy(
+                        f"cannot {op.value} {vm}: operation {holder_id} ({holder_op.value}) "
+                        "is running on it in this process; wait for it, or queue behind it")
+                self._lock.wait(left)
+            self._active[key] = (op_id, op)
+
+    def _release_locally(self, key: str) -> None:
+        with self._lock:
+            self._active.pop(key, None)
+            self._lock.notify_all()
+
+    def _begin_row(self, run_warnings: list[str], *, op: Operation, op_id: str, host: str,
+                   vm: str, uuid: str, domid: int | None, key: str | None,
+                   deadline: float | None) -> None:
+        """Write the running row, taking the VM across processes; queue while held."""
+        journal = self.journal
+        if journal is None:
+            return
+        while True:
+            try:
+                journal.begin(op_id=op_id, host=host, vm=vm, operation=op.value,
+                              actor=self.actor, lock_key=key, uuid=uuid, domid=domid)
+                return
+            except Held as held:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is None or left <= 0:
+                    raise errors.OperationBusy(busy_message(op, vm, held.holder)) from None
+                time.sleep(min(QUEUE_POLL_S, left))
+            except errors.StoreUnavailable as err:
+                log.warning("journal: cannot record the start of %s: %s", op_id, err)
+                run_warnings.append(
+                    f"the journal could not record it ({err}); other processes were not "
+                    "kept off this VM while it ran")
+                return
+
+    # -- the context -------------------------------------------------------------------------
+
+    @contextmanager
+    def run(self, op: Operation, host: Host, vm: str, guest: Guest | None, *,
+            timeout_s: float | None = None, progress: Progress | None = None,
+            op_id: str | None = None, queue_s: float | None = None) -> Iterator[OperationRun]:
+        """Run ``op`` on ``vm`` (``guest`` None when it does not exist yet).
+
+        ``queue_s``: wait up to that long for another operation on the VM to end, instead
+        of being refused at once with it named."""
+        op_id = op_id or new_op_id()
+        t0 = time.monotonic()
+        started_at = datetime.now(UTC)
+        warnings: list[str] = []
+        uuid = guest.uuid() if guest is not None else ""
+        key = None if op in _OVERRIDES else (uuid or f"{host.name}/{vm}")
+        deadline = None if queue_s is None else t0 + queue_s
+        locked = began = False
+        try:
+            if key is not None:
+                self._take_locally(key, op_id, op, vm, deadline)
+                locked = True
+            domid = guest.domain_id() if guest is not None else None
+            self._begin_row(warnings, op=op, op_id=op_id, host=host.name, vm=vm, uuid=uuid,
+                            domid=domid, key=key, deadline=deadline)
+            began = True
+            current = observed_state(guest, self.journal) if guest else StateInfo(
+                VMState.UNDEFINED, "")
+            rule = check_transition(op, vm, current)
+            job = guest.job() if guest is not None and current.state.is_active else None
+            conflict = job_conflict(op, vm, job)
+            if conflict:
+                raise errors.OperationBusy(conflict)
+            timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUTS[op]
+            with Watch(host, vm) as watch:
+                run = OperationRun(op, op_id, host, vm, guest, current, rule, watch, timeout,
+                                   progress)
+                run.warnings = warnings
+                run.report("request", f"{op.value} {vm} on {host.name} (operation {op_id})")
+                yield run
+                state = run.final if run.final is not None else run.target().status()
+            duration = time.monotonic() - t0
+            final_uuid = uuid or (run.guest.uuid() if run.guest is not None else "")
+            self._finish(op_id, "ok", str(state), duration, warnings, vm, final_uuid)
+        except BaseException as err:
+            if began:
+                self._finish(op_id, outcome_of(err), _detail(err), time.monotonic() - t0,
+                             warnings, vm, uuid)
+            elif isinstance(err, errors.OperationBusy | errors.HostUnreachable):
+                self.record_failure(op, host.name, vm, err, started_at=started_at)
+            if isinstance(err, errors.VirtlifeError):
+                for w in warnings:
+                    err.add_note(w)
+            raise
+        finally:
+            if locked and key is not None:
+                self._release_locally(key)
+        run.report("done", f"{vm}: {state}", 1.0)
+        run.result = OperationResult(host.name, vm, op, state, duration, run.note, op_id,
+                                     tuple(warnings))
+
+    def _finish(self, op_id: str, outcome: str, detail: str, duration: float,
+                warnings: list[str], vm: str, uuid: str) -> None:
+        self._journal_safely(warnings, "record its outcome", lambda j: j.finish(
+            op_id, outcome, detail, duration, vm=vm, uuid=uuid or None))
+
+
+def _detail(err: BaseException) -> str:
+    if isinstance(err, errors.VirtlifeError):
+        return str(err)
+    if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit
+        return f"interrupted ({type(err).__name__})"
+    return f"bug: {type(err).__name__}: {err}"
+
+
+def busy_message(op: Operation, vm: str, holder: JournalEntry) -> str:
+    """``cannot suspend web1: operation 3f2a9c1b04de (save, started ... by root via cli)
+    is running on it; wait for it to end, or pass --queue``"""
+    return (f"cannot {op.value} {vm}: {holder.describe()} is running on it; "
+            "wait for it to end, or queue behind it (--queue)")
+
+
+# -- background jobs ----------------------------------------------------------------------
+
+@dataclass
+class Job:
+    """A background operation as the REST API reports it."""
+
+    op_id: str
+    description: str
+    status: str = "running"  # running, ok, error, refused, interrupted
+    updates: list[Update] = field(default_factory=list)
+    result: OperationResult | None = None
+    error: str = ""
+    exit_code: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        last = self.updates[-1] if self.updates else None
+        return {
+            "op_id": self.op_id, "description": self.description, "status": self.status,
+            "progress": None if last is None else {
+                "stage": last.stage, "message": last.message, "fraction": last.fraction},
+            "result": None if self.result is None else self.result.as_dict(),
+            "error": self.error or None,
+        }
+
+
+Starter = Callable[[str, Progress], OperationResult]
+
+
+class Jobs:
+    """Background operations of this process, by id (the journal has everyone's)."""
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.journal = journal
+        self._jobs: dict[str, Job] = {}
+        self._cond = threading.Condition()
+
+    def submit(self, start: Starter, description: str) -> str:
+        """Start ``start(op_id, progress)`` on a thread; return its operation id at once."""
+        op_id = new_op_id()
+        job = Job(op_id, description)
+        with self._cond:
+            self._jobs[op_id] = job
+
+        def progress(update: Update) -> None:
+            with self._cond:
+                job.updates.append(update)
+                self._cond.notify_all()
+
+        def work() -> None:
+            try:
+                result = start(op_id, progress)
+            except errors.VirtlifeError as err:
+                status, error, code, result_ = outcome_of(err), str(err), err.exit_code, None
+            except BaseException as err:  # a bug: keep it visible, in the log and the job
+                log.exception("background operation %s failed", op_id)
+                status, error, code, result_ = "error", f"bug: {err!r}", 1, None
+            else:
+                status, error, code, result_ = "ok", "", 0, result
+            with self._cond:
+                job.status, job.error, job.exit_code, job.result = status, error, code, result_
+                self._cond.notify_all()
+
+        threading.Thread(target=work, name=f"op-{op_id}", daemon=True).start()
+        return op_id
+
+    def get(self, op_id: str) -> Job:
+        """This process's job, or one from the journal (any process); ``NotFound`` else."""
+        with self._cond:
+            job = self._jobs.get(op_id)
+            if job is not None:
+                return Job(job.op_id, job.description, job.status, list(job.updates),
+                           job.result, job.error, job.exit_code)
+        entry = self.journal.get(op_id) if self.journal is not None else None
+        if entry is None:
+            raise errors.NotFound(f"no operation {op_id}; `virtlife operations` lists them")
+        return Job(entry.op_id, f"{entry.operation} {entry.host}/{entry.vm}", entry.outcome,
+                   error="" if entry.outcome in ("ok", "running") else entry.detail)
+
+    def wait(self, op_id: str, timeout_s: float) -> Job:
+        """Block until the job ends or ``timeout_s`` passes; return it as it then is."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            job = self._jobs.get(op_id)
+            if job is None:
+                raise errors.NotFound(f"no operation {op_id} in this process")
+            while job.status == "running":
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        return self.get(op_id)
+
+    def follow(self, op_id: str, timeout_s: float) -> Iterator[Update]:
+        """Yield the job's progress updates as they come, until it ends or time is up."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while True:
+            with self._cond:
+                job = self._jobs.get(op_id)
+                if job is None:
+                    raise errors.NotFound(f"no operation {op_id} in this process")
+                while len(job.updates) == seen and job.status == "running":
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)
+                fresh, seen = job.updates[seen:], len(job.updates)
+                done = job.status != "running"
+            yield from fresh
+            if done:
+                return

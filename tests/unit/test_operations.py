@@ -1,0 +1,319 @@
+"""The operation context: ids, per-VM exclusion (threads and processes), the running
+journal row, interruption, a journal that cannot be written, job guards, background jobs.
+
+Against libvirt's test driver (tests/data/node.xml as host ``t``) and a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support import NODE_URI
+from virtlife import errors
+from virtlife.services.fleet import Fleet, HostRef
+from virtlife.services.lifecycle import Lifecycle
+from virtlife.services.operations import Jobs, Operations, job_conflict, outcome_of
+from virtlife.states import Operation, VMState
+from virtlife.store import Store, open_store
+from virtlife.store.journal import Actor
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return open_store(tmp_path / "store.db")
+
+
+@pytest.fixture
+def life(store: Store) -> Lifecycle:
+    fleet = Fleet([HostRef("t", NODE_URI)], journal=store.journal)
+    return Lifecycle(fleet, store.journal, operations=Operations(store.journal,
+                                                                 Actor("alice", "test")))
+
+
+def test_an_operation_gets_an_id_and_one_journal_row_completed_at_the_end(
+        life: Lifecycle, store: Store) -> None:
+    result = life.suspend("vm-running")
+    entry = store.journal.get(result.op_id)
+    assert entry is not None and len(result.op_id) == 12
+    assert (entry.operation, entry.outcome, entry.detail) == ("suspend", "ok", "paused (user)")
+    assert entry.uuid == life.fleet.resolve("vm-running").uuid() and entry.uuid
+    assert (entry.actor.user, entry.actor.process) == ("alice", "test")
+    assert entry.process.pid == os.getpid()
+    assert entry.finished_at is not None and entry.finished_at >= entry.started_at
+    assert store.journal.running() == []
+
+
+def test_the_row_is_running_while_the_operation_runs(life: Lifecycle, store: Store) -> None:
+    seen: list[str] = []
+
+    def progress(update: object) -> None:
+        running = store.journal.running()
+        seen.extend(e.outcome for e in running)
+
+    life.suspend("vm-running", progress=progress)  # type: ignore[arg-type]
+    assert seen and set(seen) == {"running"}
+
+
+def test_a_second_operation_on_the_vm_in_another_thread_is_refused_naming_the_first(
+        life: Lifecycle, store: Store) -> None:
+    guest = life.fleet.resolve("vm-running")
+    inside, release = threading.Event(), threading.Event()
+    errors_seen: list[BaseException] = []
+
+    def hold() -> None:
+        with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest, op_id="holder000001"):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(10)
+    try:
+        life.resume("vm-running")
+    except errors.OperationBusy as err:
+        errors_seen.append(err)
+    finally:
+        release.set()
+        t.join(10)
+    [err] = errors_seen
+    assert "holder000001" in str(err) and "suspend" in str(err)
+    assert err.exit_code == 6  # type: ignore[attr-defined]
+
+
+def test_queue_waits_for_the_running_operation_then_runs(life: Lifecycle) -> None:
+    guest = life.fleet.resolve("vm-running")
+    inside = threading.Event()
+
+    def hold() -> None:
+        with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest) as run:
+            inside.set()
+            time.sleep(0.5)
+            guest.suspend()
+            run.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(10)
+    t0 = time.monotonic()
+    result = life.resume("vm-running", queue_s=10)
+    t.join(10)
+    assert time.monotonic() - t0 >= 0.3
+    assert result.state.state is VMState.RUNNING
+
+
+def test_destroy_is_never_refused_for_a_running_operation(life: Lifecycle) -> None:
+    guest = life.fleet.resolve("vm-running")
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with life.ops.run(Operation.SHUTDOWN, guest.host, guest.name, guest):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(10)
+    try:
+        assert life.destroy("vm-running").state.state is VMState.SHUTOFF
+    finally:
+        release.set()
+        t.join(10)
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from virtlife.services.fleet import Fleet, HostRef
+    from virtlife.services.operations import Operations
+    from virtlife.states import Operation
+    from virtlife.store import open_store
+    from virtlife.store.journal import Actor
+    store = open_store(Path(sys.argv[1]))
+    fleet = Fleet([HostRef("t", sys.argv[2])])
+    guest = fleet.resolve("vm-running")
+    ops = Operations(store.journal, Actor("bob", "server"))
+    with ops.run(Operation.SAVE, guest.host, guest.name, guest, op_id="otherprocess"):
+        print("holding", flush=True)
+        deadline = time.monotonic() + 30
+        while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+""")
+
+
+def _holder(tmp_path: Path, store: Store) -> tuple[subprocess.Popen[str], Path]:
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.path), NODE_URI,
+                             str(release)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc, release
+
+
+def test_an_operation_held_by_another_process_is_refused_naming_it(
+        life: Lifecycle, store: Store, tmp_path: Path) -> None:
+    proc, release = _holder(tmp_path, store)
+    try:
+        with pytest.raises(errors.OperationBusy) as err:
+            life.suspend("vm-running")
+    finally:
+        release.touch()
+        proc.wait(20)
+    text = str(err.value)
+    assert "otherprocess" in text and "save" in text and "by bob via server" in text
+    refused = [e for e in store.journal.list() if e.outcome == "refused"]
+    assert [(e.operation, e.vm) for e in refused] == [("suspend", "vm-running")]
+    # once the other process is done, the VM is free again
+    assert life.suspend("vm-running").state.state is VMState.PAUSED
+
+
+def test_a_running_row_left_by_a_killed_process_is_marked_interrupted_and_frees_the_vm(
+        life: Lifecycle, store: Store, tmp_path: Path) -> None:
+    proc, _release = _holder(tmp_path, store)
+    proc.kill()
+    proc.wait(10)
+    [left] = store.journal.running()
+    assert left.op_id == "otherprocess"
+    assert life.suspend("vm-running").state.state is VMState.PAUSED
+    entry = store.journal.get("otherprocess")
+    assert entry is not None and entry.outcome == "interrupted"
+    assert "process ended" in entry.detail
+
+
+def test_sweep_marks_dead_processes_rows_interrupted(store: Store, tmp_path: Path) -> None:
+    proc, _release = _holder(tmp_path, store)
+    assert store.journal.sweep() == []  # alive: left alone
+    proc.kill()
+    proc.wait(10)
+    assert [e.op_id for e in store.journal.sweep()] == ["otherprocess"]
+    assert store.journal.running() == []
+
+
+def test_ctrl_c_inside_an_operation_journals_it_interrupted(life: Lifecycle,
+                                                          store: Store) -> None:
+    guest = life.fleet.resolve("vm-running")
+    with pytest.raises(KeyboardInterrupt):
+        with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest, op_id="ctrlc0000001"):
+            raise KeyboardInterrupt
+    entry = store.journal.get("ctrlc0000001")
+    assert entry is not None and entry.outcome == "interrupted"
+    assert life.suspend("vm-running").state.state is VMState.PAUSED  # the VM is free
+
+
+def test_interrupt_mine_marks_only_this_process_rows(store: Store, tmp_path: Path) -> None:
+    proc, release = _holder(tmp_path, store)
+    try:
+        store.journal.begin(op_id="mine00000001", host="t", vm="x", operation="save",
+                            actor=Actor("me"), lock_key="t/x")
+        assert store.journal.interrupt_mine() == 1
+        assert {e.op_id for e in store.journal.running()} == {"otherprocess"}
+    finally:
+        release.touch()
+        proc.wait(20)
+
+
+def test_a_read_only_journal_never_turns_a_success_into_a_failure(
+        life: Lifecycle, store: Store) -> None:
+    os.chmod(store.path, 0o444)
+    for extra in ("-wal", "-shm"):
+        side = Path(str(store.path) + extra)
+        if side.exists():
+            os.chmod(side, 0o444)
+    reopened = open_store(store.path)
+    if os.geteuid() == 0:  # root writes through file modes: make the connection read-only
+        reopened._db._connection.execute("PRAGMA query_only = ON")
+    fleet = Fleet([HostRef("t", NODE_URI)])
+    ro = Lifecycle(fleet, reopened.journal, operations=Operations(reopened.journal))
+    result = ro.suspend("vm-running")
+    assert result.state.state is VMState.PAUSED
+    assert result.warnings and "journal could not" in result.warnings[0]
+
+
+def test_refusal_and_failure_outcomes() -> None:
+    assert outcome_of(errors.InvalidTransition("x")) == "refused"
+    assert outcome_of(errors.OperationBusy("x")) == "refused"
+    assert outcome_of(errors.AlreadyExists("x")) == "refused"
+    assert outcome_of(errors.InvalidInput("x")) == "refused"
+    assert outcome_of(errors.OperationFailed("x")) == "error"
+    assert outcome_of(errors.HostUnreachable("x")) == "error"
+    assert outcome_of(KeyboardInterrupt()) == "interrupted"
+
+
+def test_a_libvirt_job_refuses_every_operation_but_destroy() -> None:
+    text = job_conflict(Operation.SUSPEND, "web1", "migration")
+    assert text == ("cannot suspend web1: a libvirt migration job is running on it; "
+                    "wait for it to end, or destroy the VM")
+    assert job_conflict(Operation.DESTROY, "web1", "migration") is None
+    assert job_conflict(Operation.SUSPEND, "web1", None) is None
+
+
+def test_an_unreachable_host_is_journalled_as_the_operations_failure(store: Store) -> None:
+    from support import UNREACHABLE_URI
+
+    fleet = Fleet([HostRef("down", UNREACHABLE_URI)], connect_timeout_s=5)
+    life = Lifecycle(fleet, store.journal)
+    with pytest.raises(errors.HostUnreachable):
+        life.suspend("down/web1")
+    [entry] = store.journal.list()
+    assert (entry.host, entry.vm, entry.operation, entry.outcome) == (
+        "down", "web1", "suspend", "error")
+
+
+def test_a_failed_restore_of_a_bad_file_is_journalled(life: Lifecycle, store: Store,
+                                                      tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.sav"
+    bogus.write_bytes(b"not a save image")
+    with pytest.raises(errors.VirtlifeError):
+        life.restore(bogus, host="t")
+    with pytest.raises(errors.NotFound):
+        life.restore(tmp_path / "missing.sav", host="t")
+    outcomes = [(e.operation, e.outcome) for e in store.journal.list()]
+    assert outcomes == [("restore", "error"), ("restore", "refused")]
+    assert bogus.exists()
+
+
+def test_background_job_returns_its_id_at_once_and_reports_progress(
+        life: Lifecycle, store: Store) -> None:
+    jobs = Jobs(store.journal)
+    gate = threading.Event()
+
+    def start(op_id: str, progress: object) -> object:
+        gate.wait(10)
+        return life.suspend("vm-running", op_id=op_id, progress=progress)  # type: ignore[arg-type]
+
+    op_id = jobs.submit(start, "suspend vm-running")  # type: ignore[arg-type]
+    assert jobs.get(op_id).status == "running"
+    gate.set()
+    stages = [u.stage for u in jobs.follow(op_id, 10)]
+    job = jobs.wait(op_id, 10)
+    assert stages == ["request", "wait", "done"]
+    assert job.status == "ok" and job.result is not None and job.result.op_id == op_id
+    entry = store.journal.get(op_id)
+    assert entry is not None and entry.outcome == "ok"
+    assert job.as_dict()["progress"] == {"stage": "done", "message": "vm-running: paused (user)",
+                                         "fraction": 1.0}
+
+
+def test_a_background_job_that_is_refused_says_why(life: Lifecycle, store: Store) -> None:
+    jobs = Jobs(store.journal)
+    op_id = jobs.submit(lambda op_id, p: life.resume("vm-running", op_id=op_id, progress=p),
+                        "resume vm-running")
+    job = jobs.wait(op_id, 10)
+    assert (job.status, job.exit_code) == ("refused", 3)
+    assert "not paused" in job.error
+    # another process reads it from the journal
+    assert Jobs(store.journal).get(op_id).status == "refused"
+
+
+def test_an_unknown_operation_id_is_not_found(store: Store) -> None:
+    with pytest.raises(errors.NotFound, match="no operation nope"):
+        Jobs(store.journal).get("nope")
