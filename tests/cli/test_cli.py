@@ -32,7 +32,7 @@ VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtl
 # Exit codes of the error tree (virtlife.errors).
 EXIT_NOT_FOUND = 2
 EXIT_INVALID_TRANSITION = 3
-EXIT_USAGE = 2  # click's usage errors
+EXIT_USAGE = 64  # bad usage or input, click's usage errors included
 
 SEEDED = {  # name -> (state label, reason) as `list --all` shows them on node.xml
     "vm-running": ("running", "unknown"),

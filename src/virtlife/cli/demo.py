@@ -44,22 +44,25 @@ def _show_list(s: Services) -> None:
                  f"{r.memory_mib} MiB") for r in listing.rows])
 
 
-def _clean_leftover(s: Services, ref: str) -> None:
+def _clean_leftover(s: Services, ref: str) -> bool:
     try:
         _host, state = s.lifecycle.state(ref)
     except errors.VMNotFound:
-        return
+        return False
     if state.state.is_active:
         s.lifecycle.destroy(ref)
     s.lifecycle.undefine(ref, managed_save=True, snapshots=True)
     click.echo(f"-> removed a {DEMO_VM} left over from an earlier run")
+    return True
 
 
 def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     life = s.lifecycle
     host = s.default_host()
     ref = f"{host}/{DEMO_VM}" if "/" not in host else DEMO_VM
-    _clean_leftover(s, ref)
+    if _clean_leftover(s, ref):
+        for copy in spec.disk_copies:  # that VM's own disk copy: create never overwrites
+            copy.target.unlink(missing_ok=True)
     _step(f"create {DEMO_VM} ({spec.memory_mib} MiB, {spec.vcpus} vCPU)",
           lambda: provision.create(life, spec, host=host))
     _step("start and wait for the guest agent" if real else "start",

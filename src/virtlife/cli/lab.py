@@ -1,15 +1,48 @@
-"""Lab commands: prepare this host, build the test guest, create test-guest VMs."""
+"""Lab commands: prepare this host, build the test guest, create test-guest VMs.
+
+``lab create`` checks its NAME (it becomes a file name) before anything else, and
+leaves the disk copy to ``provision.create``, which writes nothing before every check
+has passed. A file-system fault while building the guest is one ``LabError`` line.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import click
 
+from virtlife import config, errors
 from virtlife.cli.app import App, host_option, json_option, pass_app, show_result
+from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME
 from virtlife.services import provision
+
+if TYPE_CHECKING:
+    from virtlife.lab.guest import GuestImage
+
+T = TypeVar("T")
 
 
 def _say(message: str) -> None:
     click.echo(f"  {message}")
+
+
+def _guest(build: Callable[[], T]) -> T:
+    """Run a guest build; an ``OSError`` (a cache path that is a file, a full disk) is
+    an environment fault, told in one line."""
+    try:
+        return build()
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise errors.LabError(
+            f"cannot build the test guest under {config.cache_dir()}: "
+            f"{err.strerror or err}{where}; check VIRTLIFE_CACHE") from err
+
+
+def _build_guest(force: bool = False) -> GuestImage:
+    from virtlife.lab.guest import build_guest
+
+    return _guest(lambda: build_guest(force=force, progress=_say))
 
 
 @click.group()
@@ -26,7 +59,6 @@ def lab_setup(no_guest: bool) -> None:
 
     Example: virtlife lab setup
     """
-    from virtlife.lab.guest import build_guest
     from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
 
     ok, why = can_run_real_stack()
@@ -37,7 +69,7 @@ def lab_setup(no_guest: bool) -> None:
     for line in report.actions + report.notes:
         click.echo(f"  {line}")
     if not no_guest:
-        image = build_guest(progress=_say)
+        image = _build_guest()
         click.echo(f"test guest: {image.kernel.parent} (kernel {image.kernel_version})")
 
 
@@ -53,17 +85,15 @@ def guest_build(force: bool) -> None:
 
     Example: virtlife lab guest build
     """
-    from virtlife.lab.guest import build_guest
-
-    image = build_guest(force=force, progress=_say)
+    image = _build_guest(force)
     click.echo(f"kernel  {image.kernel}\ninitrd  {image.initrd}\ndisk    {image.disk}\n"
                f"version {image.kernel_version}\nrecipe  {image.recipe_hash[:16]}")
 
 
 @lab.command("create")
-@click.argument("name")
-@click.option("--memory", "memory_mib", type=int, default=192, show_default=True)
-@click.option("--dirty", "dirty_mib", type=int, default=None,
+@click.argument("name", type=NEW_VM_NAME)
+@click.option("--memory", "memory_mib", type=MEMORY_MIB, default=192, show_default=True)
+@click.option("--dirty", "dirty_mib", type=click.IntRange(min=1), default=None,
               help="Start the guest's memory dirtier over this many MiB.")
 @click.option("--start", is_flag=True, help="Start it once defined.")
 @click.option("--wait-agent", is_flag=True, help="With --start: wait for the agent.")
@@ -80,9 +110,10 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None, star
     from virtlife.lab.spec import lab_guest_spec
 
     s = app.services
-    spec = lab_guest_spec(build_guest(), name, memory_mib=memory_mib, dirty_mib=dirty_mib)
+    spec = lab_guest_spec(_guest(build_guest), name, memory_mib=memory_mib,
+                          dirty_mib=dirty_mib)
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
-                                 start=start, wait_agent=wait_agent), as_json)
+                                 start=start, wait_agent=wait_agent, **app.call), as_json)
 
 
 COMMANDS = [lab]

@@ -1,19 +1,37 @@
-"""Create a VM from a small spec: choose the policy values, build XML, define it.
+"""Create a VM from a small spec: check everything, then copy its disks, build XML, define.
 
 Policy lives here, not in the XML builder: the virt type (``kvm`` only where KVM
 really works, ``qemu`` otherwise, ``test`` on libvirt's test driver), the CPU model
-that goes with it, and the refusal of a name already in use on the target host.
+that goes with it, the refusal of an invalid name or of a name already in use on the
+target host. Nothing is written before every check has passed: the spec's disk copies
+are made only then, each created exclusively (never over an existing file, which a VM
+may be using), and removed again when the define fails.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import stat
 from dataclasses import replace
+from pathlib import Path
+from typing import Unpack
 
 from virtlife import errors
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.kvm import kvm_works_locally
-from virtlife.services.lifecycle import Lifecycle, OperationResult
-from virtlife.xml.domain import DomainSpec, build_domain_xml
+from virtlife.services.lifecycle import Call, Lifecycle, OperationResult
+from virtlife.xml.domain import (
+    DiskCopy,
+    DomainSpec,
+    build_domain_xml,
+    check_xml_size,
+    disk_files,
+    validate_vm_name,
+)
+
+log = logging.getLogger(__name__)
 
 
 def choose_virt_type(available: set[str], *, uri: str, kvm_works: bool | None,
@@ -51,16 +69,124 @@ def finish_spec(spec: DomainSpec, host: Host, requested_virt_type: str | None) -
     return replace(spec, virt_type=virt_type, cpu_model=cpu_model)
 
 
+# -- disk copies: made only after every check, never over a file -----------------------
+
+def _readable_dir(directory: Path) -> None:
+    """Create ``directory`` if needed and let the QEMU user traverse and read it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o055 != 0o055:
+        try:
+            os.chmod(directory, mode | 0o055)
+        except PermissionError:  # not ours: libvirt says so at start if QEMU cannot read
+            log.warning("cannot make %s readable by the QEMU user", directory)
+
+
+def _copy_exclusive(vm: str, copy: DiskCopy) -> None:
+    """Copy ``copy.source`` to a new file ``copy.target``; refuse if the target exists."""
+    target = copy.target
+    if target.parent.exists() and not target.parent.is_dir():
+        raise errors.OperationFailed(
+            f"cannot create {vm}: {target.parent}, where its disk goes, is not a directory")
+    try:
+        _readable_dir(target.parent)
+    except OSError as err:
+        raise errors.OperationFailed(
+            f"cannot create {vm}: cannot use {target.parent} for its disk: "
+            f"{err.strerror or err}") from err
+    try:
+        src = open(copy.source, "rb")  # closed below; opened before the target
+    except OSError as err:
+        raise errors.OperationFailed(
+            f"cannot create {vm}: cannot read the disk to copy, {copy.source}: "
+            f"{err.strerror or err}") from err
+    with src:
+        try:
+            dst = open(target, "xb")  # O_EXCL: never over an existing file
+        except FileExistsError as err:
+            raise errors.AlreadyExists(
+                f"cannot create {vm}: its disk {target} already exists and virtlife never "
+                "writes over a file (a VM may be using it); remove it if nothing uses it, "
+                "or choose another name") from err
+        except OSError as err:
+            raise errors.OperationFailed(
+                f"cannot create {vm}: cannot create its disk {target}: "
+                f"{err.strerror or err}") from err
+        try:
+            with dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            os.chmod(target, 0o644)
+        except BaseException as err:
+            target.unlink(missing_ok=True)  # our own, half-written file
+            if isinstance(err, OSError):
+                raise errors.OperationFailed(
+                    f"cannot create {vm}: copying {copy.source} to {target} failed: "
+                    f"{err.strerror or err}") from err
+            raise
+    log.info("copied %s to %s for %s", copy.source, target, vm)
+
+
+def _make_copies(vm: str, copies: tuple[DiskCopy, ...]) -> list[Path]:
+    made: list[Path] = []
+    try:
+        for copy in copies:
+            _copy_exclusive(vm, copy)
+            made.append(copy.target)
+    except BaseException:
+        _unlink(made)
+        raise
+    return made
+
+
+def _unlink(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+            log.info("removed %s", path)
+        except OSError as err:
+            log.warning("cannot remove %s: %s", path, err)
+
+
+def _discard_unused(host: Host, vm: str, made: list[Path]) -> list[Path]:
+    """Remove the copies ``made`` unless a VM ``vm`` now uses them; return those kept."""
+    if not made:
+        return []
+    try:
+        guest = host.find(vm)
+        used = disk_files(guest.xml(inactive=True)) if guest is not None else set()
+    except errors.VirtlifeError as err:  # cannot tell whether it uses them: keep them
+        log.warning("keeping %s: cannot tell whether %s uses them: %s",
+                    ", ".join(map(str, made)), vm, err)
+        return made
+    kept = [p for p in made if str(p) in used]
+    _unlink([p for p in made if str(p) not in used])
+    return kept
+
+
 def create(lifecycle: Lifecycle, spec: DomainSpec, *, host: str,
            virt_type: str | None = None, start: bool = False,
-           wait_agent: bool = False) -> OperationResult:
-    """Define a new VM from ``spec`` on ``host`` (and start it when asked)."""
+           wait_agent: bool = False, **call: Unpack[Call]) -> OperationResult:
+    """Define a new VM from ``spec`` on ``host`` (and start it when asked).
+
+    Checks first (the name, that it is free on ``host``, the virt type, the XML), then
+    makes the spec's disk copies, then defines; a failed define removes the copies.
+    """
+    validate_vm_name(spec.name)
     h = lifecycle.fleet.host(host)
     if h.find(spec.name) is not None:
         raise errors.VMAlreadyExists(
             f"cannot create {spec.name}: a VM of that name already exists on host {host}")
-    full = finish_spec(spec, h, virt_type)
-    result = lifecycle.define(build_domain_xml(full), host=host)
+    xml = build_domain_xml(finish_spec(spec, h, virt_type))
+    check_xml_size(xml, f"the domain XML of {spec.name}")
+    made = _make_copies(spec.name, spec.disk_copies)  # every check passed: first write
+    try:
+        result = lifecycle.define(xml, host=host, **call)
+    except BaseException as err:
+        kept = _discard_unused(h, spec.name, made)
+        if kept and isinstance(err, errors.VirtlifeError):
+            err.add_note(f"(kept {', '.join(map(str, kept))}: {spec.name} uses it)")
+        raise
     if start:
-        result = lifecycle.start(f"{host}/{spec.name}", wait_agent=wait_agent)
+        result = lifecycle.start(f"{host}/{spec.name}", wait_agent=wait_agent,
+                                 progress=call.get("progress"), queue_s=call.get("queue_s"))
     return result

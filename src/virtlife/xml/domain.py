@@ -2,18 +2,69 @@
 
 The builder writes exactly what the spec says; choosing the values (virt type, CPU
 model, defaults) is the caller's job (``services.provision``). Parsing helpers raise
-``InvalidDefinition`` for XML that is not a domain.
+``InvalidDefinition`` for XML that is not a domain. The input checks every front end
+shares also live here: ``validate_vm_name`` for the names virtlife gives new VMs (they
+become file names) and ``MAX_XML_BYTES`` with ``check_xml_size`` / ``decode_xml`` for
+domain XML read from users. This module does no I/O.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virtlife.errors import InvalidDefinition
+from virtlife.errors import InvalidDefinition, InvalidInput
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+# A real domain XML is a few KiB; libvirt's own RPC limit for a string is far below
+# 10 MB. Anything over this is a wrong file (/dev/zero, a disk image), not a domain.
+MAX_XML_BYTES = 1024 * 1024
+
+MAX_VM_NAME = 64
+_VM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+VM_NAME_RULE = (f"letters, digits and . _ - +, starting with a letter or digit, "
+                f"at most {MAX_VM_NAME} characters")
+
+
+def validate_vm_name(name: str) -> str:
+    """Return ``name`` if virtlife may create a VM (and its files) under it.
+
+    Only for names virtlife gives new VMs: they become file names (``NAME.qcow2``), so
+    no ``/``, no leading ``.`` or ``-``, no spaces or control characters. Looking up an
+    existing VM accepts any name libvirt has.
+    """
+    if not name:
+        raise InvalidInput("a VM name cannot be empty; use " + VM_NAME_RULE)
+    if len(name) > MAX_VM_NAME:
+        raise InvalidInput(
+            f"the VM name {name[:MAX_VM_NAME]!r}... is {len(name)} characters long; "
+            f"use at most {MAX_VM_NAME}")
+    if not _VM_NAME.fullmatch(name):
+        raise InvalidInput(f"{name!r} cannot be a VM name; use {VM_NAME_RULE}")
+    return name
+
+
+def check_xml_size(xml: str | bytes, source: str = "the domain XML") -> None:
+    """Refuse XML over ``MAX_XML_BYTES`` (counted as UTF-8) before anything parses it."""
+    size = len(xml) if isinstance(xml, bytes) else len(xml.encode("utf-8", "surrogatepass"))
+    if size > MAX_XML_BYTES:
+        raise InvalidInput(
+            f"{source} is larger than {MAX_XML_BYTES // (1024 * 1024)} MiB, the most "
+            "virtlife accepts (a domain XML is a few KiB); is it the right file?")
+
+
+def decode_xml(data: bytes, source: str = "the domain XML") -> str:
+    """``data`` as text, if it is UTF-8 and not over ``MAX_XML_BYTES``."""
+    check_xml_size(data, source)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInput(
+            f"{source} is not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); "
+            "libvirt reads domain XML as UTF-8") from err
 
 
 @dataclass(frozen=True)
@@ -26,7 +77,21 @@ class NicSpec:
 
 
 @dataclass(frozen=True)
+class DiskCopy:
+    """A disk file that provisioning creates as a copy of ``source`` before defining.
+
+    ``target`` is never written over: if it exists, provisioning refuses.
+    """
+
+    source: Path
+    target: Path
+
+
+@dataclass(frozen=True)
 class DomainSpec:
+    """What a new VM looks like. ``disk_copies`` are made by ``services.provision``
+    (each ``target`` also appears in ``disks``); the XML builder ignores them."""
+
     name: str
     memory_mib: int = 256
     vcpus: int = 1
@@ -44,6 +109,7 @@ class DomainSpec:
     panic: bool = True
     on_crash: str = "preserve"
     emulator: str | None = None
+    disk_copies: tuple[DiskCopy, ...] = ()
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -125,7 +191,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
 
 def parse_domain(xml: str) -> ET.Element:
-    """Parse domain XML, or raise ``InvalidDefinition`` saying what is wrong."""
+    """Parse domain XML, or raise ``InvalidDefinition`` saying what is wrong.
+
+    XML over ``MAX_XML_BYTES`` is refused (``InvalidInput``) before it is parsed.
+    """
+    check_xml_size(xml)
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as err:
@@ -133,6 +203,12 @@ def parse_domain(xml: str) -> ET.Element:
     if root.tag != "domain":
         raise InvalidDefinition(f"the XML is a <{root.tag}>, not a <domain>")
     return root
+
+
+def disk_files(xml: str) -> set[str]:
+    """The files a domain XML uses as disks (``<disk type='file'><source file=...>``)."""
+    return {src.get("file", "") for src in parse_domain(xml).iterfind("devices/disk/source")
+            if src.get("file")}
 
 
 def domain_name(xml: str) -> str:
