@@ -77,3 +77,18 @@ def make_vm(services: object, real_stack: GuestImage,
         _remove(name)
         if disk is not None and disk.exists():
             disk.unlink()
+
+
+@pytest.fixture(scope="session")
+def private_host(real_stack: GuestImage) -> Iterator[object]:
+    """A private libvirt host (``virtlife.lab.privhost``: own mount namespace, daemons and
+    host_uuid) for the whole session, owned by this process; always stopped, even when
+    tests fail. Hosts left by killed earlier runs are swept away first."""
+    from virtlife.lab import privhost
+
+    privhost.sweep()
+    host = privhost.start(f"pytest-{os.getpid()}", owner_pid=os.getpid())
+    try:
+        yield host
+    finally:
+        host.stop()

@@ -6,7 +6,8 @@ systemd (containers, CI runners, microVMs): every step first looks, and changes 
 what is not already right, and says what it changed. It must not import libvirt (it
 talks to the daemons only through their sockets), install packages, or touch guests.
 None of its changes survive a reboot: /dev/kvm lives on devtmpfs, and sysctls in
-/proc are not persisted.
+/proc are not persisted. ``ensure_daemons`` takes the daemons' paths (``DaemonPaths``),
+so that the lab can start the daemons of a host in a namespace with its own /run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,42 @@ Progress = Callable[[str], None]
 
 KVM_NODE = Path("/dev/kvm")
 KVM_GROUP = "kvm"
-VIRTLOGD_SOCKET = Path("/run/libvirt/virtlogd-sock")
-LIBVIRTD_SOCKET = Path("/run/libvirt/libvirt-sock")
+RUN_DIR = Path("/run")
+LOG_DIR = Path("/var/log/libvirt")
+DAEMONS = ("virtlogd", "libvirtd")  # in start order: libvirtd hands QEMU's output to virtlogd
 USERFAULTFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+@dataclass(frozen=True)
+class DaemonPaths:
+    """Where one host's virtlogd and libvirtd keep their sockets and pid files, seen from
+    this process, and the command prefix that runs a program on that host.
+
+    The defaults are this machine's own daemons. A lab host in its own mount namespace
+    has its run directory elsewhere (its ``/run`` is a directory of the lab) and a
+    ``launcher`` such as ``("nsenter", "--target=PID", "--mount", "--")``.
+    """
+
+    run_dir: Path = RUN_DIR
+    log_dir: Path = LOG_DIR
+    launcher: tuple[str, ...] = ()
+
+    def socket(self, daemon: str) -> Path:
+        """The read-write socket of ``daemon`` (``virtlogd`` or ``libvirtd``)."""
+        name = {"virtlogd": "virtlogd-sock", "libvirtd": "libvirt-sock"}[daemon]
+        return self.run_dir / "libvirt" / name
+
+    def pid_file(self, daemon: str) -> Path:
+        return self.run_dir / f"{daemon}.pid"
+
+    def log_file(self, daemon: str) -> Path:
+        return self.log_dir / f"{daemon}.log"
+
+
+LOCAL_DAEMONS = DaemonPaths()
+VIRTLOGD_SOCKET = LOCAL_DAEMONS.socket("virtlogd")
+LIBVIRTD_SOCKET = LOCAL_DAEMONS.socket("libvirtd")
 
 
 @dataclass(frozen=True)
@@ -101,16 +134,18 @@ def fix_kvm_node() -> str | None:
     return f"{KVM_NODE}: {before} -> root:{KVM_GROUP} {new_mode:04o}"
 
 
-def ensure_daemons(timeout: float = 20.0) -> list[str]:
+def ensure_daemons(timeout: float = 20.0, paths: DaemonPaths = LOCAL_DAEMONS) -> list[str]:
     """Start virtlogd and libvirtd (``-d``) where their sockets do not answer.
 
-    Waits until each socket accepts connections; returns the actions done (empty if
-    both were already up). Raises LabError if a daemon is missing or does not come up
-    within ``timeout`` seconds.
+    ``paths`` says which host's daemons: this machine's by default, or a lab host's
+    (its run directory and the launcher that runs a program there). Waits until each
+    socket accepts connections; returns the actions done (empty if both were already
+    up). Raises LabError if a daemon is missing or does not come up within ``timeout``
+    seconds.
     """
     actions: list[str] = []
-    # virtlogd first: libvirtd hands every QEMU's stdout/stderr to it.
-    for daemon, sock in (("virtlogd", VIRTLOGD_SOCKET), ("libvirtd", LIBVIRTD_SOCKET)):
+    for daemon in DAEMONS:
+        sock = paths.socket(daemon)
         if _accepts(sock):
             continue
         exe = _find(daemon)
@@ -118,8 +153,13 @@ def ensure_daemons(timeout: float = 20.0) -> list[str]:
             raise LabError(
                 f"cannot start {daemon}: it is not installed; install libvirt-daemon-system"
             )
-        _start_daemon(daemon, exe, sock, timeout)
-        actions.append(f"started {daemon} ({sock} was {'stale' if sock.exists() else 'absent'})")
+        was = "stale" if sock.exists() else "absent"
+        command = [*paths.launcher, exe] if paths.launcher else exe
+        try:
+            _start_daemon(daemon, command, sock, timeout)
+        except LabError as e:
+            raise LabError(f"{e}; see {paths.log_file(daemon)}") from e
+        actions.append(f"started {daemon} ({sock} was {was})")
     return actions
 
 
@@ -189,10 +229,11 @@ def prepare_local_host(progress: Progress | None = None) -> PrepReport:
 # --------------------------------------------------------------------------- helpers
 
 
-def _start_daemon(daemon: str, exe: str, sock: Path, timeout: float) -> None:
+def _start_daemon(daemon: str, exe: str | Sequence[str], sock: Path, timeout: float) -> None:
     """Run ``exe -d`` until it starts, then wait for ``sock`` to accept connections.
 
-    A daemon that was just told to stop may still hold its pid file for a moment, so a
+    ``exe`` is the daemon's path, or a command (launcher + path) that runs it. A
+    daemon that was just told to stop may still hold its pid file for a moment, so a
     failed start is retried until ``timeout``; someone else starting it also counts.
     """
     deadline = time.monotonic() + timeout
@@ -206,20 +247,20 @@ def _start_daemon(daemon: str, exe: str, sock: Path, timeout: float) -> None:
     while not _accepts(sock):
         if time.monotonic() > deadline:
             raise LabError(
-                f"started {daemon}, but {sock} accepted no connection within {timeout:.0f} s; "
-                f"see /var/log/libvirt/{daemon}.log"
+                f"started {daemon}, but {sock} accepted no connection within {timeout:.0f} s"
             )
         time.sleep(0.05)
 
 
-def _spawn_daemon(exe: str, timeout: float) -> tuple[int, str]:
+def _spawn_daemon(exe: str | Sequence[str], timeout: float) -> tuple[int, str]:
     """(exit status, last line of stderr) of ``exe -d``, which forks into the background."""
+    command = [exe] if isinstance(exe, str) else list(exe)
     with tempfile.TemporaryFile() as err:
         try:
             # A new session and no inherited pipes keep the daemon from belonging to
             # our caller (or holding a pytest capture pipe open).
             done = subprocess.run(
-                [exe, "-d"],
+                [*command, "-d"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -228,7 +269,7 @@ def _spawn_daemon(exe: str, timeout: float) -> tuple[int, str]:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise LabError(f"cannot start {exe}: {e}") from e
+            raise LabError(f"cannot start {command[-1]}: {e}") from e
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
     return done.returncode, lines[-1].strip() if lines else ""
