@@ -34,8 +34,10 @@ EXIT_USAGE = 64  # BSD's EX_USAGE; click's own 2 would read as "not found"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # Every exit code the command may end with (virtlife.errors documents their meaning).
 EXIT_CODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, EXIT_USAGE, EXIT_INTERRUPTED})
-# How long Ctrl-C waits for the journal to mark the running operations interrupted.
+# How long Ctrl-C waits for the journal to mark the running operations interrupted,
+# then for the command to end by itself before the process exits without it.
 INTERRUPT_HOOK_S = 2.0
+INTERRUPT_GRACE_S = 0.2
 
 # click >= 8.2 raises this for a bare group; it carries the help text to show.
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
@@ -78,8 +80,13 @@ for module in (vm, fleet, lab, demo):
         cli.add_command(command)
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``), so that it stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return _printable(" ".join(text.split()))
 
 
 def _bad_argument(args: Sequence[str]) -> str | None:
@@ -118,12 +125,12 @@ def _run(args: list[str]) -> int:
         click.echo(f"virtlife: {_one_line(err.format_message())}", err=True)
         return err.exit_code
     except VirtlifeError as err:
-        click.echo(f"virtlife: {err}", err=True)
+        click.echo(f"virtlife: {_printable(str(err))}", err=True)
         return err.exit_code
     except SystemExit as exit_:  # sys.exit() in a command: keep its code
         if exit_.code is None or isinstance(exit_.code, int):
             return exit_.code or EXIT_OK
-        click.echo(f"virtlife: {exit_.code}", err=True)
+        click.echo(f"virtlife: {_printable(str(exit_.code))}", err=True)
         return EXIT_FAILED
     return result if isinstance(result, int) else EXIT_OK
 
@@ -161,6 +168,10 @@ def _mark_interrupted() -> None:
 def _interrupted(worker: threading.Thread) -> int:
     click.echo("virtlife: interrupted", err=True)
     _mark_interrupted()
+    try:
+        worker.join(INTERRUPT_GRACE_S)
+    except KeyboardInterrupt:
+        pass
     if worker.is_alive():
         # The command may be stuck in a libvirt call that never returns; exiting
         # normally would wait for it (and for every non-daemon thread it started).
