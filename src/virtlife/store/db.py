@@ -27,6 +27,7 @@ from typing import Final
 
 from virtlife import config
 from virtlife.errors import StoreUnavailable
+from virtlife.store.facts import Facts
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
 
@@ -106,6 +107,21 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         CREATE INDEX journal_running ON journal (outcome) WHERE outcome = 'running';
         CREATE UNIQUE INDEX journal_one_running_per_vm ON journal (lock_key)
             WHERE outcome = 'running' AND lock_key IS NOT NULL;
+        """,
+    ),
+    (
+        # What each host (by URI) said about itself: its host_uuid, the virt types its
+        # capabilities offer and whether a KVM guest really started there.
+        "0004_host_facts",
+        """
+        CREATE TABLE host_facts (
+            uri        TEXT PRIMARY KEY,
+            host_uuid  TEXT NOT NULL,
+            virt_types TEXT NOT NULL,
+            kvm        INTEGER,
+            kvm_note   TEXT NOT NULL DEFAULT '',
+            checked_at TEXT NOT NULL
+        );
         """,
     ),
 ]
@@ -240,6 +256,7 @@ class Store:
         self._db = db
         self.hosts = Inventory(db)
         self.journal = Journal(db)
+        self.facts = Facts(db)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,73 @@
+"""Operation commands: ``operations`` (what runs now, or ran) and ``operation ID``.
+
+Thin over the journal's running rows (every process's operations, by id) and
+``Services.jobs``; they never change a VM.
+"""
+
+from __future__ import annotations
+
+import click
+
+from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table
+from virtlife.store.journal import JournalEntry
+
+
+def _row(e: JournalEntry) -> dict[str, object]:
+    return {
+        "op_id": e.op_id, "operation": e.operation, "host": e.host, "vm": e.vm,
+        "uuid": e.uuid, "outcome": e.outcome, "started": e.started_at.isoformat(),
+        "finished": e.finished_at.isoformat() if e.finished_at else None,
+        "duration_s": round(e.duration_s, 3), "detail": e.detail,
+        "user": e.actor.user, "process": e.actor.process, "pid": e.process.pid,
+        "machine": e.process.machine,
+    }
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the operations that ended, newest first.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="With --all: at most this many.")
+@json_option
+@pass_app
+def operations(app: App, show_all: bool, limit: int, as_json: bool) -> None:
+    """List the operations running on any VM now, from every virtlife process.
+
+    An operation whose process died is shown as interrupted.
+
+    Example: virtlife operations --all --limit 5
+    """
+    journal = app.services.need_store().journal
+    journal.sweep()
+    entries = journal.list(limit=limit) if show_all else journal.running()
+    if as_json:
+        emit_json([_row(e) for e in entries])
+        return
+    show_table(["ID", "OPERATION", "VM", "OUTCOME", "STARTED", "BY", "PID"],
+               [(e.op_id, e.operation, f"{e.host}/{e.vm}", e.outcome,
+                 f"{e.started_at:%Y-%m-%d %H:%M:%S}", f"{e.actor.user} ({e.actor.process})",
+                 e.process.pid) for e in entries])
+
+
+@click.command()
+@click.argument("op_id", metavar="ID")
+@json_option
+@pass_app
+def operation(app: App, op_id: str, as_json: bool) -> None:
+    """Show one operation by its id (as printed by --json results and `operations`).
+
+    Example: virtlife operation 3f2a9c1b04de
+    """
+    job = app.services.jobs.get(op_id)
+    entry = app.services.need_store().journal.get(op_id)
+    if as_json:
+        emit_json(_row(entry) if entry is not None else job.as_dict())
+        return
+    if entry is None:
+        click.echo(f"{op_id}: {job.description}: {job.status}")
+        return
+    show_table(["field", "value"], [(k, "-" if v is None else v)
+                                    for k, v in _row(entry).items()])
+
+
+COMMANDS = [operations, operation]
