@@ -29,6 +29,14 @@ def test_list_shows_every_reachable_host_and_names_the_unreachable() -> None:
     assert len([r for r in listing.rows if r.host == "b"]) == 2
     assert [p.host for p in listing.unreachable] == ["down", "gone"]
     assert "Connection refused" in listing.unreachable[0].message
+    assert listing.answered == ["a", "b"]
+
+
+def test_a_listing_where_no_host_answered_says_so() -> None:
+    with _fleet(HostRef("down", UNREACHABLE_URI)) as fleet:
+        listing = fleet.list_vms()
+    assert listing.rows == [] and listing.answered == []
+    assert [p.host for p in listing.unreachable] == ["down"]
 
 
 def test_list_without_all_hides_inactive_vms() -> None:
@@ -105,9 +113,14 @@ def test_split_ref_rejects_half_names(ref: str) -> None:
         split_ref(ref)
 
 
-def test_lost_connection_is_reopened() -> None:
+def test_a_host_closed_by_its_user_is_replaced_by_a_new_one() -> None:
     with _fleet(HostRef("a", NODE_URI)) as fleet:
         first = fleet.host("a")
         first.close()
         second = fleet.host("a")
         assert second is not first and not second.closed
+
+
+def test_the_same_host_object_serves_every_call() -> None:
+    with _fleet(HostRef("a", NODE_URI)) as fleet:
+        assert fleet.host("a") is fleet.host("a") is fleet.resolve("vm-off").host

@@ -11,6 +11,7 @@ import pytest
 from support import NODE_URI
 from virtlife import errors
 from virtlife.hypervisor import Host
+from virtlife.hypervisor.events import EventKind
 from virtlife.services import wait
 from virtlife.services.wait import Watch
 from virtlife.states import VMState
@@ -43,7 +44,7 @@ def test_an_event_wakes_the_waiter_without_polling(host: Host,
         elapsed = time.monotonic() - t0
     assert str(state) == "paused (user)"
     assert elapsed < 10
-    assert [(e.kind, e.event) for e in watch.events] == [("lifecycle", "suspended")]
+    assert [(e.kind, e.event) for e in watch.events] == [(EventKind.LIFECYCLE, "suspended")]
 
 
 def test_events_of_other_vms_are_not_collected(host: Host) -> None:
@@ -75,4 +76,4 @@ def test_agent_wait_where_the_driver_has_no_agent_fails_at_once(host: Host) -> N
 def test_until_event_times_out_cleanly(host: Host) -> None:
     with Watch(host, "vm-off") as watch, pytest.raises(errors.OperationTimeout,
                                                        match="no guest reset within"):
-        watch.until_event(lambda e: e.kind == "reboot", 0.2, describe="guest reset")
+        watch.until_event(lambda e: e.kind is EventKind.REBOOT, 0.2, describe="guest reset")

@@ -9,8 +9,8 @@ import time
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
-from virtlife.services.events import DomainEvent, stream_events
-from virtlife.services.fleet import HostRef
+from virtlife.errors import HostUnreachable
+from virtlife.services.events import DomainEvent, EventKind, stream_events
 from virtlife.services.hosts import add_host, remove_host
 
 
@@ -22,7 +22,8 @@ from virtlife.services.hosts import add_host, remove_host
 def list_vms(app: App, show_all: bool, host: str | None, as_json: bool) -> None:
     """List the VMs of every host (hosts are asked at once).
 
-    An unreachable host is reported and does not hide the others.
+    An unreachable host is reported and does not hide the others. Exits 4 (host
+    unreachable) when no host answered, 0 when at least one did.
 
     Example: virtlife list --all
     """
@@ -33,13 +34,17 @@ def list_vms(app: App, show_all: bool, host: str | None, as_json: bool) -> None:
             "unreachable": [{"host": p.host, "uri": p.uri, "error": p.message}
                             for p in listing.unreachable],
         })
-        return
-    show_table(
-        ["HOST", "NAME", "STATE", "REASON", "VCPUS", "MEMORY"],
-        [(r.host, r.name, r.state.state.label, r.state.reason, r.vcpus, f"{r.memory_mib} MiB")
-         for r in listing.rows]
-        + [(p.host, "-", "unreachable", p.message, "-", "-") for p in listing.unreachable],
-    )
+    else:
+        show_table(
+            ["HOST", "NAME", "STATE", "REASON", "VCPUS", "MEMORY"],
+            [(r.host, r.name, r.state.state.label, r.state.reason, r.vcpus,
+              f"{r.memory_mib} MiB") for r in listing.rows]
+            + [(p.host, "-", "unreachable", p.message, "-", "-")
+               for p in listing.unreachable],
+        )
+    if listing.unreachable and not listing.answered:
+        names = ", ".join(p.host for p in listing.unreachable)
+        raise HostUnreachable(f"no host answered ({names}); nothing could be listed")
 
 
 @click.group()
@@ -56,7 +61,9 @@ def host_add(app: App, name: str, uri: str) -> None:
 
     Example: virtlife host add hv2 qemu+tcp://10.0.0.2/system
     """
-    added = add_host(app.services.store, name, uri)
+    services = app.services
+    added = add_host(services.need_store(), name, uri,
+                     connect_timeout_s=services.fleet.connect_timeout_s)
     click.echo(f"added host {added.record.name} ({added.record.uri})")
     if added.info is not None:
         i = added.info
@@ -74,7 +81,7 @@ def host_list(app: App, as_json: bool) -> None:
 
     Example: virtlife host list
     """
-    records = app.services.store.hosts.effective()
+    records = app.services.need_store().hosts.effective()
     if as_json:
         emit_json([{"name": r.name, "uri": r.uri} for r in records])
         return
@@ -89,7 +96,7 @@ def host_remove(app: App, name: str) -> None:
 
     Example: virtlife host remove hv2
     """
-    record = remove_host(app.services.store, name)
+    record = remove_host(app.services.need_store(), name)
     click.echo(f"removed host {record.name} ({record.uri})")
 
 
@@ -104,12 +111,12 @@ def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float
            as_json: bool) -> None:
     """Stream lifecycle and guest-agent events from all hosts (Ctrl-C stops).
 
-    Reconnects when a host's libvirtd restarts.
+    Reconnects when a host's libvirtd restarts; without --host, a host added to the
+    inventory meanwhile is followed too.
 
     Example: virtlife events --json --count 5
     """
     fleet = app.services.fleet
-    refs: list[HostRef] = [fleet.ref(h) for h in hosts] if hosts else list(fleet.refs.values())
     stop = threading.Event()
     seen = 0
     lock = threading.Lock()
@@ -123,12 +130,12 @@ def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float
                 click.echo(json.dumps(event.as_dict()))
             else:
                 click.echo(f"{event.at:%H:%M:%S.%f}"[:-3] + f"  {event}")
-            if event.kind != "host":
+            if event.kind is not EventKind.HOST:
                 seen += 1
                 if count is not None and seen >= count:
                     stop.set()
 
-    stream_events(refs, on_event, stop)
+    stream_events(fleet, on_event, stop, hosts=hosts or None)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while not stop.is_set():
@@ -154,7 +161,7 @@ def history(app: App, vm: str | None, host: str | None, limit: int, as_json: boo
     """
     if vm and "/" in vm and host is None:
         host, _, vm = vm.partition("/")
-    entries = app.services.store.journal.list(vm=vm, host=host, limit=limit)
+    entries = app.services.need_store().journal.list(vm=vm, host=host, limit=limit)
     if as_json:
         emit_json([{
             "time": e.started_at.isoformat(), "host": e.host, "vm": e.vm,

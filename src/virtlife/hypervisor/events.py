@@ -1,8 +1,10 @@
 """Domain events as plain values: what a libvirt event callback hands to listeners.
 
-``DomainEvent`` carries names, not libvirt integers; the tables here turn libvirt's
-event and detail numbers (stable ABI values) into the words ``virsh event`` uses.
-This module does no I/O; ``host.Host`` registers the callbacks and builds the events.
+``DomainEvent`` carries an ``EventKind`` and names, not libvirt integers; the tables
+here turn libvirt's event ids, event and detail numbers, agent states and connection
+close reasons (stable ABI values, checked against the binding in a unit test) into
+the words ``virsh event`` uses. This module does no I/O and must not import libvirt;
+``host.Host`` registers the callbacks, builds the events and delivers them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
+
+
+class EventKind(Enum):
+    """What an event is about. A plain ``Enum``: a kind never equals a bare string."""
+
+    LIFECYCLE = "lifecycle"  # the domain was defined, started, paused, stopped...
+    AGENT = "agent"  # the guest agent connected or disconnected
+    REBOOT = "reboot"  # the guest reset itself (or was reset)
+    PM = "pm"  # guest power management: suspend to RAM/disk, wakeup
+    HOST = "host"  # the connection to the host: connected, disconnected, unreachable
+
+
+# The domain event ids virtlife subscribes to: (name of VIR_DOMAIN_EVENT_ID_<name>,
+# its value in libvirt-domain.h, the kind of the events it gives).
+DOMAIN_EVENT_IDS: tuple[tuple[str, int, EventKind], ...] = (
+    ("LIFECYCLE", 0, EventKind.LIFECYCLE),
+    ("REBOOT", 1, EventKind.REBOOT),
+    ("PMWAKEUP", 11, EventKind.PM),
+    ("PMSUSPEND", 12, EventKind.PM),
+    ("AGENT_LIFECYCLE", 18, EventKind.AGENT),
+)
 
 # virDomainEventType and the detail enums, by position (libvirt-domain.h).
 LIFECYCLE_EVENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -29,8 +53,12 @@ LIFECYCLE_EVENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("crashed", ("panicked", "crashloaded")),
 )
 
+# VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_* and _REASON_*.
 AGENT_STATES = {1: "connected", 2: "disconnected"}
 AGENT_REASONS = {0: "unknown", 1: "domain started", 2: "channel event"}
+
+# VIR_CONNECT_CLOSE_REASON_*: why libvirt closed a connection under us.
+CLOSE_REASONS = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
 
 
 def lifecycle_names(event: int, detail: int) -> tuple[str, str]:
@@ -42,17 +70,17 @@ def lifecycle_names(event: int, detail: int) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class DomainEvent:
-    """One event from one host. ``kind`` is lifecycle, agent, reboot, pm or host."""
+    """One event from one host; ``vm`` is empty for ``EventKind.HOST`` events."""
 
     host: str
     vm: str
-    kind: str
+    kind: EventKind
     event: str
     detail: str = ""
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __str__(self) -> str:
-        text = f"{self.host}/{self.vm}: {self.kind} {self.event}"
+        text = f"{self.host}/{self.vm}: {self.kind.value} {self.event}"
         return f"{text} ({self.detail})" if self.detail else text
 
     def as_dict(self) -> dict[str, str]:
@@ -60,7 +88,7 @@ class DomainEvent:
             "time": self.at.isoformat(),
             "host": self.host,
             "vm": self.vm,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "event": self.event,
             "detail": self.detail,
         }

@@ -1,16 +1,31 @@
-"""``Host``: one libvirt connection, its domain lookups and its event callbacks.
+"""``Host``: one libvirt host, its replaceable connection, its lookups and its events.
+
+A ``Host`` is the stable object for one host (name, URI). It owns at most one libvirt
+connection at a time and manages it like Nova's ``libvirt/host.py``: the check and
+the reconnect happen under one per-host lock, so concurrent first uses open one
+connection; every connect runs in a daemon thread and is awaited with a deadline (a
+connect given up is closed when it finally returns, and never used); a recent failure
+is remembered for a few seconds, so that a dead host fails fast instead of being
+re-dialled; a connection closed by the peer is closed on our side too, with its
+callbacks removed, and replaced on next use. libvirt's callbacks only put events on
+per-listener queues; each listener's own thread delivers them, so a slow or failing
+listener never delays another one nor libvirt's event loop (keepalives).
 
 The Host is the one place where "no such domain" becomes ``VMNotFound`` and where a
-failed or lost connection becomes ``HostUnreachable``. It hands out ``Guest``
-wrappers and turns libvirt event callbacks into ``DomainEvent`` values for listeners.
-It holds no policy: which operation is allowed is decided in ``services``.
+failed or lost connection becomes ``HostUnreachable``. It holds no policy: which
+operation is allowed is decided in ``services``.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,12 +33,23 @@ from virtlife import errors
 from virtlife.hypervisor.events import (
     AGENT_REASONS,
     AGENT_STATES,
+    CLOSE_REASONS,
+    DOMAIN_EVENT_IDS,
     DomainEvent,
+    EventKind,
     Listener,
     lifecycle_names,
 )
 from virtlife.hypervisor.guest import Guest
 from virtlife.hypervisor.libvirt_api import calling, ensure_event_loop, libvirt, translate
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0  # how long a connect may take before the host is unreachable
+DEFAULT_RETRY_AFTER_S = 3.0  # how long a failed connect is remembered (calls fail fast)
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for libvirt to close a connection
+LISTENER_QUEUE_SIZE = 1000  # events held for one slow listener before new ones are dropped
+KEEPALIVE = (5, 3)  # remote connections: a probe every 5 s, dead after 3 unanswered
 
 
 @dataclass(frozen=True)
@@ -48,84 +74,402 @@ def is_remote(uri: str) -> bool:
     return "+" in parsed.scheme or bool(parsed.hostname)
 
 
-class Host:
-    """A connected libvirt host. Create with ``Host.open``; close when done."""
+def _is_alive(conn: Any) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
-    def __init__(self, name: str, uri: str, conn: Any) -> None:
+
+class _Connection:
+    """One libvirt connection of a ``Host`` and what was registered on it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.callback_ids: list[int] = []
+        self.close_callback = False  # registered on this connection
+        self.lost: str | None = None  # why it stopped working, once it did
+        self.retired = False  # no longer the Host's connection: its events are ignored
+        self.released = threading.Event()  # set once closed on our side
+        self._lock = threading.Lock()
+        self._announced = False
+        self._disposing = False
+
+    def first_to_announce(self) -> bool:
+        with self._lock:
+            first, self._announced = not self._announced, True
+            return first
+
+    def claim_disposal(self) -> bool:
+        with self._lock:
+            first, self._disposing = not self._disposing, True
+            return first
+
+
+class _Attempt:
+    """One connect in flight: every caller that needs the host waits for this one."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s
+        self.done = threading.Event()
+        self.abandoned = False  # its waiters gave up: close the connection if it comes
+        self.connection: _Connection | None = None
+        self.error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """The last failed connect, remembered until ``retry_at`` (monotonic seconds)."""
+
+    reason: str
+    at: datetime
+    retry_at: float
+    retry_at_wall: datetime
+
+    def fail_fast(self, *, pending: bool) -> str:
+        when = f"failed at {self.at:%H:%M:%S}"
+        if pending:
+            return f"{self.reason} ({when}; that connect has not returned yet, " \
+                   f"and the host is tried again once it has)"
+        return f"{self.reason} ({when}; not tried again before {self.retry_at_wall:%H:%M:%S})"
+
+
+class _Subscriber:
+    """One listener with its own bounded queue and delivery thread."""
+
+    def __init__(self, host: str, listener: Listener, size: int) -> None:
+        self.host = host
+        self.listener = listener
+        self.stopped = False
+        self._queue: queue.Queue[DomainEvent | None] = queue.Queue(size)
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"events-{host}-{_callable_name(listener)}")
+        self._thread.start()
+
+    def offer(self, event: DomainEvent) -> None:
+        """Queue ``event`` without ever blocking (libvirt's event thread calls this)."""
+        if self.stopped:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.warning(
+                    "event listener %s on host %s is too slow: %d events wait for it; "
+                    "dropping new ones until it catches up (first dropped: %s)",
+                    _callable_name(self.listener), self.host, self._queue.maxsize, event)
+
+    def stop(self) -> None:
+        self.stopped = True
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:  # the thread sees ``stopped`` after its current event
+            pass
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None or self.stopped:
+                return
+            try:
+                self.listener(event)
+            except Exception:
+                logger.exception("event listener %s on host %s failed on event %s",
+                                 _callable_name(self.listener), self.host, event)
+            if self._dropped and self._queue.empty():
+                logger.warning("event listener %s on host %s caught up; %d events were "
+                               "dropped", _callable_name(self.listener), self.host,
+                               self._dropped)
+                self._dropped = 0
+
+
+def _callable_name(fn: Callable[..., object]) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+class Host:
+    """One libvirt host: a stable name and URI owning a replaceable connection.
+
+    The connection is opened on first use (or by ``connect``) and reopened after it
+    was lost; ``close()`` closes it and ends the Host for good. ``Host.open`` creates
+    a Host and connects it at once.
+    """
+
+    def __init__(self, name: str, uri: str, *, events: bool = True,
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> None:
         self.name = name
         self.uri = uri
-        self._conn = conn
-        self._closed = False
-        self._listeners: list[Listener] = []
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_after_s = retry_after_s
+        self._events = events
+        # The one lock for the connection: the check and the reconnect happen under it.
         self._lock = threading.Lock()
-        self._callback_ids: list[int] = []
+        self._current: _Connection | None = None
+        self._attempt: _Attempt | None = None  # in flight, possibly abandoned
+        self._failure: _Failure | None = None
+        self._closed = False
+        self._last_release: _Connection | None = None
+        self._subs_lock = threading.Lock()
+        self._subscribers: list[_Subscriber] = []
+
+    def __repr__(self) -> str:
+        return f"Host({self.name}, {self.uri})"
 
     # -- connection ------------------------------------------------------------
 
     @classmethod
-    def open(cls, name: str, uri: str, *, events: bool = True) -> Host:
-        """Connect to ``uri``; raise ``HostUnreachable`` with libvirt's reason if we cannot."""
-        ensure_event_loop()
-        try:
-            conn = libvirt.open(uri)
-        except libvirt.libvirtError as err:
-            raise errors.HostUnreachable(
-                f"cannot reach host {name} ({uri}): {err.get_error_message()}"
-            ) from err
-        if conn is None:  # pragma: no cover - old bindings returned None
-            raise errors.HostUnreachable(f"cannot reach host {name} ({uri})")
-        host = cls(name, uri, conn)
-        if is_remote(uri):
-            with calling(f"set keepalive on {name}"):
-                conn.setKeepAlive(5, 3)
-        with calling(f"watch connection to {name}"):
-            conn.registerCloseCallback(host._on_close, None)
-        if events:
-            host._register_events()
+    def open(cls, name: str, uri: str, *, events: bool = True,
+             connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+             retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> Host:
+        """A Host connected to ``uri``; ``HostUnreachable`` with the reason if it cannot be."""
+        host = cls(name, uri, events=events, connect_timeout_s=connect_timeout_s,
+                   retry_after_s=retry_after_s)
+        host.connect()
         return host
+
+    def connect(self) -> None:
+        """Make sure a working connection is open: reuse it, or open one with the deadline.
+
+        Raises ``HostUnreachable`` when the host refused, did not answer within
+        ``connect_timeout_s``, or failed within the last ``retry_after_s`` seconds.
+        """
+        self._connection()
 
     @property
     def conn(self) -> Any:
-        """The raw connection, for other ``hypervisor`` modules only."""
-        if self._closed:
-            raise errors.HostUnreachable(f"the connection to host {self.name} is closed")
-        return self._conn
+        """The raw connection (reconnected if it was lost), for ``hypervisor`` modules only."""
+        return self._connection().conn
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called: the Host never connects again."""
         return self._closed
 
     def alive(self) -> bool:
-        if self._closed:
-            return False
-        try:
-            return bool(self._conn.isAlive())
-        except libvirt.libvirtError:
-            return False
+        """True while the current connection works (this never reconnects)."""
+        current = self._current
+        return (not self._closed and current is not None and current.lost is None
+                and _is_alive(current.conn))
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for cb_id in self._callback_ids:
-            try:
-                self._conn.domainEventDeregisterAny(cb_id)
-            except libvirt.libvirtError:
-                pass
-        try:
-            self._conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass
+    def close(self, *, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Close the libvirt connection, remove its callbacks and stop the listeners.
+
+        A connect still in flight is closed when it returns. Waits up to ``timeout_s``
+        for libvirt to close the connection (it then finishes in the background).
+        """
+        with self._lock:
+            self._closed = True
+            current, self._current = self._current, None
+            if current is not None:
+                current.retired = True
+            if self._attempt is not None:
+                self._attempt.abandoned = True
+        with self._subs_lock:
+            subscribers, self._subscribers = self._subscribers, []
+        for sub in subscribers:
+            sub.stop()
+        if current is not None:
+            self._last_release = current
+            self._release(current)
+        self.wait_closed(timeout_s)
+
+    def wait_closed(self, timeout_s: float) -> bool:
+        """Wait until the connection closed by ``close()`` is released; False on timeout."""
+        last = self._last_release
+        if last is None or last.released.wait(max(0.0, timeout_s)):
+            return True
+        logger.info("closing the connection to host %s takes more than %g s; it goes "
+                    "on in the background", self.name, timeout_s)
+        return False
 
     def __enter__(self) -> Host:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _connection(self) -> _Connection:
+        stale: _Connection | None = None
+        with self._lock:
+            if self._closed:
+                raise errors.HostUnreachable(f"the connection to host {self.name} is closed")
+            current = self._current
+            if current is not None:
+                if current.lost is None and _is_alive(current.conn):
+                    return current
+                self._current, current.retired, stale = None, True, current
+                if current.lost is None:
+                    current.lost = "connection lost"
+                self._announce(current)
+            attempt, failure = self._attempt, self._failure
+            if attempt is not None and attempt.abandoned and failure is not None:
+                # at most one connect per host in flight: a hung one is not joined by more
+                raise errors.HostUnreachable(failure.fail_fast(pending=True))
+            if attempt is None:
+                if failure is not None and time.monotonic() < failure.retry_at:
+                    raise errors.HostUnreachable(failure.fail_fast(pending=False))
+                attempt = self._attempt = _Attempt(self.connect_timeout_s)
+                threading.Thread(target=self._run_attempt, args=(attempt,), daemon=True,
+                                 name=f"connect-{self.name}").start()
+        if stale is not None:  # found dead without a close callback: closed the same way
+            self._release(stale)
+        return self._await(attempt)
+
+    def _await(self, attempt: _Attempt) -> _Connection:
+        # Event.wait with a timeout: the main thread stays interruptible by Ctrl-C.
+        attempt.done.wait(max(0.0, attempt.deadline - time.monotonic()))
+        with self._lock:
+            if attempt.done.is_set():
+                if attempt.connection is not None and attempt.connection is self._current:
+                    return attempt.connection
+                error = attempt.error
+            else:
+                error = None
+                if not attempt.abandoned:
+                    attempt.abandoned = True
+                    self._remember(f"host {self.name} ({self.uri}) did not answer within "
+                                   f"{self.connect_timeout_s:g} s")
+            failure = self._failure
+        if error is not None and not isinstance(error, errors.VirtlifeError):
+            raise error  # a bug in the connect path: never disguised as "unreachable"
+        if error is not None:
+            raise errors.HostUnreachable(str(error)) from error
+        if self._closed:
+            raise errors.HostUnreachable(f"the connection to host {self.name} is closed")
+        if failure is not None and not attempt.done.is_set():
+            raise errors.HostUnreachable(failure.reason)
+        raise errors.HostUnreachable(f"the connection to host {self.name} was lost as it "
+                                     f"opened; try again")
+
+    def _remember(self, reason: str) -> None:
+        """Record a failed connect and tell the listeners (call with the lock held)."""
+        now = datetime.now().astimezone()
+        self._failure = _Failure(reason, now, time.monotonic() + self.retry_after_s,
+                                 now + timedelta(seconds=self.retry_after_s))
+        logger.info("%s; calls fail fast for %g s", reason, self.retry_after_s)
+        self._publish(self._host_event("unreachable", reason))
+
+    def _run_attempt(self, attempt: _Attempt) -> None:
+        record: _Connection | None = None
+        error: Exception | None = None
+        try:
+            record = self._open()
+        except errors.VirtlifeError as err:
+            error = err
+        except Exception as err:  # a bug: the waiters re-raise it with its traceback
+            logger.exception("connecting to host %s (%s) failed unexpectedly",
+                             self.name, self.uri)
+            error = err
+        late: _Connection | None = None
+        with self._lock:
+            if self._attempt is attempt:
+                self._attempt = None
+            attempt.error = error
+            if record is not None and (attempt.abandoned or self._closed):
+                late, record.retired = record, True
+            elif record is not None:
+                self._current, self._failure = record, None
+                attempt.connection = record
+                self._publish(self._host_event("connected", self.uri))
+            elif isinstance(error, errors.VirtlifeError) and not attempt.abandoned:
+                self._remember(str(error))
+            attempt.done.set()
+        if late is not None:
+            logger.info("the connection to host %s came %.1f s after it was given up; "
+                        "closing it", self.name, time.monotonic() - attempt.started)
+            self._dispose(late)
+        elif record is not None:
+            logger.info("connected to host %s (%s) in %.2f s", self.name, self.uri,
+                        time.monotonic() - attempt.started)
+
+    def _open(self) -> _Connection:
+        """Open and set up one connection (runs in the connect thread)."""
+        ensure_event_loop()
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as err:
+            raise errors.HostUnreachable(
+                f"cannot reach host {self.name} ({self.uri}): {err.get_error_message()}"
+            ) from err
+        if conn is None:  # pragma: no cover - old bindings returned None
+            raise errors.HostUnreachable(f"cannot reach host {self.name} ({self.uri})")
+        record = _Connection(conn)
+        try:
+            if is_remote(self.uri):
+                with calling(f"set keepalive on {self.name}"):
+                    conn.setKeepAlive(*KEEPALIVE)
+            with calling(f"watch the connection to {self.name}"):
+                conn.registerCloseCallback(
+                    lambda _c, reason, _o: self._on_close(record, reason), None)
+            record.close_callback = True
+            if self._events:
+                self._register_events(record)
+        except BaseException:
+            self._dispose(record)
+            raise
+        return record
+
+    def _on_close(self, record: _Connection, reason: int) -> None:
+        """libvirt closed the connection (runs on libvirt's event thread: never block)."""
+        record.lost = CLOSE_REASONS.get(reason, f"reason {reason}")
+        threading.Thread(target=self._lost, args=(record,), daemon=True,
+                         name=f"lost-{self.name}").start()
+
+    def _lost(self, record: _Connection) -> None:
+        """A connection stopped working: tell the listeners, forget it and close it."""
+        with self._lock:
+            if self._current is record:
+                self._current = None
+            record.retired = True
+            self._announce(record)
+        self._dispose(record)
+
+    def _announce(self, record: _Connection) -> None:
+        """Tell the listeners, once per connection, that it was lost (lock held)."""
+        if record.first_to_announce() and not self._closed:
+            logger.info("lost the connection to host %s (%s): %s", self.name, self.uri,
+                        record.lost)
+            self._publish(self._host_event("disconnected", record.lost or ""))
+
+    def _host_event(self, event: str, detail: str) -> DomainEvent:
+        return DomainEvent(self.name, "", EventKind.HOST, event, detail)
+
+    def _release(self, record: _Connection) -> None:
+        """Close ``record`` in a daemon thread (libvirt's close may wait for the peer)."""
+        threading.Thread(target=self._dispose, args=(record,), daemon=True,
+                         name=f"close-{self.name}").start()
+
+    def _dispose(self, record: _Connection) -> None:
+        """Remove the callbacks of ``record`` and close it; once, whoever calls first."""
+        if not record.claim_disposal():
+            return
+        conn = record.conn
+        try:
+            for cb_id in record.callback_ids:
+                try:
+                    conn.domainEventDeregisterAny(cb_id)
+                except libvirt.libvirtError:  # a dead connection: removed locally anyway
+                    pass
+            if record.close_callback:
+                try:  # fails harmlessly when libvirt already dropped it after it ran
+                    conn.unregisterCloseCallback()
+                except libvirt.libvirtError:
+                    pass
+            try:
+                left = conn.close()
+            except libvirt.libvirtError as err:
+                logger.debug("closing the connection to %s: %s", self.name, err)
+            else:
+                logger.debug("closed a connection to %s (%d references left)",
+                             self.name, left)
+        finally:
+            record.released.set()
+
+    # -- host --------------------------------------------------------------------
 
     def info(self) -> HostInfo:
         with calling(f"read host information of {self.name}"):
@@ -159,8 +503,9 @@ class Host:
 
     def lookup(self, vm: str) -> Guest:
         """The domain named ``vm``; ``VMNotFound`` if there is none."""
+        conn = self.conn
         try:
-            dom = self.conn.lookupByName(vm)
+            dom = conn.lookupByName(vm)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise errors.VMNotFound(f"no VM named {vm} on host {self.name}") from err
@@ -174,83 +519,107 @@ class Host:
             return None
 
     def guests(self) -> list[Guest]:
+        conn = self.conn
         with calling(f"list VMs on {self.name}"):
-            doms = self.conn.listAllDomains(0)
+            doms = conn.listAllDomains(0)
         return [Guest(self, d) for d in doms]
 
     def define(self, xml: str) -> Guest:
+        conn = self.conn
         with calling(f"define a VM on {self.name}"):
-            dom = self.conn.defineXML(xml)
+            dom = conn.defineXML(xml)
         return Guest(self, dom)
 
     def restore(self, path: str, *, paused: bool = False) -> None:
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
+        conn = self.conn
         with calling(f"restore {path} on {self.name}"):
-            self.conn.restoreFlags(path, None, flags)
+            conn.restoreFlags(path, None, flags)
 
     def saved_image_xml(self, path: str) -> str:
         """The domain XML stored inside a save file (tells which VM it holds)."""
+        conn = self.conn
         with calling(f"read save file {path} on {self.name}"):
-            return str(self.conn.saveImageGetXMLDesc(path, 0))
+            return str(conn.saveImageGetXMLDesc(path, 0))
 
     # -- events ------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        with self._lock:
-            self._listeners.append(listener)
+    def add_listener(self, listener: Listener, *, with_state: bool = False) -> None:
+        """Deliver this host's events to ``listener``, in order, on a thread of its own.
+
+        Besides domain events, the Host tells its listeners about its connection:
+        ``EventKind.HOST`` events ``connected``, ``disconnected`` and ``unreachable``
+        (each failed connect). ``with_state`` first delivers the state at the moment
+        of subscription: ``connected`` or ``unreachable`` (nothing while unknown). A
+        listener keeps receiving across reconnects; an exception it raises is logged.
+        """
+        subscriber = _Subscriber(self.name, listener, LISTENER_QUEUE_SIZE)
+        with self._lock:  # no connection change between the state and the subscription
+            if with_state:
+                current, failure = self._current, self._failure
+                if current is not None and current.lost is None:
+                    subscriber.offer(self._host_event("connected", self.uri))
+                elif failure is not None:
+                    subscriber.offer(self._host_event("unreachable", failure.reason))
+            with self._subs_lock:
+                if self._closed:
+                    subscriber.stop()
+                    return
+                self._subscribers.append(subscriber)
 
     def remove_listener(self, listener: Listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+        """Stop delivering to ``listener`` (events still queued for it are dropped)."""
+        with self._subs_lock:
+            for sub in self._subscribers:
+                if sub.listener == listener:
+                    self._subscribers.remove(sub)
+                    sub.stop()
+                    return
 
-    def _emit(self, event: DomainEvent) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
+    def _publish(self, event: DomainEvent) -> None:
+        with self._subs_lock:
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            sub.offer(event)
+
+    def _register_events(self, record: _Connection) -> None:
+        name = self.name
+
+        def publish(make: Callable[[], DomainEvent]) -> None:
+            if record.retired:
+                return
             try:
-                listener(event)
-            except Exception:  # a listener's bug must not kill libvirt's event thread
-                pass
-
-    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
-        self._closed = True
-        names = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
-        self._emit(DomainEvent(self.name, "", "host", "disconnected", names.get(reason, "")))
-
-    def _register_events(self) -> None:
-        conn = self._conn
+                self._publish(make())
+            except Exception:  # never raise into libvirt's event thread
+                logger.exception("cannot handle an event from host %s", name)
 
         def lifecycle(_c: Any, dom: Any, event: int, detail: int, _o: Any) -> None:
             ev, det = lifecycle_names(event, detail)
-            self._emit(DomainEvent(self.name, dom.name(), "lifecycle", ev, det))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.LIFECYCLE, ev, det))
 
         def agent(_c: Any, dom: Any, state: int, reason: int, _o: Any) -> None:
-            self._emit(DomainEvent(
-                self.name, dom.name(), "agent",
+            publish(lambda: DomainEvent(
+                name, dom.name(), EventKind.AGENT,
                 AGENT_STATES.get(state, str(state)), AGENT_REASONS.get(reason, str(reason)),
             ))
 
         def reboot(_c: Any, dom: Any, _o: Any) -> None:
-            self._emit(DomainEvent(self.name, dom.name(), "reboot", "reset"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.REBOOT, "reset"))
 
         def pmsuspend(_c: Any, dom: Any, _reason: int, _o: Any) -> None:
-            self._emit(DomainEvent(self.name, dom.name(), "pm", "suspend"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "suspend"))
 
         def pmwakeup(_c: Any, dom: Any, _reason: int, _o: Any) -> None:
-            self._emit(DomainEvent(self.name, dom.name(), "pm", "wakeup"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "wakeup"))
 
-        wanted = [
-            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle),
-            (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, agent),
-            (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, reboot),
-            (libvirt.VIR_DOMAIN_EVENT_ID_PMSUSPEND, pmsuspend),
-            (libvirt.VIR_DOMAIN_EVENT_ID_PMWAKEUP, pmwakeup),
-        ]
-        for event_id, callback in wanted:
+        callbacks: dict[str, Callable[..., None]] = {
+            "LIFECYCLE": lifecycle, "REBOOT": reboot, "PMWAKEUP": pmwakeup,
+            "PMSUSPEND": pmsuspend, "AGENT_LIFECYCLE": agent,
+        }
+        for id_name, event_id, _kind in DOMAIN_EVENT_IDS:
             try:
-                self._callback_ids.append(
-                    conn.domainEventRegisterAny(None, event_id, callback, None)
+                record.callback_ids.append(
+                    record.conn.domainEventRegisterAny(None, event_id, callbacks[id_name], None)
                 )
             except libvirt.libvirtError:
                 # a driver without this event kind (the test driver lacks some)

@@ -8,7 +8,9 @@ via the ``calling`` context manager). Code above ``hypervisor`` never sees libvi
 from __future__ import annotations
 
 import errno
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +31,8 @@ __all__ = [
 
 LibvirtError = libvirt.libvirtError
 
+logger = logging.getLogger(__name__)
+
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -40,6 +44,9 @@ def ensure_event_loop() -> None:
     """Start libvirt's default event loop in a daemon thread, once per process.
 
     It must run before connections are opened for their events and keepalives to work.
+    Every connection's callbacks run on this one thread, so they must never block
+    (``host.Host`` only queues events there). An error of one iteration is logged and
+    the loop goes on: a dead loop would silently stop every event and keepalive.
     """
     global _loop_started
     with _loop_lock:
@@ -49,7 +56,11 @@ def ensure_event_loop() -> None:
 
         def run() -> None:
             while True:
-                libvirt.virEventRunDefaultImpl()
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except libvirt.libvirtError as err:
+                    logger.warning("libvirt's event loop: %s", err)
+                    time.sleep(0.1)  # never a busy loop
 
         threading.Thread(target=run, name="libvirt-events", daemon=True).start()
         _loop_started = True

@@ -1,29 +1,51 @@
 """The fleet: every configured host, reached concurrently, and VM name resolution.
 
-``Fleet`` opens (and caches) one ``Host`` per inventory entry, asks all hosts at
-once with a deadline so that an unreachable host is reported and never hides the
-others, and resolves ``NAME`` or ``HOST/NAME`` to exactly one ``Guest``.
+``Fleet`` keeps one ``Host`` per inventory entry (each owns its one connection, opened
+with a deadline and remembered as unreachable for a few seconds after a failure),
+asks all hosts at once with a deadline so that an unreachable host is reported and
+never hides the others, and resolves ``NAME`` or ``HOST/NAME`` to exactly one
+``Guest``. Given a callable instead of a list, it re-reads the hosts on each use: a
+host added to the inventory is seen at once, and a removed host's connection is
+closed. It never prints; a bug in a host's thread is re-raised, never reported as an
+unreachable host.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, Host
+from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RETRY_AFTER_S
 from virtlife.services.observe import observed_state
 from virtlife.states import StateInfo, VMState
 
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal
 
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_RETRY_AFTER_S",
+    "Fleet",
+    "FleetListing",
+    "HostProblem",
+    "HostRef",
+    "VMRow",
+    "split_ref",
+]
+
 T = TypeVar("T")
 
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
+logger = logging.getLogger(__name__)
+
+# each_host waits this long past the connect deadline, so that a connect that timed
+# out is reported with its own message rather than as a host that did not answer.
+JOIN_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,10 @@ class HostRef:
 
     name: str
     uri: str
+
+
+HostSource = Iterable[HostRef] | Callable[[], Iterable[HostRef]]
+"""A fixed list of hosts, or a callable that returns the current ones (the inventory)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,7 @@ class HostProblem:
 class FleetListing:
     rows: list[VMRow]
     unreachable: list[HostProblem]
+    answered: list[str] = field(default_factory=list)  # the hosts that were listed
 
 
 def split_ref(ref: str) -> tuple[str | None, str]:
@@ -76,22 +103,33 @@ def split_ref(ref: str) -> tuple[str | None, str]:
 
 
 class Fleet:
-    """All hosts of one inventory (or one ``--connect`` URI)."""
+    """All hosts of one inventory (or one ``--connect`` URI), each a cached ``Host``."""
 
-    def __init__(self, hosts: Iterable[HostRef], *,
+    def __init__(self, hosts: HostSource, *,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 retry_after_s: float = DEFAULT_RETRY_AFTER_S,
                  journal: Journal | None = None) -> None:
-        self.refs: dict[str, HostRef] = {h.name: h for h in hosts}
+        self._source: Callable[[], Iterable[HostRef]] | None = None
+        self._fixed: dict[str, HostRef] = {}
+        if callable(hosts):
+            self._source = hosts
+        else:
+            self._fixed = {h.name: h for h in hosts}
         self.journal = journal
         self.connect_timeout_s = connect_timeout_s
+        self.retry_after_s = retry_after_s
         self._hosts: dict[str, Host] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close every host's connection; nothing stays cached (the fleet may be reused)."""
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:  # all at once, then wait for them under one deadline
+            host.close(timeout_s=0)
+        deadline = time.monotonic() + 5.0
         for host in hosts:
-            host.close()
+            host.wait_closed(deadline - time.monotonic())
 
     def __enter__(self) -> Fleet:
         return self
@@ -101,26 +139,67 @@ class Fleet:
 
     # -- hosts ---------------------------------------------------------------------
 
+    @property
+    def refs(self) -> dict[str, HostRef]:
+        """The hosts by name, as the inventory has them now.
+
+        Re-read on every use when the fleet was given a callable; a host that left
+        the inventory (or whose URI changed) has its connection closed here.
+        """
+        if self._source is None:
+            return dict(self._fixed)
+        current = {h.name: h for h in self._source()}
+        with self._lock:
+            gone = [h for name, h in self._hosts.items()
+                    if name not in current or current[name].uri != h.uri]
+            for h in gone:
+                del self._hosts[h.name]
+        for h in gone:
+            logger.info("host %s (%s) left the inventory; closing its connection",
+                        h.name, h.uri)
+            h.close()
+        return current
+
     def ref(self, name: str) -> HostRef:
+        return self._ref_in(self.refs, name)
+
+    @staticmethod
+    def _ref_in(refs: dict[str, HostRef], name: str) -> HostRef:
         try:
-            return self.refs[name]
+            return refs[name]
         except KeyError:
-            known = ", ".join(sorted(self.refs)) or "none"
+            known = ", ".join(sorted(refs)) or "none"
             raise errors.HostNotFound(
                 f"no host named {name} (known hosts: {known}); `virtlife host list` shows them"
             ) from None
 
-    def host(self, name: str) -> Host:
-        """The connected host ``name``, reconnecting if its connection was lost."""
-        ref = self.ref(name)
+    def _host(self, ref: HostRef) -> Host:
+        """The cached Host for ``ref`` (created, not connected, when there is none)."""
         with self._lock:
-            cached = self._hosts.get(name)
-            if cached is not None and not cached.closed:
-                return cached
-        host = Host.open(ref.name, ref.uri)
-        with self._lock:
-            self._hosts[name] = host
+            old = self._hosts.get(ref.name)
+            if old is not None and not old.closed and old.uri == ref.uri:
+                return old
+            host = Host(ref.name, ref.uri, connect_timeout_s=self.connect_timeout_s,
+                        retry_after_s=self.retry_after_s)
+            self._hosts[ref.name] = host
+        if old is not None and not old.closed:  # its URI changed
+            old.close()
         return host
+
+    def _connected(self, ref: HostRef) -> Host:
+        host = self._host(ref)
+        host.connect()
+        return host
+
+    def host(self, name: str, *, connect: bool = True) -> Host:
+        """The host ``name``, connected (within the connect deadline) or reconnected.
+
+        ``HostNotFound`` if the inventory has no such host; ``HostUnreachable`` if it
+        cannot be reached now (or could not be a moment ago). With ``connect=False``
+        the Host is returned as it is (it connects on first use).
+        """
+        ref = self.ref(name)
+        return self._connected(ref) if connect else self._host(ref)
 
     def each_host(
         self, fn: Callable[[Host], T], names: Iterable[str] | None = None
@@ -128,38 +207,54 @@ class Fleet:
         """Run ``fn`` on every host at once; collect results and per-host problems.
 
         Each host gets its own daemon thread; a host that has not answered within the
-        connect timeout is reported unreachable while its thread is left behind.
+        connect timeout is reported unreachable while its thread is left behind. An
+        exception that is not a ``VirtlifeError`` is a bug: it is re-raised here.
         """
-        wanted = [self.ref(n) for n in (names if names is not None else sorted(self.refs))]
+        refs = self.refs
+        wanted = [self._ref_in(refs, n) for n in (names if names is not None else sorted(refs))]
+        hosts = {ref.name: self._host(ref) for ref in wanted}
         results: dict[str, T] = {}
         problems: dict[str, HostProblem] = {}
+        bugs: dict[str, Exception] = {}
         lock = threading.Lock()
 
         def work(ref: HostRef) -> None:
             try:
-                value = fn(self.host(ref.name))
+                host = hosts[ref.name]
+                host.connect()
+                value = fn(host)
             except errors.VirtlifeError as err:
                 with lock:
                     problems[ref.name] = HostProblem(ref.name, ref.uri, str(err))
-                return
-            with lock:
-                results[ref.name] = value
+            except Exception as err:  # a bug: the caller re-raises it
+                with lock:
+                    bugs[ref.name] = err
+            else:
+                with lock:
+                    results[ref.name] = value
 
-        threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in wanted]
+        threads = [threading.Thread(target=work, args=(r,), daemon=True,
+                                    name=f"fleet-{r.name}") for r in wanted]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + self.connect_timeout_s
+        # join with a timeout: the caller's thread stays interruptible by Ctrl-C
+        deadline = time.monotonic() + self.connect_timeout_s + JOIN_GRACE_S
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         with lock:
+            bug = next((bugs[r.name] for r in wanted if r.name in bugs), None)
             for ref in wanted:
                 if ref.name not in results and ref.name not in problems:
                     problems[ref.name] = HostProblem(
                         ref.name, ref.uri,
                         f"host {ref.name} ({ref.uri}) did not answer within "
-                        f"{self.connect_timeout_s:.0f} s",
+                        f"{self.connect_timeout_s:g} s",
                     )
-            return dict(results), [problems[r.name] for r in wanted if r.name in problems]
+            found = dict(results)
+            reported = [problems[r.name] for r in wanted if r.name in problems]
+        if bug is not None:
+            raise bug
+        return found, reported
 
     # -- VMs -------------------------------------------------------------------------
 
@@ -182,15 +277,16 @@ class Fleet:
         results, problems = self.each_host(rows_of, [host] if host else None)
         rows = [row for name in sorted(results) for row in results[name]]
         rows.sort(key=lambda r: (r.host, r.name))
-        return FleetListing(rows, problems)
+        return FleetListing(rows, problems, sorted(results))
 
     def resolve(self, ref: str) -> Guest:
         """The one VM called ``ref`` (``NAME`` or ``HOST/NAME``)."""
         host_name, name = split_ref(ref)
         if host_name is not None:
             return self.host(host_name).lookup(name)
-        if len(self.refs) == 1:
-            return self.host(next(iter(self.refs))).lookup(name)
+        refs = self.refs
+        if len(refs) == 1:
+            return self._connected(next(iter(refs.values()))).lookup(name)
         found, problems = self.each_host(lambda h: h.find(name))
         matches = [g for g in found.values() if g is not None]
         if len(matches) == 1:

@@ -1,7 +1,9 @@
 """The host inventory as users change it: add (and check) or remove a host.
 
-Adding records the host first and then tries to reach it, so that a host that is
-down today can still be registered; the check's outcome is returned, not raised.
+Adding records the host first and then tries to reach it, within the connect
+deadline (a host that accepts TCP and never answers must not hang the command), so
+that a host that is down today can still be registered; the check's outcome is
+returned, not raised.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 from virtlife import errors
 from virtlife.hypervisor import Host, HostInfo
+from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S
 from virtlife.store import HostRecord, Store
 
 
@@ -20,10 +23,11 @@ class AddedHost:
     problem: str | None  # why it did not, otherwise
 
 
-def add_host(store: Store, name: str, uri: str) -> AddedHost:
+def add_host(store: Store, name: str, uri: str, *,
+             connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> AddedHost:
     record = store.hosts.add(name, uri)
     try:
-        with Host.open(name, uri, events=False) as host:
+        with Host.open(name, uri, events=False, connect_timeout_s=connect_timeout_s) as host:
             return AddedHost(record, host.info(), None)
     except errors.VirtlifeError as err:
         return AddedHost(record, None, str(err))

@@ -1,7 +1,8 @@
 """Waiting for a VM to reach a state, or for its guest agent, driven by libvirt events.
 
 A ``Watch`` subscribes to the host's events *before* an operation is issued, so no
-event can slip between the call and the wait. Each event for the VM wakes the
+event can slip between the call and the wait (the Host delivers them on the Watch's
+own thread, and keeps delivering across a reconnect). Each event for the VM wakes the
 waiter, which then reads the state once; a slow safety re-read (every few seconds)
 covers a lost event. Nothing here decides policy or prints.
 """
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
+from virtlife.hypervisor.events import EventKind
 from virtlife.states import StateInfo, VMState
 
 SAFETY_RECHECK_S = 2.0
@@ -33,7 +35,7 @@ class Watch:
         host.add_listener(self._on_event)
 
     def _on_event(self, event: DomainEvent) -> None:
-        if event.vm != self.vm and event.kind != "host":
+        if event.vm != self.vm and event.kind is not EventKind.HOST:
             return
         with self._cond:
             self.events.append(event)
