@@ -9,6 +9,7 @@ import time
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
+from virtlife.cli.params import COUNT, SECONDS
 from virtlife.errors import HostUnreachable
 from virtlife.services.events import DomainEvent, EventKind, stream_events
 from virtlife.services.hosts import add_host, remove_host
@@ -102,8 +103,8 @@ def host_remove(app: App, name: str) -> None:
 
 @click.command()
 @click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only these hosts.")
-@click.option("--count", type=int, default=None, help="Stop after this many VM events.")
-@click.option("--timeout", "timeout_s", type=float, default=None,
+@click.option("--count", type=COUNT, default=None, help="Stop after this many VM events.")
+@click.option("--timeout", "timeout_s", type=SECONDS, default=None,
               help="Stop after this many seconds.")
 @json_option
 @pass_app
@@ -151,7 +152,7 @@ def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float
 @click.command()
 @click.argument("vm", required=False)
 @click.option("--host", default=None, metavar="HOST", help="Only this host.")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 @json_option
 @pass_app
 def history(app: App, vm: str | None, host: str | None, limit: int, as_json: bool) -> None:
