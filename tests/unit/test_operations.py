@@ -317,3 +317,16 @@ def test_a_background_job_that_is_refused_says_why(life: Lifecycle, store: Store
 def test_an_unknown_operation_id_is_not_found(store: Store) -> None:
     with pytest.raises(errors.NotFound, match="no operation nope"):
         Jobs(store.journal).get("nope")
+
+
+def test_a_refused_create_is_journalled_as_a_refused_define(life: Lifecycle,
+                                                           store: Store) -> None:
+    from virtlife.services.provision import create
+    from virtlife.xml.domain import DomainSpec
+
+    with pytest.raises(errors.VMAlreadyExists):
+        create(life, DomainSpec(name="vm-off"), host="t")
+    with pytest.raises(errors.InvalidInput):
+        create(life, DomainSpec(name="../x"), host="t")
+    rows = [(e.vm, e.operation, e.outcome) for e in store.journal.list()]
+    assert rows == [("../x", "define", "refused"), ("vm-off", "define", "refused")]

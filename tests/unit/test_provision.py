@@ -16,8 +16,14 @@ def test_qemu_when_kvm_is_offered_but_broken() -> None:
     assert choose_virt_type({"kvm", "qemu"}, uri="qemu:///system", kvm_works=False) == "qemu"
 
 
-def test_remote_host_is_trusted_for_kvm() -> None:
-    assert choose_virt_type({"kvm", "qemu"}, uri="qemu+tcp://h/system", kvm_works=None) == "kvm"
+def test_kvm_is_not_assumed_where_it_was_not_proven() -> None:
+    # a host offering kvm in its capabilities, never probed: its URI proves nothing
+    assert choose_virt_type({"kvm", "qemu"}, uri="qemu+tcp://h/system", kvm_works=None) == "qemu"
+    assert choose_virt_type({"kvm", "qemu"}, uri="qemu:///system", kvm_works=None) == "qemu"
+
+
+def test_kvm_proven_on_a_remote_host_is_used() -> None:
+    assert choose_virt_type({"kvm", "qemu"}, uri="qemu+tcp://h/system", kvm_works=True) == "kvm"
 
 
 def test_tcg_only_host_gets_qemu() -> None:

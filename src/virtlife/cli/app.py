@@ -121,11 +121,6 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
 
 
-def timeout_option(f: F) -> F:
-    return click.option("--timeout", "timeout_s", type=float, default=None,
-                        help="Seconds to wait for the expected state.")(f)
-
-
 def no_wait_option(f: F) -> F:
     return click.option("--no-wait", is_flag=True,
                         help="Return once libvirt accepted the request.")(f)

@@ -64,7 +64,7 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
         for copy in spec.disk_copies:  # that VM's own disk copy: create never overwrites
             copy.target.unlink(missing_ok=True)
     _step(f"create {DEMO_VM} ({spec.memory_mib} MiB, {spec.vcpus} vCPU)",
-          lambda: provision.create(life, spec, host=host))
+          lambda: provision.create(life, spec, host=host, facts=s.facts))
     _step("start and wait for the guest agent" if real else "start",
           lambda: life.start(ref, wait_agent=real))
     _show_list(s)

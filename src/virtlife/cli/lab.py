@@ -113,6 +113,7 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None, star
     spec = lab_guest_spec(_guest(build_guest), name, memory_mib=memory_mib,
                           dirty_mib=dirty_mib)
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
+                                 facts=s.facts,
                                  start=start, wait_agent=wait_agent, **app.call), as_json)
 
 

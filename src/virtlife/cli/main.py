@@ -21,7 +21,7 @@ import click
 
 from virtlife import __version__
 from virtlife.cli import app as app_module
-from virtlife.cli import demo, fleet, lab, vm
+from virtlife.cli import demo, fleet, lab, ops, vm
 from virtlife.cli.app import App
 from virtlife.errors import VirtlifeError
 from virtlife.logs import reset_logging, setup_logging
@@ -60,22 +60,25 @@ Exit codes:
               help="Print progress while waiting and log INFO to stderr; -vv logs DEBUG.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="PATH", help="Also append the log to PATH (INFO; DEBUG with -vv).")
+@click.option("--queue", is_flag=True,
+              help="When another operation runs on the VM, wait for it to end instead of "
+                   "being refused (exit 6).")
 @click.version_option(__version__, prog_name="virtlife")
 @click.pass_context
 def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
-        log_file: Path | None) -> None:
+        log_file: Path | None, queue: bool) -> None:
     """virtlife: manage the whole life of KVM/QEMU VMs on libvirt hosts.
 
     VMs are named NAME or HOST/NAME. Example: virtlife -c test:///default list --all
     """
     setup_logging(verbose, log_file)
     log.debug("virtlife %s: %s", __version__, ctx.invoked_subcommand)
-    app = App(connect_uri, verbose > 0)
+    app = App(connect_uri, verbose > 0, queue)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
 
-for module in (vm, fleet, lab, demo):
+for module in (vm, fleet, lab, ops, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 

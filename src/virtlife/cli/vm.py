@@ -103,6 +103,7 @@ def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None
     )
     s = app.services
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
+                                 facts=s.facts,
                                  virt_type=virt_type, start=start, wait_agent=wait_agent,
                                  **app.call),
                 as_json)

@@ -77,9 +77,15 @@ ConfValue = str | int | Sequence[str]
 
 # Added to the copy of the system's qemu.conf on every private host.
 QEMU_SETTINGS: dict[str, ConfValue] = {
-    # the hosts share the guest's kernel, initrd and images: each would record the
-    # files' owners in xattrs and "restore" them under the other's running guests
+    # the hosts share the guest's kernel, initrd and images: a private host must never
+    # change their owners (the system libvirtd records and restores them, and refuses
+    # "Setting different DAC user or group ... already in use" when another daemon
+    # changed them under its running guests). Its QEMUs run as root and read them as
+    # they are.
     "remember_owner": 0,
+    "dynamic_ownership": 0,
+    "user": "root",
+    "group": "root",
     # both libvirtds would otherwise use the same machine/qemu-ID-NAME cgroups
     "cgroup_controllers": [],
 }

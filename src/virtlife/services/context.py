@@ -18,6 +18,7 @@ from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.operations import Jobs, Operations
 from virtlife.store import Store, open_store
+from virtlife.store.facts import Facts
 from virtlife.store.journal import Actor
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ class Services:
             return names[0]
         raise errors.HostNotFound(
             "several hosts are configured (" + ", ".join(names) + "); name one with --host")
+
+    @property
+    def facts(self) -> Facts | None:
+        """Where host facts are recorded (None without a store: kept for the process)."""
+        return self.store.facts if self.store is not None else None
 
     def need_store(self) -> Store:
         """The store, for commands that cannot work without it (inventory, history)."""
@@ -105,7 +111,10 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     refs = host_refs(store, connect_uri)
     kwargs = {} if connect_timeout_s is None else {"connect_timeout_s": connect_timeout_s}
     journal = store.journal if store is not None else None
-    fleet = Fleet(refs, journal=journal, **kwargs)  # FIXME follow the inventory
+    if connect_uri or store is None:
+        fleet = Fleet(refs, journal=journal, **kwargs)
+    else:  # the inventory's hosts, re-read as they change while the process runs
+        fleet = Fleet(lambda: host_refs(store, None), journal=journal, **kwargs)
     ops = Operations(journal, actor)
     return Services(store, fleet, Lifecycle(fleet, journal, operations=ops), connect_uri,
                     Jobs(journal), warnings)

@@ -269,11 +269,13 @@ class Operations:
             began = True
             current = observed_state(guest, self.journal) if guest else StateInfo(
                 VMState.UNDEFINED, "")
-            rule = check_transition(op, vm, current)
+            # a libvirt job (a save or migration, maybe by another tool) explains the
+            # state it leaves the VM in ("paused (saving)") better than the table does
             job = guest.job() if guest is not None and current.state.is_active else None
             conflict = job_conflict(op, vm, job)
             if conflict:
                 raise errors.OperationBusy(conflict)
+            rule = check_transition(op, vm, current)
             timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUTS[op]
             with Watch(host, vm) as watch:
                 run = OperationRun(op, op_id, host, vm, guest, current, rule, watch, timeout,

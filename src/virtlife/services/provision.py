@@ -20,8 +20,11 @@ from typing import Unpack
 
 from virtlife import errors
 from virtlife.hypervisor import Host
-from virtlife.hypervisor.kvm import kvm_works_locally
+from virtlife.hypervisor.probe import identity
+from virtlife.services.facts import host_facts
 from virtlife.services.lifecycle import Call, Lifecycle, OperationResult
+from virtlife.states import Operation
+from virtlife.store.facts import Facts
 from virtlife.xml.domain import (
     DiskCopy,
     DomainSpec,
@@ -38,8 +41,9 @@ def choose_virt_type(available: set[str], *, uri: str, kvm_works: bool | None,
                      requested: str | None = None) -> str:
     """Pick the domain type for a new VM.
 
-    ``kvm_works`` is the local probe's verdict (None when the host is remote and we
-    can only trust its capabilities). An explicit ``requested`` type must be offered.
+    ``kvm_works`` is the host's own verdict (``services.facts``: a KVM guest started
+    there, or did not); None means it was not asked, and KVM is then not assumed. An
+    explicit ``requested`` type must be offered.
     """
     if requested is not None:
         if available and requested not in available:
@@ -49,21 +53,23 @@ def choose_virt_type(available: set[str], *, uri: str, kvm_works: bool | None,
         return requested
     if uri.startswith("test:"):
         return "test"
-    if "kvm" in available and kvm_works is not False:
+    if "kvm" in available and kvm_works is True:
         return "kvm"
     if "qemu" in available:
         return "qemu"
     raise errors.Unsupported(f"{uri} offers no x86_64 virt type we can use ({available})")
 
 
-def _is_local(uri: str) -> bool:
-    return uri.startswith("qemu:///")
-
-
-def finish_spec(spec: DomainSpec, host: Host, requested_virt_type: str | None) -> DomainSpec:
-    """Fill in the virt type and the CPU model that goes with it."""
-    kvm_works = kvm_works_locally() if _is_local(host.uri) else None
-    virt_type = choose_virt_type(host.virt_types(), uri=host.uri, kvm_works=kvm_works,
+def finish_spec(spec: DomainSpec, host: Host, requested_virt_type: str | None,
+                facts: Facts | None = None) -> DomainSpec:
+    """Fill in the virt type and the CPU model that goes with it, from the host's facts
+    (recorded in ``facts`` when given; a KVM probe on the host when they are new)."""
+    if requested_virt_type is None and not host.uri.startswith("test:"):
+        known = host_facts(host, facts)
+        available, kvm_works = set(known.virt_types), known.kvm
+    else:
+        available, kvm_works = identity(host)[1], None
+    virt_type = choose_virt_type(available, uri=host.uri, kvm_works=kvm_works,
                                  requested=requested_virt_type)
     cpu_model = None if virt_type == "kvm" else spec.cpu_model
     return replace(spec, virt_type=virt_type, cpu_model=cpu_model)
@@ -165,20 +171,27 @@ def _discard_unused(host: Host, vm: str, made: list[Path]) -> list[Path]:
 
 def create(lifecycle: Lifecycle, spec: DomainSpec, *, host: str,
            virt_type: str | None = None, start: bool = False,
-           wait_agent: bool = False, **call: Unpack[Call]) -> OperationResult:
+           wait_agent: bool = False, facts: Facts | None = None,
+           **call: Unpack[Call]) -> OperationResult:
     """Define a new VM from ``spec`` on ``host`` (and start it when asked).
 
     Checks first (the name, that it is free on ``host``, the virt type, the XML), then
-    makes the spec's disk copies, then defines; a failed define removes the copies.
+    makes the spec's disk copies, then defines; a failed define removes the copies. A
+    refusal before the define (bad name, name taken, disk file in the way) is journalled
+    as the define's.
     """
-    validate_vm_name(spec.name)
-    h = lifecycle.fleet.host(host)
-    if h.find(spec.name) is not None:
-        raise errors.VMAlreadyExists(
-            f"cannot create {spec.name}: a VM of that name already exists on host {host}")
-    xml = build_domain_xml(finish_spec(spec, h, virt_type))
-    check_xml_size(xml, f"the domain XML of {spec.name}")
-    made = _make_copies(spec.name, spec.disk_copies)  # every check passed: first write
+    try:
+        validate_vm_name(spec.name)
+        h = lifecycle.fleet.host(host)
+        if h.find(spec.name) is not None:
+            raise errors.VMAlreadyExists(
+                f"cannot create {spec.name}: a VM of that name already exists on host {host}")
+        xml = build_domain_xml(finish_spec(spec, h, virt_type, facts))
+        check_xml_size(xml, f"the domain XML of {spec.name}")
+        made = _make_copies(spec.name, spec.disk_copies)  # every check passed: first write
+    except errors.VirtlifeError as err:
+        lifecycle.ops.record_failure(Operation.DEFINE, host, spec.name, err)
+        raise
     try:
         result = lifecycle.define(xml, host=host, **call)
     except BaseException as err:

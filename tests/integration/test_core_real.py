@@ -1,0 +1,144 @@
+"""The core on the real libvirtd + QEMU: operations racing on one VM from two processes,
+the journal's running rows and UUIDs, the active-job guard, and the KVM probe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from virtlife import config, errors
+from virtlife.hypervisor import Host
+from virtlife.hypervisor.kvm import kvm_works_locally
+from virtlife.hypervisor.probe import PROBE_PREFIX, identity, kvm_usable
+from virtlife.services.context import Services
+from virtlife.states import VMState
+from virtlife.store import open_store
+
+pytestmark = pytest.mark.integration
+
+MakeVM = Callable[..., str]
+URI = "qemu:///system"
+_SCRIPT = Path(sys.executable).with_name("virtlife")
+VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtlife.cli.main"]
+
+
+def test_two_suspends_racing_from_two_processes_never_both_succeed(
+        services: Services, make_vm: MakeVM, tmp_path: Path) -> None:
+    name = make_vm()
+    services.lifecycle.start(name, wait_agent=True)
+    env = {**os.environ, "VIRTLIFE_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([*VIRTLIFE, "-c", URI, "suspend", name], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes in ([0, 3], [0, 6]), outs  # one did it; the other was refused
+    loser = outs[[p.returncode for p in procs].index(codes[1])][1]
+    assert "it is paused" in loser or "is running on it" in loser
+    with open_store(tmp_path / "home" / "virtlife.db") as store:
+        outcomes = sorted(e.outcome for e in store.journal.list(vm=name))
+    assert outcomes == ["ok", "refused"]
+    assert str(services.lifecycle.state(name)[1]) == "paused (user)"
+
+
+def test_history_follows_the_vm_by_uuid_and_a_reused_name_starts_afresh(
+        services: Services, make_vm: MakeVM) -> None:
+    name = make_vm()
+    first = services.fleet.resolve(name).uuid()
+    services.lifecycle.start(name)
+    services.lifecycle.destroy(name)
+    services.lifecycle.undefine(name)
+    (config.images_dir() / f"{name}.qcow2").unlink()  # its disk: a new VM gets a new one
+    assert make_vm() == name  # a new VM under the old name
+    second = services.fleet.resolve(name).uuid()
+    assert second != first
+    journal = services.store.journal  # type: ignore[union-attr]
+    assert [e.operation for e in journal.list(uuid=first)] == [
+        "undefine", "destroy", "start", "define"]
+    assert [e.operation for e in journal.list(uuid=second)] == ["define"]
+
+
+def test_a_libvirt_save_job_refuses_a_conflicting_operation(
+        services: Services, make_vm: MakeVM) -> None:
+    name = make_vm(memory_mib=256)
+    services.lifecycle.start(name, wait_agent=True)
+    guest = services.fleet.resolve(name)
+    # a save started behind virtlife's back (like `virsh save`) into a pipe that the test
+    # reads slowly: libvirt's save job lasts as long as the test wants
+    fifo = config.images_dir() / f"{name}-job.fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o666)
+    fast = threading.Event()
+    reader = threading.Thread(target=_drain, args=(fifo, fast), daemon=True)
+    reader.start()  # opened for reading before libvirt opens it for writing
+    other = Host.open("other", URI, events=False)
+    seen: list[str | None] = []
+    saver = None
+    try:
+        dom = other.conn.lookupByName(name)
+        saver = threading.Thread(target=lambda: _quiet(lambda: dom.save(str(fifo))))
+        saver.start()
+        for _ in range(200):
+            seen.append(guest.job())
+            if seen[-1] is not None:
+                break
+            threading.Event().wait(0.05)
+        with pytest.raises(errors.OperationBusy, match="a libvirt save job is running"):
+            services.lifecycle.suspend(name)
+    finally:
+        fast.set()
+        if saver is not None:
+            saver.join(120)
+        reader.join(30)
+        other.close()
+        fifo.unlink(missing_ok=True)
+    assert seen[-1] == "save"
+    assert str(services.lifecycle.state(name)[1]) == "saved (saved to file)"
+    refused = services.store.journal.list(vm=name, limit=1)  # type: ignore[union-attr]
+    assert (refused[0].operation, refused[0].outcome) == ("suspend", "refused")
+
+
+def _drain(fifo: Path, fast: threading.Event) -> None:
+    with open(fifo, "rb") as f:
+        while f.read(1 << 16):
+            if not fast.is_set():
+                fast.wait(0.02)
+
+
+def _quiet(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # the test asserts on what it saw; the save may end either way
+        pass
+
+
+def test_kvm_probe_through_libvirt_agrees_with_qemu_itself(real_stack: object) -> None:
+    with Host.open("local", URI, events=False) as host:
+        host_uuid, types = identity(host)
+        works, why = kvm_usable(host)
+        leftovers = [g.name for g in host.guests() if g.name.startswith(PROBE_PREFIX)]
+    assert len(host_uuid) == 36 and "qemu" in types
+    assert works is kvm_works_locally() and ("kvm" in types or not works)
+    assert works or why  # a refusal says why
+    assert leftovers == []
+
+
+def test_services_open_without_a_usable_store_when_a_uri_is_given(
+        real_stack: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("VIRTLIFE_HOME", str(blocker / "home"))
+    from virtlife.services.context import open_services
+
+    with open_services(URI) as s:
+        assert s.store is None and "continuing without the journal" in s.warnings[0]
+        assert s.fleet.list_vms().unreachable == []
+    with pytest.raises(errors.StoreUnavailable):
+        open_services(None)
+    assert VMState.RUNNING  # the enum is importable without a store
