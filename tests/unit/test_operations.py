@@ -330,3 +330,16 @@ def test_a_refused_create_is_journalled_as_a_refused_define(life: Lifecycle,
         create(life, DomainSpec(name="../x"), host="t")
     rows = [(e.vm, e.operation, e.outcome) for e in store.journal.list()]
     assert rows == [("../x", "define", "refused"), ("vm-off", "define", "refused")]
+
+
+def test_history_of_a_vm_follows_its_uuid_not_its_name(life: Lifecycle, store: Store) -> None:
+    life.start("vm-off")
+    life.destroy("vm-off")
+    life.undefine("vm-off")
+    assert [e.operation for e in life.history("vm-off")] == ["undefine", "destroy", "start"]
+    xml = ("<domain type='test'><name>vm-off</name><memory>1024</memory>"
+           "<uuid>99999999-9999-9999-9999-999999999999</uuid><os><type>hvm</type></os></domain>")
+    life.define(xml, host="t")
+    assert [e.operation for e in life.history("vm-off")] == ["define"]
+    assert [e.operation for e in life.history("t/vm-off")] == ["define"]
+    assert len(life.history()) == 4

@@ -158,22 +158,24 @@ def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float
 def history(app: App, vm: str | None, host: str | None, limit: int, as_json: bool) -> None:
     """Show the journal of operations, newest first.
 
+    A VM's history follows its UUID, so it survives migrations and renames, and a new
+    VM under an old name starts afresh.
+
     Example: virtlife history web1
     """
-    if vm and "/" in vm and host is None:
-        host, _, vm = vm.partition("/")
-    entries = app.services.need_store().journal.list(vm=vm, host=host, limit=limit)
+    entries = app.services.lifecycle.history(vm, host=host, limit=limit)
     if as_json:
         emit_json([{
-            "time": e.started_at.isoformat(), "host": e.host, "vm": e.vm,
-            "operation": e.operation, "outcome": e.outcome,
+            "op_id": e.op_id, "time": e.started_at.isoformat(), "host": e.host, "vm": e.vm,
+            "uuid": e.uuid, "operation": e.operation, "outcome": e.outcome,
             "duration_s": round(e.duration_s, 3), "detail": e.detail,
+            "user": e.actor.user, "process": e.actor.process,
         } for e in entries])
         return
     show_table(
-        ["TIME", "HOST", "VM", "OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
-        [(f"{e.started_at:%Y-%m-%d %H:%M:%S}", e.host, e.vm, e.operation, e.outcome,
-          f"{e.duration_s:.2f}", e.detail) for e in entries],
+        ["TIME", "ID", "HOST", "VM", "OPERATION", "OUTCOME", "SECONDS", "BY", "DETAIL"],
+        [(f"{e.started_at:%Y-%m-%d %H:%M:%S}", e.op_id, e.host, e.vm, e.operation,
+          e.outcome, f"{e.duration_s:.2f}", e.actor.user or "-", e.detail) for e in entries],
     )
 
 

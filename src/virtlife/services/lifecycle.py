@@ -48,7 +48,7 @@ from virtlife.states import (
 from virtlife.xml.domain import domain_name
 
 if TYPE_CHECKING:
-    from virtlife.store.journal import Journal
+    from virtlife.store.journal import Journal, JournalEntry
 
 __all__ = ["AGENT_TIMEOUT_S", "DEFAULT_TIMEOUTS", "Lifecycle", "OperationResult"]
 
@@ -111,6 +111,23 @@ class Lifecycle:
         guest = self.fleet.resolve(ref)
         info = guest.info()
         return replace(info, state=observed_state(guest, self.journal, info.state))
+
+    def history(self, ref: str | None = None, *, host: str | None = None,
+                limit: int = 50) -> list[JournalEntry]:
+        """The journal, newest first. For a VM that exists, its whole history by UUID
+        (across hosts and renames, without another VM's past under the same name);
+        for one that is gone, the rows under its name."""
+        if self.journal is None:
+            raise errors.StoreUnavailable("there is no journal to read (the store is not open)")
+        if ref is None:
+            return self.journal.list(host=host, limit=limit)
+        named_host, name = split_ref(ref)
+        host = host or named_host
+        try:
+            guest = self.fleet.resolve(f"{host}/{name}" if host else name)
+        except (errors.NotFound, errors.AmbiguousName, errors.HostUnreachable):
+            return self.journal.list(vm=name, host=host, limit=limit)
+        return self.journal.list(uuid=guest.uuid(), limit=limit)
 
     def dumpxml(self, ref: str, *, inactive: bool = False) -> str:
         return self.fleet.resolve(ref).xml(inactive=inactive)
