@@ -15,9 +15,17 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist; a file's tests stay on one worker), branch coverage of the
+# tests, the `virtlife` subprocesses they run and the real-QEMU tests, then its summary.
 # pytest exit code 5 means "no tests collected": a failure for us.
+PYTEST_WORKERS ?= 2
 test: lint
-	@$(BIN)/pytest -q --durations=15 -p no:cacheprovider; rc=$$?; \
+	@rm -f .coverage .coverage.*; \
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 -p no:cacheprovider \
+	  --cov --cov-report=; rc=$$?; \
+	$(BIN)/coverage combine -q 2>/dev/null; \
+	$(BIN)/coverage report --skip-covered --sort=cover; \
+	$(BIN)/python scripts/coverage_floor.py || rc=1; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 
 unit: setup
@@ -31,4 +39,4 @@ bench: setup
 	$(BIN)/python bench/boot.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -82,15 +82,38 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
         _step("resume (refused: it is running)", lambda: life.resume(ref))
     except errors.InvalidTransition as err:
         click.echo(f"refused as expected: {err}")
-    _step("graceful shutdown (guest powers off)", lambda: life.shutdown(ref))
+    _shutdown_in_background(s, ref)
     _step("undefine", lambda: life.undefine(ref))
     for disk in spec.disks:  # the demo made its own disk copy; leave nothing behind
         os.unlink(disk)
-    click.echo("-> virtlife history")
-    entries = s.need_store().journal.list(vm=DEMO_VM, limit=12)
-    show_table(["OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
-               [(e.operation, e.outcome, f"{e.duration_s:.2f}", e.detail)
+    click.echo("-> virtlife history (by the VM's UUID; each operation has an id)")
+    entries = life.history(ref, limit=14) if s.store is not None else []
+    show_table(["ID", "OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
+               [(e.op_id, e.operation, e.outcome, f"{e.duration_s:.2f}", e.detail)
                 for e in reversed(entries)])
+
+
+def _shutdown_in_background(s: Services, ref: str) -> None:
+    """A long operation runs in the background under an id (what the REST API will
+    return at once); a second operation on the VM meanwhile is refused, naming it."""
+    life = s.lifecycle
+    click.echo("-> graceful shutdown in the background ... ", nl=False)
+    t0 = time.monotonic()
+    op_id = s.jobs.submit(lambda op, progress: life.shutdown(ref, op_id=op, progress=progress),
+                          f"shutdown {ref}")
+    click.echo(f"operation {op_id}")
+    for update in s.jobs.follow(op_id, 5.0):
+        if update.stage == "wait":  # it runs: the VM is taken
+            try:
+                life.suspend(ref)
+            except errors.OperationBusy as err:
+                click.echo(f"   suspend meanwhile, refused as expected: {err}")
+            break
+    job = s.jobs.wait(op_id, 180.0)
+    done = job.result if job.result is not None else job.error
+    click.echo(f"   operation {op_id}: {job.status}: {done}  [{time.monotonic() - t0:.2f} s]")
+    if job.status != "ok":
+        raise errors.OperationFailed(f"the demo's shutdown did not work: {job.error}")
 
 
 @click.command()

@@ -486,19 +486,6 @@ class Host:
                 memory_mib=int(node[1]),
             )
 
-    def virt_types(self) -> set[str]:
-        """Domain types the host's capabilities offer for x86_64 hvm guests."""
-        with calling(f"read capabilities of {self.name}"):
-            caps = ET.fromstring(self.conn.getCapabilities())
-        found: set[str] = set()
-        for guest in caps.findall("guest"):
-            arch = guest.find("arch")
-            if arch is None or arch.get("name") != "x86_64":
-                continue
-            found.update(d.get("type", "") for d in arch.findall("domain"))
-        found.discard("")
-        return found
-
     # -- domains -----------------------------------------------------------------
 
     def lookup(self, vm: str) -> Guest:

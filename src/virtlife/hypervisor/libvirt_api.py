@@ -103,7 +103,9 @@ def translate(err: Any, what: str) -> errors.VirtlifeError:
         return errors.VMAlreadyExists(msg)
     if code in _DEFINITION_CODES:
         return errors.InvalidDefinition(msg)
-    if code in _UNSUPPORTED_CODES:
+    if code in _UNSUPPORTED_CODES or (
+            code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in text):
+        # a flag this driver (or version) lacks: the operation as asked is not supported
         return errors.Unsupported(msg)
     if code in _AGENT_CODES or "guest agent is not" in text.lower():
         return errors.AgentUnavailable(msg)
