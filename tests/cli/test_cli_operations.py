@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import NODE_URI
 from test_cli import assert_one_line_error, on_node, virtlife
+
+from support import NODE_URI
 from virtlife.store import open_store
 from virtlife.store.journal import Actor
 
@@ -48,7 +49,7 @@ def test_operations_lists_only_running_ones_and_all_with_all(isolated_home: Path
 
 
 def test_operations_marks_a_dead_process_operation_interrupted(isolated_home: Path) -> None:
-    with open_store(isolated_home / "virtlife.db") as store:
+    with open_store(isolated_home / "virtlife.db"):
         pass
     code = ("import sys; from pathlib import Path; from virtlife.store import open_store;"
             "from virtlife.store.journal import Actor;"
