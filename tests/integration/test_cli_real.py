@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from support import VIRTLIFE, EventStream
 from virtlife.lab.guest import GuestImage
 
 pytestmark = pytest.mark.integration
 
-_SCRIPT = Path(sys.executable).with_name("virtlife")
-VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtlife.cli.main"]
 
 
 def virtlife(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -36,33 +32,6 @@ def vm(real_stack: GuestImage) -> Iterator[str]:
     from virtlife import config
 
     (config.images_dir() / f"{name}.qcow2").unlink(missing_ok=True)
-
-
-class EventStream:
-    """``virtlife events --json`` running in the background, its lines collected."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([*VIRTLIFE, "events", "--json", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=os.environ.copy())
-        self.events: list[dict[str, str]] = []
-
-    def read_until(self, match: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            event = json.loads(line)
-            self.events.append(event)
-            if all(event.get(k) == v for k, v in match.items()):
-                return event
-        raise AssertionError(f"no event {match} in {self.events}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def test_lab_vm_through_the_command_line(vm: str) -> None:

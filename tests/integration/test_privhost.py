@@ -4,18 +4,16 @@ client's file system is not the host's (save/restore paths) or its libvirtd rest
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support import VIRTLIFE, EventStream
 from virtlife import errors
 from virtlife.lab import privhost
 from virtlife.lab.guest import GuestImage
@@ -24,8 +22,6 @@ from virtlife.services.context import Services, open_services
 
 pytestmark = pytest.mark.integration
 
-_SCRIPT = Path(sys.executable).with_name("virtlife")
-VIRTLIFE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "virtlife.cli.main"]
 
 
 def virtlife(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -186,33 +182,6 @@ def test_save_over_a_file_only_the_host_has_is_refused(private_host: PrivateHost
 # --------------------------------------------------------------------------- events
 
 
-class EventStream:
-    """``virtlife -c URI events --json`` running in the background, its lines collected."""
-
-    def __init__(self, uri: str, *args: str) -> None:
-        self.proc = subprocess.Popen([*VIRTLIFE, "-c", uri, "events", "--json", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=os.environ.copy())
-        self.events: list[dict[str, str]] = []
-
-    def read_until(self, match: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            event = json.loads(line)
-            self.events.append(event)
-            if all(event.get(k) == v for k, v in match.items()):
-                return event
-        raise AssertionError(f"no event {match} in {self.events}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def test_events_reconnect_after_the_hosts_libvirtd_restarts(
         private_host: PrivateHost, priv_services: Services, real_stack: GuestImage) -> None:
     from virtlife.lab.spec import lab_guest_spec
@@ -223,7 +192,7 @@ def test_events_reconnect_after_the_hosts_libvirtd_restarts(
     spec = lab_guest_spec(real_stack, name, disk=False, user_nic=False, memory_mib=128)
     provision.create(priv_services.lifecycle, spec, host=priv_services.default_host(),
                      virt_type="qemu")
-    stream = EventStream(uri, "--timeout", "90")
+    stream = EventStream("--timeout", "90", uri=uri)
     try:
         stream.read_until({"kind": "host", "event": "connected"})
         assert private_host.stop_daemon("libvirtd") is not None

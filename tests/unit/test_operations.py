@@ -12,6 +12,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,14 +66,14 @@ def test_the_row_is_running_while_the_operation_runs(life: Lifecycle, store: Sto
     assert seen and set(seen) == {"running"}
 
 
-def test_a_second_operation_on_the_vm_in_another_thread_is_refused_naming_the_first(
-        life: Lifecycle, store: Store) -> None:
-    guest = life.fleet.resolve("vm-running")
+@contextmanager
+def held(life: Lifecycle, op: Operation, vm: str, op_id: str | None = None) -> Iterator[None]:
+    """``op`` holds ``vm`` on another thread until the block ends."""
+    guest = life.fleet.resolve(vm)
     inside, release = threading.Event(), threading.Event()
-    errors_seen: list[BaseException] = []
 
     def hold() -> None:
-        with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest, op_id="holder000001"):
+        with life.ops.run(op, guest.host, guest.name, guest, op_id=op_id):
             inside.set()
             release.wait(10)
 
@@ -79,15 +81,19 @@ def test_a_second_operation_on_the_vm_in_another_thread_is_refused_naming_the_fi
     t.start()
     assert inside.wait(10)
     try:
-        life.resume("vm-running")
-    except errors.OperationBusy as err:
-        errors_seen.append(err)
+        yield
     finally:
         release.set()
         t.join(10)
-    [err] = errors_seen
-    assert "holder000001" in str(err) and "suspend" in str(err)
-    assert err.exit_code == 6  # type: ignore[attr-defined]
+
+
+def test_a_second_operation_on_the_vm_in_another_thread_is_refused_naming_the_first(
+        life: Lifecycle) -> None:
+    with held(life, Operation.SUSPEND, "vm-running", "holder000001"), \
+            pytest.raises(errors.OperationBusy) as err:
+        life.resume("vm-running")
+    assert "holder000001" in str(err.value) and "suspend" in str(err.value)
+    assert err.value.exit_code == 6
 
 
 def test_queue_waits_for_the_running_operation_then_runs(life: Lifecycle) -> None:
@@ -112,22 +118,8 @@ def test_queue_waits_for_the_running_operation_then_runs(life: Lifecycle) -> Non
 
 
 def test_destroy_is_never_refused_for_a_running_operation(life: Lifecycle) -> None:
-    guest = life.fleet.resolve("vm-running")
-    inside, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with life.ops.run(Operation.SHUTDOWN, guest.host, guest.name, guest):
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    assert inside.wait(10)
-    try:
+    with held(life, Operation.SHUTDOWN, "vm-running"):
         assert life.destroy("vm-running").state.state is VMState.SHUTOFF
-    finally:
-        release.set()
-        t.join(10)
 
 
 HOLDER = textwrap.dedent("""
