@@ -255,11 +255,12 @@ class Operations:
         t0 = time.monotonic()
         started_at = datetime.now(UTC)
         warnings: list[str] = []
-        uuid = guest.uuid() if guest is not None else ""
-        key = None if op in _OVERRIDES else (uuid or f"{host.name}/{vm}")
+        uuid, key = "", None
         deadline = None if queue_s is None else t0 + queue_s
         locked = began = False
         try:
+            uuid = guest.uuid() if guest is not None else ""
+            key = None if op in _OVERRIDES else (uuid or f"{host.name}/{vm}")
             if key is not None:
                 self._take_locally(key, op_id, op, vm, deadline)
                 locked = True
