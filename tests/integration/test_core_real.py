@@ -143,3 +143,17 @@ def test_services_open_without_a_usable_store_when_a_uri_is_given(
     with pytest.raises(errors.StoreUnavailable):
         open_services(None)
     assert VMState.RUNNING  # the enum is importable without a store
+
+
+def test_host_add_records_the_hosts_facts_and_says_whether_kvm_works(
+        real_stack: object, tmp_path: Path) -> None:
+    env = {**os.environ, "VIRTLIFE_HOME": str(tmp_path / "home")}
+    run = subprocess.run([*VIRTLIFE, "host", "add", "me", URI], env=env, text=True,
+                         capture_output=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    works = _qemu_runs_kvm()
+    expected = "KVM works" if works else "KVM does not work ("
+    assert "virt types: " in run.stdout and expected in run.stdout
+    with open_store(tmp_path / "home" / "virtlife.db") as store:
+        facts = store.facts.get(URI)
+    assert facts is not None and facts.kvm is works and len(facts.host_uuid) == 36

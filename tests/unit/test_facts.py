@@ -109,3 +109,14 @@ def test_facts_survive_a_reopened_store(tmp_path: Path) -> None:
         assert s.facts.get("qemu:///system") == entry
         s.facts.forget("qemu:///system")
         assert s.facts.get("qemu:///system") is None
+
+
+def test_the_reason_kvm_fails_is_qemus_error_line_without_its_timestamp() -> None:
+    from virtlife.hypervisor.probe import _why
+
+    message = ("internal error: qemu unexpectedly closed the monitor: 2026-11-26T02:26:31Z "
+               "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
+               "qemu-system-x86_64: kvm.c:3183: kvm_buf_set_msrs: Assertion failed.")
+    assert _why(message) == "failed to set MSR 0x10a to 0x69"
+    assert _why("just one line") == "just one line"
+    assert _why("") == "the KVM guest did not start"

@@ -70,6 +70,11 @@ def host_add(app: App, name: str, uri: str) -> None:
         i = added.info
         click.echo(f"  reachable: {i.hostname}, libvirt {i.libvirt_version}, "
                    f"{i.hypervisor} {i.hypervisor_version}")
+        if added.facts is not None:
+            f = added.facts
+            kvm = {True: "works", False: f"does not work ({f.kvm_note})",
+                   None: "not offered"}[f.kvm]
+            click.echo(f"  virt types: {', '.join(f.virt_types) or 'none'}; KVM {kvm}")
     else:
         warn(f"host {name} is not reachable now: {added.problem}")
 

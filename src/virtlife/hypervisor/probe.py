@@ -43,6 +43,15 @@ def _probe_xml(name: str) -> str:
             "<cpu mode='host-passthrough'/><devices/></domain>")
 
 
+def _why(message: str) -> str:
+    """The telling line of QEMU's failure ("failed to set MSR 0x10a to 0x69"), short."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "error:" in line:
+            return line[line.rindex("error:") + len("error:"):].strip()[:160]
+    return lines[-1][:160] if lines else "the KVM guest did not start"
+
+
 def kvm_usable(host: Host) -> tuple[bool, str]:
     """(True, "") when a KVM guest starts on ``host``; (False, why) otherwise."""
     name = PROBE_PREFIX + uuidlib.uuid4().hex[:8]
@@ -50,8 +59,7 @@ def kvm_usable(host: Host) -> tuple[bool, str]:
     try:
         dom = host.conn.createXML(_probe_xml(name), flags)
     except libvirt.libvirtError as err:
-        text = (err.get_error_message() or str(err)).strip().splitlines()
-        return False, " ".join(text[-2:])[:300] if text else "the KVM guest did not start"
+        return False, _why(err.get_error_message() or str(err))
     try:  # pragma: no cover - reached only on a host where KVM works (not our CI)
         dom.destroy()
     except libvirt.libvirtError:  # pragma: no cover

@@ -3,7 +3,8 @@
 Adding records the host first and then tries to reach it, within the connect
 deadline (a host that accepts TCP and never answers must not hang the command), so
 that a host that is down today can still be registered; the check's outcome is
-returned, not raised.
+returned, not raised. A host that answers has its facts (host_uuid, offered virt
+types, whether a KVM guest starts there) recorded at once (``services.facts``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 from virtlife import errors
 from virtlife.hypervisor import Host, HostInfo
 from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S
+from virtlife.services.facts import host_facts
 from virtlife.store import HostRecord, Store
+from virtlife.store.facts import HostFacts
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class AddedHost:
     record: HostRecord
     info: HostInfo | None  # what the host said, when it answered
     problem: str | None  # why it did not, otherwise
+    facts: HostFacts | None = None  # what it offers, and whether KVM works there
 
 
 def add_host(store: Store, name: str, uri: str, *,
@@ -28,7 +32,10 @@ def add_host(store: Store, name: str, uri: str, *,
     record = store.hosts.add(name, uri)
     try:
         with Host.open(name, uri, events=False, connect_timeout_s=connect_timeout_s) as host:
-            return AddedHost(record, host.info(), None)
+            info = host.info()
+            facts = None if uri.startswith("test:") else host_facts(host, store.facts,
+                                                                    refresh=True)
+            return AddedHost(record, info, None, facts)
     except errors.VirtlifeError as err:
         return AddedHost(record, None, str(err))
 
