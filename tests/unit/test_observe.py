@@ -139,3 +139,10 @@ def test_an_unreadable_journal_shows_libvirts_state() -> None:
 
     state = observed_state(StubGuest(4, 1), Broken())  # type: ignore[arg-type]
     assert str(state) == "in shutdown (user)"
+
+
+def test_a_refused_start_does_not_end_a_shutdowns_age(store: Store) -> None:
+    store.journal.record("h1", "web1", "shutdown", "ok", 1, "", uuid=UUID, started_at=_ago(10))
+    store.journal.record("h1", "web1", "start", "refused", 0, "cannot start", uuid=UUID,
+                         started_at=_ago(5))
+    assert observed_state(StubGuest(4, 1), store.journal).state is VMState.DYING  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from virtlife import errors
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.operations import Jobs, Operations, job_conflict, outcome_of
+from virtlife.services.progress import Update
 from virtlife.states import Operation, VMState
 from virtlife.store import Store, open_store
 from virtlife.store.journal import Actor
@@ -335,3 +336,68 @@ def test_history_of_a_vm_follows_its_uuid_not_its_name(life: Lifecycle, store: S
     assert [e.operation for e in life.history("vm-off")] == ["define"]
     assert [e.operation for e in life.history("t/vm-off")] == ["define"]
     assert len(life.history()) == 4
+
+
+def test_a_job_from_another_process_is_read_from_the_journal(life: Lifecycle,
+                                                            store: Store) -> None:
+    with pytest.raises(errors.InvalidTransition):
+        life.resume("vm-running")
+    [entry] = store.journal.list()
+    job = Jobs(store.journal).get(entry.op_id)
+    assert (job.op_id, job.description, job.status) == (
+        entry.op_id, "resume t/vm-running", "refused")
+    assert job.error == "cannot resume vm-running: it is running, not paused"
+    ok = life.suspend("vm-running")
+    assert Jobs(store.journal).get(ok.op_id).error == ""
+
+
+def test_follow_yields_each_update_while_the_job_still_runs(life: Lifecycle,
+                                                           store: Store) -> None:
+    jobs = Jobs(store.journal)
+    release = threading.Event()
+
+    def start(op_id: str, progress: object) -> object:
+        progress(Update("vm-running", "step", "first", None, op_id))  # type: ignore[operator]
+        release.wait(10)
+        return life.suspend("vm-running", op_id=op_id)
+
+    op_id = jobs.submit(start, "slow")  # type: ignore[arg-type]
+    updates = jobs.follow(op_id, 10)
+    first = next(updates)
+    assert first.message == "first" and jobs.get(op_id).status == "running"
+    release.set()
+    assert list(updates) == []  # nothing more: the suspend reported to no one
+    assert jobs.wait(op_id, 10).status == "ok"
+
+
+def test_follow_and_wait_of_an_unknown_job_are_not_found(store: Store) -> None:
+    jobs = Jobs(store.journal)
+    with pytest.raises(errors.NotFound):
+        jobs.wait("nope", 1)
+    with pytest.raises(errors.NotFound):
+        list(jobs.follow("nope", 1))
+
+
+def test_a_bug_in_a_background_job_is_logged_and_reported(store: Store,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    jobs = Jobs(store.journal)
+
+    def broken(op_id: str, progress: object) -> object:
+        raise RuntimeError("boom")
+
+    op_id = jobs.submit(broken, "broken")  # type: ignore[arg-type]
+    job = jobs.wait(op_id, 10)
+    assert (job.status, job.exit_code) == ("error", 1) and "boom" in job.error
+    assert any(op_id in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_failure_the_journal_cannot_record_gets_a_note(tmp_path: Path) -> None:
+    class ReadOnly:
+        def record(self, *_a: object, **_k: object) -> None:
+            raise errors.StoreUnavailable("attempt to write a readonly database")
+
+    ops = Operations(ReadOnly())  # type: ignore[arg-type]
+    err = errors.HostUnreachable("cannot reach host h")
+    ops.record_failure(Operation.SUSPEND, "h", "web1", err)
+    assert err.__notes__ == [
+        "the journal could not record it: attempt to write a readonly database"]
