@@ -460,3 +460,19 @@ def test_host_record_and_journal_entry_are_immutable() -> None:
         record.name = "other"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         entry.outcome = "error"  # type: ignore[misc]
+
+
+def test_list_with_a_limit_of_one_gives_the_newest(store: Store) -> None:
+    store.journal.record("local", "vm1", "start", "ok", 1, "running", started_at=T0)
+    store.journal.record("local", "vm1", "stop", "ok", 1, "", started_at=T0 + timedelta(1))
+    assert [e.operation for e in store.journal.list(limit=1)] == ["stop"]
+
+
+def test_running_entries_are_oldest_first(store: Store) -> None:
+    from virtlife.store.journal import Actor
+
+    for n, hours in enumerate((2, 0, 1)):
+        store.journal.begin(op_id=f"op{n}", host="h", vm=f"vm{n}", operation="save",
+                            actor=Actor("u"), lock_key=f"h/vm{n}",
+                            started_at=T0 + timedelta(hours=hours))
+    assert [e.op_id for e in store.journal.running()] == ["op1", "op2", "op0"]
