@@ -56,6 +56,7 @@ QUEUE_POLL_S = 0.2
 # Errors that mean "refused, nothing was done" rather than "tried and failed".
 _REFUSALS = (errors.InvalidTransition, errors.AlreadyExists, errors.OperationBusy,
              errors.InvalidInput)
+_WAIT_OR_QUEUE = "wait for it to end, or queue behind it (--queue)"
 # Destroy is how an operator ends whatever else runs on a VM: never refused for it.
 _OVERRIDES = frozenset({Operation.DESTROY})
 
@@ -208,7 +209,7 @@ class Operations:
                 if left is None or left <= 0:
                     raise errors.OperationBusy(
                         f"cannot {op.value} {vm}: operation {holder_id} ({holder_op.value}) "
-                        "is running on it in this process; wait for it, or queue behind it")
+                        f"is running on it in this process; {_WAIT_OR_QUEUE}")
                 self._lock.wait(left)
             self._active[key] = (op_id, op)
 
@@ -322,8 +323,7 @@ def _detail(err: BaseException) -> str:
 def busy_message(op: Operation, vm: str, holder: JournalEntry) -> str:
     """``cannot suspend web1: operation 3f2a9c1b04de (save, started ... by root via cli)
     is running on it; wait for it to end, or pass --queue``"""
-    return (f"cannot {op.value} {vm}: {holder.describe()} is running on it; "
-            "wait for it to end, or queue behind it (--queue)")
+    return f"cannot {op.value} {vm}: {holder.describe()} is running on it; {_WAIT_OR_QUEUE}"
 
 
 # -- background jobs ----------------------------------------------------------------------
