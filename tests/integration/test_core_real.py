@@ -157,3 +157,78 @@ def test_host_add_records_the_hosts_facts_and_says_whether_kvm_works(
     with open_store(tmp_path / "home" / "virtlife.db") as store:
         facts = store.facts.get(URI)
     assert facts is not None and facts.kvm is works and len(facts.host_uuid) == 36
+
+
+def test_ctrl_c_ends_a_waiting_operation_and_the_journal_says_interrupted(
+        services: Services, real_stack: object, tmp_path: Path) -> None:
+    import signal
+    import time
+    from dataclasses import replace
+
+    from virtlife.lab.guest import GuestImage
+    from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+
+    assert isinstance(real_stack, GuestImage)
+    name = f"vl-it-ctrlc-{os.getpid()}"
+    # the agent channel is there, but a shell is the guest's init: no agent ever answers,
+    # so `start --wait-agent` waits until Ctrl-C
+    spec = lab_guest_spec(real_stack, name, disk=False, user_nic=False, memory_mib=128)
+    spec = replace(spec, cmdline=spec.cmdline + " rdinit=/bin/sh")
+    provision.create(services.lifecycle, spec, host=services.default_host())
+    home = tmp_path / "home"
+    env = {**os.environ, "VIRTLIFE_HOME": str(home)}
+    proc = subprocess.Popen([*VIRTLIFE, "-c", URI, "start", name, "--wait-agent"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        running: list[object] = []
+        while not running and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if (home / "virtlife.db").exists():
+                with open_store(home / "virtlife.db") as store:
+                    running = list(store.journal.running())
+        assert running, "the start never showed as running"
+        time.sleep(1.0)  # well inside the wait for the agent
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "virtlife: interrupted" in err
+        with open_store(home / "virtlife.db") as store:
+            [entry] = store.journal.list(vm=name)
+            assert (entry.operation, entry.outcome) == ("start", "interrupted")
+            assert store.journal.running() == []
+        # the VM is not held by the interrupted operation
+        assert services.lifecycle.destroy(name).state.state is VMState.SHUTOFF
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        with Host.open("cleanup", URI, events=False) as host:
+            guest = host.find(name)
+            if guest is not None:
+                if guest.status().state.is_active:
+                    guest.destroy()
+                guest.undefine()
+
+
+def test_waiting_for_the_agent_of_a_vm_without_its_channel_fails_at_once(
+        services: Services, make_vm: MakeVM, real_stack: object) -> None:
+    from dataclasses import replace
+
+    from virtlife.lab.guest import GuestImage
+    from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+
+    assert isinstance(real_stack, GuestImage)
+    name = make_vm()  # for its clean-up; redefined below without the agent channel
+    services.lifecycle.undefine(name)
+    (config.images_dir() / f"{name}.qcow2").unlink()
+    spec = replace(lab_guest_spec(real_stack, name, disk=False, user_nic=False,
+                                  memory_mib=128), agent=False)
+    provision.create(services.lifecycle, spec, host=services.default_host())
+    with pytest.raises(errors.Unsupported, match="guest agent is not configured"):
+        services.lifecycle.start(name, wait_agent=True, timeout_s=60)
+    assert services.lifecycle.state(name)[1].state is VMState.RUNNING
+    [entry] = services.store.journal.list(vm=name, limit=1)  # type: ignore[union-attr]
+    assert (entry.operation, entry.outcome) == ("start", "error")
