@@ -256,9 +256,10 @@ def test_an_unreachable_host_is_journalled_as_the_operations_failure(store: Stor
     life = Lifecycle(fleet, store.journal)
     with pytest.raises(errors.HostUnreachable):
         life.suspend("down/web1")
-    [entry] = store.journal.list()
-    assert (entry.host, entry.vm, entry.operation, entry.outcome) == (
-        "down", "web1", "suspend", "error")
+    with pytest.raises(errors.HostUnreachable):
+        life.resume("web1")  # the one configured host, named by the journal
+    assert [(e.host, e.vm, e.operation, e.outcome) for e in store.journal.list()] == [
+        ("down", "web1", "resume", "error"), ("down", "web1", "suspend", "error")]
 
 
 def test_a_failed_restore_of_a_bad_file_is_journalled(life: Lifecycle, store: Store,

@@ -78,7 +78,9 @@ class Lifecycle:
             return self.fleet.resolve(ref)
         except errors.HostUnreachable as err:
             host, name = split_ref(ref)
-            self.ops.record_failure(op, host or "?", name, err)
+            if host is None:  # a bare NAME fails this way only with one configured host
+                host = next(iter(self.fleet.refs), "?")
+            self.ops.record_failure(op, host, name, err)
             raise
 
     def _host(self, op: Operation, name: str, vm: str) -> Host:
