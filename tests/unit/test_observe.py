@@ -146,3 +146,10 @@ def test_a_refused_start_does_not_end_a_shutdowns_age(store: Store) -> None:
     store.journal.record("h1", "web1", "start", "refused", 0, "cannot start", uuid=UUID,
                          started_at=_ago(5))
     assert observed_state(StubGuest(4, 1), store.journal).state is VMState.DYING  # type: ignore[arg-type]
+
+
+def test_a_start_of_another_vm_under_the_same_name_does_not_end_the_age(store: Store) -> None:
+    store.journal.record("h1", "web1", "shutdown", "ok", 1, "", uuid=UUID, started_at=_ago(10))
+    store.journal.record("h1", "web1", "start", "ok", 1, "", uuid="another-web1",
+                         started_at=_ago(5))
+    assert observed_state(StubGuest(4, 1), store.journal).state is VMState.DYING  # type: ignore[arg-type]

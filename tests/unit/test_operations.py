@@ -322,8 +322,11 @@ def test_a_refused_create_is_journalled_as_a_refused_define(life: Lifecycle,
         create(life, DomainSpec(name="vm-off"), host="t")
     with pytest.raises(errors.InvalidInput):
         create(life, DomainSpec(name="../x"), host="t")
-    rows = [(e.vm, e.operation, e.outcome) for e in store.journal.list()]
+    entries = store.journal.list()
+    rows = [(e.vm, e.operation, e.outcome) for e in entries]
     assert rows == [("../x", "define", "refused"), ("vm-off", "define", "refused")]
+    assert {(e.actor.user, e.actor.process, e.duration_s) for e in entries} == {
+        ("alice", "test", 0.0)}
 
 
 def test_history_of_a_vm_follows_its_uuid_not_its_name(life: Lifecycle, store: Store) -> None:
