@@ -405,3 +405,80 @@ def test_a_failure_the_journal_cannot_record_gets_a_note(tmp_path: Path) -> None
     ops.record_failure(Operation.SUSPEND, "h", "web1", err)
     assert err.__notes__ == [
         "the journal could not record it: attempt to write a readonly database"]
+
+
+@contextmanager
+def held_by_other(life: Lifecycle, store: Store, op: Operation, vm: str,
+                  op_id: str) -> Iterator[None]:
+    """Another ``Operations`` on the same journal (as another process has) holds ``vm``."""
+    other = Lifecycle(life.fleet, store.journal,
+                      operations=Operations(store.journal, Actor("bob", "server")))
+    with held(other, op, vm, op_id):
+        yield
+
+
+def test_the_journal_row_keeps_a_vm_from_another_operations_table(
+        life: Lifecycle, store: Store) -> None:
+    with held_by_other(life, store, Operation.SAVE, "vm-running", "otherops0001"), \
+            pytest.raises(errors.OperationBusy) as err:
+        life.suspend("vm-running")
+    assert str(err.value).startswith(
+        "cannot suspend vm-running: save (operation otherops0001, started ")
+    assert str(err.value).endswith(
+        "UTC by bob via server) is running on it; "
+        "wait for it to end, or queue behind it (--queue)")
+    [refused] = [e for e in store.journal.list() if e.outcome == "refused"]
+    assert (refused.operation, refused.vm, refused.actor.user) == ("suspend", "vm-running",
+                                                                   "alice")
+
+
+def test_queueing_behind_another_operations_table_waits_then_runs(
+        life: Lifecycle, store: Store) -> None:
+    done: list[float] = []
+
+    def release_later() -> None:
+        time.sleep(0.6)
+        done.append(time.monotonic())
+
+    with held_by_other(life, store, Operation.SAVE, "vm-running", "otherops0002"):
+        t = threading.Thread(target=release_later)
+        t.start()
+        t.join()
+    # held, then released: a queued operation gets the VM
+    t0 = time.monotonic()
+    assert life.suspend("vm-running", queue_s=5).state.state is VMState.PAUSED
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_queue_that_runs_out_is_refused_after_waiting(life: Lifecycle, store: Store) -> None:
+    for holder in (held(life, Operation.SAVE, "vm-running", "sameproc0001"),
+                   held_by_other(life, store, Operation.SAVE, "vm-running", "otherops0003")):
+        with holder:
+            t0 = time.monotonic()
+            with pytest.raises(errors.OperationBusy, match="is running on it"):
+                life.suspend("vm-running", queue_s=0.4)
+            waited = time.monotonic() - t0
+        assert 0.35 <= waited < 5
+
+
+def test_the_wait_says_what_it_waits_for(life: Lifecycle) -> None:
+    seen: list[str] = []
+    life.suspend("vm-running", progress=lambda u: seen.append(u.message))
+    assert seen[1] == "waiting for vm-running to be paused"
+    seen.clear()
+    life.destroy("vm-running", progress=lambda u: seen.append(u.message))
+    assert seen[1] == "waiting for vm-running to be shut off or undefined"
+
+
+def test_a_state_that_never_comes_times_out_within_the_operations_time(
+        life: Lifecycle, store: Store) -> None:
+    guest = life.fleet.resolve("vm-running")
+    t0 = time.monotonic()
+    with pytest.raises(errors.OperationTimeout) as err, life.ops.run(
+            Operation.SUSPEND, guest.host, guest.name, guest, timeout_s=0.5,
+            op_id="timeout00001") as run:
+        run.wait(lambda s: False, "never")
+    assert time.monotonic() - t0 < 3
+    assert str(err.value).startswith("vm-running did not reach never within 0.5 s: it is ")
+    entry = store.journal.get("timeout00001")
+    assert entry is not None and entry.outcome == "error" and entry.finished_at is not None

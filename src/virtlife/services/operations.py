@@ -150,8 +150,13 @@ class OperationRun:
             describe = describe or " or ".join(sorted(s.label for s in reaches))
         what = describe or "the expected state"
         self.report("wait", f"waiting for {self.vm} to be {what}")
-        self.final = self.watch.until_state(self.target(), accept, self.remaining(),
-                                            describe=what)
+        try:
+            self.final = self.watch.until_state(self.target(), accept, self.remaining(),
+                                                describe=what)
+        except errors.OperationTimeout:  # say the operation's time, not what was left of it
+            raise errors.OperationTimeout(
+                f"{self.vm} did not reach {what} within {self.timeout_s:g} s: it is "
+                f"{self.target().status()}") from None
         return self.final
 
     def wait_event(self, match: Callable[[DomainEvent], bool], describe: str) -> DomainEvent:
