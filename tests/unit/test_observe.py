@@ -153,3 +153,10 @@ def test_a_start_of_another_vm_under_the_same_name_does_not_end_the_age(store: S
     store.journal.record("h1", "web1", "start", "ok", 1, "", uuid="another-web1",
                          started_at=_ago(5))
     assert observed_state(StubGuest(4, 1), store.journal).state is VMState.DYING  # type: ignore[arg-type]
+
+
+def test_another_vms_removed_managed_save_under_the_same_name_does_not_count(
+        store: Store) -> None:
+    store.journal.record("h1", "web1", "managedsave-remove", "ok", 0.1, "", uuid="older-web1",
+                         started_at=_ago(4))
+    assert str(observed_state(StubGuest(5, 5), store.journal)) == "saved (saved to file)"  # type: ignore[arg-type]

@@ -56,6 +56,29 @@ def test_an_operation_gets_an_id_and_one_journal_row_completed_at_the_end(
     assert store.journal.running() == []
 
 
+def test_the_running_row_records_the_domain_id_and_nothing_yet_of_the_outcome(
+        life: Lifecycle, store: Store) -> None:
+    guest = life.fleet.resolve("vm-running")
+    with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest, op_id="rowcheck0001"):
+        row = store.journal.get("rowcheck0001")
+    assert row is not None and row.running
+    assert (row.domid, row.detail, row.duration_s, row.finished_at) == (
+        guest.domain_id(), "", 0.0, None)
+    assert row.uuid == guest.uuid()
+
+
+def test_a_bug_inside_an_operation_is_journalled_as_such_and_frees_the_vm(
+        life: Lifecycle, store: Store) -> None:
+    guest = life.fleet.resolve("vm-running")
+    with pytest.raises(RuntimeError), life.ops.run(
+            Operation.SUSPEND, guest.host, guest.name, guest, op_id="bugcheck0001"):
+        raise RuntimeError("boom")
+    entry = store.journal.get("bugcheck0001")
+    assert entry is not None
+    assert (entry.outcome, entry.detail) == ("interrupted", "bug: RuntimeError: boom")
+    assert life.suspend("vm-running").state.state is VMState.PAUSED
+
+
 def test_the_row_is_running_while_the_operation_runs(life: Lifecycle, store: Store) -> None:
     seen: list[str] = []
 
@@ -199,6 +222,7 @@ def test_ctrl_c_inside_an_operation_journals_it_interrupted(life: Lifecycle,
             raise KeyboardInterrupt
     entry = store.journal.get("ctrlc0000001")
     assert entry is not None and entry.outcome == "interrupted"
+    assert entry.detail == "interrupted (KeyboardInterrupt)"
     assert life.suspend("vm-running").state.state is VMState.PAUSED  # the VM is free
 
 

@@ -257,6 +257,7 @@ def test_record_returns_the_stored_entry_with_a_utc_start(store: Store) -> None:
     assert entry.started_at.tzinfo is not None
     assert entry.started_at.utcoffset() == timedelta(0)
     assert before <= entry.started_at <= datetime.now(UTC)
+    assert entry.finished_at is not None and entry.started_at <= entry.finished_at
     assert store.journal.list() == [entry]
 
 
