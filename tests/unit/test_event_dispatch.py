@@ -113,7 +113,9 @@ def test_a_listener_that_raises_is_logged_with_its_traceback(
 def test_a_listener_that_falls_behind_loses_new_events_with_a_warning(
         host: Host, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="virtlife")
-    monkeypatch.setattr(host_module, "LISTENER_QUEUE_SIZE", 2)
+    every = Recorder()  # keeps up (a full-size queue): tells when libvirt delivered all six
+    host.add_listener(every)
+    monkeypatch.setattr(host_module, "LISTENER_QUEUE_SIZE", 2)  # for the listener below
     entered, release = threading.Event(), threading.Event()
     got = Recorder()
 
@@ -122,9 +124,7 @@ def test_a_listener_that_falls_behind_loses_new_events_with_a_warning(
         release.wait(10)
         got(event)
 
-    every = Recorder()  # a listener that keeps up: tells when libvirt delivered all six
     host.add_listener(stuck)
-    host.add_listener(every)
     guest = host.lookup("vm-running")
     guest.suspend()
     assert entered.wait(2)  # the listener holds the first event
