@@ -11,16 +11,23 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from virtlife.cli import app as app_module
 from virtlife.cli import main as main_module
 
-pytestmark = pytest.mark.skipif(
-    signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-    reason="SIGINT does not raise KeyboardInterrupt in this process")
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt() -> Iterator[None]:
+    """Python's own SIGINT handler for each test, whatever the runner (an xdist worker)
+    installed: the tests then always run, and the runner's handler comes back after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _ctrl_c_after(seconds: float) -> None:
