@@ -64,11 +64,21 @@ def test_a_process_is_known_by_pid_and_start_time() -> None:
     assert not proc.alive()
 
 
-def test_a_zombie_is_not_alive() -> None:
-    child = subprocess.Popen(["true"])
-    start = privhost._start_time(child.pid)
+def test_a_zombie_is_not_alive_for_the_lab_nor_for_the_journal() -> None:
+    from virtlife.procs import start_time
+    from virtlife.store.journal import ProcessRef, is_dead, this_process
+
+    child = subprocess.Popen(["sleep", "30"])
+    start = start_time(child.pid)
+    assert start is not None
+    me = this_process()
+    ref = ProcessRef(me.machine, me.boot_id, child.pid, start)
+    assert not is_dead(ref)
+    child.kill()
     os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
-    assert start is None or not privhost.Proc(child.pid, start).alive()
+    assert start_time(child.pid) is None
+    assert not privhost.Proc(child.pid, start).alive()
+    assert is_dead(ref)
     child.wait()
 
 

@@ -49,6 +49,7 @@ from virtlife import config
 from virtlife.errors import LabError
 from virtlife.lab import hostprep
 from virtlife.lab.hostprep import DAEMONS, DaemonPaths
+from virtlife.procs import start_time
 
 DEFAULT_STATE_DIR = Path("/run/virtlife-lab")
 STATE_FILE = "state.json"
@@ -103,23 +104,11 @@ class Proc:
 
     @classmethod
     def of(cls, pid: int) -> Proc | None:
-        start = _start_time(pid)
+        start = start_time(pid)
         return None if start is None else cls(pid, start)
 
     def alive(self) -> bool:
-        return _start_time(self.pid) == self.start
-
-
-def _start_time(pid: int) -> int | None:
-    """The start time of a live process ``pid``; None when there is none (or a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parens
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+        return start_time(self.pid) == self.start
 
 
 def _mount_ns(pid: int | str) -> str | None:

@@ -32,6 +32,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from virtlife.procs import start_time
+
 if TYPE_CHECKING:
     from virtlife.store.db import Database
 
@@ -79,20 +81,6 @@ def _boot_id() -> str:
         return ""
 
 
-def _pid_start(pid: int) -> int | None:
-    """The process's start time in ticks, or None when no such process exists."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
 @cache
 def _machine() -> tuple[str, str]:
     return socket.gethostname(), _boot_id()
@@ -101,7 +89,7 @@ def _machine() -> tuple[str, str]:
 def this_process() -> ProcessRef:
     machine, boot = _machine()
     pid = os.getpid()
-    return ProcessRef(machine, boot, pid, _pid_start(pid) or 0)
+    return ProcessRef(machine, boot, pid, start_time(pid) or 0)
 
 
 def is_dead(ref: ProcessRef) -> bool:
@@ -112,7 +100,7 @@ def is_dead(ref: ProcessRef) -> bool:
         return False
     if ref.boot_id and boot and ref.boot_id != boot:
         return True  # this machine rebooted since
-    started = _pid_start(ref.pid)
+    started = start_time(ref.pid)
     return started is None or (ref.pid_start != 0 and started != ref.pid_start)
 
 
