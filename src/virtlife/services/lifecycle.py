@@ -15,8 +15,8 @@ Paths of save files are paths on the VM's host, asked through libvirt
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
@@ -90,13 +90,16 @@ class Lifecycle:
             self.ops.record_failure(op, name, vm, err)
             raise
 
-    @contextmanager
     def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
-                   call: Call) -> Iterator[OperationRun]:
-        with self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
-                          progress=call.get("progress"), op_id=call.get("op_id"),
-                          queue_s=call.get("queue_s")) as run:
-            yield run
+                   call: Call) -> AbstractContextManager[OperationRun]:
+        return self._run_on(op, guest.host, guest.name, guest, timeout_s, call)
+
+    def _run_on(self, op: Operation, host: Host, vm: str, guest: Guest | None,
+                timeout_s: float | None, call: Call) -> AbstractContextManager[OperationRun]:
+        """``Operations.run`` with this call's options (``guest`` None: not there yet)."""
+        return self.ops.run(op, host, vm, guest, timeout_s=timeout_s,
+                            progress=call.get("progress"), op_id=call.get("op_id"),
+                            queue_s=call.get("queue_s"))
 
     def _then_agent(self, run: OperationRun, wait_agent: bool) -> None:
         if wait_agent:
@@ -140,9 +143,7 @@ class Lifecycle:
         """Define a VM from XML, or replace an existing VM's persistent definition."""
         name = domain_name(xml)  # a malformed or oversized document never reaches libvirt
         h = self._host(Operation.DEFINE, host, name)
-        with self.ops.run(Operation.DEFINE, h, name, h.find(name),
-                          progress=call.get("progress"), op_id=call.get("op_id"),
-                          queue_s=call.get("queue_s")) as run:
+        with self._run_on(Operation.DEFINE, h, name, h.find(name), None, call) as run:
             run.guest = h.define(xml)
         assert run.result is not None
         return run.result
@@ -279,9 +280,7 @@ class Lifecycle:
         except errors.VirtlifeError as err:
             self.ops.record_failure(Operation.RESTORE, host, "", err)
             raise
-        with self.ops.run(Operation.RESTORE, h, name, h.find(name), timeout_s=timeout_s,
-                          progress=call.get("progress"), op_id=call.get("op_id"),
-                          queue_s=call.get("queue_s")) as run:
+        with self._run_on(Operation.RESTORE, h, name, h.find(name), timeout_s, call) as run:
             h.restore(source, paused=paused)
             if wait:
                 run.wait()
