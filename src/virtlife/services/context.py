@@ -108,11 +108,10 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
                 log.info("operation %s was cut off: marked interrupted", entry.op_id)
         except errors.StoreUnavailable as err:  # read-only: reads still work
             log.info("journal sweep skipped: %s", err)
-    refs = host_refs(store, connect_uri)
     kwargs = {} if connect_timeout_s is None else {"connect_timeout_s": connect_timeout_s}
     journal = store.journal if store is not None else None
     if connect_uri or store is None:
-        fleet = Fleet(refs, journal=journal, **kwargs)
+        fleet = Fleet(host_refs(store, connect_uri), journal=journal, **kwargs)
     else:  # the inventory's hosts, re-read as they change while the process runs
         fleet = Fleet(lambda: host_refs(store, None), journal=journal, **kwargs)
     ops = Operations(journal, actor)
