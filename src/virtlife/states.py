@@ -204,6 +204,19 @@ class Operation(StrEnum):
     PMSUSPEND = "pmsuspend"
     PMWAKEUP = "pmwakeup"
     UNDEFINE = "undefine"
+    SNAPSHOT_CREATE = "snapshot-create"
+    SNAPSHOT_REVERT = "snapshot-revert"
+    SNAPSHOT_DELETE = "snapshot-delete"
+    ATTACH_ISO = "attach-iso"
+    DETACH_ISO = "detach-iso"
+    AGENT_ENABLE = "agent-enable"  # add the guest-agent channel to the definition
+    # guest-agent actions that change something in the guest
+    AGENT_FREEZE = "agent-freeze"
+    AGENT_THAW = "agent-thaw"
+    AGENT_SET_TIME = "agent-set-time"
+    AGENT_SET_PASSWORD = "agent-set-password"
+    AGENT_EXEC = "agent-exec"
+    AGENT_COMMAND = "agent-command"
 
 
 class ShutdownMode(StrEnum):
@@ -271,6 +284,22 @@ TRANSITIONS: dict[Operation, Rule] = {
     Operation.PMSUSPEND: _r(_UP, {S.PMSUSPENDED, S.SHUTOFF}),
     Operation.PMWAKEUP: _r({S.PMSUSPENDED}, {S.RUNNING}),
     Operation.UNDEFINE: _r({S.SHUTOFF, S.SAVED}, {S.UNDEFINED}),
+    # a snapshot keeps the VM as it is; libvirt refuses one beside a managed-save image
+    Operation.SNAPSHOT_CREATE: _r(_UP | {S.PAUSED, S.SHUTOFF}, set()),
+    # the state after a revert is the snapshot's: read, not waited for
+    Operation.SNAPSHOT_REVERT: _r(_UP | {S.PAUSED, S.SHUTOFF, S.CRASHED}, set()),
+    Operation.SNAPSHOT_DELETE: _r(_UP | {S.PAUSED, S.SHUTOFF, S.SAVED}, set()),
+    # a managed-save image holds the old devices: its restore would not match
+    Operation.ATTACH_ISO: _r(_UP | {S.PAUSED, S.SHUTOFF}, set()),
+    Operation.DETACH_ISO: _r(_UP | {S.PAUSED, S.SHUTOFF}, set()),
+    Operation.AGENT_ENABLE: _r({s for s in S if s is not S.UNDEFINED}, set()),
+    # the agent answers only while the guest's vCPUs run
+    Operation.AGENT_FREEZE: _r(_UP, set()),
+    Operation.AGENT_THAW: _r(_UP, set()),
+    Operation.AGENT_SET_TIME: _r(_UP, set()),
+    Operation.AGENT_SET_PASSWORD: _r(_UP, set()),
+    Operation.AGENT_EXEC: _r(_UP, set()),
+    Operation.AGENT_COMMAND: _r(_UP, set()),
 }
 
 # What to suggest when an operation is refused in a given state.
@@ -286,7 +315,14 @@ _HINTS: dict[tuple[Operation, VMState], str] = {
     (Operation.SHUTDOWN, S.DYING): "destroy it to force it off",
     (Operation.UNDEFINE, S.RUNNING): "shut it down or destroy it first",
     (Operation.UNDEFINE, S.PAUSED): "destroy it first",
+    (Operation.SNAPSHOT_CREATE, S.PMSUSPENDED): "wake it with pmwakeup first",
+    (Operation.ATTACH_ISO, S.PMSUSPENDED): "wake it with pmwakeup first",
 }
+for _op in (Operation.AGENT_FREEZE, Operation.AGENT_THAW, Operation.AGENT_SET_TIME,
+            Operation.AGENT_SET_PASSWORD, Operation.AGENT_EXEC, Operation.AGENT_COMMAND):
+    _HINTS[(_op, S.PAUSED)] = "resume it first: a paused guest's agent cannot answer"
+    _HINTS[(_op, S.SHUTOFF)] = "start it first: the guest agent runs inside the guest"
+    _HINTS[(_op, S.PMSUSPENDED)] = "wake it with pmwakeup first"
 
 
 # What brings a saved VM back, for every operation refused while it is saved.

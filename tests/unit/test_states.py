@@ -102,6 +102,18 @@ managedsave-remove  . . . . . x . . . .
 pmsuspend           . . x . . . x . . .
 pmwakeup            . . . . . . . . . x
 undefine            . x . . . x . . . .
+snapshot-create     . x x . x . x . . .
+snapshot-revert     . x x . x . x x . .
+snapshot-delete     . x x . x x x . . .
+attach-iso          . x x . x . x . . .
+detach-iso          . x x . x . x . . .
+agent-enable        . x x x x x x x x x
+agent-freeze        . . x . . . x . . .
+agent-thaw          . . x . . . x . . .
+agent-set-time      . . x . . . x . . .
+agent-set-password  . . x . . . x . . .
+agent-exec          . . x . . . x . . .
+agent-command       . . x . . . x . . .
 """
 
 

@@ -49,6 +49,11 @@ DEFAULT_TIMEOUTS: dict[Operation, float] = {
     Operation.SUSPEND: 30, Operation.RESUME: 30, Operation.SAVE: 300,
     Operation.RESTORE: 300, Operation.MANAGEDSAVE: 300, Operation.MANAGEDSAVE_REMOVE: 30,
     Operation.PMSUSPEND: 60, Operation.PMWAKEUP: 60, Operation.UNDEFINE: 30,
+    Operation.SNAPSHOT_CREATE: 300, Operation.SNAPSHOT_REVERT: 300,
+    Operation.SNAPSHOT_DELETE: 300, Operation.ATTACH_ISO: 30, Operation.DETACH_ISO: 30,
+    Operation.AGENT_ENABLE: 30, Operation.AGENT_FREEZE: 30, Operation.AGENT_THAW: 30,
+    Operation.AGENT_SET_TIME: 30, Operation.AGENT_SET_PASSWORD: 30,
+    Operation.AGENT_EXEC: 60, Operation.AGENT_COMMAND: 30,
 }
 AGENT_TIMEOUT_S = 120.0
 QUEUE_POLL_S = 0.2
