@@ -95,13 +95,16 @@ def guest_build(force: bool) -> None:
 @click.option("--memory", "memory_mib", type=MEMORY_MIB, default=192, show_default=True)
 @click.option("--dirty", "dirty_mib", type=click.IntRange(min=1), default=None,
               help="Start the guest's memory dirtier over this many MiB.")
+@click.option("--ignore-acpi", is_flag=True,
+              help="A guest that ignores the ACPI power button (tests the shutdown ladder).")
 @click.option("--start", is_flag=True, help="Start it once defined.")
 @click.option("--wait-agent", is_flag=True, help="With --start: wait for the agent.")
 @host_option
 @json_option
 @pass_app
-def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None, start: bool,
-               wait_agent: bool, host: str | None, as_json: bool) -> None:
+def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None,
+               ignore_acpi: bool, start: bool, wait_agent: bool, host: str | None,
+               as_json: bool) -> None:
     """Define a VM running the test guest (its own disk copy, agent, serial, VNC).
 
     Example: virtlife lab create t1 --start --wait-agent
@@ -111,7 +114,7 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None, star
 
     s = app.services
     spec = lab_guest_spec(_guest(build_guest), name, memory_mib=memory_mib,
-                          dirty_mib=dirty_mib)
+                          dirty_mib=dirty_mib, ignore_acpi=ignore_acpi)
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
                                  facts=s.facts,
                                  start=start, wait_agent=wait_agent, **app.call), as_json)

@@ -25,12 +25,15 @@ def guest_disk_path(name: str, images_dir: Path | None = None) -> Path:
 
 def lab_guest_spec(image: GuestImage, name: str, *, memory_mib: int = 192, vcpus: int = 1,
                    dirty_mib: int | None = None, disk: bool = True, user_nic: bool = True,
-                   images_dir: Path | None = None) -> DomainSpec:
-    """The spec of a test-guest VM; ``dirty_mib`` starts the guest's memory dirtier."""
+                   ignore_acpi: bool = False, images_dir: Path | None = None) -> DomainSpec:
+    """The spec of a test-guest VM; ``dirty_mib`` starts the guest's memory dirtier,
+    ``ignore_acpi`` makes a guest that ignores the ACPI power button."""
     validate_vm_name(name)
     cmdline = "console=ttyS0 quiet"
     if dirty_mib:
         cmdline += f" virtlife.dirty={dirty_mib}"
+    if ignore_acpi:
+        cmdline += " virtlife.acpi=ignore"
     copies = (DiskCopy(image.disk, guest_disk_path(name, images_dir)),) if disk else ()
     log = SERIAL_LOG_DIR / f"{name}-serial.log" if SERIAL_LOG_DIR.is_dir() else None
     return DomainSpec(
