@@ -121,6 +121,14 @@ def test_inittab_starts_rcs_and_respawns_the_agent_and_a_serial_shell() -> None:
     qga = (guest.GUESTFILES / "qga").read_text()
     assert '-m virtio-serial -p "$port"' in qga
     assert "port=/dev/virtio-ports/org.qemu.guest_agent.0" in qga
+    assert "-F/etc/qemu/fsfreeze-hook" in qga  # the freeze and thaw are logged in the guest
+    assert guest.GUEST_FILES["fsfreeze-hook"].path == "etc/qemu/fsfreeze-hook"
+
+
+def test_rcs_skips_acpid_only_for_the_ignore_acpi_option() -> None:
+    rcs = (guest.GUESTFILES / "rcS").read_text()
+    assert '*" virtlife.acpi=ignore "*)' in rcs
+    assert "acpid -l" in rcs.split("virtlife.acpi=ignore")[1]  # started otherwise
 
 
 def test_guest_loads_the_drivers_the_lab_domains_need() -> None:
@@ -130,6 +138,9 @@ def test_guest_loads_the_drivers_the_lab_domains_need() -> None:
         "virtio_net",
         "virtio_blk",
         "virtio_balloon",
+        "virtio_scsi",
+        "sr_mod",
+        "isofs",
         "button",
         "evdev",
         "pvpanic",
