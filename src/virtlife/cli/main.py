@@ -21,7 +21,7 @@ import click
 
 from virtlife import __version__
 from virtlife.cli import app as app_module
-from virtlife.cli import demo, fleet, lab, ops, vm
+from virtlife.cli import demo, fleet, lab, media, ops, vm
 from virtlife.cli.app import App
 from virtlife.errors import VirtlifeError
 from virtlife.logs import reset_logging, setup_logging
@@ -78,7 +78,7 @@ def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
     ctx.call_on_close(app.close)
 
 
-for module in (vm, fleet, lab, ops, demo):
+for module in (vm, fleet, lab, ops, media, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 
