@@ -26,7 +26,7 @@ SPECS = {
         disks=(Path("/img/web1.qcow2"), Path("/img/data.raw")),
         nics=(NicSpec("network", "default"), NicSpec("bridge", "br0"))),
     "minimal-no-agent-no-vnc": DomainSpec(name="m", agent=False, vnc=False, panic=False,
-                                          on_crash="destroy"),
+                                          on_crash="destroy", virtio_scsi=False),
 }
 
 

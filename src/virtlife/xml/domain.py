@@ -105,6 +105,7 @@ class DomainSpec:
     nics: tuple[NicSpec, ...] = field(default_factory=tuple)
     agent: bool = True
     vnc: bool = True
+    virtio_scsi: bool = True  # a virtio-scsi controller: where CD-ROMs are hot-plugged
     serial_log: Path | None = None
     panic: bool = True
     on_crash: str = "preserve"
@@ -161,6 +162,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
         _sub(d, "driver", name="qemu", type=_disk_format(disk), cache="none")
         _sub(d, "source", file=str(disk))
         _sub(d, "target", dev=f"vd{chr(ord('a') + index)}", bus="virtio")
+    if spec.virtio_scsi:
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for nic in spec.nics:
         n = _sub(devices, "interface", type=nic.kind)
         if nic.kind == "network":
