@@ -244,6 +244,26 @@ class Guest:
         with calling(self._what("undefine")):
             self._dom.undefineFlags(flags)
 
+    # -- devices (raw XML; services.media builds on this) ----------------------------
+
+    @staticmethod
+    def _affect(live: bool, config: bool) -> int:
+        if not (live or config):
+            raise ValueError("a device change must affect the live VM, its definition or both")
+        return (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0)
+
+    def attach_device(self, xml: str, *, live: bool, config: bool) -> None:
+        """Add the device ``xml`` to the running VM (``live``), its definition (``config``)
+        or both."""
+        with calling(self._what("attach a device to")):
+            self._dom.attachDeviceFlags(xml, self._affect(live, config))
+
+    def detach_device(self, xml: str, *, live: bool, config: bool) -> None:
+        """Remove the device ``xml`` names; libvirt may finish a live removal later."""
+        with calling(self._what("detach a device from")):
+            self._dom.detachDeviceFlags(xml, self._affect(live, config))
+
     # -- guest agent (raw; the agent service builds on this) --------------------------
 
     def agent_command(self, command: str, arguments: dict[str, Any] | None = None,
