@@ -88,7 +88,9 @@ class IsoReport:
     warnings: tuple[str, ...]
 
     def __str__(self) -> str:
-        return (f"wrote {self.path}: {self.files} files in {self.directories} folders, "
+        files = f"{self.files} file" + ("" if self.files == 1 else "s")
+        folders = f"{self.directories} folder" + ("" if self.directories == 1 else "s")
+        return (f"wrote {self.path}: {files} in {folders}, "
                 f"{self.size / 2**20:.1f} MiB, label {self.label} (from a {self.layout} "
                 "tree)")
 
