@@ -176,6 +176,9 @@ def test_rpm_layout_puts_by_driver_at_the_top_and_the_agent_beside_it(
         assert iso.paths("joliet_path") >= {"/NetKVM/w10/amd64/netkvm.inf",
                                             "/guest-agent/qemu-ga-x86_64.msi", "/qxl"}
         assert not any("by-os" in p or "by-driver" in p for p in iso.paths("rr_path"))
+    # the agent folder beside drivers/ is part of the tree: no ISO may be written there
+    with pytest.raises(errors.InvalidInput, match="inside the driver tree"):
+        build_iso(root / "drivers", root / "guest-agent" / "drivers.iso")
 
 
 def test_symlinked_files_are_followed_and_loops_skipped(tmp_path: Path,

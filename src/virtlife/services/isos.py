@@ -19,7 +19,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,6 +72,7 @@ class DriverTree:
 
     source: Path
     layout: Layout
+    roots: tuple[Path, ...]  # the folders read (the RPM's by-driver/ and guest-agent/)
     directories: tuple[tuple[str, ...], ...]  # parents before their children
     files: tuple[TreeFile, ...]
     warnings: tuple[str, ...]
@@ -279,10 +280,9 @@ def scan_drivers(path: str | Path) -> DriverTree:
     if not walk.files:
         raise errors.InvalidInput(
             f"{source} holds no files ({layout} layout): there is nothing to put on the ISO")
-    tree = DriverTree(source, layout, tuple(walk.dirs), tuple(walk.files.values()),
-                      tuple(walk.warnings))
-    return DriverTree(tree.source, layout, tree.directories, tree.files,
-                      (*tree.warnings, *missing_drivers(tree)))
+    tree = DriverTree(source, layout, tuple(r for r, _ in roots), tuple(walk.dirs),
+                      tuple(walk.files.values()), tuple(walk.warnings))
+    return replace(tree, warnings=(*tree.warnings, *missing_drivers(tree)))
 
 
 # -- writing the ISO ----------------------------------------------------------------------
@@ -326,7 +326,7 @@ def check_label(label: str) -> str:
     return label.upper()
 
 
-def _check_out(out: Path, force: bool, roots: list[Path]) -> Path:
+def _check_out(out: Path, force: bool, roots: tuple[Path, ...]) -> Path:
     target = Path(os.path.abspath(out))
     if target.is_dir():
         raise errors.InvalidInput(f"{target} is a folder: --out names the ISO file to write")
@@ -352,7 +352,7 @@ def build_iso(drivers: str | Path, out: str | Path, *, force: bool = False,
 
     volume = check_label(label)
     tree = scan_drivers(drivers)
-    target = _check_out(Path(out), force, [Path(drivers)])
+    target = _check_out(Path(out), force, tree.roots)
     iso = pycdlib.PyCdlib()
     namer = _Namer()
     try:
