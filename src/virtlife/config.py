@@ -1,18 +1,28 @@
 """Where virtlife keeps its files, read from the environment.
 
-Only paths and defaults live here; no I/O beyond creating directories on request.
+Only paths, defaults and the operator's settings file live here; no other I/O.
 
 - ``VIRTLIFE_HOME``: the store (inventory + journal). Default ``/var/lib/virtlife``
   as root, ``~/.local/share/virtlife`` otherwise.
 - ``VIRTLIFE_CACHE``: build caches such as the test guest. Default
   ``/var/cache/virtlife`` as root, ``~/.cache/virtlife`` otherwise. It must be readable
   by the QEMU user, which is why the root default is outside ``/root``.
+- ``$VIRTLIFE_HOME/settings.toml`` (or ``VIRTLIFE_SETTINGS``): the operator's settings,
+  each with a default (``Settings``)::
+
+      [agent]
+      sync_time = true        # set the guest clock after resume, restore, wakeup
+      freeze_bound_s = 10     # the longest a quiesced snapshot keeps the guest frozen
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+
+from virtlife.errors import InvalidInput
 
 LOCAL_HOST_NAME = "local"
 LOCAL_URI = "qemu:///system"
@@ -59,3 +69,39 @@ def images_dir() -> Path:
     """
     env = os.environ.get("VIRTLIFE_IMAGES")
     return Path(env) if env else cache_dir() / "images"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator's settings (see the module doc); every field has its default."""
+
+    sync_time: bool = True
+    freeze_bound_s: float = 10.0
+
+
+def settings_path() -> Path:
+    env = os.environ.get("VIRTLIFE_SETTINGS")
+    return Path(env) if env else home() / "settings.toml"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """The settings file's values over the defaults; ``InvalidInput`` for a bad file."""
+    where = path or settings_path()
+    try:
+        data = tomllib.loads(where.read_text())
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise InvalidInput(f"cannot read the settings in {where}: {err}") from err
+    agent = data.get("agent", {})
+    unknown = (set(data) - {"agent"}) | (set(agent) - {"sync_time", "freeze_bound_s"})
+    if unknown:
+        raise InvalidInput(f"unknown setting(s) {', '.join(sorted(unknown))} in {where}")
+    sync = agent.get("sync_time", True)
+    bound = agent.get("freeze_bound_s", 10.0)
+    if not isinstance(sync, bool):
+        raise InvalidInput(f"agent.sync_time in {where} must be true or false")
+    if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 < bound <= 600:
+        raise InvalidInput(f"agent.freeze_bound_s in {where} must be a number of seconds "
+                           "within 0 and 600")
+    return Settings(sync_time=sync, freeze_bound_s=float(bound))

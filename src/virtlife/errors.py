@@ -17,7 +17,13 @@ Every message says what was wanted, what was found and, where it helps, what to 
     ├── HostUnreachable              cannot connect to, or lost, a libvirt host
     ├── OperationTimeout             the expected state was not reached in time
     ├── Unsupported                  the host's driver cannot do this operation
-    ├── AgentUnavailable             the guest agent is not connected or not answering
+    ├── AgentUnavailable             the guest agent cannot be reached (exit 8)
+    │   ├── AgentNotConfigured       the VM has no agent channel: `virtlife agent enable VM`
+    │   ├── AgentNotConnected        no agent listens in the guest: install and start it
+    │   └── AgentTimeout             the agent did not answer in time (exit 5)
+    ├── AgentCommandFailed           the agent answered, but did not do it (exit 9)
+    │   ├── AgentCommandUnsupported  the guest's agent lacks the command or disabled it
+    │   └── AgentGuestError          the guest reported an error (its message shown)
     ├── OperationFailed              libvirt refused or failed the operation otherwise
     ├── OperationBusy                another operation (or a libvirt job) is running on the VM
     ├── InvalidInput                 a name, path, file or option value that cannot be used
@@ -27,6 +33,7 @@ Every message says what was wanted, what was found and, where it helps, what to 
 Exit codes (the CLI's contract; one meaning each):
     0 done  1 failed  2 not found  3 refused by the VM's state  4 host unreachable
     5 timed out  6 busy (another operation runs on the VM)  7 store unavailable
+    8 guest agent unavailable  9 the guest agent refused or failed the command
     64 bad usage or input  130 interrupted (Ctrl-C)
 """
 
@@ -94,6 +101,30 @@ class Unsupported(VirtlifeError):
 
 
 class AgentUnavailable(VirtlifeError):
+    exit_code = 8
+
+
+class AgentNotConfigured(AgentUnavailable):
+    pass
+
+
+class AgentNotConnected(AgentUnavailable):
+    pass
+
+
+class AgentTimeout(AgentUnavailable):
+    exit_code = 5
+
+
+class AgentCommandFailed(VirtlifeError):
+    exit_code = 9
+
+
+class AgentCommandUnsupported(AgentCommandFailed):
+    pass
+
+
+class AgentGuestError(AgentCommandFailed):
     pass
 
 
@@ -117,3 +148,14 @@ class StoreUnavailable(VirtlifeError):
 
 class LabError(VirtlifeError):
     pass
+
+
+def exit_codes() -> frozenset[int]:
+    """Every exit code an error of this module can end a command with."""
+    found: set[int] = set()
+    todo: list[type[VirtlifeError]] = [VirtlifeError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.exit_code)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found)

@@ -222,9 +222,10 @@ class Operation(StrEnum):
 class ShutdownMode(StrEnum):
     """How a guest is asked to power off or reboot (the value is the CLI word)."""
 
-    DEFAULT = "default"  # libvirt chooses: the agent when configured, else ACPI
+    AUTO = "auto"  # virtlife's ladder: the agent, then the ACPI button twice
     AGENT = "agent"  # the guest agent's guest-shutdown
     ACPI = "acpi"  # the ACPI power button
+    DEFAULT = "default"  # one request, libvirt chooses: the agent when configured, else ACPI
 
 
 class PMTarget(StrEnum):

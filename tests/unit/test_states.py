@@ -223,5 +223,5 @@ def test_parse_enum_refuses_an_unknown_word_naming_the_accepted_ones() -> None:
 
     with pytest.raises(InvalidInput) as err:
         states.parse_enum(states.ShutdownMode, "hard", "shutdown mode")
-    assert str(err.value) == "unknown shutdown mode 'hard': use one of default, agent, acpi"
+    assert str(err.value) == "unknown shutdown mode 'hard': use one of auto, agent, acpi, default"
     assert err.value.exit_code == 64

@@ -20,6 +20,7 @@ from virtlife.cli.app import show_table
 from virtlife.services import provision
 from virtlife.services.context import Services, open_services
 from virtlife.services.lifecycle import OperationResult
+from virtlife.states import ShutdownMode
 from virtlife.xml.domain import DomainSpec
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
         _step("resume (refused: it is running)", lambda: life.resume(ref))
     except errors.InvalidTransition as err:
         click.echo(f"refused as expected: {err}")
-    _shutdown_in_background(s, ref)
+    _shutdown_in_background(s, ref, real)
     _step("undefine", lambda: life.undefine(ref))
     for disk in spec.disks:  # the demo made its own disk copy; leave nothing behind
         os.unlink(disk)
@@ -93,13 +94,16 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
                 for e in reversed(entries)])
 
 
-def _shutdown_in_background(s: Services, ref: str) -> None:
+def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:
     """A long operation runs in the background under an id (what the REST API will
     return at once); a second operation on the VM meanwhile is refused, naming it."""
     life = s.lifecycle
     click.echo("-> graceful shutdown in the background ... ", nl=False)
     t0 = time.monotonic()
-    op_id = s.jobs.submit(lambda op, progress: life.shutdown(ref, op_id=op, progress=progress),
+    # the test driver has neither agent nor ACPI button: one request, libvirt's choice
+    mode = ShutdownMode.AUTO if real else ShutdownMode.DEFAULT
+    op_id = s.jobs.submit(lambda op, progress: life.shutdown(ref, mode=mode, op_id=op,
+                                                             progress=progress),
                           f"shutdown {ref}")
     click.echo(f"operation {op_id}")
     for update in s.jobs.follow(op_id, 5.0):

@@ -23,7 +23,7 @@ from virtlife import __version__
 from virtlife.cli import app as app_module
 from virtlife.cli import demo, fleet, lab, media, ops, vm
 from virtlife.cli.app import App
-from virtlife.errors import VirtlifeError
+from virtlife.errors import VirtlifeError, exit_codes
 from virtlife.logs import reset_logging, setup_logging
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 64  # BSD's EX_USAGE; click's own 2 would read as "not found"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # Every exit code the command may end with (virtlife.errors documents their meaning).
-EXIT_CODES = frozenset({0, 1, 2, 3, 4, 5, 6, 7, EXIT_USAGE, EXIT_INTERRUPTED})
+EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED} | exit_codes())
 # How long Ctrl-C waits for the journal to mark the running operations interrupted,
 # then for the command to end by itself before the process exits without it.
 INTERRUPT_HOOK_S = 2.0
@@ -49,6 +49,7 @@ Exit codes:
   1 failed          5 timed out           130 interrupted (Ctrl-C)
   2 not found       6 busy (another operation runs on the VM)
   3 refused by the VM's state             7 store unavailable
+  8 guest agent unavailable               9 guest agent refused or failed the command
 """
 
 

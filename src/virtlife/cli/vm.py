@@ -29,6 +29,13 @@ from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
 VM = click.argument("vm", metavar="VM")
 MODES = click.Choice([m.value for m in ShutdownMode])
+sync_time_option = click.option(
+    "--sync-time/--no-sync-time", "sync_time", default=None,
+    help="Set the guest clock right through the agent once it runs again "
+         "(default: on, or the settings' agent.sync_time).")
+force_option = click.option(
+    "--force", is_flag=True,
+    help="If every step is ignored, end it by force (destroy; reset for reboot).")
 
 
 def read_xml_file(path: Path) -> str:
@@ -115,53 +122,69 @@ def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None
 @click.option("--force-boot", is_flag=True, help="Boot fresh, discarding a managed save.")
 @wait_agent_option
 @no_wait_option
+@sync_time_option
 @timeout_option
 @json_option
 @pass_app
 def start(app: App, vm: str, paused: bool, force_boot: bool, wait_agent: bool,
-          no_wait: bool, timeout_s: float | None, as_json: bool) -> None:
-    """Start a shut-off VM (from its managed save when it has one).
+          no_wait: bool, sync_time: bool | None, timeout_s: float | None,
+          as_json: bool) -> None:
+    """Start a shut-off VM (from its managed save when it has one, then the guest
+    clock is set right).
 
     Example: virtlife start web1 --wait-agent
     """
     show_result(app.services.lifecycle.start(
         vm, paused=paused, force_boot=force_boot, wait=not no_wait, wait_agent=wait_agent,
-        timeout_s=timeout_s, **app.call), as_json)
+        timeout_s=timeout_s, sync_time=sync_time, **app.call), as_json)
 
 
 @click.command()
 @VM
-@click.option("--mode", type=MODES, default="default", show_default=True,
-              help="How to ask the guest: agent, ACPI power button, or libvirt's choice.")
+@click.option("--mode", type=MODES, default="auto", show_default=True,
+              help="auto: the agent, then the ACPI button twice; agent or acpi: that way "
+                   "only; default: one request in libvirt's way.")
+@force_option
 @no_wait_option
 @timeout_option
 @json_option
 @pass_app
-def shutdown(app: App, vm: str, mode: str, no_wait: bool, timeout_s: float | None,
-             as_json: bool) -> None:
+def shutdown(app: App, vm: str, mode: str, force: bool, no_wait: bool,
+             timeout_s: float | None, as_json: bool) -> None:
     """Ask the guest to power off and wait until it is shut off.
 
-    Example: virtlife shutdown web1 --mode acpi --timeout 60
+    Each step of the ladder has its own time bound within --timeout (120 s by
+    default); the output and the journal say which step worked and why the earlier
+    ones did not. A guest that ignores every step ends in a timeout error (exit 5),
+    left as it is, unless --force destroys it.
+
+    Example: virtlife shutdown web1 --timeout 60 --force
     """
-    show_result(app.services.lifecycle.shutdown(vm, mode=mode, wait=not no_wait,
+    show_result(app.services.lifecycle.shutdown(vm, mode=mode, wait=not no_wait, force=force,
                                                 timeout_s=timeout_s, **app.call), as_json)
 
 
 @click.command()
 @VM
-@click.option("--mode", type=MODES, default="default", show_default=True)
+@click.option("--mode", type=MODES, default="auto", show_default=True,
+              help="auto: the agent, then the ACPI button twice; agent or acpi: that way "
+                   "only; default: one request in libvirt's way.")
+@force_option
 @wait_agent_option
 @timeout_option
 @json_option
 @pass_app
-def reboot(app: App, vm: str, mode: str, wait_agent: bool, timeout_s: float | None,
-           as_json: bool) -> None:
-    """Ask the guest to reboot.
+def reboot(app: App, vm: str, mode: str, force: bool, wait_agent: bool,
+           timeout_s: float | None, as_json: bool) -> None:
+    """Ask the guest to reboot, and wait until it resets.
+
+    The same ladder as shutdown; --force ends it with a hard reset.
 
     Example: virtlife reboot web1 --wait-agent
     """
     show_result(app.services.lifecycle.reboot(vm, mode=mode, wait_agent=wait_agent,
-                                              timeout_s=timeout_s, **app.call), as_json)
+                                              force=force, timeout_s=timeout_s, **app.call),
+                as_json)
 
 
 @click.command()
@@ -213,15 +236,18 @@ def suspend(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
 
 @click.command()
 @VM
+@sync_time_option
 @timeout_option
 @json_option
 @pass_app
-def resume(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
-    """Resume a paused VM.
+def resume(app: App, vm: str, sync_time: bool | None, timeout_s: float | None,
+           as_json: bool) -> None:
+    """Resume a paused VM, then set its clock right through the agent.
 
     Example: virtlife resume web1
     """
-    show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s, **app.call), as_json)
+    show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s, sync_time=sync_time,
+                                              **app.call), as_json)
 
 
 @click.command()
@@ -242,19 +268,22 @@ def save(app: App, vm: str, file: Path, timeout_s: float | None, as_json: bool) 
 @click.argument("file", type=FilePath())
 @click.option("--paused", is_flag=True, help="Leave the restored VM paused.")
 @wait_agent_option
+@sync_time_option
 @host_option
 @timeout_option
 @json_option
 @pass_app
-def restore(app: App, file: Path, paused: bool, wait_agent: bool, host: str | None,
-            timeout_s: float | None, as_json: bool) -> None:
-    """Restore a VM from a save FILE. A failed restore keeps the file.
+def restore(app: App, file: Path, paused: bool, wait_agent: bool, sync_time: bool | None,
+            host: str | None, timeout_s: float | None, as_json: bool) -> None:
+    """Restore a VM from a save FILE, then set its clock right. A failed restore keeps
+    the file.
 
     Example: virtlife restore /var/lib/libvirt/save/web1.sav
     """
     s = app.services
     show_result(s.lifecycle.restore(file, host=host or s.default_host(), paused=paused,
-                                    wait_agent=wait_agent, timeout_s=timeout_s, **app.call),
+                                    wait_agent=wait_agent, timeout_s=timeout_s,
+                                    sync_time=sync_time, **app.call),
                 as_json)
 
 
@@ -303,17 +332,19 @@ def pmsuspend(app: App, vm: str, target: str, timeout_s: float | None, as_json: 
 @click.command()
 @VM
 @wait_agent_option
+@sync_time_option
 @timeout_option
 @json_option
 @pass_app
-def pmwakeup(app: App, vm: str, wait_agent: bool, timeout_s: float | None,
-             as_json: bool) -> None:
-    """Wake a pmsuspended guest.
+def pmwakeup(app: App, vm: str, wait_agent: bool, sync_time: bool | None,
+             timeout_s: float | None, as_json: bool) -> None:
+    """Wake a pmsuspended guest, then set its clock right.
 
     Example: virtlife pmwakeup web1
     """
     show_result(app.services.lifecycle.pmwakeup(vm, wait_agent=wait_agent,
-                                                timeout_s=timeout_s, **app.call), as_json)
+                                                timeout_s=timeout_s, sync_time=sync_time,
+                                                **app.call), as_json)
 
 
 @click.command()

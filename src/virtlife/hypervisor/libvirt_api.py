@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -86,11 +87,12 @@ _UNSUPPORTED_CODES = {
 _AGENT_CODES = {libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED}
 
 
-def translate(err: Any, what: str) -> errors.VirtlifeError:
+def translate(err: Any, what: str, *, vm: str = "VM") -> errors.VirtlifeError:
     """Map a libvirtError to the most specific virtlife error.
 
     ``what`` says what we were doing, e.g. ``"start web1 on local"``; the result reads
-    ``cannot start web1 on local: <libvirt's message>``.
+    ``cannot start web1 on local: <libvirt's message>``. ``vm`` names the VM in the
+    fixes that guest-agent errors suggest.
     """
     code = err.get_error_code()
     domain = err.get_error_domain()
@@ -103,12 +105,13 @@ def translate(err: Any, what: str) -> errors.VirtlifeError:
         return errors.VMAlreadyExists(msg)
     if code in _DEFINITION_CODES:
         return errors.InvalidDefinition(msg)
+    agent = _agent_error(code, domain, first_line, what, vm)
+    if agent is not None:
+        return agent
     if code in _UNSUPPORTED_CODES or (
             code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in text):
         # a flag this driver (or version) lacks: the operation as asked is not supported
         return errors.Unsupported(msg)
-    if code in _AGENT_CODES or "guest agent is not" in text.lower():
-        return errors.AgentUnavailable(msg)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return errors.OperationTimeout(msg)
     if (code == libvirt.VIR_ERR_SYSTEM_ERROR and domain not in _UNREACHABLE_DOMAINS
@@ -124,9 +127,58 @@ def translate(err: Any, what: str) -> errors.VirtlifeError:
 
 
 @contextmanager
-def calling(what: str) -> Iterator[None]:
+def calling(what: str, *, vm: str = "VM") -> Iterator[None]:
     """Run a libvirt call, re-raising any libvirtError as a virtlife error."""
     try:
         yield
     except libvirt.libvirtError as err:
-        raise translate(err, what) from err
+        raise translate(err, what, vm=vm) from err
+
+
+# How to get an agent running in a guest: what the "not connected" error suggests.
+AGENT_INSTALL_HINT = (
+    "install and start the QEMU guest agent in the guest: `apt install "
+    "qemu-guest-agent` (Debian, Ubuntu), `dnf install qemu-guest-agent` (Fedora, RHEL; "
+    "`yum install` on CentOS 7), then `systemctl enable --now qemu-guest-agent`; on "
+    "Windows run the guest-agent installer (guest-agent/qemu-ga-x86_64.msi) from the "
+    "virtio-win ISO (`virtlife windows-drivers-iso`, then `virtlife attach-iso`)")
+# libvirt's "unable to execute QEMU agent command 'guest-x': <the guest's own words>"
+_AGENT_REPLY = re.compile(r"unable to execute QEMU agent command '([^']+)': (.*)", re.S)
+
+
+def _agent_error(code: int, domain: int, line: str, what: str,
+                 vm: str) -> errors.VirtlifeError | None:
+    """The agent error a libvirt error stands for, with the fix; None if not one."""
+    lower = line.lower()
+    msg = f"cannot {what}"
+    if code == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED and "agent is not configured" in lower:
+        return errors.AgentNotConfigured(
+            f"{msg}: the VM has no guest-agent channel (org.qemu.guest_agent.0); add it "
+            f"with `virtlife agent enable {vm}` (it applies at the next boot)")
+    if code in _AGENT_CODES and "not connected" in lower:
+        return errors.AgentNotConnected(
+            f"{msg}: no agent listens in the guest (or it has not started yet); "
+            f"{AGENT_INSTALL_HINT}")
+    if code in _AGENT_CODES:
+        return errors.AgentTimeout(
+            f"{msg}: the guest agent did not answer in time; it may be hung or busy "
+            "(a frozen or overloaded guest)")
+    if domain != libvirt.VIR_FROM_QEMU and code != libvirt.VIR_ERR_INTERNAL_ERROR:
+        return None
+    reply = _AGENT_REPLY.search(line)
+    if reply is None:
+        return None
+    command, said = reply.group(1), reply.group(2).strip()
+    if "has not been found" in said:
+        return errors.AgentCommandUnsupported(
+            f"{msg}: the guest's agent does not have {command} (an older or limited "
+            f"agent); `virtlife agent {vm} info` lists what it supports")
+    if "frozen state" in said:
+        return errors.AgentCommandUnsupported(
+            f"{msg}: the guest's file systems are frozen, and its agent refuses "
+            f"{command} until they are thawed: `virtlife agent {vm} thaw`")
+    if "has been disabled" in said:
+        return errors.AgentCommandUnsupported(
+            f"{msg}: {command} is disabled in the guest's agent (its --block-rpcs or "
+            "--allow-rpcs settings)")
+    return errors.AgentGuestError(f"{msg}: the guest reported an error for {command}: {said}")

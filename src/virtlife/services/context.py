@@ -13,7 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virtlife import errors
+from virtlife import config, errors
+from virtlife.services import freeze
+from virtlife.services.agent import GuestAgent
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.operations import Jobs, Operations
@@ -31,6 +33,8 @@ class Services:
     lifecycle: Lifecycle
     connect_uri: str | None
     jobs: Jobs
+    agent: GuestAgent
+    settings: config.Settings = field(default_factory=config.Settings)
     warnings: list[str] = field(default_factory=list)  # what the user should know
 
     def default_host(self) -> str:
@@ -54,7 +58,11 @@ class Services:
         return self.store
 
     def interrupted(self) -> int:
-        """Mark this process's running operations ``interrupted`` (Ctrl-C); how many."""
+        """Thaw the guests this process froze, and mark its running operations
+        ``interrupted`` (Ctrl-C); how many operations."""
+        thawed = freeze.thaw_active()
+        if thawed:
+            log.warning("thawed %d guest(s) frozen by an interrupted operation", thawed)
         if self.store is None:
             return 0
         try:
@@ -114,6 +122,13 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
         fleet = Fleet(host_refs(store, connect_uri), journal=journal, **kwargs)
     else:  # the inventory's hosts, re-read as they change while the process runs
         fleet = Fleet(lambda: host_refs(store, None), journal=journal, **kwargs)
-    ops = Operations(journal, actor)
-    return Services(store, fleet, Lifecycle(fleet, journal, operations=ops), connect_uri,
-                    Jobs(journal), warnings)
+    try:
+        settings = config.load_settings()
+    except errors.InvalidInput as err:
+        settings = config.Settings()
+        warnings.append(f"{err} (using the defaults)")
+    guard = freeze.FreezeGuard(journal, store.freezes if store is not None else None)
+    ops = Operations(journal, actor, on_touch=guard.recover)
+    lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
+    return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
+                    GuestAgent(fleet, ops, guard), settings, warnings)

@@ -15,6 +15,7 @@ Paths of save files are paths on the VM's host, asked through libvirt
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -23,10 +24,13 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, GuestInfo, Host
+from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
 from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
+from virtlife.services.clock import ClockSync, sync_clock
 from virtlife.services.fleet import Fleet, split_ref
+from virtlife.services.ladder import STEPS, Step, climb
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, observed_state
 from virtlife.services.operations import (
     AGENT_TIMEOUT_S,
@@ -40,6 +44,7 @@ from virtlife.states import (
     REASON_MANAGED_SAVE,
     Operation,
     PMTarget,
+    SaveKind,
     ShutdownMode,
     StateInfo,
     VMState,
@@ -51,6 +56,45 @@ if TYPE_CHECKING:
     from virtlife.store.journal import Journal, JournalEntry
 
 __all__ = ["AGENT_TIMEOUT_S", "DEFAULT_TIMEOUTS", "Lifecycle", "OperationResult"]
+
+# How long the ladder's agent step waits for the agent to answer (a ping), and then for
+# libvirt to accept the request: a missing or hung agent costs seconds, not minutes.
+AGENT_ANSWER_S = 3
+# Why a ladder step cannot be taken, so the next one is: no agent (or none answering),
+# or a driver without that way (libvirt's test driver has no agent).
+_STEP_FAILURES = (errors.AgentUnavailable, errors.AgentCommandFailed, errors.Unsupported)
+
+
+def _why(err: errors.VirtlifeError) -> str:
+    """The reason part of an agent error: ``cannot X: <reason>`` -> ``<reason>``."""
+    text = str(err)
+    return text.split(": ", 1)[1] if text.startswith("cannot ") and ": " in text else text
+
+
+def _add_note(run: OperationRun, text: str) -> None:
+    run.note = f"{run.note}; {text}" if run.note else text
+
+
+def _bounded(call: Callable[[], None], seconds: float) -> None:
+    """Run ``call`` on a thread for at most ``seconds``; its error, if it ended, is
+    raised here. A call still running then is left to end by itself (libvirt bounds
+    it), and the caller goes on: this is how a hung agent costs only ``seconds``."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            call()
+        except BaseException as err:  # handed to the caller below
+            failure.append(err)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="bounded-call", daemon=True).start()
+    if not done.wait(seconds):
+        raise errors.AgentTimeout(f"no answer to the request within {seconds:g} s")
+    if failure:
+        raise failure[0]
 
 
 class Call(TypedDict, total=False):
@@ -65,10 +109,11 @@ class Lifecycle:
     """Lifecycle operations over a ``Fleet``; journalled when a journal is given."""
 
     def __init__(self, fleet: Fleet, journal: Journal | None = None, *,
-                 operations: Operations | None = None) -> None:
+                 operations: Operations | None = None, sync_time: bool = True) -> None:
         self.fleet = fleet
         self.journal = journal
         self.ops = operations or Operations(journal)
+        self.sync_time = sync_time  # the settings' default for calls that do not say
 
     # -- the shape every operation shares -------------------------------------------------
 
@@ -104,7 +149,21 @@ class Lifecycle:
     def _then_agent(self, run: OperationRun, wait_agent: bool) -> None:
         if wait_agent:
             seconds = run.wait_agent()
-            run.note = f"guest agent answered after {seconds:.1f} s"
+            _add_note(run, f"guest agent answered after {seconds:.1f} s")
+
+    def _then_sync(self, run: OperationRun, sync_time: bool | None) -> ClockSync | None:
+        """Set the guest clock right after the guest lost time (resume, restore, wakeup),
+        when asked (the settings' default otherwise) and the guest runs; the offsets
+        before and after go into the note (so the output and the journal)."""
+        if not (self.sync_time if sync_time is None else sync_time):
+            return None
+        guest = run.target()
+        if guest.status().state not in (VMState.RUNNING, VMState.IDLE):
+            return None  # restored paused: its clock is set when it is resumed
+        run.report("clock", f"syncing the clock of {guest.name}")
+        outcome = sync_clock(Agent(guest))
+        _add_note(run, str(outcome))
+        return outcome
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -150,26 +209,78 @@ class Lifecycle:
 
     def start(self, ref: str, *, paused: bool = False, force_boot: bool = False,
               wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
-              **call: Unpack[Call]) -> OperationResult:
+              sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Boot the VM, or restore its managed-save image (then the guest clock is set
+        right, see ``_then_sync``)."""
         guest = self._resolve(Operation.START, ref)
         with self._operation(Operation.START, guest, timeout_s, call) as run:
+            from_image = run.current.save_kind is SaveKind.MANAGED and not force_boot
             guest.start(paused=paused, force_boot=force_boot)
             if wait:
                 run.wait()
                 self._then_agent(run, wait_agent and not paused)
+                if from_image and not paused:
+                    self._then_sync(run, sync_time)
         assert run.result is not None
         return run.result
 
-    def shutdown(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.DEFAULT,
-                 wait: bool = True, timeout_s: float | None = None,
+    def shutdown(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.AUTO,
+                 wait: bool = True, force: bool = False, timeout_s: float | None = None,
                  **call: Unpack[Call]) -> OperationResult:
+        """Power the guest off by the ladder of ``mode`` (services/ladder.py): by default
+        the agent, then the ACPI button twice, then with ``force`` destroy, each step
+        bounded. ``wait`` False: one request (the ladder's first step), not waited for."""
+        how = parse_enum(ShutdownMode, mode, "shutdown mode")
         guest = self._resolve(Operation.SHUTDOWN, ref)
         with self._operation(Operation.SHUTDOWN, guest, timeout_s, call) as run:
-            guest.shutdown(parse_enum(ShutdownMode, mode, "shutdown mode"))
-            if wait:
-                run.wait()
+            if not wait:
+                why_not = self._ask(guest, STEPS[how][0], run, reboot=False)
+                if why_not is not None:
+                    raise errors.AgentUnavailable(f"cannot shut down {guest.name}: {why_not}")
+            else:
+                reaches = run.rule.reaches
+
+                def off(seconds: float) -> bool:
+                    return self._settled(run, lambda s: s.state in reaches, seconds)
+
+                def destroy() -> None:
+                    guest.destroy()
+                    run.wait()
+
+                result = climb(STEPS[how], run.timeout_s,
+                               ask=lambda step: self._ask(guest, step, run, reboot=False),
+                               settled=off, force=destroy if force else None,
+                               what="power off", vm=guest.name)
+                run.note = result.note("powered off")
         assert run.result is not None
         return run.result
+
+    def _ask(self, guest: Guest, step: Step, run: OperationRun, *, reboot: bool) -> str | None:
+        """Make one ladder request; None when made, else why it could not be."""
+        run.report("step", f"{'reboot' if reboot else 'shutdown'} by the {step}")
+        mode = {Step.AGENT: ShutdownMode.AGENT, Step.ACPI: ShutdownMode.ACPI,
+                Step.ACPI_AGAIN: ShutdownMode.ACPI}.get(step, ShutdownMode.DEFAULT)
+        if step is Step.AGENT:
+            try:  # a missing or hung agent costs seconds here, not libvirt's minute
+                Agent(guest).ping(timeout_s=AGENT_ANSWER_S)
+            except _STEP_FAILURES as err:
+                return _why(err)
+        act = guest.reboot if reboot else guest.shutdown
+        try:
+            _bounded(lambda: act(mode), AGENT_ANSWER_S * 2)
+        except _STEP_FAILURES as err:
+            return _why(err)
+        return None
+
+    @staticmethod
+    def _settled(run: OperationRun, accept: Callable[[StateInfo], bool],
+                 seconds: float) -> bool:
+        try:
+            run.final = run.watch.until_state(run.target(), accept, seconds,
+                                              describe="the end of the step")
+        except errors.OperationTimeout:
+            return False
+        return True
 
     def _restart(self, op: Operation, ref: str, act: Callable[[Guest], None],
                  wait_agent: bool, timeout_s: float | None, call: Call) -> OperationResult:
@@ -189,12 +300,42 @@ class Lifecycle:
         assert run.result is not None
         return run.result
 
-    def reboot(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.DEFAULT,
-               wait_agent: bool = False, timeout_s: float | None = None,
-               **call: Unpack[Call]) -> OperationResult:
+    def reboot(self, ref: str, *, mode: ShutdownMode | str = ShutdownMode.AUTO,
+               wait_agent: bool = False, force: bool = False,
+               timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Reboot by the ladder of ``mode``: the agent, then the ACPI button twice (libvirt
+        restarts the guest once it powers off), then with ``force`` a hard reset; done
+        when QEMU resets the guest (its REBOOT event), then ``wait_agent`` waits for the
+        agent. ``--mode default`` is one request, not waited for unless ``wait_agent``."""
         how = parse_enum(ShutdownMode, mode, "reboot mode")
-        return self._restart(Operation.REBOOT, ref, lambda g: g.reboot(how), wait_agent,
-                             timeout_s, call)
+        if how is ShutdownMode.DEFAULT:
+            return self._restart(Operation.REBOOT, ref,
+                                 lambda g: g.reboot(ShutdownMode.DEFAULT), wait_agent,
+                                 timeout_s, call)
+        guest = self._resolve(Operation.REBOOT, ref)
+        with self._operation(Operation.REBOOT, guest, timeout_s, call) as run:
+
+            def reset_seen(seconds: float) -> bool:
+                try:
+                    run.watch.until_event(lambda e: e.kind is EventKind.REBOOT, seconds,
+                                          describe="guest reset")
+                except errors.OperationTimeout:
+                    return False
+                return True
+
+            def hard_reset() -> None:
+                guest.reset()
+
+            result = climb(STEPS[how], run.timeout_s,
+                           ask=lambda step: self._ask(guest, step, run, reboot=True),
+                           settled=reset_seen, force=hard_reset if force else None,
+                           what="reset", vm=guest.name)
+            run.note = result.note("rebooted")
+            if wait_agent:
+                seconds = run.wait_agent()
+                _add_note(run, f"guest agent answered after {seconds:.1f} s")
+        assert run.result is not None
+        return run.result
 
     def reset(self, ref: str, *, wait_agent: bool = False, timeout_s: float | None = None,
               **call: Unpack[Call]) -> OperationResult:
@@ -224,12 +365,13 @@ class Lifecycle:
         return run.result
 
     def resume(self, ref: str, *, wait: bool = True, timeout_s: float | None = None,
-               **call: Unpack[Call]) -> OperationResult:
+               sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
         guest = self._resolve(Operation.RESUME, ref)
         with self._operation(Operation.RESUME, guest, timeout_s, call) as run:
             guest.resume()
             if wait:
                 run.wait()
+                self._then_sync(run, sync_time)
         assert run.result is not None
         return run.result
 
@@ -264,7 +406,7 @@ class Lifecycle:
 
     def restore(self, path: str | Path, *, host: str, paused: bool = False,
                 wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
-                **call: Unpack[Call]) -> OperationResult:
+                sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
         """Restore a save file on ``host``; the VM is named by the file. A failed restore
         (no such file, not a save image) is journalled and keeps the file."""
         h = self._host(Operation.RESTORE, host, "")
@@ -285,6 +427,7 @@ class Lifecycle:
             if wait:
                 run.wait()
                 self._then_agent(run, wait_agent and not paused)
+                self._then_sync(run, sync_time)
         assert run.result is not None
         return run.result
 
@@ -323,13 +466,15 @@ class Lifecycle:
         return run.result
 
     def pmwakeup(self, ref: str, *, wait: bool = True, wait_agent: bool = False,
-                 timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+                 timeout_s: float | None = None, sync_time: bool | None = None,
+                 **call: Unpack[Call]) -> OperationResult:
         guest = self._resolve(Operation.PMWAKEUP, ref)
         with self._operation(Operation.PMWAKEUP, guest, timeout_s, call) as run:
             guest.pm_wakeup()
             if wait:
                 run.wait()
                 self._then_agent(run, wait_agent)
+                self._then_sync(run, sync_time)
         assert run.result is not None
         return run.result
 

@@ -179,9 +179,13 @@ class OperationRun:
 class Operations:
     """Runs operations for one process: its per-VM table, its journal, its actor."""
 
-    def __init__(self, journal: Journal | None, actor: Actor | None = None) -> None:
+    def __init__(self, journal: Journal | None, actor: Actor | None = None, *,
+                 on_touch: Callable[[Guest], list[str]] | None = None) -> None:
         self.journal = journal
         self.actor = actor or Actor.current()
+        # run once the VM is taken, before the guard: what an earlier operation left
+        # behind (a freeze whose process died); it returns what to tell the operator
+        self.on_touch = on_touch
         self._lock = threading.Condition()
         self._active: dict[str, tuple[str, Operation]] = {}  # lock key -> (op id, op)
 
@@ -279,6 +283,8 @@ class Operations:
             self._begin_row(warnings, op=op, op_id=op_id, host=host.name, vm=vm, uuid=uuid,
                             domid=domid, key=key, deadline=deadline)
             began = True
+            if guest is not None and self.on_touch is not None and op not in _OVERRIDES:
+                warnings.extend(self.on_touch(guest))
             current = observed_state(guest, self.journal) if guest else StateInfo(
                 VMState.UNDEFINED, "")
             # a libvirt job (a save or migration, maybe by another tool) explains the
@@ -298,7 +304,8 @@ class Operations:
                 state = run.final if run.final is not None else run.target().status()
             duration = time.monotonic() - t0
             final_uuid = uuid or (run.guest.uuid() if run.guest is not None else "")
-            self._finish(op_id, "ok", str(state), duration, warnings, vm, final_uuid)
+            detail = f"{state}; {run.note}" if run.note else str(state)
+            self._finish(op_id, "ok", detail, duration, warnings, vm, final_uuid)
         except BaseException as err:
             if began:
                 self._finish(op_id, outcome_of(err), _detail(err), time.monotonic() - t0,

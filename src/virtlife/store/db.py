@@ -28,6 +28,7 @@ from typing import Final
 from virtlife import config
 from virtlife.errors import StoreUnavailable
 from virtlife.store.facts import Facts
+from virtlife.store.freezes import Freezes
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
 
@@ -121,6 +122,21 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
             kvm        INTEGER,
             kvm_note   TEXT NOT NULL DEFAULT '',
             checked_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        # Guest file-system freezes virtlife started, so that none outlives its process.
+        "0005_freezes",
+        """
+        CREATE TABLE freezes (
+            uuid      TEXT PRIMARY KEY,
+            host      TEXT NOT NULL,
+            vm        TEXT NOT NULL,
+            op_id     TEXT NOT NULL,
+            kind      TEXT NOT NULL CHECK (kind IN ('bounded', 'held')),
+            frozen_at TEXT NOT NULL,
+            bound_s   REAL
         );
         """,
     ),
@@ -257,6 +273,7 @@ class Store:
         self.hosts = Inventory(db)
         self.journal = Journal(db)
         self.facts = Facts(db)
+        self.freezes = Freezes(db)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,235 @@
+"""Guest file-system freezes: bounded, always thawed, and thawed after a crash.
+
+A quiesced snapshot freezes the guest's file systems through the agent, takes the
+snapshot and thaws. ``bounded_freeze`` makes that safe for a long-running, many-host
+program:
+
+- the freeze is recorded in the store (``store.freezes``) *before* the agent is asked,
+  so a process killed while the guest is frozen leaves a trace;
+- it is thawed when the body ends, by error or Ctrl-C too (``thaw_active`` is what the
+  CLI's interrupt hook calls, since Ctrl-C ends the process before the body does);
+- a watchdog thaws it once ``bound_s`` has passed (default 10 s, the Windows VSS
+  window), whatever the body is doing; the body then learns that the freeze broke;
+- ``FreezeGuard.recover`` runs when the next virtlife command touches the VM: a
+  bounded freeze whose operation is no longer running is checked with
+  ``guest-fsfreeze-status`` and thawed, saying so.
+
+``agent freeze`` is the operator's own, ``held`` freeze: it stays until ``agent thaw``
+(as ``virsh domfsfreeze``), and other commands on the VM say that it is frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from virtlife import errors
+from virtlife.hypervisor import Guest
+from virtlife.hypervisor.agent import Agent
+from virtlife.states import VMState
+from virtlife.store.freezes import FreezeKind, FreezeMark, Freezes
+from virtlife.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BOUND_S = 10.0
+THAW_ATTEMPTS = 3
+
+
+@dataclass
+class ActiveFreeze:
+    """A bounded freeze of this process, from freeze to thaw."""
+
+    agent: Agent
+    op_id: str
+    uuid: str
+    bound_s: float
+    frozen: int = 0
+    started: float = field(default_factory=time.monotonic)
+    thawed_after_s: float | None = None
+    by_watchdog: bool = False
+    thaw_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def broken(self) -> bool:
+        """True when the watchdog thawed the guest before the body ended."""
+        return self.by_watchdog
+
+
+_active: dict[str, ActiveFreeze] = {}
+_active_lock = threading.Lock()
+
+
+def _thaw(freeze: ActiveFreeze, *, watchdog: bool = False) -> None:
+    """Thaw once (a few tries: the agent may be briefly busy); idempotent."""
+    with freeze.lock:
+        if freeze.thawed_after_s is not None:
+            return
+        last: errors.VirtlifeError | None = None
+        for attempt in range(THAW_ATTEMPTS):
+            try:
+                freeze.agent.thaw()
+            except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
+                last = err
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            except errors.InvalidTransition:
+                pass  # the VM stopped: nothing is frozen any more
+            freeze.thawed_after_s = time.monotonic() - freeze.started
+            freeze.by_watchdog = watchdog
+            return
+        freeze.thaw_error = str(last)
+        log.error("cannot thaw %s (operation %s): %s", freeze.agent.vm, freeze.op_id, last)
+
+
+def thaw_active() -> int:
+    """Thaw every bounded freeze this process holds (Ctrl-C); how many were thawed."""
+    with _active_lock:
+        held = list(_active.values())
+    for freeze in held:
+        _thaw(freeze)
+    return sum(1 for f in held if f.thawed_after_s is not None)
+
+
+@contextmanager
+def bounded_freeze(agent: Agent, freezes: Freezes | None, *, op_id: str, uuid: str,
+                   host: str, bound_s: float = DEFAULT_BOUND_S,
+                   mountpoints: list[str] | None = None,
+                   warn: Callable[[str], None] | None = None) -> Iterator[ActiveFreeze]:
+    """Freeze the guest's file systems for the body, never longer than ``bound_s``."""
+    if bound_s <= 0:
+        raise errors.InvalidInput(f"a freeze bound must be positive, not {bound_s:g} s")
+    if agent.freeze_status() == "frozen":
+        raise errors.InvalidTransition(
+            f"cannot freeze the file systems of {agent.vm}: they are already frozen; "
+            f"thaw them first (`virtlife agent {agent.vm} thaw`)")
+    mark = FreezeMark(uuid, host, agent.vm, op_id, FreezeKind.BOUNDED, datetime.now(UTC),
+                      bound_s)
+    marked = _put(freezes, mark, warn)
+    freeze = ActiveFreeze(agent, op_id, uuid, bound_s)
+    with _active_lock:
+        _active[op_id] = freeze
+    timer: threading.Timer | None = None
+    try:
+        freeze.frozen = agent.freeze(mountpoints)
+        freeze.started = time.monotonic()
+        timer = threading.Timer(bound_s, _thaw, (freeze,), {"watchdog": True})
+        timer.daemon = True
+        timer.start()
+        yield freeze
+    finally:
+        if timer is not None:
+            timer.cancel()
+        _thaw(freeze)
+        with _active_lock:
+            _active.pop(op_id, None)
+        if marked and not freeze.thaw_error:
+            _remove(freezes, uuid, op_id, warn)
+    if freeze.thaw_error:
+        raise errors.AgentUnavailable(
+            f"the file systems of {agent.vm} are still frozen: thawing failed "
+            f"({freeze.thaw_error}); the next virtlife command on it retries, or run "
+            f"`virtlife agent {agent.vm} thaw`")
+
+
+def _put(freezes: Freezes | None, mark: FreezeMark,
+         warn: Callable[[str], None] | None) -> bool:
+    if freezes is None:
+        return False
+    try:
+        freezes.put(mark)
+        return True
+    except errors.StoreUnavailable as err:
+        if warn:
+            warn(f"the freeze could not be recorded ({err}); if this process dies while "
+                 "the guest is frozen, no later command will know to thaw it")
+        return False
+
+
+def _remove(freezes: Freezes | None, uuid: str, op_id: str | None,
+            warn: Callable[[str], None] | None) -> None:
+    if freezes is None:
+        return
+    try:
+        freezes.remove(uuid, op_id)
+    except errors.StoreUnavailable as err:
+        if warn:
+            warn(f"the end of the freeze could not be recorded: {err}")
+
+
+class FreezeGuard:
+    """Finds freezes that outlived their operation, and thaws them (see module doc)."""
+
+    def __init__(self, journal: Journal | None, freezes: Freezes | None) -> None:
+        self.journal = journal
+        self.freezes = freezes
+
+    def mark(self, guest: Guest) -> FreezeMark | None:
+        if self.freezes is None:
+            return None
+        try:
+            return self.freezes.get(guest.uuid())
+        except errors.StoreUnavailable:
+            return None
+
+    def hold(self, guest: Guest, op_id: str) -> None:
+        """Record the operator's own freeze (``agent freeze``)."""
+        if self.freezes is not None:
+            self.freezes.put(FreezeMark(guest.uuid(), guest.host.name, guest.name, op_id,
+                                        FreezeKind.HELD, datetime.now(UTC)))
+
+    def release(self, guest: Guest) -> None:
+        """Forget the VM's freeze (it was thawed)."""
+        _remove(self.freezes, guest.uuid(), None, None)
+
+    def _in_flight(self, mark: FreezeMark) -> bool:
+        with _active_lock:
+            if mark.op_id in _active:
+                return True
+        if self.journal is None:
+            return False
+        try:
+            self.journal.sweep()  # rows of dead processes become interrupted
+            entry = self.journal.get(mark.op_id)
+        except errors.StoreUnavailable:
+            return True  # cannot tell: leave it alone
+        return entry is not None and entry.running
+
+    def recover(self, guest: Guest) -> list[str]:
+        """What the next command touching ``guest`` says (and does) about a freeze."""
+        mark = self.mark(guest)
+        if mark is None:
+            return []
+        if guest.status().state not in (VMState.RUNNING, VMState.IDLE, VMState.PAUSED):
+            self.release(guest)  # the guest stopped since: nothing is frozen any more
+            return []
+        if mark.kind is FreezeKind.BOUNDED and self._in_flight(mark):
+            return []
+        agent = Agent(guest)
+        try:
+            status = agent.freeze_status()
+        except errors.VirtlifeError as err:
+            return [f"{guest.name} may still have frozen file systems (operation "
+                    f"{mark.op_id}); cannot ask its agent: {err}"]
+        if status != "frozen":
+            self.release(guest)
+            return []
+        since = mark.frozen_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        if mark.kind is FreezeKind.HELD:
+            return [f"the file systems of {guest.name} are frozen since {since} by "
+                    f"`agent freeze` (operation {mark.op_id}); writes in the guest wait "
+                    f"until `virtlife agent {guest.name} thaw`"]
+        try:
+            agent.thaw()
+        except errors.VirtlifeError as err:
+            return [f"the file systems of {guest.name} are still frozen by operation "
+                    f"{mark.op_id} (since {since}), and thawing failed: {err}"]
+        self.release(guest)
+        return [f"thawed the file systems of {guest.name}: operation {mark.op_id} froze "
+                f"them at {since} and ended without thawing them"]

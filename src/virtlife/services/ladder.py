@@ -1,0 +1,135 @@
+"""The shutdown and reboot ladder: agent, then the ACPI button twice, then (if asked) force.
+
+``climb`` is plain policy over three callables, so it is unit-tested without libvirt:
+``ask(step)`` makes one request and returns None, or why it could not be made (the
+agent is not connected); ``settled(seconds)`` waits up to that long for the result (the
+VM powered off, or the guest reset) and says whether it came; ``force()`` destroys or
+resets. Each step gets its own bound: what is left of the whole timeout, shared by the
+steps still to come, so a missing agent costs its few seconds of answer timeout and
+gives the rest to the ACPI presses. Without ``force`` a guest that ignores everything
+ends in ``OperationTimeout`` naming each step and why it failed; the VM is left as it is.
+When no step could even be asked (a driver without agent or ACPI button), one request
+in libvirt's own way is made instead; if that cannot be asked either, it is
+``Unsupported``, and ``force`` is not used: nothing was tried that the guest ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from virtlife import errors
+from virtlife.states import ShutdownMode
+
+
+class Step(StrEnum):
+    LIBVIRT = "libvirt's choice"  # --mode default: one request, libvirt picks how
+    AGENT = "guest agent"
+    ACPI = "ACPI button"
+    ACPI_AGAIN = "ACPI button, again"
+    FORCE = "force"
+
+    @property
+    def by(self) -> str:
+        """How the step reads after "powered off by"."""
+        return _BY[self]
+
+
+_BY = {Step.LIBVIRT: "the method libvirt chose", Step.AGENT: "the guest agent",
+       Step.ACPI: "the ACPI button", Step.ACPI_AGAIN: "a second press of the ACPI button",
+       Step.FORCE: "force"}
+
+
+STEPS: dict[ShutdownMode, tuple[Step, ...]] = {
+    ShutdownMode.AUTO: (Step.AGENT, Step.ACPI, Step.ACPI_AGAIN),
+    ShutdownMode.AGENT: (Step.AGENT,),
+    ShutdownMode.ACPI: (Step.ACPI, Step.ACPI_AGAIN),
+    ShutdownMode.DEFAULT: (Step.LIBVIRT,),
+}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    step: Step
+    outcome: str  # "worked", or why it did not
+    seconds: float
+
+    @property
+    def worked(self) -> bool:
+        return self.outcome == "worked"
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.outcome}"
+
+
+@dataclass
+class Climb:
+    """The steps taken, in order; the last one that worked ends it."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def winner(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.worked), None)
+
+    def failures(self) -> str:
+        return "; ".join(str(a) for a in self.attempts if not a.worked)
+
+    def note(self, done: str) -> str:
+        """``powered off by the ACPI button after 2.1 s (guest agent: not connected)``"""
+        win = self.winner
+        if win is None:
+            return self.failures()
+        text = f"{done} by {win.step.by} after {win.seconds:.1f} s"
+        before = self.failures()
+        return f"{text} ({before})" if before else text
+
+    def as_dict(self) -> list[dict[str, object]]:
+        return [{"step": a.step.value, "outcome": a.outcome, "seconds": round(a.seconds, 2)}
+                for a in self.attempts]
+
+
+def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str | None],
+          settled: Callable[[float], bool], force: Callable[[], None] | None,
+          what: str, vm: str) -> Climb:
+    """Take ``steps`` within ``total_s``; ``what`` is the goal (``power off``)."""
+    start = time.monotonic()
+    result = Climb()
+
+    def left() -> float:
+        return max(0.0, total_s - (time.monotonic() - start))
+
+    for index, step in enumerate(steps):
+        t0 = time.monotonic()
+        why_not = ask(step)
+        if why_not is not None:
+            result.attempts.append(Attempt(step, why_not, time.monotonic() - t0))
+            continue
+        bound = left() / (len(steps) - index)
+        if settled(bound):
+            result.attempts.append(Attempt(step, "worked", time.monotonic() - start))
+            return result
+        result.attempts.append(Attempt(
+            step, f"asked; no {what} within {bound:.0f} s", time.monotonic() - t0))
+    if all(not a.outcome.startswith("asked") for a in result.attempts):
+        # no way of asking worked at all (a driver without agent and ACPI button): one
+        # request in the way libvirt chooses, else it is not a guest that ignored us
+        t0 = time.monotonic()
+        why_not = ask(Step.LIBVIRT) if Step.LIBVIRT not in steps else "not asked again"
+        if why_not is None and settled(left()):
+            result.attempts.append(Attempt(Step.LIBVIRT, "worked", time.monotonic() - start))
+            return result
+        result.attempts.append(Attempt(Step.LIBVIRT, why_not or "asked; no answer",
+                                       time.monotonic() - t0))
+        if why_not is not None:
+            raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
+    if force is None:
+        raise errors.OperationTimeout(
+            f"{vm} did not {what} within {total_s:g} s: {result.failures()}; it is left as "
+            f"it is: add --force to end it by force after the timeout, or run "
+            f"`virtlife destroy {vm}`")
+    force()
+    result.attempts.append(Attempt(Step.FORCE, "worked", time.monotonic() - start))
+    return result
