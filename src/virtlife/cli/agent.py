@@ -231,8 +231,8 @@ def time(app: App, set_to: str | None, sync: bool, as_json: bool) -> None:
         if as_json:
             emit_json({"vm": _vm(), **reading.as_dict(), "guest_iso": _when(reading.guest)})
         else:
-            click.echo(f"{_when(reading.guest)} in the guest; "
-                       f"{describe_offset(reading.offset_s)} of this machine's clock")
+            offset = describe_offset(reading.offset_s).replace("in step", "in step with")
+            click.echo(f"{_when(reading.guest)} in the guest ({offset} this machine's clock)")
         return
     when = _parse_time(set_to) if set_to is not None else None
     result, outcome = s.set_time(_vm(), when, sync=sync, **app.call)

@@ -206,9 +206,12 @@ class FreezeGuard:
         mark = self.mark(guest)
         if mark is None:
             return []
-        if guest.status().state not in (VMState.RUNNING, VMState.IDLE, VMState.PAUSED):
+        state = guest.status().state
+        if not state.is_active:
             self.release(guest)  # the guest stopped since: nothing is frozen any more
             return []
+        if state not in (VMState.RUNNING, VMState.IDLE):
+            return []  # paused or suspended: its agent cannot answer; ask next time
         if mark.kind is FreezeKind.BOUNDED and self._in_flight(mark):
             return []
         agent = Agent(guest)

@@ -66,9 +66,12 @@ _STEP_FAILURES = (errors.AgentUnavailable, errors.AgentCommandFailed, errors.Uns
 
 
 def _why(err: errors.VirtlifeError) -> str:
-    """The reason part of an agent error: ``cannot X: <reason>`` -> ``<reason>``."""
+    """The reason of an agent error, without what was being done and the fix:
+    ``cannot X: <reason>; <fix>`` -> ``<reason>`` (the ladder's note lists several)."""
     text = str(err)
-    return text.split(": ", 1)[1] if text.startswith("cannot ") and ": " in text else text
+    if text.startswith("cannot ") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.split("; ", 1)[0]
 
 
 def _add_note(run: OperationRun, text: str) -> None:
