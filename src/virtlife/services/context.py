@@ -19,6 +19,7 @@ from virtlife.services.agent import GuestAgent
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.operations import Jobs, Operations
+from virtlife.services.snapshots import Snapshots
 from virtlife.store import Store, open_store
 from virtlife.store.facts import Facts
 from virtlife.store.journal import Actor
@@ -34,6 +35,7 @@ class Services:
     connect_uri: str | None
     jobs: Jobs
     agent: GuestAgent
+    snapshots: Snapshots
     settings: config.Settings = field(default_factory=config.Settings)
     warnings: list[str] = field(default_factory=list)  # what the user should know
 
@@ -131,4 +133,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     ops = Operations(journal, actor, on_touch=guard.recover)
     lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
     return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
-                    GuestAgent(fleet, ops, guard), settings, warnings)
+                    GuestAgent(fleet, ops, guard), Snapshots(fleet, ops, guard, settings),
+                    settings, warnings)

@@ -1,0 +1,352 @@
+"""VM snapshots: take, list, revert and delete them; quiesced ones through the guest agent.
+
+``create``, ``revert`` and ``delete`` are operations: each runs inside
+``Operations.run`` (journalled, one per VM at a time, checked against the VM's state
+by the transition table), like ``services.lifecycle``; ``list`` is a read.
+
+What libvirt 9.0 does with a qcow2 disk, and so what virtlife offers:
+
+- a plain snapshot is *internal*: kept inside the qcow2 images, with the memory of a
+  running (or paused) VM; reverting brings the VM back as it was, running;
+- ``disk_only`` makes an *external* snapshot: each disk gets an overlay file beside it
+  (``<image>.<snapshot>``) that the VM writes to from then on. libvirt can delete one
+  (merging the overlay back) unless its parent is internal, and cannot revert to one:
+  those refusals come back as one-line errors saying what works instead
+  (``hypervisor.snapshot``);
+- ``quiesce``: virtlife freezes the guest's file systems itself with
+  ``services.freeze.bounded_freeze`` (recorded, bounded by ``freeze_bound_s``, thawed
+  on error and Ctrl-C, and by the next command after a killed process), takes the
+  snapshot without libvirt's own quiesce flag, then thaws. A quiesced snapshot is
+  disk-only: a memory image of a frozen guest would revert to a frozen guest. If the
+  freeze broke (the watchdog thawed) before the snapshot was taken, the snapshot is
+  not consistent: it is deleted and the operation fails.
+
+After a revert to a running snapshot the guest clock is set right through the agent
+(its time jumped back), as ``Lifecycle`` does after a resume. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Unpack
+
+from virtlife import config, errors
+from virtlife.hypervisor import Guest
+from virtlife.hypervisor.agent import Agent
+from virtlife.hypervisor.snapshot import DomainSnapshots, Snapshot
+from virtlife.services.clock import sync_clock
+from virtlife.services.fleet import Fleet, split_ref
+from virtlife.services.freeze import FreezeGuard, bounded_freeze
+from virtlife.services.lifecycle import Call
+from virtlife.services.operations import OperationResult, OperationRun, Operations
+from virtlife.states import Operation, StateInfo, VMState
+from virtlife.xml.snapshot import (
+    SnapshotDoc,
+    default_name,
+    parse_snapshot,
+    snapshot_xml,
+    validate_description,
+    validate_snapshot_name,
+)
+
+_UP = (VMState.RUNNING, VMState.IDLE)
+# Why a quiesced snapshot is disk-only, said where --quiesce made it so.
+WHY_DISK_ONLY = ("--quiesce takes a disk-only snapshot: a memory image of a frozen guest "
+                 "would revert to a frozen guest")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot of a VM, as ``snapshot VM list`` shows it."""
+
+    vm: str
+    name: str
+    created: datetime | None
+    state: str  # the VM's state when it was taken (running, paused, shutoff, disk-snapshot)
+    location: str  # internal (inside the disk images) or external (overlay files)
+    parent: str | None
+    current: bool
+    description: str
+    memory: bool  # it holds the VM's memory: a revert brings the VM back running
+    files: tuple[str, ...]  # the overlay files of an external snapshot
+
+    @classmethod
+    def of(cls, vm: str, doc: SnapshotDoc, current: bool) -> SnapshotInfo:
+        return cls(vm, doc.name, doc.created, doc.state, doc.location, doc.parent, current,
+                   doc.description, doc.has_memory, doc.overlays)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"vm": self.vm, "name": self.name,
+                "created": None if self.created is None else self.created.isoformat(),
+                "state": self.state, "location": self.location, "parent": self.parent,
+                "current": self.current, "description": self.description,
+                "memory": self.memory, "files": list(self.files)}
+
+
+def check_create_options(*, quiesce: bool, no_quiesce_ok: bool, disk_only: bool,
+                         memory: bool, freeze_bound_s: float | None) -> None:
+    """Refuse (``InvalidInput``) the combinations of ``create`` options that mean nothing
+    or contradict each other, before any host is asked."""
+    if memory and quiesce:
+        raise errors.InvalidInput(
+            "--memory cannot go with --quiesce: a quiesced snapshot is disk-only, since a "
+            "memory image of a frozen guest would revert to a frozen guest")
+    if memory and disk_only:
+        raise errors.InvalidInput("--memory and --disk-only contradict each other: a "
+                                  "disk-only snapshot keeps no memory")
+    if no_quiesce_ok and not quiesce:
+        raise errors.InvalidInput("--no-quiesce-ok only applies with --quiesce")
+    if freeze_bound_s is not None:
+        if not quiesce:
+            raise errors.InvalidInput("--freeze-bound only applies with --quiesce")
+        if not 0 < freeze_bound_s <= 600:
+            raise errors.InvalidInput(
+                f"the freeze bound must be within 0 and 600 s, not {freeze_bound_s:g}")
+
+
+def _add_note(run: OperationRun, text: str) -> None:
+    run.note = f"{run.note}; {text}" if run.note else text
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+class Snapshots:
+    """Snapshot operations over a ``Fleet``, run by ``ops`` (see the module doc).
+
+    ``guard`` holds the store of freezes that quiesced snapshots record; ``settings``
+    gives the default freeze bound and whether to set the clock after a revert."""
+
+    def __init__(self, fleet: Fleet, ops: Operations, guard: FreezeGuard,
+                 settings: config.Settings | None = None) -> None:
+        self.fleet = fleet
+        self.ops = ops
+        self.guard = guard
+        self.settings = settings or config.Settings()
+
+    # -- the shape every operation shares -------------------------------------------------
+
+    def _resolve(self, op: Operation, ref: str) -> Guest:
+        """The VM ``ref``; an unreachable host is journalled as the operation's failure."""
+        try:
+            return self.fleet.resolve(ref)
+        except errors.HostUnreachable as err:
+            host, name = split_ref(ref)
+            if host is None:
+                host = next(iter(self.fleet.refs), "?")
+            self.ops.record_failure(op, host, name, err)
+            raise
+
+    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
+                   call: Call) -> AbstractContextManager[OperationRun]:
+        return self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
+                            progress=call.get("progress"), op_id=call.get("op_id"),
+                            queue_s=call.get("queue_s"))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def list(self, ref: str) -> list[SnapshotInfo]:
+        """The VM's snapshots, oldest first."""
+        guest = self.fleet.resolve(ref)
+        found: list[SnapshotInfo] = []
+        for snap in DomainSnapshots(guest).all():
+            try:
+                doc = parse_snapshot(snap.xml())
+                current = snap.is_current()
+            except errors.NotFound:
+                continue  # deleted by someone else while we looked
+            found.append(SnapshotInfo.of(guest.name, doc, current))
+        return sorted(found, key=lambda s: (s.created is None, s.created or 0, s.name))
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create(self, ref: str, name: str | None = None, *, description: str = "",
+               quiesce: bool = False, no_quiesce_ok: bool = False, disk_only: bool = False,
+               memory: bool = False, freeze_bound_s: float | None = None,
+               timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Take a snapshot of the VM (see the module doc for the kinds); ``name`` defaults
+        to the time (``snap-20250131-142502``)."""
+        check_create_options(quiesce=quiesce, no_quiesce_ok=no_quiesce_ok,
+                             disk_only=disk_only, memory=memory,
+                             freeze_bound_s=freeze_bound_s)
+        if name is not None:
+            validate_snapshot_name(name)
+        validate_description(description)
+        bound = self.settings.freeze_bound_s if freeze_bound_s is None else freeze_bound_s
+        guest = self._resolve(Operation.SNAPSHOT_CREATE, ref)
+        with self._operation(Operation.SNAPSHOT_CREATE, guest, timeout_s, call) as run:
+            snaps = DomainSnapshots(guest)
+            name = name or self._free_default_name(snaps)
+            if snaps.find(name) is not None:
+                raise errors.AlreadyExists(
+                    f"cannot take snapshot {name} of {guest.name}: it already has one of that "
+                    f"name; choose another, or delete it first")
+            if memory and run.current.state is VMState.SHUTOFF:
+                raise errors.InvalidTransition(
+                    f"cannot take a memory snapshot of {guest.name}: it is shut off and has no "
+                    "memory to keep; start it first, or leave out --memory")
+            xml = snapshot_xml(name, description, memory=memory)
+            if quiesce:
+                snap = self._quiesced(run, guest, snaps, xml, name, bound, no_quiesce_ok)
+            else:
+                run.report("snapshot", f"taking snapshot {name} of {guest.name}")
+                snap = snaps.create(xml, name, disk_only=disk_only)
+            run.note = _describe_new(parse_snapshot(snap.xml()), run.note)
+            if quiesce and not disk_only:
+                _add_note(run, WHY_DISK_ONLY)
+        assert run.result is not None
+        return run.result
+
+    @staticmethod
+    def _free_default_name(snaps: DomainSnapshots) -> str:
+        base = default_name()
+        name, n = base, 1
+        while snaps.find(name) is not None:  # two in the same second
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def _quiesced(self, run: OperationRun, guest: Guest, snaps: DomainSnapshots, xml: str,
+                  name: str, bound_s: float, no_quiesce_ok: bool) -> Snapshot:
+        """A disk-only snapshot taken while the guest's file systems are frozen (bounded);
+        unquiesced with ``no_quiesce_ok`` when the guest cannot be frozen."""
+        state = run.current
+        why_not: str | None = None
+        if state.state not in _UP:
+            why_not = (f"it is {state}: only a running guest's agent can freeze its file "
+                       "systems")
+            if not no_quiesce_ok:
+                raise errors.InvalidTransition(
+                    f"cannot take a quiesced snapshot of {guest.name}: {why_not}; "
+                    + ("start it first, or " if state.state is VMState.SHUTOFF else
+                       "resume it first, or ")
+                    + "pass --no-quiesce-ok to take it unquiesced")
+        else:
+            entered = False
+            try:
+                with bounded_freeze(Agent(guest), self.guard.freezes, op_id=run.op_id,
+                                    uuid=guest.uuid(), host=guest.host.name, bound_s=bound_s,
+                                    warn=run.warnings.append) as active:
+                    entered = True
+                    run.report("snapshot", f"{active.frozen} file system(s) of {guest.name} "
+                               f"frozen; taking snapshot {name}")
+                    snap = snaps.create(xml, name, disk_only=True)
+                    with active.lock:  # a watchdog thaw either happened already, or waits
+                        broken = active.broken
+            except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
+                if entered or not no_quiesce_ok:
+                    raise
+                why_not = str(err)
+            else:
+                if broken:
+                    self._drop_inconsistent(guest, snap, bound_s)
+                seconds = active.thawed_after_s or 0.0
+                run.note = (f"quiesced: {active.frozen} file system(s) frozen for "
+                            f"{seconds:.2f} s (bound {bound_s:g} s)")
+                return snap
+        run.report("snapshot", f"taking snapshot {name} of {guest.name} unquiesced")
+        snap = snaps.create(xml, name, disk_only=True)
+        run.note = f"not quiesced (--no-quiesce-ok): {why_not}"
+        return snap
+
+    @staticmethod
+    def _drop_inconsistent(guest: Guest, snap: Snapshot, bound_s: float) -> None:
+        """The freeze broke before the snapshot was taken: delete it, and fail."""
+        what = (f"the file systems of {guest.name} were thawed by the {bound_s:g} s freeze "
+                f"bound before snapshot {snap.name} was taken, so it is not consistent")
+        try:
+            snap.delete()
+        except errors.VirtlifeError as err:
+            raise errors.OperationTimeout(
+                f"{what}, and it could not be deleted ({err}); delete it with `virtlife "
+                f"snapshot {guest.name} delete {snap.name}`") from err
+        raise errors.OperationTimeout(
+            f"{what}; it was deleted. Try again, or give a longer --freeze-bound")
+
+    # -- revert -----------------------------------------------------------------------------
+
+    def revert(self, ref: str, name: str, *, sync_time: bool | None = None,
+               timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Bring the VM back to snapshot ``name``; it ends in the snapshot's state (read,
+        not waited for). Back running, its clock is set right (``sync_time``, by default
+        the settings' ``agent.sync_time``)."""
+        guest = self._resolve(Operation.SNAPSHOT_REVERT, ref)
+        with self._operation(Operation.SNAPSHOT_REVERT, guest, timeout_s, call) as run:
+            snaps = DomainSnapshots(guest)
+            snap = snaps.lookup(name)
+            doc = parse_snapshot(snap.xml())
+            run.report("revert", f"reverting {guest.name} to snapshot {name}")
+            snaps.revert(snap)
+            run.final = guest.status()
+            taken = f", taken {doc.created:%Y-%m-%d %H:%M:%S} UTC" if doc.created else ""
+            run.note = f"reverted to snapshot {name} ({doc.state}{taken})"
+            self._then_sync(run, guest, run.final, sync_time)
+        assert run.result is not None
+        return run.result
+
+    def _then_sync(self, run: OperationRun, guest: Guest, state: StateInfo,
+                   sync_time: bool | None) -> None:
+        """The guest's clock jumped back to the snapshot's time: set it right."""
+        if not (self.settings.sync_time if sync_time is None else sync_time):
+            return
+        if state.state not in _UP:
+            return  # paused or shut off: its clock is set when it runs again
+        run.report("clock", f"syncing the clock of {guest.name}")
+        _add_note(run, str(sync_clock(Agent(guest))))
+
+    # -- delete -----------------------------------------------------------------------------
+
+    def delete(self, ref: str, name: str, *, children: bool = False,
+               metadata_only: bool = False, timeout_s: float | None = None,
+               **call: Unpack[Call]) -> OperationResult:
+        """Delete snapshot ``name``: with ``children`` its whole subtree, else only it (its
+        children then hang from its parent; libvirt merges what they need).
+        ``metadata_only``: libvirt forgets it; its data stays where it is."""
+        guest = self._resolve(Operation.SNAPSHOT_DELETE, ref)
+        with self._operation(Operation.SNAPSHOT_DELETE, guest, timeout_s, call) as run:
+            snap = DomainSnapshots(guest).lookup(name)
+            doc = parse_snapshot(snap.xml())
+            below = snap.descendants() if children else snap.children()
+            run.report("delete", f"deleting snapshot {name} of {guest.name}")
+            snap.delete(children=children, metadata_only=metadata_only)
+            run.note = _describe_deleted(doc, below, children=children,
+                                         metadata_only=metadata_only)
+        assert run.result is not None
+        return run.result
+
+
+def _describe_new(doc: SnapshotDoc, before: str) -> str:
+    """The note of a new snapshot: what kind it is and where it keeps its data."""
+    if doc.external:
+        what = f"external (disk-only) snapshot {doc.name}"
+        files = [f"{d.name} now writes to the overlay {d.source}" for d in doc.disks
+                 if d.kind == "external" and d.source]
+        if files:
+            what += ": " + ", ".join(files)
+    elif doc.has_memory:
+        what = f"internal snapshot {doc.name} with the VM's memory ({doc.state})"
+    else:
+        what = f"internal snapshot {doc.name} of the disks ({doc.state})"
+    return f"{what}; {before}" if before else what
+
+
+def _describe_deleted(doc: SnapshotDoc, below: list[str], *, children: bool,
+                      metadata_only: bool) -> str:
+    if children and below:
+        text = f"deleted snapshot {doc.name} and {len(below)} below it ({_names(below)})"
+    else:
+        text = f"deleted snapshot {doc.name}"
+        if below:
+            text += (f"; its children ({_names(below)}) now hang from {doc.parent}"
+                     if doc.parent else f"; its children ({_names(below)}) are now roots")
+    if metadata_only:
+        kept = (f"its overlay file(s) stay on the host: {_names(list(doc.overlays))}"
+                if doc.overlays else "its data stays inside the disk images")
+        text += f" (metadata only: {kept})"
+    elif doc.overlays:
+        text += " (its overlay was merged into the disk chain and removed)"
+    return text
+
