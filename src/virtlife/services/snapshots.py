@@ -9,7 +9,7 @@ What libvirt 9.0 does with a qcow2 disk, and so what virtlife offers:
 - a plain snapshot is *internal*: kept inside the qcow2 images, with the memory of a
   running (or paused) VM; reverting brings the VM back as it was, running;
 - ``disk_only`` makes an *external* snapshot: each disk gets an overlay file beside it
-  (``<image>.<snapshot>``) that the VM writes to from then on. libvirt can delete one
+  (``web1.qcow2`` gets ``web1.<snapshot>``) that the VM writes to from then on. libvirt can delete one
   (merging the overlay back) unless its parent is internal, and cannot revert to one:
   those refusals come back as one-line errors saying what works instead
   (``hypervisor.snapshot``);
