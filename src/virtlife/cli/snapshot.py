@@ -29,8 +29,9 @@ def snapshot(vm: str) -> None:
     A plain snapshot of a running VM is internal: kept inside its qcow2 disk images,
     with the VM's memory, and revert brings the VM back running as it was then.
     --disk-only (and --quiesce) make an external snapshot: each disk gets an overlay
-    file beside it (web1.qcow2 gets web1.NAME) that the VM writes to from then on. libvirt can delete
-    an external snapshot (merging the overlay back) but cannot revert to one yet.
+    file beside it (web1.qcow2 gets web1.NAME) that the VM writes to from then on.
+    libvirt can delete an external snapshot (merging the overlay back) but cannot
+    revert to one yet.
     `virtlife undefine VM --snapshots-metadata` drops the snapshots' metadata only:
     internal snapshots stay inside the images, and overlay files stay on the host (the
     newest overlay holds the VM's latest disk content, the older files its backing).

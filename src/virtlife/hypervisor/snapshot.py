@@ -29,6 +29,7 @@ _REVERT_EXTERNAL = "revert to external snapshot not supported"
 _DELETE_UNDER_INTERNAL = "external snapshot that has internal snapshot as parent"
 _DELETE_EXTERNAL_CHILDREN = "deletion of external children disk snapshots not supported"
 _DELETE_OFF_CHAIN = "could not find base disk source in disk source chain"
+_DELETE_INTERNAL_OFF_CHAIN = "is not the same as disk image currently used by VM"
 
 
 def _refusal(text: str, *, vm: str, snapshot: str, host: str) -> errors.VirtlifeError | None:
@@ -42,9 +43,14 @@ def _refusal(text: str, *, vm: str, snapshot: str, host: str) -> errors.Virtlife
     if _DELETE_UNDER_INTERNAL in text:
         return errors.Unsupported(
             f"cannot delete snapshot {snapshot} of {vm}: libvirt cannot merge an external "
-            "snapshot whose parent is an internal one; delete the parent first, or drop "
-            f"only the metadata of {snapshot} with --metadata-only (the VM then keeps "
-            "writing to its overlay file)")
+            "snapshot whose parent is an internal one; drop only its metadata with "
+            "--metadata-only (the VM goes on writing to its overlay file, as now)")
+    if _DELETE_INTERNAL_OFF_CHAIN in text:
+        return errors.Unsupported(
+            f"cannot delete snapshot {snapshot} of {vm}: it is an internal snapshot in a "
+            "disk image the VM no longer writes to (an external snapshot put an overlay "
+            f"on it since); revert to {snapshot} first, or drop only its metadata with "
+            "--metadata-only (it then stays inside the image)")
     if _DELETE_EXTERNAL_CHILDREN in text:
         return errors.Unsupported(
             f"cannot delete snapshot {snapshot} of {vm} with its children: some of them are "

@@ -9,9 +9,9 @@ What libvirt 9.0 does with a qcow2 disk, and so what virtlife offers:
 - a plain snapshot is *internal*: kept inside the qcow2 images, with the memory of a
   running (or paused) VM; reverting brings the VM back as it was, running;
 - ``disk_only`` makes an *external* snapshot: each disk gets an overlay file beside it
-  (``web1.qcow2`` gets ``web1.<snapshot>``) that the VM writes to from then on. libvirt can delete one
-  (merging the overlay back) unless its parent is internal, and cannot revert to one:
-  those refusals come back as one-line errors saying what works instead
+  (``web1.qcow2`` gets ``web1.<snapshot>``) that the VM writes to from then on. libvirt
+  can delete one (merging the overlay back) unless its parent is internal, and cannot
+  revert to one: those refusals come back as one-line errors saying what works instead
   (``hypervisor.snapshot``);
 - ``quiesce``: virtlife freezes the guest's file systems itself with
   ``services.freeze.bounded_freeze`` (recorded, bounded by ``freeze_bound_s``, thawed
@@ -108,6 +108,15 @@ def check_create_options(*, quiesce: bool, no_quiesce_ok: bool, disk_only: bool,
 
 def _add_note(run: OperationRun, text: str) -> None:
     run.note = f"{run.note}; {text}" if run.note else text
+
+
+def _reason(err: errors.VirtlifeError) -> str:
+    """The reason of an agent error, without what was done and the fix:
+    ``cannot X: <reason>; <fix>`` -> ``<reason>``."""
+    text = str(err)
+    if text.startswith("cannot ") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.split("; ", 1)[0]
 
 
 def _names(names: list[str]) -> str:
@@ -237,9 +246,12 @@ class Snapshots:
                     with active.lock:  # a watchdog thaw either happened already, or waits
                         broken = active.broken
             except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
-                if entered or not no_quiesce_ok:
+                if entered:
                     raise
-                why_not = str(err)
+                if not no_quiesce_ok:
+                    raise type(err)(f"{err} (or pass --no-quiesce-ok to take the snapshot "
+                                    "unquiesced)") from err
+                why_not = f"the guest agent cannot freeze: {_reason(err)}"
             else:
                 if broken:
                     self._drop_inconsistent(guest, snap, bound_s)
