@@ -35,8 +35,9 @@ def windows_drivers_iso(drivers: Path, out: Path, force: bool, label: str,
     (vioserial, viostor, NetKVM, qxl or qxldod, the qemu-ga*.msi installer) are
     warnings; the ISO is still written.
 
-    Example: virtlife windows-drivers-iso --drivers /usr/share/virtio-win/drivers
-    --out /var/lib/libvirt/images/virtio-win.iso
+    \b
+    Example: virtlife windows-drivers-iso --drivers /usr/share/virtio-win/drivers \\
+               --out /var/lib/libvirt/images/virtio-win.iso
     """
     report = build_iso(drivers, out, force=force, label=label)
     if as_json:
@@ -63,8 +64,9 @@ def attach_iso(app: App, vm: str, iso: Path, detach: bool, timeout_s: float | No
     shut-off VM in its definition. It goes on the VM's virtio-scsi controller, which is
     added when the VM has none.
 
+    \b
     Example: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso
-    (then: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso --detach)
+    and then: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso --detach
     """
     s = app.services
     media = Media(s.fleet, s.lifecycle.ops)
