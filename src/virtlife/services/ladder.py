@@ -8,9 +8,10 @@ resets. Each step gets its own bound: what is left of the whole timeout, shared 
 steps still to come, so a missing agent costs its few seconds of answer timeout and
 gives the rest to the ACPI presses. Without ``force`` a guest that ignores everything
 ends in ``OperationTimeout`` naming each step and why it failed; the VM is left as it is.
-When no step could even be asked (a driver without agent or ACPI button), one request
-in libvirt's own way is made instead; if that cannot be asked either, it is
-``Unsupported``, and ``force`` is not used: nothing was tried that the guest ignored.
+When no step could even be asked (a driver without agent or ACPI button), ``auto``
+makes one request in libvirt's own way instead (the ``fallback``); if that cannot be
+asked either, or the mode named one way only, it is ``Unsupported``, and ``force`` is
+not used: nothing was tried that the guest ignored.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class Climb:
 
 def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str | None],
           settled: Callable[[float], bool], force: Callable[[], None] | None,
-          what: str, vm: str) -> Climb:
-    """Take ``steps`` within ``total_s``; ``what`` is the goal (``power off``)."""
+          what: str, vm: str, fallback: Step | None = None) -> Climb:
+    """Take ``steps`` within ``total_s``; ``what`` is the goal (``power off``).
+    ``fallback`` is the one request made when no step could be asked at all."""
     start = time.monotonic()
     result = Climb()
 
@@ -117,13 +119,14 @@ def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str 
         # no way of asking worked at all (a driver without agent and ACPI button): one
         # request in the way libvirt chooses, else it is not a guest that ignored us
         t0 = time.monotonic()
-        why_not = ask(Step.LIBVIRT) if Step.LIBVIRT not in steps else "not asked again"
-        if why_not is None and settled(left()):
-            result.attempts.append(Attempt(Step.LIBVIRT, "worked", time.monotonic() - start))
-            return result
-        result.attempts.append(Attempt(Step.LIBVIRT, why_not or "asked; no answer",
-                                       time.monotonic() - t0))
-        if why_not is not None:
+        why_not = ask(fallback) if fallback is not None else "no other way to ask"
+        if fallback is not None and why_not is None:
+            if settled(left()):
+                result.attempts.append(Attempt(fallback, "worked", time.monotonic() - start))
+                return result
+            result.attempts.append(Attempt(fallback, f"asked; no {what} within the time "
+                                           "left", time.monotonic() - t0))
+        else:
             raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
     if force is None:
         raise errors.OperationTimeout(

@@ -74,6 +74,12 @@ def _why(err: errors.VirtlifeError) -> str:
     return text.split("; ", 1)[0]
 
 
+def _fallback(mode: ShutdownMode) -> Step | None:
+    """``auto`` falls back on libvirt's own way where neither agent nor ACPI can be asked
+    (libvirt's test driver); a mode that names one way never does."""
+    return Step.LIBVIRT if mode is ShutdownMode.AUTO else None
+
+
 def _add_note(run: OperationRun, text: str) -> None:
     run.note = f"{run.note}; {text}" if run.note else text
 
@@ -236,10 +242,18 @@ class Lifecycle:
         how = parse_enum(ShutdownMode, mode, "shutdown mode")
         guest = self._resolve(Operation.SHUTDOWN, ref)
         with self._operation(Operation.SHUTDOWN, guest, timeout_s, call) as run:
-            if not wait:
-                why_not = self._ask(guest, STEPS[how][0], run, reboot=False)
-                if why_not is not None:
-                    raise errors.AgentUnavailable(f"cannot shut down {guest.name}: {why_not}")
+            if not wait:  # the first way that can be asked, not waited for
+                tried: list[str] = []
+                fallback = _fallback(how)
+                for step in STEPS[how] + ((fallback,) if fallback else ()):
+                    why_not = self._ask(guest, step, run, reboot=False)
+                    if why_not is None:
+                        run.note = f"asked by the {step}"
+                        break
+                    tried.append(f"{step}: {why_not}")
+                else:
+                    raise errors.Unsupported(
+                        f"cannot shut down {guest.name}: {'; '.join(tried)}")
             else:
                 reaches = run.rule.reaches
 
@@ -253,7 +267,7 @@ class Lifecycle:
                 result = climb(STEPS[how], run.timeout_s,
                                ask=lambda step: self._ask(guest, step, run, reboot=False),
                                settled=off, force=destroy if force else None,
-                               what="power off", vm=guest.name)
+                               what="power off", vm=guest.name, fallback=_fallback(how))
                 run.note = result.note("powered off")
         assert run.result is not None
         return run.result
@@ -332,7 +346,7 @@ class Lifecycle:
             result = climb(STEPS[how], run.timeout_s,
                            ask=lambda step: self._ask(guest, step, run, reboot=True),
                            settled=reset_seen, force=hard_reset if force else None,
-                           what="reset", vm=guest.name)
+                           what="reset", vm=guest.name, fallback=_fallback(how))
             run.note = result.note("rebooted")
             if wait_agent:
                 seconds = run.wait_agent()
