@@ -1,0 +1,407 @@
+"""The guest agent's pieces without a guest: error translation, freezes, the clock,
+settings, raw commands, the channel XML and the freeze table."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from virtlife import config, errors
+from virtlife.hypervisor.libvirt_api import libvirt, translate
+from virtlife.services import clock, freeze
+from virtlife.services.agent import parse_command
+from virtlife.states import StateInfo, VMState
+from virtlife.store import open_store
+from virtlife.store.freezes import FreezeKind, FreezeMark
+from virtlife.xml.channels import has_agent_channel, with_agent_channel
+from virtlife.xml.domain import DomainSpec, build_domain_xml
+
+# -- libvirt's agent errors, as measured on libvirt 9.0 -----------------------------------
+
+
+class FakeError:
+    def __init__(self, code: int, domain: int, message: str) -> None:
+        self.code, self.domain, self.message = code, domain, message
+
+    def get_error_code(self) -> int:
+        return self.code
+
+    def get_error_domain(self) -> int:
+        return self.domain
+
+    def get_error_message(self) -> str:
+        return self.message
+
+    def get_int1(self) -> int:
+        return 0
+
+
+QEMU = libvirt.VIR_FROM_QEMU
+AGENT_CASES = [
+    (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, QEMU,
+     "argument unsupported: QEMU guest agent is not configured",
+     errors.AgentNotConfigured, 8, "add it with `virtlife agent enable web1`"),
+    (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, QEMU,
+     "Guest agent is not responding: QEMU guest agent is not connected",
+     errors.AgentNotConnected, 8, "apt install qemu-guest-agent"),
+    (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, QEMU,
+     "Guest agent is not responding: Guest agent not available for now",
+     errors.AgentTimeout, 5, "did not answer in time"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
+     "internal error: unable to execute QEMU agent command 'guest-nope': The command "
+     "guest-nope has not been found", errors.AgentCommandUnsupported, 9,
+     "does not have guest-nope"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
+     "internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': Command "
+     "guest-fsfreeze-freeze has been disabled: the agent is in frozen state",
+     errors.AgentCommandUnsupported, 9, "`virtlife agent web1 thaw`"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
+     "internal error: unable to execute QEMU agent command 'guest-exec': Command "
+     "guest-exec has been disabled", errors.AgentCommandUnsupported, 9, "--block-rpcs"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
+     "internal error: unable to execute QEMU agent command 'guest-set-user-password': "
+     "child process has failed to set user password", errors.AgentGuestError, 9,
+     "the guest reported an error for guest-set-user-password: child process has failed"),
+]
+
+
+@pytest.mark.parametrize(("code", "domain", "text", "cls", "exit_code", "says"), AGENT_CASES)
+def test_agent_errors_are_typed_and_say_the_fix(code: int, domain: int, text: str,
+                                                cls: type[errors.VirtlifeError],
+                                                exit_code: int, says: str) -> None:
+    err = translate(FakeError(code, domain, text), "ping the agent of web1", vm="web1")
+    assert type(err) is cls
+    assert err.exit_code == exit_code
+    assert str(err).startswith("cannot ping the agent of web1: ")
+    assert says in str(err)
+
+
+def test_other_errors_are_not_agent_errors() -> None:
+    err = translate(FakeError(libvirt.VIR_ERR_OPERATION_INVALID, QEMU,
+                              "Requested operation is not valid: domain is not running"),
+                    "x", vm="web1")
+    assert type(err) is errors.InvalidTransition
+    err = translate(FakeError(libvirt.VIR_ERR_INTERNAL_ERROR, QEMU, "internal error: boom"),
+                    "x")
+    assert type(err) is errors.OperationFailed
+    err = translate(FakeError(libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, QEMU,
+                              "argument unsupported: something else"), "x")
+    assert type(err) is errors.Unsupported
+
+
+def test_exit_codes_include_the_agent_ones_and_the_help_lists_them() -> None:
+    from virtlife.cli.main import EPILOG, EXIT_CODES
+
+    assert {8, 9} <= errors.exit_codes() <= EXIT_CODES
+    assert errors.AgentTimeout.exit_code == 5
+    assert issubclass(errors.AgentTimeout, errors.AgentUnavailable)
+    assert "8 guest agent unavailable" in EPILOG and "9 guest agent refused" in EPILOG
+
+
+# -- raw commands ------------------------------------------------------------------------
+
+def test_parse_command_checks_the_json_and_says_where_it_is_wrong() -> None:
+    assert parse_command('{"execute": "guest-info"}') == ("guest-info",
+                                                          '{"execute": "guest-info"}')
+    name, payload = parse_command('{"execute":"guest-exec","arguments":{"path":"/bin/ls"}}')
+    assert name == "guest-exec" and '"arguments"' in payload
+    with pytest.raises(errors.InvalidInput, match=r"^invalid JSON at line 2, column 3 "
+                                                  r"\(character 4\): "):
+        parse_command('{\n  ]')
+    for bad in ('["guest-info"]', '{"execute": 1}', '{}'):
+        with pytest.raises(errors.InvalidInput, match='JSON object with "execute"'):
+            parse_command(bad)
+    with pytest.raises(errors.InvalidInput, match="unexpected key"):
+        parse_command('{"execute": "guest-info", "id": 1}')
+
+
+# -- the channel in the XML ----------------------------------------------------------------
+
+def test_agent_channel_added_to_a_definition_without_it() -> None:
+    without = build_domain_xml(DomainSpec(name="web1", memory_mib=64, agent=False))
+    assert not has_agent_channel(without)
+    added = with_agent_channel(without)
+    assert has_agent_channel(added)
+    assert "<target type=\"virtio\" name=\"org.qemu.guest_agent.0\"" in added
+    assert has_agent_channel(build_domain_xml(DomainSpec(name="web1", memory_mib=64)))
+    with pytest.raises(errors.InvalidDefinition, match="no <devices>"):
+        with_agent_channel("<domain type='qemu'><name>x</name></domain>")
+
+
+# -- settings ------------------------------------------------------------------------------
+
+def test_settings_default_and_read(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    assert config.load_settings(path) == config.Settings(sync_time=True, freeze_bound_s=10.0)
+    path.write_text("[agent]\nsync_time = false\nfreeze_bound_s = 2.5\n")
+    assert config.load_settings(path) == config.Settings(sync_time=False, freeze_bound_s=2.5)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("[agent]\nsync_time = 1\n", "must be true or false"),
+    ("[agent]\nfreeze_bound_s = 0\n", "within 0 and 600"),
+    ("[agent]\nfreeze_bound_s = true\n", "within 0 and 600"),
+    ("[agent]\nfreeze_bound_s = 601\n", "within 0 and 600"),
+    ("[agent]\nsync = true\n", "unknown setting(s) sync"),
+    ("[clock]\n", "unknown setting(s) clock"),
+    ("[agent\n", "cannot read the settings"),
+])
+def test_bad_settings_are_refused_clearly(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(errors.InvalidInput) as err:
+        config.load_settings(path)
+    assert says in str(err.value)
+
+
+# -- the clock -----------------------------------------------------------------------------
+
+def test_offsets_read_as_words() -> None:
+    assert clock.describe_offset(None) == "offset unknown"
+    assert clock.describe_offset(0.0001) == "in step"
+    assert clock.describe_offset(-300.25) == "300.250 s behind"
+    assert clock.describe_offset(2.0) == "2.000 s ahead"
+    assert str(clock.ClockSync(-300.0, -0.002, clock.FROM_THIS_MACHINE)) == (
+        "guest clock 300.000 s behind, now 0.002 s behind (set from this machine's clock)")
+    assert str(clock.ClockSync(None, None, skipped="no agent")) == \
+        "guest clock not synced: no agent"
+
+
+class FakeHost:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.name = "h"
+
+
+class FakeGuest:
+    def __init__(self, uri: str = "qemu:///system") -> None:
+        self.host = FakeHost(uri)
+        self.name = "web1"
+
+
+class FakeAgent:
+    """A guest agent with a clock ``skew`` seconds off and a freeze state."""
+
+    def __init__(self, skew: float = -300.0, *, uri: str = "qemu:///system",
+                 down_for: int = 0) -> None:
+        self.guest = FakeGuest(uri)
+        self.vm = "web1"
+        self.skew = skew
+        self.set_calls: list[float | None] = []
+        self.down_for = down_for
+        self.frozen = False
+        self.calls: list[str] = []
+        self.thaw_fails = 0
+
+    def time(self) -> float:
+        if self.down_for:
+            self.down_for -= 1
+            raise errors.AgentNotConnected("cannot read: not connected")
+        return time.time() + self.skew
+
+    def set_time(self, when: float | None) -> None:
+        self.set_calls.append(when)
+        self.skew = 0.0 if when is None else when - time.time()
+
+    def freeze_status(self) -> str:
+        return "frozen" if self.frozen else "thawed"
+
+    def freeze(self, mountpoints: list[str] | None = None) -> int:
+        self.calls.append("freeze")
+        self.frozen = True
+        return 1
+
+    def thaw(self, mountpoints: list[str] | None = None) -> int:
+        self.calls.append("thaw")
+        if self.thaw_fails:
+            self.thaw_fails -= 1
+            raise errors.AgentTimeout("cannot thaw: the agent did not answer in time")
+        was, self.frozen = self.frozen, False
+        return int(was)
+
+
+def test_sync_sets_the_clock_from_this_machine_on_a_local_host() -> None:
+    agent = FakeAgent(-300.0)
+    got = clock.sync_clock(agent, wait_s=0)  # type: ignore[arg-type]
+    assert got.before_s is not None and -301 < got.before_s < -299
+    assert got.after_s is not None and abs(got.after_s) < 0.05
+    assert got.how == clock.FROM_THIS_MACHINE
+    assert agent.set_calls[0] is not None and abs(agent.set_calls[0] - time.time()) < 1
+
+
+def test_sync_asks_for_the_rtc_on_a_remote_host() -> None:
+    agent = FakeAgent(-300.0, uri="qemu+tcp://10.0.0.2/system")
+    got = clock.sync_clock(agent, wait_s=0)  # type: ignore[arg-type]
+    assert agent.set_calls == [None] and got.how == clock.FROM_RTC
+
+
+def test_sync_waits_for_a_waking_agent_then_gives_up_with_the_reason() -> None:
+    agent = FakeAgent(-10.0, down_for=2)
+    assert clock.sync_clock(agent, wait_s=5).after_s is not None  # type: ignore[arg-type]
+    agent = FakeAgent(-10.0, down_for=1000)
+    got = clock.sync_clock(agent, wait_s=0.3)  # type: ignore[arg-type]
+    assert got.skipped.startswith("the agent did not answer (cannot read: not connected)")
+    assert agent.set_calls == []
+
+
+# -- freezes -------------------------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    with open_store(tmp_path / "s.db") as s:
+        yield s
+
+
+def test_bounded_freeze_thaws_at_the_end_and_forgets_the_mark(store: Any) -> None:
+    agent = FakeAgent()
+    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h", bound_s=5) as held:
+        assert agent.frozen and held.frozen == 1
+        mark = store.freezes.get("u1")
+        assert (mark.op_id, mark.kind, mark.bound_s) == ("op1", FreezeKind.BOUNDED, 5.0)
+    assert not agent.frozen and agent.calls == ["freeze", "thaw"]
+    assert store.freezes.get("u1") is None and not held.broken
+
+
+def test_bounded_freeze_thaws_on_an_error_in_between(store: Any) -> None:
+    agent = FakeAgent()
+    with pytest.raises(RuntimeError), freeze.bounded_freeze(
+            agent, store.freezes, op_id="op1", uuid="u1", host="h"):  # type: ignore[arg-type]
+        raise RuntimeError("injected between freeze and thaw")
+    assert not agent.frozen and store.freezes.get("u1") is None
+
+
+def test_the_watchdog_thaws_at_the_bound(store: Any) -> None:
+    agent = FakeAgent()
+    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h", bound_s=0.2) as held:
+        deadline = time.monotonic() + 5
+        while agent.frozen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not agent.frozen  # thawed while the body still ran
+    assert held.broken and held.thawed_after_s is not None and held.thawed_after_s >= 0.2
+    assert agent.calls == ["freeze", "thaw"]  # once, not again at the end
+
+
+def test_an_already_frozen_guest_is_refused_untouched(store: Any) -> None:
+    agent = FakeAgent()
+    agent.frozen = True
+    with pytest.raises(errors.InvalidTransition, match="already frozen"), \
+            freeze.bounded_freeze(agent, store.freezes, op_id="o", uuid="u",  # type: ignore[arg-type]
+                                  host="h"):
+        pass
+    assert agent.calls == [] and store.freezes.get("u") is None
+    with pytest.raises(errors.InvalidInput), freeze.bounded_freeze(
+            FakeAgent(), None, op_id="o", uuid="u", host="h", bound_s=0):  # type: ignore[arg-type]
+        pass
+
+
+def test_a_failed_thaw_keeps_the_mark_for_the_next_command(store: Any) -> None:
+    agent = FakeAgent()
+    agent.thaw_fails = freeze.THAW_ATTEMPTS
+    with pytest.raises(errors.AgentUnavailable, match="still frozen"), \
+            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                                  host="h"):
+        pass
+    assert store.freezes.get("u1") is not None
+
+
+def test_thaw_active_thaws_what_this_process_holds(store: Any) -> None:
+    agent = FakeAgent()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with freeze.bounded_freeze(agent, store.freezes, op_id="op9", uuid="u9",  # type: ignore[arg-type]
+                                   host="h", bound_s=30):
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert inside.wait(5)
+    assert freeze.thaw_active() == 1  # Ctrl-C: the body has not ended
+    assert not agent.frozen
+    release.set()
+    worker.join(5)
+    assert agent.calls == ["freeze", "thaw"]
+
+
+class GuardGuest:
+    def __init__(self, state: VMState = VMState.RUNNING) -> None:
+        self.name = "web1"
+        self.host = FakeHost("qemu:///system")
+        self.state = state
+
+    def uuid(self) -> str:
+        return "u1"
+
+    def status(self) -> StateInfo:
+        return StateInfo(self.state, "r")
+
+
+@pytest.fixture
+def guarded(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[freeze.FreezeGuard, FakeAgent]:
+    agent = FakeAgent()
+    monkeypatch.setattr(freeze, "Agent", lambda guest: agent)
+    return freeze.FreezeGuard(store.journal, store.freezes), agent
+
+
+def mark(store: Any, kind: FreezeKind, op_id: str = "gone1") -> None:
+    store.freezes.put(FreezeMark("u1", "h", "web1", op_id, kind, datetime.now(UTC), 10.0))
+
+
+def test_recover_thaws_a_freeze_left_by_a_dead_operation(store: Any, guarded: Any) -> None:
+    guard, agent = guarded
+    agent.frozen = True
+    mark(store, FreezeKind.BOUNDED)  # its operation is in no journal row: it is gone
+    notes = guard.recover(GuardGuest())
+    assert len(notes) == 1 and notes[0].startswith("thawed the file systems of web1: "
+                                                   "operation gone1 froze them at ")
+    assert not agent.frozen and store.freezes.get("u1") is None
+
+
+def test_recover_leaves_a_running_operations_freeze_alone(store: Any, guarded: Any) -> None:
+    from virtlife.store.journal import Actor
+
+    guard, agent = guarded
+    agent.frozen = True
+    store.journal.begin(op_id="live1", host="h", vm="web1", operation="snapshot-create",
+                        actor=Actor.current(), lock_key="u1", uuid="u1", domid=1)
+    mark(store, FreezeKind.BOUNDED, "live1")
+    assert guard.recover(GuardGuest()) == []
+    assert agent.frozen and store.freezes.get("u1") is not None
+
+
+def test_recover_only_reports_the_operators_own_freeze(store: Any, guarded: Any) -> None:
+    guard, agent = guarded
+    agent.frozen = True
+    mark(store, FreezeKind.HELD, "mine1")
+    notes = guard.recover(GuardGuest())
+    assert "by `agent freeze` (operation mine1)" in notes[0]
+    assert agent.frozen and agent.calls == []
+
+
+def test_recover_forgets_a_freeze_the_guest_no_longer_has(store: Any, guarded: Any) -> None:
+    guard, agent = guarded
+    mark(store, FreezeKind.BOUNDED)
+    assert guard.recover(GuardGuest(VMState.SHUTOFF)) == []  # stopped: nothing frozen
+    assert store.freezes.get("u1") is None
+    mark(store, FreezeKind.BOUNDED)
+    assert guard.recover(GuardGuest(VMState.PAUSED)) == []  # cannot ask now: kept
+    assert store.freezes.get("u1") is not None
+    assert guard.recover(GuardGuest()) == []  # thawed meanwhile (a reboot): forgotten
+    assert store.freezes.get("u1") is None and agent.calls == []
+
+
+def test_freeze_table_rows(store: Any) -> None:
+    mark(store, FreezeKind.HELD, "a")
+    assert [m.op_id for m in store.freezes.list()] == ["a"]
+    assert store.freezes.remove("u1", "other") is False  # only the freezer's own row
+    assert store.freezes.remove("u1", "a") is True
+    assert store.freezes.get("u1") is None and store.freezes.list() == []

@@ -1,0 +1,158 @@
+"""The shutdown/reboot ladder as plain policy: steps, bounds, fallback, force, messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtlife import errors
+from virtlife.services import ladder
+from virtlife.services.ladder import STEPS, Climb, Step, climb
+from virtlife.states import ShutdownMode
+
+
+class Clock:
+    """The ladder's clock: a waiting step spends its whole bound, a winning one 1 s."""
+
+    now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(ladder, "time", fake)
+    return fake
+
+
+class Guest:
+    """A scripted guest: which requests can be asked, and which one it obeys."""
+
+    def __init__(self, refuse: dict[Step, str] | None = None,
+                 obeys: Step | None = None) -> None:
+        self.refuse = refuse or {}
+        self.obeys = obeys
+        self.asked: list[Step] = []
+        self.bounds: list[float] = []
+        self.forced = False
+
+    def ask(self, step: Step) -> str | None:
+        self.asked.append(step)
+        return self.refuse.get(step)
+
+    def settled(self, seconds: float) -> bool:
+        self.bounds.append(seconds)
+        obeyed = self.obeys is not None and self.asked[-1] is self.obeys
+        Clock.now += 1.0 if obeyed else seconds
+        return obeyed
+
+    def force(self) -> None:
+        self.forced = True
+
+
+def run(guest: Guest, mode: ShutdownMode = ShutdownMode.AUTO, *, total: float = 90,
+        force: bool = False, fallback: Step | None = None) -> Climb:
+    return climb(STEPS[mode], total, ask=guest.ask, settled=guest.settled,
+                 force=guest.force if force else None, what="power off", vm="web1",
+                 fallback=fallback)
+
+
+def test_the_modes_name_their_steps_in_order() -> None:
+    assert STEPS[ShutdownMode.AUTO] == (Step.AGENT, Step.ACPI, Step.ACPI_AGAIN)
+    assert STEPS[ShutdownMode.AGENT] == (Step.AGENT,)
+    assert STEPS[ShutdownMode.ACPI] == (Step.ACPI, Step.ACPI_AGAIN)
+    assert STEPS[ShutdownMode.DEFAULT] == (Step.LIBVIRT,)
+    assert set(STEPS) == set(ShutdownMode)
+
+
+def test_the_agent_step_wins_and_nothing_else_is_asked() -> None:
+    guest = Guest(obeys=Step.AGENT)
+    result = run(guest)
+    assert guest.asked == [Step.AGENT]
+    assert guest.bounds == [pytest.approx(30, abs=0.5)]  # a third of the time: 3 steps
+    assert result.winner is not None and result.winner.step is Step.AGENT
+    assert result.note("powered off").startswith("powered off by the guest agent after ")
+    assert "(" not in result.note("powered off")  # no earlier step failed
+
+
+def test_a_missing_agent_costs_no_wait_and_gives_its_time_to_the_acpi_presses() -> None:
+    guest = Guest(refuse={Step.AGENT: "no agent listens in the guest"}, obeys=Step.ACPI)
+    result = run(guest)
+    assert guest.asked == [Step.AGENT, Step.ACPI]
+    assert guest.bounds == [pytest.approx(45, abs=0.5)]  # what is left, over 2 steps
+    note = result.note("powered off")
+    assert note.startswith("powered off by the ACPI button after ")
+    assert note.endswith("(guest agent: no agent listens in the guest)")
+
+
+def test_the_second_press_wins_when_the_first_is_ignored() -> None:
+    guest = Guest(obeys=Step.ACPI_AGAIN)
+    result = run(guest, ShutdownMode.ACPI, total=60)
+    assert guest.asked == [Step.ACPI, Step.ACPI_AGAIN]
+    assert guest.bounds[0] == pytest.approx(30, abs=0.5)
+    assert guest.bounds[1] == pytest.approx(30, abs=0.5)
+    assert [a.outcome for a in result.attempts] == ["asked; no power off within 30 s",
+                                                    "worked"]
+    assert "a second press of the ACPI button" in result.note("powered off")
+
+
+def test_a_guest_that_ignores_everything_times_out_and_is_left_alone() -> None:
+    guest = Guest(refuse={Step.AGENT: "not connected"})
+    with pytest.raises(errors.OperationTimeout) as err:
+        run(guest, total=10)
+    assert not guest.forced
+    message = str(err.value)
+    assert message.startswith("web1 did not power off within 10 s: guest agent: not "
+                              "connected; ACPI button: asked; no power off within 5 s; "
+                              "ACPI button, again: asked; no power off within 5 s")
+    assert "add --force" in message and "virtlife destroy web1" in message
+
+
+def test_force_ends_it_after_every_step_was_ignored() -> None:
+    guest = Guest()
+    result = run(guest, total=9, force=True)
+    assert guest.forced
+    assert [a.step for a in result.attempts] == [Step.AGENT, Step.ACPI, Step.ACPI_AGAIN,
+                                                 Step.FORCE]
+    note = result.note("powered off")
+    assert note.startswith("powered off by force after ")
+    assert "guest agent: asked; no power off within 3 s" in note
+
+
+def test_force_is_not_used_while_a_step_works() -> None:
+    guest = Guest(obeys=Step.ACPI)
+    run(guest, force=True)
+    assert not guest.forced
+
+
+def test_nothing_askable_falls_back_once_on_libvirts_way_for_auto() -> None:
+    refuse = {Step.AGENT: "no agent", Step.ACPI: "no button", Step.ACPI_AGAIN: "no button"}
+    guest = Guest(refuse=refuse, obeys=Step.LIBVIRT)
+    result = run(guest, fallback=Step.LIBVIRT)
+    assert guest.asked[-1] is Step.LIBVIRT
+    assert result.note("powered off").startswith(
+        "powered off by the method libvirt chose after ")
+
+
+def test_nothing_askable_is_unsupported_and_never_forced() -> None:
+    refuse = {Step.AGENT: "no agent"}
+    guest = Guest(refuse=refuse)
+    with pytest.raises(errors.Unsupported, match="^cannot power off web1: guest agent: no "
+                                                 "agent$"):
+        run(guest, ShutdownMode.AGENT, force=True)
+    assert not guest.forced and guest.asked == [Step.AGENT]  # agent mode never falls back
+
+
+def test_a_fallback_that_is_ignored_times_out() -> None:
+    refuse = {Step.AGENT: "no agent", Step.ACPI: "no", Step.ACPI_AGAIN: "no"}
+    guest = Guest(refuse=refuse)
+    with pytest.raises(errors.OperationTimeout, match="libvirt's choice: asked"):
+        run(guest, total=1, fallback=Step.LIBVIRT)
+
+
+def test_attempts_as_json() -> None:
+    guest = Guest(refuse={Step.AGENT: "no agent"}, obeys=Step.ACPI)
+    data = run(guest).as_dict()
+    assert [(d["step"], d["outcome"]) for d in data] == [
+        ("guest agent", "no agent"), ("ACPI button", "worked")]
