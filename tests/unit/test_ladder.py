@@ -138,8 +138,8 @@ def test_nothing_askable_falls_back_once_on_libvirts_way_for_auto() -> None:
 def test_nothing_askable_is_unsupported_and_never_forced() -> None:
     refuse = {Step.AGENT: "no agent"}
     guest = Guest(refuse=refuse)
-    with pytest.raises(errors.Unsupported, match="^cannot power off web1: guest agent: no "
-                                                 "agent$"):
+    with pytest.raises(errors.Unsupported, match=r"^cannot power off web1: guest agent: no "
+                                                 r"agent$"):
         run(guest, ShutdownMode.AGENT, force=True)
     assert not guest.forced and guest.asked == [Step.AGENT]  # agent mode never falls back
 

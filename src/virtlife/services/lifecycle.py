@@ -74,6 +74,20 @@ def _why(err: errors.VirtlifeError) -> str:
     return text.split("; ", 1)[0]
 
 
+def host_path(host: Host, path: str | Path) -> str:
+    """``path`` as a path on ``host``: relative ones only make sense on this machine."""
+    text = os.fspath(path)
+    if "\0" in text or not text:
+        raise errors.InvalidInput(f"{text!r} is not a usable file path")
+    if os.path.isabs(text):
+        return os.path.normpath(text)
+    if is_remote(host.uri):
+        raise errors.InvalidInput(
+            f"{text} is a relative path, but host {host.name} is not this machine's "
+            "file system: give the absolute path on that host")
+    return os.path.abspath(text)
+
+
 def _fallback(mode: ShutdownMode) -> Step | None:
     """``auto`` falls back on libvirt's own way where neither agent nor ACPI can be asked
     (libvirt's test driver); a mode that names one way never does."""
@@ -392,25 +406,11 @@ class Lifecycle:
         assert run.result is not None
         return run.result
 
-    @staticmethod
-    def _host_path(host: Host, path: str | Path) -> str:
-        """``path`` as a path on ``host``: relative ones only make sense on this machine."""
-        text = os.fspath(path)
-        if "\0" in text or not text:
-            raise errors.InvalidInput(f"{text!r} is not a usable file path")
-        if os.path.isabs(text):
-            return os.path.normpath(text)
-        if is_remote(host.uri):
-            raise errors.InvalidInput(
-                f"{text} is a relative path, but host {host.name} is not this machine's "
-                "file system: give the absolute path on that host")
-        return os.path.abspath(text)
-
     def save(self, ref: str, path: str | Path, *, wait: bool = True,
              timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
         guest = self._resolve(Operation.SAVE, ref)
         with self._operation(Operation.SAVE, guest, timeout_s, call) as run:
-            target = self._host_path(guest.host, path)
+            target = host_path(guest.host, path)
             if probe_path(guest.host, target).exists:
                 raise errors.AlreadyExists(
                     f"cannot save {guest.name} to {target} on {guest.host.name}: the file "
@@ -428,7 +428,7 @@ class Lifecycle:
         (no such file, not a save image) is journalled and keeps the file."""
         h = self._host(Operation.RESTORE, host, "")
         try:
-            source = self._host_path(h, path)
+            source = host_path(h, path)
             found = probe_path(h, source)
             if not found.exists:
                 raise errors.NotFound(f"cannot restore {source}: no such file on host {host}")

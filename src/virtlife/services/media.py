@@ -26,7 +26,7 @@ from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.hypervisor.files import probe_path
 from virtlife.services.fleet import Fleet, split_ref
-from virtlife.services.lifecycle import Call, Lifecycle
+from virtlife.services.lifecycle import Call, host_path
 from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation
 from virtlife.xml.devices import (
@@ -128,7 +128,7 @@ class Media:
         """Attach the ISO ``path`` (on the VM's host) to VM ``ref`` as a SCSI CD-ROM."""
         guest = self._resolve(Operation.ATTACH_ISO, ref)
         with self._operation(Operation.ATTACH_ISO, guest, timeout_s, call) as run:
-            source = Lifecycle._host_path(guest.host, path)
+            source = host_path(guest.host, path)
             if not probe_path(guest.host, source).exists:
                 raise errors.NotFound(f"cannot attach {source} to {guest.name}: there is no "
                                       f"such file on host {guest.host.name}")
@@ -166,7 +166,7 @@ class Media:
         """Remove the CD-ROM virtlife attached to VM ``ref`` for the ISO ``path``."""
         guest = self._resolve(Operation.DETACH_ISO, ref)
         with self._operation(Operation.DETACH_ISO, guest, timeout_s, call) as run:
-            source = Lifecycle._host_path(guest.host, path)
+            source = host_path(guest.host, path)
             live_xml, config_xml = self._definitions(guest, run)
             in_live = [c for c in cdroms(live_xml or "<domain/>") if c.source == source]
             in_config = [c for c in cdroms(config_xml or "<domain/>") if c.source == source]
