@@ -66,16 +66,20 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
             copy.target.unlink(missing_ok=True)
     _step(f"create {DEMO_VM} ({spec.memory_mib} MiB, {spec.vcpus} vCPU)",
           lambda: provision.create(life, spec, host=host, facts=s.facts))
+    uuid = s.fleet.resolve(ref).uuid()  # its history, once it is gone, is by this
     _step("start and wait for the guest agent" if real else "start",
           lambda: life.start(ref, wait_agent=real))
     _show_list(s)
+    if real:
+        _agent_tour(s, ref)
     _step("suspend", lambda: life.suspend(ref))
-    _step("resume", lambda: life.resume(ref))
+    _step("resume (no clock sync this time)", lambda: life.resume(ref, sync_time=False))
     save_file = f"{save_dir}/{DEMO_VM}.sav"
     if os.path.exists(save_file):
         os.unlink(save_file)
     _step(f"save to {save_file}", lambda: life.save(ref, save_file))
-    _step("restore", lambda: life.restore(save_file, host=host, wait_agent=real))
+    _step("restore (then the guest clock is set right)" if real else "restore",
+          lambda: life.restore(save_file, host=host, wait_agent=real))
     os.unlink(save_file)
     _step("managedsave", lambda: life.managedsave(ref))
     _step("start from the managed save", lambda: life.start(ref, wait_agent=real))
@@ -88,10 +92,25 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     for disk in spec.disks:  # the demo made its own disk copy; leave nothing behind
         os.unlink(disk)
     click.echo("-> virtlife history (by the VM's UUID; each operation has an id)")
-    entries = life.history(ref, limit=14) if s.store is not None else []
+    entries = s.store.journal.list(uuid=uuid, limit=20) if s.store is not None else []
     show_table(["ID", "OPERATION", "OUTCOME", "SECONDS", "DETAIL"],
                [(e.op_id, e.operation, e.outcome, f"{e.duration_s:.2f}", e.detail)
                 for e in reversed(entries)])
+
+
+def _agent_tour(s: Services, ref: str) -> None:
+    """What the guest agent tells and does: its version, the guest's addresses, and a
+    clock set 5 minutes behind that the next restore sets right."""
+    info = s.agent.info(ref)
+    enabled = sum(1 for c in info.commands if c.enabled)
+    click.echo(f"-> virtlife agent {DEMO_VM} info ... qemu-guest-agent {info.version}, "
+               f"{enabled} commands enabled")
+    click.echo(f"-> virtlife agent {DEMO_VM} ifaddr")
+    show_table(["interface", "MAC address", "address"],
+               [(n.name, n.hwaddr, ", ".join(str(a) for a in n.addresses))
+                for n in s.agent.ifaddr(ref)])
+    _step("set the guest clock 5 minutes behind (as after a long pause)",
+          lambda: s.agent.set_time(ref, time.time() - 300)[0])
 
 
 def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:

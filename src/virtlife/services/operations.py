@@ -202,13 +202,14 @@ class Operations:
             warnings.append(f"the journal could not {what}: {err}")
 
     def record_failure(self, op: Operation, host: str, vm: str, err: BaseException,
-                       *, started_at: datetime | None = None, duration_s: float = 0.0) -> None:
+                       *, started_at: datetime | None = None, duration_s: float = 0.0,
+                       uuid: str = "") -> None:
         """Journal an operation that failed before it could start (unreachable host, bad
-        save file). A journal failure becomes a note on ``err``."""
+        save file, the VM busy). A journal failure becomes a note on ``err``."""
         warnings: list[str] = []
         self._journal_safely(warnings, "record it", lambda j: j.record(
             host, vm, op.value, outcome_of(err) if outcome_of(err) != "interrupted" else "error",
-            duration_s, str(err), started_at=started_at, actor=self.actor))
+            duration_s, str(err), started_at=started_at, actor=self.actor, uuid=uuid))
         for w in warnings:
             err.add_note(w)
 
@@ -311,7 +312,7 @@ class Operations:
                 self._finish(op_id, outcome_of(err), _detail(err), time.monotonic() - t0,
                              warnings, vm, uuid)
             elif isinstance(err, errors.OperationBusy | errors.HostUnreachable):
-                self.record_failure(op, host.name, vm, err, started_at=started_at)
+                self.record_failure(op, host.name, vm, err, started_at=started_at, uuid=uuid)
             if isinstance(err, errors.VirtlifeError):
                 for w in warnings:
                     err.add_note(w)
