@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, show_table
-from virtlife.cli.params import SECONDS, timeout_option
+from virtlife.cli.params import SECONDS
 from virtlife.services.snapshots import SnapshotInfo
 
 sync_time_option = click.option(
@@ -66,20 +66,19 @@ def _vm() -> str:
                    "settings' agent.freeze_bound_s, 10 s); a snapshot not taken by then "
                    "is deleted and the command fails.")
 @click.option("--description", default="", metavar="TEXT", help="A description to keep.")
-@timeout_option
 @json_option
 @pass_app
 def create(app: App, name: str | None, quiesce: bool, no_quiesce_ok: bool, disk_only: bool,
            memory: bool, freeze_bound_s: float | None, description: str,
-           timeout_s: float | None, as_json: bool) -> None:
+           as_json: bool) -> None:
     """Take a snapshot of VM, named NAME (default: the time, snap-YYYYMMDD-HHMMSS).
 
     Example: virtlife snapshot web1 create before-upgrade --description "kernel 6.1"
     """
     show_result(app.services.snapshots.create(
         _vm(), name, description=description, quiesce=quiesce, no_quiesce_ok=no_quiesce_ok,
-        disk_only=disk_only, memory=memory, freeze_bound_s=freeze_bound_s,
-        timeout_s=timeout_s, **app.call), as_json)
+        disk_only=disk_only, memory=memory, freeze_bound_s=freeze_bound_s, **app.call),
+        as_json)
 
 
 def _row(s: SnapshotInfo) -> tuple[str, ...]:
@@ -110,18 +109,16 @@ def list_(app: App, as_json: bool) -> None:
 @snapshot.command()
 @click.argument("name")
 @sync_time_option
-@timeout_option
 @json_option
 @pass_app
-def revert(app: App, name: str, sync_time: bool | None, timeout_s: float | None,
-           as_json: bool) -> None:
+def revert(app: App, name: str, sync_time: bool | None, as_json: bool) -> None:
     """Bring VM back to snapshot NAME: it ends in the snapshot's state (running, paused
     or shut off), then its clock is set right when it runs.
 
     Example: virtlife snapshot web1 revert before-upgrade
     """
-    show_result(app.services.snapshots.revert(_vm(), name, sync_time=sync_time,
-                                              timeout_s=timeout_s, **app.call), as_json)
+    show_result(app.services.snapshots.revert(_vm(), name, sync_time=sync_time, **app.call),
+                as_json)
 
 
 @snapshot.command()
@@ -132,18 +129,16 @@ def revert(app: App, name: str, sync_time: bool | None, timeout_s: float | None,
 @click.option("--metadata-only", is_flag=True,
               help="Only make libvirt forget it: an internal snapshot stays inside the "
                    "images, an external one's overlay files stay on the host.")
-@timeout_option
 @json_option
 @pass_app
-def delete(app: App, name: str, children: bool, metadata_only: bool,
-           timeout_s: float | None, as_json: bool) -> None:
+def delete(app: App, name: str, children: bool, metadata_only: bool, as_json: bool) -> None:
     """Delete snapshot NAME of VM (an external one's overlay is merged back first).
 
     Example: virtlife snapshot web1 delete before-upgrade --children
     """
     show_result(app.services.snapshots.delete(_vm(), name, children=children,
-                                              metadata_only=metadata_only,
-                                              timeout_s=timeout_s, **app.call), as_json)
+                                              metadata_only=metadata_only, **app.call),
+                as_json)
 
 
 COMMANDS = [snapshot]

@@ -149,9 +149,11 @@ class Snapshots:
             self.ops.record_failure(op, host, name, err)
             raise
 
-    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
+    def _operation(self, op: Operation, guest: Guest,
                    call: Call) -> AbstractContextManager[OperationRun]:
-        return self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
+        """``Operations.run`` with this call's options. Snapshot calls are one libvirt
+        call each and wait for no state, so they take no timeout of their own."""
+        return self.ops.run(op, guest.host, guest.name, guest,
                             progress=call.get("progress"), op_id=call.get("op_id"),
                             queue_s=call.get("queue_s"))
 
@@ -175,7 +177,7 @@ class Snapshots:
     def create(self, ref: str, name: str | None = None, *, description: str = "",
                quiesce: bool = False, no_quiesce_ok: bool = False, disk_only: bool = False,
                memory: bool = False, freeze_bound_s: float | None = None,
-               timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+               **call: Unpack[Call]) -> OperationResult:
         """Take a snapshot of the VM (see the module doc for the kinds); ``name`` defaults
         to the time (``snap-20250131-142502``)."""
         check_create_options(quiesce=quiesce, no_quiesce_ok=no_quiesce_ok,
@@ -186,7 +188,7 @@ class Snapshots:
         validate_description(description)
         bound = self.settings.freeze_bound_s if freeze_bound_s is None else freeze_bound_s
         guest = self._resolve(Operation.SNAPSHOT_CREATE, ref)
-        with self._operation(Operation.SNAPSHOT_CREATE, guest, timeout_s, call) as run:
+        with self._operation(Operation.SNAPSHOT_CREATE, guest, call) as run:
             snaps = DomainSnapshots(guest)
             name = name or self._free_default_name(snaps)
             if snaps.find(name) is not None:
@@ -281,12 +283,12 @@ class Snapshots:
     # -- revert -----------------------------------------------------------------------------
 
     def revert(self, ref: str, name: str, *, sync_time: bool | None = None,
-               timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+               **call: Unpack[Call]) -> OperationResult:
         """Bring the VM back to snapshot ``name``; it ends in the snapshot's state (read,
         not waited for). Back running, its clock is set right (``sync_time``, by default
         the settings' ``agent.sync_time``)."""
         guest = self._resolve(Operation.SNAPSHOT_REVERT, ref)
-        with self._operation(Operation.SNAPSHOT_REVERT, guest, timeout_s, call) as run:
+        with self._operation(Operation.SNAPSHOT_REVERT, guest, call) as run:
             snaps = DomainSnapshots(guest)
             snap = snaps.lookup(name)
             doc = parse_snapshot(snap.xml())
@@ -312,13 +314,12 @@ class Snapshots:
     # -- delete -----------------------------------------------------------------------------
 
     def delete(self, ref: str, name: str, *, children: bool = False,
-               metadata_only: bool = False, timeout_s: float | None = None,
-               **call: Unpack[Call]) -> OperationResult:
+               metadata_only: bool = False, **call: Unpack[Call]) -> OperationResult:
         """Delete snapshot ``name``: with ``children`` its whole subtree, else only it (its
         children then hang from its parent; libvirt merges what they need).
         ``metadata_only``: libvirt forgets it; its data stays where it is."""
         guest = self._resolve(Operation.SNAPSHOT_DELETE, ref)
-        with self._operation(Operation.SNAPSHOT_DELETE, guest, timeout_s, call) as run:
+        with self._operation(Operation.SNAPSHOT_DELETE, guest, call) as run:
             snap = DomainSnapshots(guest).lookup(name)
             doc = parse_snapshot(snap.xml())
             below = snap.descendants() if children else snap.children()
