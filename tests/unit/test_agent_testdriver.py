@@ -104,3 +104,19 @@ def test_enable_adds_the_channel_to_the_definition_once(agent: GuestAgent,
 def test_agent_calls_on_a_driver_without_an_agent_are_unsupported(agent: GuestAgent) -> None:
     with pytest.raises(errors.Unsupported, match="virDomainQemuAgentCommand"):
         agent.ping("vm-running")
+
+
+def test_set_time_and_sync_on_a_driver_that_keeps_a_guest_clock(agent: GuestAgent,
+                                                                 store: Store) -> None:
+    import time
+
+    result, outcome = agent.set_time("vm-running", time.time() - 600)
+    assert outcome.after_s is not None and -601 < outcome.after_s < -599
+    assert result.note.startswith("guest clock ") and "set to the time given" in result.note
+    result, outcome = agent.set_time("vm-running", sync=True)
+    assert outcome.before_s is not None and outcome.before_s < -599
+    assert outcome.after_s is not None and abs(outcome.after_s) < 1
+    assert abs(agent.time("vm-running").offset_s) < 1
+    row = store.journal.list(limit=1)[0]
+    assert (row.operation, row.outcome) == ("agent-set-time", "ok")
+    assert "now" in row.detail and "set from this machine's clock" in row.detail

@@ -16,7 +16,15 @@ from typing import Any
 
 import click
 
-from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, show_table
+from virtlife.cli.app import (
+    App,
+    emit_json,
+    json_option,
+    pass_app,
+    show_result,
+    show_table,
+    warn,
+)
 from virtlife.cli.params import SECONDS
 from virtlife.errors import InvalidInput
 from virtlife.services.clock import describe_offset
@@ -278,6 +286,8 @@ def freeze_status(app: App, as_json: bool) -> None:
     Example: virtlife agent web1 freeze-status
     """
     got = app.services.agent.freeze_status(_vm())
+    for note in got.notes:
+        warn(note)
     if as_json:
         emit_json(got.as_dict())
         return

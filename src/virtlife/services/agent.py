@@ -15,6 +15,7 @@ a progress message or an error. The CLI and the REST API both call this class.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.hypervisor.agent import Agent, AgentInfo, Filesystem, Interface
-from virtlife.services.clock import ClockReading, ClockSync, read_clock, sync_clock
+from virtlife.services.clock import ClockReading, ClockSync, read_clock, sync_now
 from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard
 from virtlife.services.lifecycle import Call
@@ -33,6 +34,8 @@ from virtlife.xml.channels import has_agent_channel, with_agent_channel
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+log = logging.getLogger(__name__)
 
 MAX_EXEC_TIMEOUT_S = 3600.0
 _POLL_FIRST_S = 0.05
@@ -67,10 +70,12 @@ class FreezeStatus:
     vm: str
     status: str  # frozen or thawed, as the agent says
     mark: FreezeMark | None  # who froze it, when virtlife did
+    notes: tuple[str, ...] = ()  # what was found and done first (a stale freeze thawed)
 
     def as_dict(self) -> dict[str, object]:
         return {"vm": self.vm, "status": self.status,
-                "frozen_by": None if self.mark is None else self.mark.as_dict()}
+                "frozen_by": None if self.mark is None else self.mark.as_dict(),
+                "notes": list(self.notes)}
 
 
 def parse_command(text: str) -> tuple[str, str]:
@@ -104,8 +109,10 @@ class GuestAgent:
 
     # -- shared shapes ---------------------------------------------------------------------
 
-    def _running(self, ref: str, what: str) -> Agent:
-        """The agent of a VM whose guest runs; ``InvalidTransition`` otherwise."""
+    def _running(self, ref: str, what: str, notes: list[str] | None = None) -> Agent:
+        """The agent of a VM whose guest runs; ``InvalidTransition`` otherwise. A freeze
+        left behind by a dead operation is thawed first (see ``FreezeGuard``); what was
+        done goes to ``notes``, or to the log's warnings."""
         guest = self.fleet.resolve(ref)
         state = guest.status()
         if state.state not in (VMState.RUNNING, VMState.IDLE):
@@ -114,6 +121,11 @@ class GuestAgent:
                 state.state, "start it first: the guest agent runs inside the guest")
             raise errors.InvalidTransition(
                 f"cannot {what} {guest.name}: it is {state}, not running; {hint}")
+        for note in self.guard.recover(guest):
+            if notes is None:
+                log.warning("%s", note)
+            else:
+                notes.append(note)
         return Agent(guest)
 
     def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
@@ -163,10 +175,12 @@ class GuestAgent:
         return read_clock(self._running(ref, "read the clock of"))
 
     def freeze_status(self, ref: str) -> FreezeStatus:
-        agent = self._running(ref, "ask the freeze state of")
+        notes: list[str] = []
+        agent = self._running(ref, "ask the freeze state of", notes)
         status = agent.freeze_status()
         mark = self.guard.mark(agent.guest)
-        return FreezeStatus(agent.vm, status, mark if status == "frozen" else None)
+        return FreezeStatus(agent.vm, status, mark if status == "frozen" else None,
+                            tuple(notes))
 
     # -- operations ------------------------------------------------------------------------
 
@@ -180,10 +194,7 @@ class GuestAgent:
         with self._operation(Operation.AGENT_SET_TIME, guest, None, call) as run:
             agent = Agent(guest)
             if sync:
-                outcome = sync_clock(agent, wait_s=0)
-                if outcome.skipped:
-                    raise errors.AgentCommandFailed(
-                        f"cannot sync the clock of {guest.name}: {outcome.skipped}")
+                outcome = sync_now(agent)
             else:
                 before = read_clock(agent)
                 agent.set_time(when)

@@ -90,9 +90,18 @@ def set_clock(agent: Agent, when: float | None) -> None:
     agent.set_time(when)
 
 
-def sync_clock(agent: Agent, *, wait_s: float = AGENT_READY_S) -> ClockSync:
-    """Set the guest's clock right (see the module doc); never raises for the agent."""
+def sync_now(agent: Agent, before: ClockReading | None = None) -> ClockSync:
+    """Set the guest's clock right now; the agent's errors are raised, typed."""
     local = not is_remote(agent.guest.host.uri)
+    before = before or read_clock(agent)
+    set_clock(agent, time.time() if local else None)
+    after = read_clock(agent)
+    return ClockSync(before.offset_s, after.offset_s, FROM_THIS_MACHINE if local else FROM_RTC)
+
+
+def sync_clock(agent: Agent, *, wait_s: float = AGENT_READY_S) -> ClockSync:
+    """Set the guest's clock right after it woke (see the module doc), waiting up to
+    ``wait_s`` for its agent; never raises for the agent: the result says why not."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -105,11 +114,6 @@ def sync_clock(agent: Agent, *, wait_s: float = AGENT_READY_S) -> ClockSync:
         except errors.VirtlifeError as err:
             return ClockSync(None, None, skipped=str(err))
     try:
-        if local:
-            set_clock(agent, time.time())
-        else:
-            set_clock(agent, None)
-        after = read_clock(agent)
+        return sync_now(agent, before)
     except errors.VirtlifeError as err:
         return ClockSync(before.offset_s, None, skipped=str(err))
-    return ClockSync(before.offset_s, after.offset_s, FROM_THIS_MACHINE if local else FROM_RTC)
