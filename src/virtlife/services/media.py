@@ -1,24 +1,33 @@
-"""ISO CD-ROMs: attach an ISO file to a VM as a SCSI CD-ROM, and detach it again.
+"""ISO CD-ROMs: attach an ISO file to a VM as a SCSI, SATA or IDE CD-ROM, and detach it.
 
 ``Media.attach_iso`` and ``Media.detach_iso`` are operations: each runs inside
 ``Operations.run`` (journalled, one per VM at a time, refused by the VM's state), like
 ``services.lifecycle``. A running VM gets the CD-ROM live, and in its definition too
-when it is persistent; a shut-off one in its definition only. CD-ROMs go on a
-virtio-scsi controller: IDE cannot be hot-plugged, and the SCSI controller libvirt
+when it is persistent; a shut-off one in its definition only. By default CD-ROMs go on
+a virtio-scsi controller: only SCSI can be hot-plugged, and the SCSI controller libvirt
 adds by itself on a ``pc`` machine (``lsilogic``) is one most guests have no driver
 for. The VM's virtio-scsi controller is used when it has one, else one is added.
-Where the CD-ROM goes (``plan_cdrom``) is decided from the VM's XML alone, so it is
-tested without libvirt. The ISO is a path on the VM's host, looked at through
-libvirt (``hypervisor.files``), never with ``os.path`` on the client. Nothing here
-prints or imports libvirt.
+A Windows guest reads no virtio-scsi CD-ROM before it has the vioscsi driver (which is
+on the virtio-win ISO), so that ISO can go on SATA (AHCI: libvirt 9.0 adds the
+controller on an i440fx ``pc`` machine, q35 has one built in) or IDE (i440fx's built-in
+controller: 2 channels x 2 units; q35 has none, and libvirt 9.0 would accept an IDE
+disk in its definition but never start it). Neither can be hot-plugged or unplugged:
+both are for shut-off VMs. Where the CD-ROM goes (``plan_cdrom``: a target name and a
+drive address free in every definition; libvirt 9.0 accepts a duplicate address in a
+definition and then refuses to start it) is decided from the VM's XML alone, so it is
+tested without libvirt. The ISO is a path on the VM's host, looked at through libvirt
+(``hypervisor.files``), never with ``os.path`` on the client. Nothing here prints or
+imports libvirt.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Unpack
 
@@ -28,58 +37,142 @@ from virtlife.hypervisor.files import probe_path
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.lifecycle import Call, host_path
 from virtlife.services.operations import OperationResult, OperationRun, Operations
-from virtlife.states import Operation
+from virtlife.states import Operation, parse_enum
 from virtlife.xml.devices import (
     VIRTIO_SCSI,
     VIRTLIFE_ALIAS,
     Cdrom,
+    DriveAddress,
     aliases,
     cdrom_ref_xml,
+    cdrom_xml,
     cdroms,
+    controller_indexes,
+    disk_name,
     disk_targets,
-    scsi_cdrom_xml,
+    drive_addresses,
+    machine,
     scsi_controller_xml,
     scsi_controllers,
-    scsi_disk_name,
     scsi_units,
 )
 
 # virtio-scsi addresses LUNs 0..16383 on a target; libvirt checks the same bound.
 MAX_SCSI_UNITS = 16384
+# An AHCI (SATA) controller has 6 ports (libvirt numbers them as the address's unit).
+SATA_PORTS = 6
+# The IDE places (channel, unit) in the order they are taken: the secondary channel
+# first (hdc, hdd), as the primary master (hda) is where an IDE boot disk goes.
+IDE_PLACES = ((1, 0), (1, 1), (0, 0), (0, 1))
+# Machine types with a built-in IDE controller: i440fx (``pc``, ``pc-i440fx-7.2``, the
+# old ``pc-1.0``...) and ``isapc``; libvirt 9.0 starts no other x86 machine with IDE.
+_IDE_MACHINE = re.compile(r"pc|pc-i440fx-.*|pc-\d.*|isapc")
+# The buses libvirt 9.0 can remove a CD-ROM from while the VM runs.
+_LIVE_CDROM_BUSES = frozenset({"scsi", "usb"})
 # How often a live removal that libvirt finishes later is looked for.
 REMOVAL_POLL_S = 0.2
 
 
+class CdromBus(StrEnum):
+    """The bus a new CD-ROM goes on (the value is the CLI's ``--bus`` word)."""
+
+    SCSI = "scsi"  # virtio-scsi: hot-pluggable; the guest needs its driver (vioscsi)
+    SATA = "sata"  # AHCI: read by Windows and Linux as they are; shut-off VMs only
+    IDE = "ide"  # i440fx's built-in IDE: read by any guest; shut-off pc VMs only
+
+    @property
+    def label(self) -> str:
+        return self.value.upper()
+
+    @property
+    def hotpluggable(self) -> bool:
+        return self is CdromBus.SCSI
+
+
 @dataclass(frozen=True)
 class CdromPlan:
-    """Where a new CD-ROM goes: its target name and SCSI address, and whether the
-    virtio-scsi controller at ``controller`` has to be added first."""
+    """Where a new CD-ROM goes: its target name and drive address on ``bus`` (``channel``
+    is the address's bus: IDE's channel, 0 on SCSI and SATA). ``add_controller``: the
+    controller at ``controller`` is not there yet; virtlife adds a virtio-scsi one
+    first, libvirt adds a SATA one by itself with the CD-ROM."""
 
     target: str
     controller: int
     unit: int
     add_controller: bool
+    bus: CdromBus = CdromBus.SCSI
+    channel: int = 0
+
+    @property
+    def address(self) -> DriveAddress:
+        return DriveAddress(self.controller, self.channel, 0, self.unit)
 
 
-def plan_cdrom(xmls: Sequence[str]) -> CdromPlan:
-    """A place for a new SCSI CD-ROM that is free in every definition of ``xmls`` (the
-    live one, the persistent one, or both: one device change then fits both)."""
+def plan_cdrom(xmls: Sequence[str], bus: CdromBus = CdromBus.SCSI, *,
+               vm: str = "the VM") -> CdromPlan:
+    """A place for a new CD-ROM on ``bus`` that is free in every definition of ``xmls``
+    (the live one, the persistent one, or both: one device change then fits both).
+    ``InvalidInput`` (naming ``vm``) when the bus has no room or the machine no IDE."""
     if not xmls:
         raise ValueError("plan_cdrom needs at least one domain XML")
+    taken_targets: set[str] = set().union(*(disk_targets(x) for x in xmls))
+    taken_aliases: set[str] = set().union(*(aliases(x) for x in xmls))
+
+    def free(name: str) -> bool:
+        return name not in taken_targets and VIRTLIFE_ALIAS + name not in taken_aliases
+
+    if bus is CdromBus.IDE:
+        return _plan_ide(xmls, free, vm)
+    # SCSI and SATA disks share the sd* names
+    target = next(name for name in (disk_name("sd", i) for i in range(len(taken_targets) + 1))
+                  if free(name))
+    if bus is CdromBus.SATA:
+        return _plan_sata(xmls, target)
     per_xml = [scsi_controllers(x) for x in xmls]
     shared = set.intersection(*({c.index for c in found if c.model == VIRTIO_SCSI}
                                 for found in per_xml))
-    taken_targets = set().union(*(disk_targets(x) for x in xmls))
-    taken_aliases = set().union(*(aliases(x) for x in xmls))
-    target = next(name for name in map(scsi_disk_name, range(len(taken_targets) + 1))
-                  if name not in taken_targets and VIRTLIFE_ALIAS + name not in taken_aliases)
     for index in sorted(shared):
         used = set().union(*(scsi_units(x, index) for x in xmls))
-        free = next((u for u in range(MAX_SCSI_UNITS) if u not in used), None)
-        if free is not None:
-            return CdromPlan(target, index, free, add_controller=False)
+        unit = next((u for u in range(MAX_SCSI_UNITS) if u not in used), None)
+        if unit is not None:
+            return CdromPlan(target, index, unit, add_controller=False)
     indexes = {c.index for found in per_xml for c in found}
     return CdromPlan(target, max(indexes, default=-1) + 1, 0, add_controller=True)
+
+
+def _plan_sata(xmls: Sequence[str], target: str) -> CdromPlan:
+    """The first free port of the SATA controllers every definition has, else port 0 of
+    a new controller (which libvirt adds)."""
+    used = set().union(*(drive_addresses(x, "sata") for x in xmls))
+    per_xml = [controller_indexes(x, "sata") for x in xmls]
+    for index in sorted(set.intersection(*per_xml)):
+        port = next((p for p in range(SATA_PORTS)
+                     if DriveAddress(index, 0, 0, p) not in used), None)
+        if port is not None:
+            return CdromPlan(target, index, port, add_controller=False, bus=CdromBus.SATA)
+    known = set().union(*per_xml) | {a.controller for a in used}
+    return CdromPlan(target, max(known, default=-1) + 1, 0, add_controller=True,
+                     bus=CdromBus.SATA)
+
+
+def _plan_ide(xmls: Sequence[str], free: Callable[[str], bool], vm: str) -> CdromPlan:
+    """A free place on the one IDE controller, named as libvirt names it (hdc is
+    channel 1, unit 0); refused on a machine without IDE and when all four are taken."""
+    for kind in {machine(x) for x in xmls}:
+        if kind and not _IDE_MACHINE.fullmatch(kind):
+            raise errors.InvalidInput(
+                f"{vm} is a {kind} machine, which has no IDE controller (i440fx `pc` "
+                "machines have one): use --bus sata")
+    used = set().union(*(drive_addresses(x, "ide") for x in xmls))
+    for channel, unit in IDE_PLACES:
+        name = disk_name("hd", channel * 2 + unit)
+        if free(name) and DriveAddress(0, channel, 0, unit) not in used:
+            return CdromPlan(name, 0, unit, add_controller=False, bus=CdromBus.IDE,
+                             channel=channel)
+    holders = sorted(set().union(*(disk_targets(x, bus="ide") for x in xmls)))
+    by = f"taken by {', '.join(holders)}" if holders else "taken by other devices' aliases"
+    raise errors.InvalidInput(f"{vm} has no free IDE place (IDE has 2 channels x 2 units, "
+                              f"{by}): use --bus sata, or detach one")
 
 
 def _where(live: bool, config: bool) -> str:
@@ -123,12 +216,20 @@ class Media:
         config = guest.xml(inactive=True) if guest.is_persistent() else None
         return live, config
 
-    def attach_iso(self, ref: str, path: str | Path, *, timeout_s: float | None = None,
-                   **call: Unpack[Call]) -> OperationResult:
-        """Attach the ISO ``path`` (on the VM's host) to VM ``ref`` as a SCSI CD-ROM."""
+    def attach_iso(self, ref: str, path: str | Path, *, bus: CdromBus | str = CdromBus.SCSI,
+                   timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
+        """Attach the ISO ``path`` (on the VM's host) to VM ``ref`` as a CD-ROM on
+        ``bus``; SATA and IDE only to a shut-off VM (they cannot be hot-plugged)."""
+        kind = parse_enum(CdromBus, bus, "CD-ROM bus")
         guest = self._resolve(Operation.ATTACH_ISO, ref)
         with self._operation(Operation.ATTACH_ISO, guest, timeout_s, call) as run:
             source = host_path(guest.host, path)
+            state = run.current.state
+            if state.is_active and not kind.hotpluggable:
+                raise errors.InvalidTransition(
+                    f"cannot attach {source} to {guest.name} on {kind.label}: it is "
+                    f"{state.label}, and a {kind.label} CD-ROM cannot be hot-plugged; shut "
+                    f"{guest.name} down first, or use --bus scsi")
             if not probe_path(guest.host, source).exists:
                 raise errors.NotFound(f"cannot attach {source} to {guest.name}: there is no "
                                       f"such file on host {guest.host.name}")
@@ -140,24 +241,28 @@ class Media:
                 raise errors.AlreadyExists(
                     f"{source} is already attached to {guest.name} as CD-ROM "
                     f"{holding[0].target}; detach it first (attach-iso --detach)")
-            plan = plan_cdrom(xmls)
-            if plan.add_controller:
+            plan = plan_cdrom(xmls, kind, vm=guest.name)
+            added_scsi = plan.add_controller and kind is CdromBus.SCSI
+            if added_scsi:
                 run.report("attach", f"adding a virtio-scsi controller (index "
                                      f"{plan.controller}) to {guest.name}")
                 guest.attach_device(scsi_controller_xml(plan.controller), live=live,
                                     config=config)
-            run.report("attach", f"attaching {source} to {guest.name} as {plan.target}")
+            elif plan.add_controller:
+                run.report("attach", f"libvirt adds a {kind.label} controller (index "
+                                     f"{plan.controller}) to {guest.name} with the CD-ROM")
+            what = "CD-ROM" if kind is CdromBus.SCSI else f"{kind.label} CD-ROM"
+            run.report("attach", f"attaching {source} to {guest.name} as {what} {plan.target}")
             try:
-                guest.attach_device(scsi_cdrom_xml(source, target=plan.target,
-                                                   controller=plan.controller,
-                                                   unit=plan.unit),
+                guest.attach_device(cdrom_xml(source, target=plan.target, bus=kind.value,
+                                              address=plan.address),
                                     live=live, config=config)
             except errors.VirtlifeError as err:
-                if plan.add_controller:
+                if added_scsi:
                     err.add_note(f"the virtio-scsi controller {plan.controller} added for "
                                  "it stays (it is harmless)")
                 raise
-            run.note = f"{source} is CD-ROM {plan.target}, {_where(live, config)}"
+            run.note = f"{source} is {what} {plan.target}, {_where(live, config)}"
         assert run.result is not None
         return run.result
 
@@ -174,6 +279,13 @@ class Media:
             ours_config = [c for c in in_config if c.by_virtlife]
             if not ours_live and not ours_config:
                 raise errors.NotFound(_none_attached(guest.name, source, in_live + in_config))
+            fixed = sorted({c.target for c in ours_live if c.bus not in _LIVE_CDROM_BUSES})
+            if fixed:
+                bus = next(c.bus for c in ours_live if c.target == fixed[0]).upper()
+                raise errors.InvalidTransition(
+                    f"cannot detach CD-ROM {', '.join(fixed)} ({source}) from {guest.name}: "
+                    f"it is {run.current.state.label}, and a {bus} CD-ROM cannot be "
+                    f"hot-unplugged; shut {guest.name} down first, then detach it")
             targets = sorted({c.target for c in ours_live + ours_config})
             for target in targets:
                 now = [c for c in ours_live if c.target == target]
