@@ -14,7 +14,7 @@ import click
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, warn
 from virtlife.cli.params import FilePath, timeout_option
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
-from virtlife.services.media import Media
+from virtlife.services.media import CdromBus, Media
 
 
 @click.command("windows-drivers-iso")
@@ -51,27 +51,40 @@ def windows_drivers_iso(drivers: Path, out: Path, force: bool, label: str,
 @click.command("attach-iso")
 @click.argument("vm", metavar="VM")
 @click.argument("iso", metavar="FILE.iso", type=FilePath())
+@click.option("--bus", type=click.Choice([b.value for b in CdromBus]), default=None,
+              help="The CD-ROM's bus [default: scsi]: scsi (virtio-scsi, hot-pluggable; the "
+                   "guest needs its driver), sata or ide (read by Windows without drivers; "
+                   "shut-off VMs only; ide on i440fx pc machines only).")
 @click.option("--detach", is_flag=True,
-              help="Remove the CD-ROM virtlife attached for FILE.iso instead.")
+              help="Remove the CD-ROM virtlife attached for FILE.iso instead (on any bus).")
 @timeout_option
 @json_option
 @pass_app
-def attach_iso(app: App, vm: str, iso: Path, detach: bool, timeout_s: float | None,
-               as_json: bool) -> None:
+def attach_iso(app: App, vm: str, iso: Path, bus: str | None, detach: bool,
+               timeout_s: float | None, as_json: bool) -> None:
     """Attach an ISO file (a path on the VM's host) to a VM as a CD-ROM.
 
     A running VM gets it at once (and in its definition when it is persistent), a
     shut-off VM in its definition. It goes on the VM's virtio-scsi controller, which is
-    added when the VM has none.
+    added when the VM has none. Windows cannot read that before it has the vioscsi
+    driver, which is on the virtio-win ISO: attach that one with --bus sata (or ide) to
+    the shut-off VM. A SATA or IDE CD-ROM is detached with the VM shut off too.
 
     \b
-    Example: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso
+    Example: virtlife attach-iso web1 /var/lib/libvirt/images/debian-12.iso
+    Windows: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso --bus sata
     and then: virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso --detach
     """
+    if detach and bus is not None:
+        raise click.UsageError("--bus is for attaching: --detach finds the CD-ROM on any bus")
     s = app.services
     media = Media(s.fleet, s.lifecycle.ops)
-    act = media.detach_iso if detach else media.attach_iso
-    show_result(act(vm, iso, timeout_s=timeout_s, **app.call), as_json)
+    if detach:
+        result = media.detach_iso(vm, iso, timeout_s=timeout_s, **app.call)
+    else:
+        result = media.attach_iso(vm, iso, bus=bus or CdromBus.SCSI, timeout_s=timeout_s,
+                                  **app.call)
+    show_result(result, as_json)
 
 
 COMMANDS = [windows_drivers_iso, attach_iso]
