@@ -119,5 +119,35 @@ def test_attach_iso_of_a_file_that_is_not_on_the_host_is_not_found(tmp_path: Pat
         f"vm-off has no CD-ROM holding {missing}; `virtlife attach-iso vm-off {missing}`")
 
 
+def test_attach_iso_bus_sata_on_a_running_vm_is_refused_in_one_line(
+        tmp_path: Path, isolated_home: Path) -> None:
+    iso = tmp_path / "virtio-win.iso"
+    iso.write_bytes(b"\0" * 2048)
+    run = on_node("attach-iso", "vm-running", str(iso), "--bus", "sata")
+    assert assert_one_line_error(run, EXIT_INVALID_TRANSITION) == (
+        f"cannot attach {iso} to vm-running on SATA: it is running, and a SATA CD-ROM "
+        "cannot be hot-plugged; shut vm-running down first, or use --bus scsi")
+    with open_store(isolated_home / "virtlife.db") as store:
+        [entry] = store.journal.list(vm="vm-running")
+    assert (entry.operation, entry.outcome) == ("attach-iso", "refused")
+
+
+def test_attach_iso_bus_is_checked_when_parsed(tmp_path: Path) -> None:
+    iso = str(tmp_path / "x.iso")
+    bad = on_node("attach-iso", "vm-off", iso, "--bus", "floppy")
+    assert "'floppy' is not one of 'scsi', 'sata', 'ide'" in assert_one_line_error(
+        bad, EXIT_USAGE)
+    both = on_node("attach-iso", "vm-off", iso, "--bus", "ide", "--detach")
+    assert assert_one_line_error(both, EXIT_USAGE).startswith(
+        "--bus is for attaching: --detach finds the CD-ROM on any bus")
+
+
+def test_attach_iso_help_tells_windows_to_use_sata() -> None:
+    run = virtlife("attach-iso", "--help")
+    assert_ok(run)
+    assert "--bus [scsi|sata|ide]" in run.out
+    assert "virtlife attach-iso win1 /var/lib/libvirt/images/virtio-win.iso --bus sata" in run.out
+
+
 def _host() -> str:
     return NODE_URI  # with -c URI and no inventory entry, the host is named by its URI

@@ -1,5 +1,6 @@
 """``Media`` (attach-iso / detach-iso) on libvirt's test driver: refused by the VM's
-state, the ISO looked for on the host, journalled, and the device changes it asks for.
+state (and SATA/IDE CD-ROMs by a running or paused one), the ISO looked for on the host,
+journalled, and the device changes it asks for on each bus.
 
 The test driver has no device hot-plug (it says so: ``Unsupported``); where a test
 needs the change itself, ``Guest.attach_device`` / ``detach_device`` are replaced by
@@ -20,8 +21,8 @@ import pytest
 from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.services.lifecycle import Lifecycle
-from virtlife.services.media import Media
-from virtlife.xml.devices import scsi_cdrom_xml
+from virtlife.services.media import CdromBus, Media
+from virtlife.xml.devices import DriveAddress, cdrom_xml, scsi_cdrom_xml
 
 
 @dataclass
@@ -64,11 +65,16 @@ def _journal(lc: Lifecycle, vm: str) -> list[tuple[str, str]]:
     return [(e.operation, e.outcome) for e in lc.journal.list(vm=vm)]
 
 
-def _define_with_cdroms(lc: Lifecycle, name: str, *disks: str) -> None:
+def _define_with_cdroms(lc: Lifecycle, name: str, *disks: str, machine: str = "") -> None:
+    kind = f" machine='{machine}'" if machine else ""
     lc.define(f"<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>"
-              f"<os><type>hvm</type></os><devices>"
+              f"<os><type{kind}>hvm</type></os><devices>"
               f"<controller type='scsi' index='0' model='virtio-scsi'/>{''.join(disks)}"
               "</devices></domain>", host="t")
+
+
+def _sata(source: str, target: str, port: int) -> str:
+    return cdrom_xml(source, target=target, bus="sata", address=DriveAddress(0, 0, 0, port))
 
 
 @pytest.mark.parametrize(("vm", "message"), [
@@ -188,3 +194,102 @@ def test_detach_is_refused_by_the_vms_state(media: Media, lifecycle: Lifecycle, 
     with pytest.raises(errors.InvalidTransition, match="cannot detach-iso vm-crashed"):
         media.detach_iso("vm-crashed", iso)
     assert _journal(lifecycle, "vm-crashed") == [("detach-iso", "refused")]
+
+
+# -- --bus sata / ide ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("bus", "target", "address"), [
+    (CdromBus.SATA, "sda", {"controller": "0", "bus": "0", "unit": "0"}),
+    ("ide", "hdc", {"controller": "0", "bus": "1", "unit": "0"}),
+])
+def test_a_shut_off_vm_gets_a_sata_or_ide_cdrom_in_its_definition(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls, bus: str,
+        target: str, address: dict[str, str]) -> None:
+    result = media.attach_iso("vm-off", iso, bus=bus)
+    # no controller is asked for: libvirt adds the SATA one, IDE is built in
+    assert calls.made == [("attach", "disk", False, True)]
+    disk = ET.fromstring(calls.xml[0])
+    kind = CdromBus(bus)
+    assert disk.find("target").attrib == {"dev": target, "bus": kind.value}  # type: ignore[union-attr]
+    assert disk.find("address").attrib == {  # type: ignore[union-attr]
+        "type": "drive", "target": "0", **address}
+    assert disk.find("alias").get("name") == f"ua-virtlife-iso-{target}"  # type: ignore[union-attr]
+    assert disk.find("source").get("file") == str(iso)  # type: ignore[union-attr]
+    assert result.note == (f"{iso} is {kind.label} CD-ROM {target}, in its definition (the "
+                           "guest sees it from its next start)")
+    assert _journal(lifecycle, "vm-off") == [("attach-iso", "ok")]
+
+
+def test_a_sata_cdrom_takes_the_next_sd_name_after_the_scsi_ones(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls) -> None:
+    _define_with_cdroms(lifecycle, "cd1", scsi_cdrom_xml("/isos/linux.iso", target="sda",
+                                                         controller=0, unit=0),
+                        _sata("/isos/win.iso", "sdb", 0), machine="q35")
+    result = media.attach_iso("cd1", iso, bus="sata")
+    disk = ET.fromstring(calls.xml[0])
+    assert disk.find("target").get("dev") == "sdc"  # type: ignore[union-attr]
+    assert disk.find("address").get("unit") == "1"  # type: ignore[union-attr]
+    assert result.note.startswith(f"{iso} is SATA CD-ROM sdc")
+
+
+@pytest.mark.parametrize(("vm", "state"), [("vm-running", "running"), ("vm-paused", "paused")])
+@pytest.mark.parametrize("bus", ["sata", "ide"])
+def test_sata_and_ide_are_refused_on_a_running_or_paused_vm(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls, vm: str, state: str,
+        bus: str) -> None:
+    label = bus.upper()
+    with pytest.raises(errors.InvalidTransition, match=re.escape(
+            f"cannot attach {iso} to {vm} on {label}: it is {state}, and a {label} CD-ROM "
+            f"cannot be hot-plugged; shut {vm} down first, or use --bus scsi")) as caught:
+        media.attach_iso(vm, iso, bus=bus)
+    assert caught.value.exit_code == 3
+    assert calls.made == []
+    assert _journal(lifecycle, vm) == [("attach-iso", "refused")]
+
+
+def test_an_unknown_bus_is_bad_input_before_anything_begins(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls) -> None:
+    with pytest.raises(errors.InvalidInput,
+                       match="unknown CD-ROM bus 'floppy': use one of scsi, sata, ide"):
+        media.attach_iso("vm-off", iso, bus="floppy")
+    assert calls.made == [] and _journal(lifecycle, "vm-off") == []
+
+
+def test_ide_is_refused_on_q35_and_when_its_four_places_are_taken(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls) -> None:
+    _define_with_cdroms(lifecycle, "q1", machine="pc-q35-7.2")
+    with pytest.raises(errors.InvalidInput, match=re.escape(
+            "q1 is a pc-q35-7.2 machine, which has no IDE controller (i440fx `pc` machines "
+            "have one): use --bus sata")):
+        media.attach_iso("q1", iso, bus="ide")
+    full = [f"<disk type='file' device='disk'><source file='/img/{c}.img'/>"
+            f"<target dev='hd{c}' bus='ide'/></disk>" for c in "abcd"]
+    _define_with_cdroms(lifecycle, "full", *full, machine="pc-i440fx-7.2")
+    with pytest.raises(errors.InvalidInput, match="full has no free IDE place"):
+        media.attach_iso("full", iso, bus="ide")
+    assert calls.made == []
+    assert _journal(lifecycle, "q1")[0] == _journal(lifecycle, "full")[0] == (
+        "attach-iso", "refused")
+
+
+def test_detach_removes_a_sata_cdrom_from_a_shut_off_vms_definition(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls) -> None:
+    _define_with_cdroms(lifecycle, "cd1", _sata(str(iso), "sda", 0))
+    result = media.detach_iso("cd1", iso)
+    assert calls.made == [("detach", "disk", False, True)]
+    ref = ET.fromstring(calls.xml[0])
+    assert ref.find("target").attrib == {"dev": "sda", "bus": "sata"}  # type: ignore[union-attr]
+    assert result.note == (f"CD-ROM sda ({iso}) detached, in its definition (the guest "
+                           "sees it from its next start)")
+
+
+def test_detach_of_a_sata_cdrom_from_a_running_vm_is_refused_before_anything(
+        media: Media, lifecycle: Lifecycle, iso: Path, calls: Calls) -> None:
+    _define_with_cdroms(lifecycle, "cd1", _sata(str(iso), "sda", 0))
+    lifecycle.start("cd1")
+    with pytest.raises(errors.InvalidTransition, match=re.escape(
+            f"cannot detach CD-ROM sda ({iso}) from cd1: it is running, and a SATA CD-ROM "
+            "cannot be hot-unplugged; shut cd1 down first, then detach it")):
+        media.detach_iso("cd1", iso)
+    assert calls.made == []
+    assert _journal(lifecycle, "cd1")[0] == ("detach-iso", "refused")
