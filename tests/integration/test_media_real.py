@@ -1,6 +1,9 @@
 """ISO CD-ROMs on the real libvirtd + QEMU: a driver ISO built by virtlife, hot-plugged
 into a running test guest that mounts it and reads its Rock Ridge names, attached to a
-shut-off VM's definition, and detached from both.
+shut-off VM's definition, and detached from both. On SATA and IDE (``--bus``, for
+Windows) the CD-ROM goes in a shut-off VM's definition and QEMU has it once the VM
+starts (its live XML: the test guest has no AHCI/IDE CD driver to mount it with);
+attaching or detaching one while the VM runs is refused, and q35 has SATA but no IDE.
 
 The ISO lives in the images folder (QEMU runs as libvirt-qemu and cannot reach into
 pytest's private tmp folders) and is always removed; the VMs are removed by
@@ -27,7 +30,14 @@ from virtlife.services.context import Services
 from virtlife.services.isos import build_iso
 from virtlife.services.media import Media
 from virtlife.states import VMState
-from virtlife.xml.devices import cdroms, scsi_controllers
+from virtlife.xml.devices import (
+    DriveAddress,
+    cdroms,
+    controller_indexes,
+    drive_addresses,
+    machine,
+    scsi_controllers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +167,87 @@ def test_a_shut_off_vm_gets_the_cdrom_in_its_definition_on_its_controller(
     journal = services.store.journal  # type: ignore[union-attr]
     assert [(e.operation, e.outcome) for e in journal.list(vm=name, limit=3)] == [
         ("detach-iso", "ok"), ("attach-iso", "refused"), ("attach-iso", "ok")]
+
+
+def _on_bus(guest: Guest, *, inactive: bool) -> list[tuple[str, str, str, bool]]:
+    return [(c.target, c.bus, c.source, c.by_virtlife)
+            for c in cdroms(guest.xml(inactive=inactive))]
+
+
+@pytest.mark.parametrize(("bus", "target", "address"), [
+    ("sata", "sda", DriveAddress(0, 0, 0, 0)),  # port 0 of the AHCI controller libvirt adds
+    ("ide", "hdc", DriveAddress(0, 1, 0, 0)),  # secondary master of i440fx's IDE
+])
+def test_a_shut_off_pc_vm_gets_a_sata_or_ide_cdrom_that_qemu_has_once_started(
+        services: Services, make_vm: MakeVM, driver_iso: Path, bus: str, target: str,
+        address: DriveAddress) -> None:
+    name = make_vm()
+    guest = services.fleet.resolve(name)
+    media = _media(services)
+    result = media.attach_iso(name, driver_iso, bus=bus)
+    assert result.note == (f"{driver_iso} is {bus.upper()} CD-ROM {target}, in its "
+                           "definition (the guest sees it from its next start)")
+    config_xml = guest.xml(inactive=True)
+    assert machine(config_xml).startswith("pc-i440fx-")
+    assert _on_bus(guest, inactive=True) == [(target, bus, str(driver_iso), True)]
+    assert drive_addresses(config_xml, bus) == {address}
+    assert controller_indexes(config_xml, bus) == {0}  # added by libvirt with the CD-ROM
+
+    services.lifecycle.start(name)
+    # what libvirt started QEMU with: the CD-ROM, its ISO and virtlife's alias
+    assert _on_bus(guest, inactive=False) == [(target, bus, str(driver_iso), True)]
+    assert drive_addresses(guest.xml(), bus) == {address}
+    for again in sorted({bus, "sata"}):
+        with pytest.raises(errors.InvalidTransition, match=(
+                f"cannot attach {driver_iso} to {name} on {again.upper()}: it is running, "
+                f"and a {again.upper()} CD-ROM cannot be hot-plugged; shut {name} down "
+                "first, or use --bus scsi")):
+            media.attach_iso(name, driver_iso, bus=again)
+    with pytest.raises(errors.InvalidTransition, match=f"a {bus.upper()} CD-ROM cannot be "
+                                                       "hot-unplugged; shut"):
+        media.detach_iso(name, driver_iso)
+    assert _on_bus(guest, inactive=False) == [(target, bus, str(driver_iso), True)]
+
+    services.lifecycle.destroy(name)
+    detached = media.detach_iso(name, driver_iso)
+    assert detached.note == (f"CD-ROM {target} ({driver_iso}) detached, in its definition "
+                             "(the guest sees it from its next start)")
+    assert _on_bus(guest, inactive=True) == []
+    # it starts without it (the controller libvirt added stays, empty)
+    services.lifecycle.start(name)
+    assert _on_bus(guest, inactive=False) == []
+    services.lifecycle.destroy(name)
+    journal = services.store.journal  # type: ignore[union-attr]
+    refusals = [("attach-iso", "refused")] * len({bus, "sata"})
+    assert [(e.operation, e.outcome) for e in journal.list(vm=name, limit=6 + len(refusals))] \
+        == [("destroy", "ok"), ("start", "ok"), ("detach-iso", "ok"), ("destroy", "ok"),
+            ("detach-iso", "refused"), *refusals, ("start", "ok")]
+
+
+def test_a_q35_vm_gets_sata_on_its_built_in_controller_and_ide_is_refused(
+        services: Services, make_vm: MakeVM, real_stack: GuestImage,
+        driver_iso: Path) -> None:
+    name = make_vm()  # for its clean-up: redefined below as a q35 machine
+    services.lifecycle.undefine(name)
+    (config.images_dir() / f"{name}.qcow2").unlink()
+    spec = replace(lab_guest_spec(real_stack, name, disk=False), machine="q35")
+    provision.create(services.lifecycle, spec, host=services.default_host())
+    guest = services.fleet.resolve(name)
+    media = _media(services)
+    # libvirt 9.0 would define it, then never start the VM (even once it is detached)
+    with pytest.raises(errors.InvalidInput, match=(
+            rf"{name} is a pc-q35-[\d.]+ machine, which has no IDE controller")):
+        media.attach_iso(name, driver_iso, bus="ide")
+    assert _on_bus(guest, inactive=True) == []
+    assert controller_indexes(guest.xml(inactive=True), "ide") == set()
+
+    result = media.attach_iso(name, driver_iso, bus="sata")
+    assert result.note.startswith(f"{driver_iso} is SATA CD-ROM sda, in its definition")
+    config_xml = guest.xml(inactive=True)
+    assert drive_addresses(config_xml, "sata") == {DriveAddress(0, 0, 0, 0)}
+    assert controller_indexes(config_xml, "sata") == {0}  # the built-in one, no other
+    services.lifecycle.start(name)
+    assert _on_bus(guest, inactive=False) == [("sda", "sata", str(driver_iso), True)]
+    services.lifecycle.destroy(name)
+    media.detach_iso(name, driver_iso)
+    assert _on_bus(guest, inactive=True) == []
