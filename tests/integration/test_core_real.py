@@ -227,7 +227,8 @@ def test_waiting_for_the_agent_of_a_vm_without_its_channel_fails_at_once(
     spec = replace(lab_guest_spec(real_stack, name, disk=False, user_nic=False,
                                   memory_mib=128), agent=False)
     provision.create(services.lifecycle, spec, host=services.default_host())
-    with pytest.raises(errors.Unsupported, match="guest agent is not configured"):
+    with pytest.raises(errors.AgentNotConfigured,
+                       match=f"add it with `virtlife agent enable {name}`"):
         services.lifecycle.start(name, wait_agent=True, timeout_s=60)
     assert services.lifecycle.state(name)[1].state is VMState.RUNNING
     [entry] = services.store.journal.list(vm=name, limit=1)  # type: ignore[union-attr]

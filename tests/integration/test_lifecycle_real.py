@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from virtlife import config, errors
+from virtlife.hypervisor.agent import Agent
 from virtlife.services.context import Services
 from virtlife.services.wait import Watch
 from virtlife.states import VMState
@@ -114,7 +116,7 @@ def test_guest_panic_is_reported_as_crashed(services: Services, make_vm: MakeVM)
     _up(services, name)
     guest = services.fleet.resolve(name)
     with Watch(guest.host, name) as watch:
-        guest.agent_command("guest-exec", {
+        Agent(guest).command("guest-exec", {
             "path": "/bin/sh", "arg": ["-c", "sleep 0.5; echo c > /proc/sysrq-trigger"]})
         state = watch.until_state(guest, lambda s: s.state is VMState.CRASHED, 60,
                                   describe="crashed")
@@ -155,7 +157,8 @@ def test_reboot_and_reset_come_back_with_the_agent(services: Services,
     _up(services, name)
     result = services.lifecycle.reboot(name, mode="agent", wait_agent=True)
     assert result.state.state is VMState.RUNNING
-    assert result.note.startswith("the guest reset; guest agent answered")
+    assert re.match(r"rebooted by the guest agent after \d+\.\d s; guest agent answered "
+                    r"after \d+\.\d s$", result.note), result.note
     result = services.lifecycle.reset(name, wait_agent=True)
     assert result.state.state is VMState.RUNNING
     assert "guest agent answered" in result.note

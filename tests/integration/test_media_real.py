@@ -23,6 +23,7 @@ import pytest
 
 from virtlife import config, errors
 from virtlife.hypervisor import Guest
+from virtlife.hypervisor.agent import Agent
 from virtlife.lab.guest import GuestImage
 from virtlife.lab.spec import lab_guest_spec
 from virtlife.services import provision
@@ -75,11 +76,11 @@ def _media(services: Services) -> Media:
 
 def guest_sh(guest: Guest, script: str) -> tuple[int, str]:
     """Run ``sh -c script`` in the guest through its agent: (exit code, stdout+stderr)."""
-    pid = guest.agent_command("guest-exec", {
+    pid = Agent(guest).command("guest-exec", {
         "path": "/bin/sh", "arg": ["-c", script], "capture-output": True})["pid"]
     deadline = time.monotonic() + GUEST_WAIT_S
     while time.monotonic() < deadline:
-        status = guest.agent_command("guest-exec-status", {"pid": pid})
+        status = Agent(guest).command("guest-exec-status", {"pid": pid})
         if status["exited"]:
             text = b"".join(base64.b64decode(status.get(k, ""))
                             for k in ("out-data", "err-data")).decode(errors="replace")

@@ -7,12 +7,10 @@ an operation is allowed or wait for its result: ``services.lifecycle`` does that
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from virtlife import errors
-from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
+from virtlife.hypervisor.libvirt_api import calling, libvirt, translate
 from virtlife.states import (
     LV_SHUTOFF,
     UNDEFINED,
@@ -263,20 +261,3 @@ class Guest:
         """Remove the device ``xml`` names; libvirt may finish a live removal later."""
         with calling(self._what("detach a device from")):
             self._dom.detachDeviceFlags(xml, self._affect(live, config))
-
-    # -- guest agent (raw; the agent service builds on this) --------------------------
-
-    def agent_command(self, command: str, arguments: dict[str, Any] | None = None,
-                      *, timeout_s: int = 5) -> Any:
-        """Send one QMP command to the guest agent and return its ``return`` value."""
-        payload: dict[str, Any] = {"execute": command}
-        if arguments is not None:
-            payload["arguments"] = arguments
-        with calling(self._what(f"run agent command {command} in")):
-            reply = libvirt_qemu.qemuAgentCommand(self._dom, json.dumps(payload), timeout_s, 0)
-        try:
-            return json.loads(reply).get("return")
-        except (ValueError, AttributeError) as err:
-            raise errors.AgentUnavailable(
-                f"the agent of {self.name} answered {command} with something that is not JSON"
-            ) from err

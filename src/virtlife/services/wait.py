@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
+from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
 from virtlife.states import StateInfo, VMState
 
@@ -109,9 +110,11 @@ class Watch:
 
         def probe() -> float | None:
             try:
-                guest.agent_command("guest-ping", timeout_s=2)
+                Agent(guest).ping(timeout_s=2)
                 return time.monotonic() - start
-            except (errors.AgentUnavailable, errors.OperationFailed,
+            except errors.AgentNotConfigured:
+                raise  # no channel: no agent will ever answer
+            except (errors.AgentUnavailable, errors.AgentCommandFailed,
                     errors.InvalidTransition) as err:  # not connected yet, or not running
                 last[0] = str(err)
             state = guest.status()
