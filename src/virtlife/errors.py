@@ -159,3 +159,12 @@ def exit_codes() -> frozenset[int]:
         found.add(cls.exit_code)
         todo.extend(cls.__subclasses__())
     return frozenset(found)
+
+
+def reason_of(err: BaseException) -> str:
+    """An error's reason, without what was being done and the fix:
+    ``cannot X: <reason>; <fix>`` -> ``<reason>`` (for notes that list several)."""
+    text = str(err)
+    if text.startswith("cannot ") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.split("; ", 1)[0]

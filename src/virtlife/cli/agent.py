@@ -19,6 +19,7 @@ import click
 from virtlife.cli.app import (
     App,
     emit_json,
+    group_vm,
     json_option,
     pass_app,
     show_result,
@@ -50,13 +51,6 @@ def agent(vm: str) -> None:
     """
 
 
-def _vm() -> str:
-    ctx = click.get_current_context()
-    parent = ctx.parent
-    assert parent is not None
-    return str(parent.params["vm"])
-
-
 def _when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
@@ -71,11 +65,11 @@ def ping(app: App, timeout_s: int, as_json: bool) -> None:
 
     Example: virtlife agent web1 ping
     """
-    seconds = app.services.agent.ping(_vm(), timeout_s=timeout_s)
+    seconds = app.services.agent.ping(group_vm(), timeout_s=timeout_s)
     if as_json:
-        emit_json({"vm": _vm(), "answered": True, "seconds": round(seconds, 4)})
+        emit_json({"vm": group_vm(), "answered": True, "seconds": round(seconds, 4)})
     else:
-        click.echo(f"{_vm()}: the guest agent answered in {seconds * 1000:.0f} ms")
+        click.echo(f"{group_vm()}: the guest agent answered in {seconds * 1000:.0f} ms")
 
 
 @agent.command()
@@ -86,7 +80,7 @@ def info(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 info --json
     """
-    got = app.services.agent.info(_vm())
+    got = app.services.agent.info(group_vm())
     if as_json:
         emit_json(got.as_dict())
         return
@@ -103,7 +97,7 @@ def osinfo(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 osinfo
     """
-    got = app.services.agent.osinfo(_vm())
+    got = app.services.agent.osinfo(group_vm())
     if as_json:
         emit_json(got)
     else:
@@ -118,9 +112,9 @@ def hostname(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 hostname
     """
-    name = app.services.agent.hostname(_vm())
+    name = app.services.agent.hostname(group_vm())
     if as_json:
-        emit_json({"vm": _vm(), "hostname": name})
+        emit_json({"vm": group_vm(), "hostname": name})
     else:
         click.echo(name)
 
@@ -133,7 +127,7 @@ def timezone(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 timezone
     """
-    got = app.services.agent.timezone(_vm())
+    got = app.services.agent.timezone(group_vm())
     if as_json:
         emit_json(got)
         return
@@ -151,7 +145,7 @@ def users(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 users
     """
-    got = app.services.agent.users(_vm())
+    got = app.services.agent.users(group_vm())
     if as_json:
         emit_json(got)
         return
@@ -179,7 +173,7 @@ def fsinfo(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 fsinfo
     """
-    got = app.services.agent.fsinfo(_vm())
+    got = app.services.agent.fsinfo(group_vm())
     if as_json:
         emit_json([f.as_dict() for f in got])
         return
@@ -196,7 +190,7 @@ def ifaddr(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 ifaddr --json
     """
-    got = app.services.agent.ifaddr(_vm())
+    got = app.services.agent.ifaddr(group_vm())
     if as_json:
         emit_json([i.as_dict() for i in got])
         return
@@ -235,15 +229,15 @@ def time(app: App, set_to: str | None, sync: bool, as_json: bool) -> None:
         raise InvalidInput("give --set or --sync, not both")
     s = app.services.agent
     if set_to is None and not sync:
-        reading = s.time(_vm())
+        reading = s.time(group_vm())
         if as_json:
-            emit_json({"vm": _vm(), **reading.as_dict(), "guest_iso": _when(reading.guest)})
+            emit_json({"vm": group_vm(), **reading.as_dict(), "guest_iso": _when(reading.guest)})
         else:
             offset = describe_offset(reading.offset_s).replace("in step", "in step with")
             click.echo(f"{_when(reading.guest)} in the guest ({offset} this machine's clock)")
         return
     when = _parse_time(set_to) if set_to is not None else None
-    result, outcome = s.set_time(_vm(), when, sync=sync, **app.call)
+    result, outcome = s.set_time(group_vm(), when, sync=sync, **app.call)
     if as_json:
         emit_json({**result.as_dict(), "clock": outcome.as_dict()})
     else:
@@ -262,7 +256,7 @@ def freeze(app: App, mountpoints: tuple[str, ...], as_json: bool) -> None:
 
     Example: virtlife agent web1 freeze /var/lib/db
     """
-    show_result(app.services.agent.freeze(_vm(), list(mountpoints) or None, **app.call),
+    show_result(app.services.agent.freeze(group_vm(), list(mountpoints) or None, **app.call),
                 as_json)
 
 
@@ -274,7 +268,7 @@ def thaw(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 thaw
     """
-    show_result(app.services.agent.thaw(_vm(), **app.call), as_json)
+    show_result(app.services.agent.thaw(group_vm(), **app.call), as_json)
 
 
 @agent.command("freeze-status")
@@ -285,7 +279,7 @@ def freeze_status(app: App, as_json: bool) -> None:
 
     Example: virtlife agent web1 freeze-status
     """
-    got = app.services.agent.freeze_status(_vm())
+    got = app.services.agent.freeze_status(group_vm())
     for note in got.notes:
         warn(note)
     if as_json:
@@ -321,7 +315,7 @@ def set_password(app: App, user: str, crypted: bool, as_json: bool) -> None:
     Example: printf '%s\\n' "$PW" | virtlife agent web1 set-password root
     """
     password = _read_password(user)
-    show_result(app.services.agent.set_password(_vm(), user, password, crypted=crypted,
+    show_result(app.services.agent.set_password(group_vm(), user, password, crypted=crypted,
                                                 **app.call), as_json)
 
 
@@ -339,7 +333,7 @@ def exec_(app: App, timeout_s: float, pass_stdin: bool, as_json: bool,
     Example: virtlife agent web1 exec -- /bin/cat /etc/os-release
     """
     data = sys.stdin.buffer.read() if pass_stdin else None
-    got = app.services.agent.exec(_vm(), list(argv), timeout_s=timeout_s, stdin=data,
+    got = app.services.agent.exec(group_vm(), list(argv), timeout_s=timeout_s, stdin=data,
                                   **app.call)
     if as_json:
         emit_json(got.as_dict())
@@ -365,7 +359,7 @@ def command(app: App, command_json: str, timeout_s: int) -> None:
 
     Example: virtlife agent web1 command '{"execute": "guest-get-vcpus"}'
     """
-    reply: Any = app.services.agent.command(_vm(), command_json, timeout_s=timeout_s,
+    reply: Any = app.services.agent.command(group_vm(), command_json, timeout_s=timeout_s,
                                             **app.call)
     click.echo(json.dumps(reply, indent=2, sort_keys=True))
 
@@ -378,7 +372,7 @@ def enable(app: App, as_json: bool) -> None:
 
     Example: virtlife agent enable web1
     """
-    show_result(app.services.agent.enable(_vm(), **app.call), as_json)
+    show_result(app.services.agent.enable(group_vm(), **app.call), as_json)
 
 
 COMMANDS = [agent]

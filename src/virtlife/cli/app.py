@@ -106,6 +106,13 @@ def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
     _console().print(table)
 
 
+def group_vm() -> str:
+    """The VM a ``virtlife GROUP VM SUBCOMMAND`` names (``agent``, ``snapshot``)."""
+    parent = click.get_current_context().parent
+    assert parent is not None
+    return str(parent.params["vm"])
+
+
 def warn(message: str) -> None:
     click.echo(f"virtlife: warning: {message}", err=True)
 
@@ -129,6 +136,13 @@ def no_wait_option(f: F) -> F:
 def wait_agent_option(f: F) -> F:
     return click.option("--wait-agent", is_flag=True,
                         help="Also wait until the guest agent answers.")(f)
+
+
+def sync_time_option(f: F) -> F:
+    return click.option(
+        "--sync-time/--no-sync-time", "sync_time", default=None,
+        help="Set the guest clock right through the agent once the guest runs again "
+             "(default: on, or the settings' agent.sync_time).")(f)
 
 
 def host_option(f: F) -> F:

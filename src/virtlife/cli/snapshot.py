@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import click
 
-from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, show_table
+from virtlife.cli.app import (
+    App,
+    emit_json,
+    group_vm,
+    json_option,
+    pass_app,
+    show_result,
+    show_table,
+    sync_time_option,
+)
 from virtlife.cli.params import SECONDS
 from virtlife.services.snapshots import SnapshotInfo
-
-sync_time_option = click.option(
-    "--sync-time/--no-sync-time", "sync_time", default=None,
-    help="Set the guest clock right through the agent when the VM is back running "
-         "(default: on, or the settings' agent.sync_time).")
 
 
 @click.group()
@@ -38,13 +42,6 @@ def snapshot(vm: str) -> None:
 
     Example: virtlife snapshot web1 create before-upgrade --quiesce
     """
-
-
-def _vm() -> str:
-    ctx = click.get_current_context()
-    parent = ctx.parent
-    assert parent is not None
-    return str(parent.params["vm"])
 
 
 @snapshot.command()
@@ -76,7 +73,7 @@ def create(app: App, name: str | None, quiesce: bool, no_quiesce_ok: bool, disk_
     Example: virtlife snapshot web1 create before-upgrade --description "kernel 6.1"
     """
     show_result(app.services.snapshots.create(
-        _vm(), name, description=description, quiesce=quiesce, no_quiesce_ok=no_quiesce_ok,
+        group_vm(), name, description=description, quiesce=quiesce, no_quiesce_ok=no_quiesce_ok,
         disk_only=disk_only, memory=memory, freeze_bound_s=freeze_bound_s, **app.call),
         as_json)
 
@@ -96,11 +93,11 @@ def list_(app: App, as_json: bool) -> None:
 
     Example: virtlife snapshot web1 list --json
     """
-    found = app.services.snapshots.list(_vm())
+    found = app.services.snapshots.list(group_vm())
     if as_json:
         emit_json([s.as_dict() for s in found])
     elif not found:
-        click.echo(f"{_vm()} has no snapshots")
+        click.echo(f"{group_vm()} has no snapshots")
     else:
         show_table(["name", "created", "state", "kind", "parent", "current", "description"],
                    [_row(s) for s in found])
@@ -117,7 +114,7 @@ def revert(app: App, name: str, sync_time: bool | None, as_json: bool) -> None:
 
     Example: virtlife snapshot web1 revert before-upgrade
     """
-    show_result(app.services.snapshots.revert(_vm(), name, sync_time=sync_time, **app.call),
+    show_result(app.services.snapshots.revert(group_vm(), name, sync_time=sync_time, **app.call),
                 as_json)
 
 
@@ -136,7 +133,7 @@ def delete(app: App, name: str, children: bool, metadata_only: bool, as_json: bo
 
     Example: virtlife snapshot web1 delete before-upgrade --children
     """
-    show_result(app.services.snapshots.delete(_vm(), name, children=children,
+    show_result(app.services.snapshots.delete(group_vm(), name, children=children,
                                               metadata_only=metadata_only, **app.call),
                 as_json)
 

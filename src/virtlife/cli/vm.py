@@ -19,6 +19,7 @@ from virtlife.cli.app import (
     pass_app,
     show_result,
     show_table,
+    sync_time_option,
     wait_agent_option,
 )
 from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME, VCPUS, FilePath, timeout_option
@@ -29,10 +30,6 @@ from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
 VM = click.argument("vm", metavar="VM")
 MODES = click.Choice([m.value for m in ShutdownMode])
-sync_time_option = click.option(
-    "--sync-time/--no-sync-time", "sync_time", default=None,
-    help="Set the guest clock right through the agent once it runs again "
-         "(default: on, or the settings' agent.sync_time).")
 force_option = click.option(
     "--force", is_flag=True,
     help="If every step is ignored, end it by force (destroy; reset for reboot).")

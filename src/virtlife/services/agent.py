@@ -21,19 +21,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from virtlife import errors
-from virtlife.hypervisor import Guest
 from virtlife.hypervisor.agent import Agent, AgentInfo, Filesystem, Interface
+from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockReading, ClockSync, read_clock, sync_now
 from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard
-from virtlife.services.lifecycle import Call
-from virtlife.services.operations import OperationResult, OperationRun, Operations
+from virtlife.services.operations import OperationResult, Operations
 from virtlife.states import Operation, VMState
 from virtlife.store.freezes import FreezeMark
 from virtlife.xml.channels import has_agent_channel, with_agent_channel
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,11 @@ def parse_command(text: str) -> tuple[str, str]:
     return value["execute"], json.dumps(value)
 
 
-class GuestAgent:
+class GuestAgent(OperationService):
     """The guest agent of the fleet's VMs (see the module doc)."""
 
     def __init__(self, fleet: Fleet, ops: Operations, guard: FreezeGuard) -> None:
-        self.fleet = fleet
-        self.ops = ops
+        super().__init__(fleet, ops)
         self.guard = guard
 
     # -- shared shapes ---------------------------------------------------------------------
@@ -127,12 +125,6 @@ class GuestAgent:
             else:
                 notes.append(note)
         return Agent(guest)
-
-    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
-                   call: Call) -> AbstractContextManager[OperationRun]:
-        return self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
-                            progress=call.get("progress"), op_id=call.get("op_id"),
-                            queue_s=call.get("queue_s"))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -190,7 +182,7 @@ class GuestAgent:
         host's clock; the offsets before and after are in the result and the journal."""
         if (when is None) == (not sync):
             raise errors.InvalidInput("give a time to set, or sync, not both")
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_SET_TIME, ref)
         with self._operation(Operation.AGENT_SET_TIME, guest, None, call) as run:
             agent = Agent(guest)
             if sync:
@@ -207,7 +199,7 @@ class GuestAgent:
     def freeze(self, ref: str, mountpoints: list[str] | None = None,
                **call: Unpack[Call]) -> OperationResult:
         """Freeze the guest's file systems until ``thaw`` (as ``virsh domfsfreeze``)."""
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_FREEZE, ref)
         with self._operation(Operation.AGENT_FREEZE, guest, None, call) as run:
             agent = Agent(guest)
             if agent.freeze_status() == "frozen":
@@ -227,7 +219,7 @@ class GuestAgent:
         return run.result
 
     def thaw(self, ref: str, **call: Unpack[Call]) -> OperationResult:
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_THAW, ref)
         with self._operation(Operation.AGENT_THAW, guest, None, call) as run:
             agent = Agent(guest)
             if agent.freeze_status() != "frozen":
@@ -250,7 +242,7 @@ class GuestAgent:
             raise errors.InvalidInput("the password is empty")
         if "\n" in password or "\0" in password:
             raise errors.InvalidInput("a password cannot contain a newline or NUL")
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_SET_PASSWORD, ref)
         with self._operation(Operation.AGENT_SET_PASSWORD, guest, None, call) as run:
             Agent(guest).set_password(user, password, crypted=crypted)
             run.note = f"password of {user} set" + (" (as a hash)" if crypted else "")
@@ -266,7 +258,7 @@ class GuestAgent:
         if not 0 < timeout_s <= MAX_EXEC_TIMEOUT_S:
             raise errors.InvalidInput(
                 f"the exec timeout must be within 0 and {MAX_EXEC_TIMEOUT_S:g} s")
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_EXEC, ref)
         with self._operation(Operation.AGENT_EXEC, guest, timeout_s, call) as run:
             agent = Agent(guest)
             t0 = time.monotonic()
@@ -299,7 +291,7 @@ class GuestAgent:
         if not 0 < timeout_s <= MAX_EXEC_TIMEOUT_S:
             raise errors.InvalidInput(
                 f"the command timeout must be within 0 and {MAX_EXEC_TIMEOUT_S:g} s")
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_COMMAND, ref)
         with self._operation(Operation.AGENT_COMMAND, guest, timeout_s + 5, call) as run:
             reply = Agent(guest).command_text(payload, timeout_s=timeout_s, name=name)
             run.note = f"{name} answered"
@@ -310,7 +302,7 @@ class GuestAgent:
 
     def enable(self, ref: str, **call: Unpack[Call]) -> OperationResult:
         """Add the agent channel to the VM's definition (it applies at the next boot)."""
-        guest = self.fleet.resolve(ref)
+        guest = self._resolve(Operation.AGENT_ENABLE, ref)
         with self._operation(Operation.AGENT_ENABLE, guest, None, call) as run:
             if not guest.is_persistent():
                 raise errors.InvalidTransition(

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, GuestInfo, Host
@@ -28,6 +27,7 @@ from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
 from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
+from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_clock
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.ladder import STEPS, Step, climb
@@ -39,7 +39,6 @@ from virtlife.services.operations import (
     OperationRun,
     Operations,
 )
-from virtlife.services.progress import Progress
 from virtlife.states import (
     REASON_MANAGED_SAVE,
     Operation,
@@ -55,7 +54,7 @@ from virtlife.xml.domain import domain_name
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal, JournalEntry
 
-__all__ = ["AGENT_TIMEOUT_S", "DEFAULT_TIMEOUTS", "Lifecycle", "OperationResult"]
+__all__ = ["AGENT_TIMEOUT_S", "DEFAULT_TIMEOUTS", "Call", "Lifecycle", "OperationResult"]
 
 # How long the ladder's agent step waits for the agent to answer (a ping), and then for
 # libvirt to accept the request: a missing or hung agent costs seconds, not minutes.
@@ -63,15 +62,6 @@ AGENT_ANSWER_S = 3
 # Why a ladder step cannot be taken, so the next one is: no agent (or none answering),
 # or a driver without that way (libvirt's test driver has no agent).
 _STEP_FAILURES = (errors.AgentUnavailable, errors.AgentCommandFailed, errors.Unsupported)
-
-
-def _why(err: errors.VirtlifeError) -> str:
-    """The reason of an agent error, without what was being done and the fix:
-    ``cannot X: <reason>; <fix>`` -> ``<reason>`` (the ladder's note lists several)."""
-    text = str(err)
-    if text.startswith("cannot ") and ": " in text:
-        text = text.split(": ", 1)[1]
-    return text.split("; ", 1)[0]
 
 
 def host_path(host: Host, path: str | Path) -> str:
@@ -92,10 +82,6 @@ def _fallback(mode: ShutdownMode) -> Step | None:
     """``auto`` falls back on libvirt's own way where neither agent nor ACPI can be asked
     (libvirt's test driver); a mode that names one way never does."""
     return Step.LIBVIRT if mode is ShutdownMode.AUTO else None
-
-
-def _add_note(run: OperationRun, text: str) -> None:
-    run.note = f"{run.note}; {text}" if run.note else text
 
 
 def _bounded(call: Callable[[], None], seconds: float) -> None:
@@ -120,59 +106,19 @@ def _bounded(call: Callable[[], None], seconds: float) -> None:
         raise failure[0]
 
 
-class Call(TypedDict, total=False):
-    """What every operation takes besides its own arguments."""
-
-    progress: Progress | None  # this call's progress sink
-    op_id: str | None  # the id to run under (``Jobs`` chooses it for background runs)
-    queue_s: float | None  # wait up to this long for the VM to be free; None: refuse at once
-
-
-class Lifecycle:
+class Lifecycle(OperationService):
     """Lifecycle operations over a ``Fleet``; journalled when a journal is given."""
 
     def __init__(self, fleet: Fleet, journal: Journal | None = None, *,
                  operations: Operations | None = None, sync_time: bool = True) -> None:
-        self.fleet = fleet
+        super().__init__(fleet, operations or Operations(journal))
         self.journal = journal
-        self.ops = operations or Operations(journal)
         self.sync_time = sync_time  # the settings' default for calls that do not say
-
-    # -- the shape every operation shares -------------------------------------------------
-
-    def _resolve(self, op: Operation, ref: str) -> Guest:
-        """The VM ``ref``; an unreachable host is journalled as the operation's failure."""
-        try:
-            return self.fleet.resolve(ref)
-        except errors.HostUnreachable as err:
-            host, name = split_ref(ref)
-            if host is None:  # a bare NAME fails this way only with one configured host
-                host = next(iter(self.fleet.refs), "?")
-            self.ops.record_failure(op, host, name, err)
-            raise
-
-    def _host(self, op: Operation, name: str, vm: str) -> Host:
-        try:
-            return self.fleet.host(name)
-        except errors.HostUnreachable as err:
-            self.ops.record_failure(op, name, vm, err)
-            raise
-
-    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
-                   call: Call) -> AbstractContextManager[OperationRun]:
-        return self._run_on(op, guest.host, guest.name, guest, timeout_s, call)
-
-    def _run_on(self, op: Operation, host: Host, vm: str, guest: Guest | None,
-                timeout_s: float | None, call: Call) -> AbstractContextManager[OperationRun]:
-        """``Operations.run`` with this call's options (``guest`` None: not there yet)."""
-        return self.ops.run(op, host, vm, guest, timeout_s=timeout_s,
-                            progress=call.get("progress"), op_id=call.get("op_id"),
-                            queue_s=call.get("queue_s"))
 
     def _then_agent(self, run: OperationRun, wait_agent: bool) -> None:
         if wait_agent:
             seconds = run.wait_agent()
-            _add_note(run, f"guest agent answered after {seconds:.1f} s")
+            run.add_note(f"guest agent answered after {seconds:.1f} s")
 
     def _then_sync(self, run: OperationRun, sync_time: bool | None) -> ClockSync | None:
         """Set the guest clock right after the guest lost time (resume, restore, wakeup),
@@ -185,7 +131,7 @@ class Lifecycle:
             return None  # restored paused: its clock is set when it is resumed
         run.report("clock", f"syncing the clock of {guest.name}")
         outcome = sync_clock(Agent(guest))
-        _add_note(run, str(outcome))
+        run.add_note(str(outcome))
         return outcome
 
     # -- reads ----------------------------------------------------------------------------
@@ -278,13 +224,19 @@ class Lifecycle:
                     guest.destroy()
                     run.wait()
 
-                result = climb(STEPS[how], run.timeout_s,
-                               ask=lambda step: self._ask(guest, step, run, reboot=False),
-                               settled=off, force=destroy if force else None,
-                               what="power off", vm=guest.name, fallback=_fallback(how))
-                run.note = result.note("powered off")
+                self._climb(run, guest, how, reboot=False, settled=off,
+                            force=destroy if force else None)
         assert run.result is not None
         return run.result
+
+    def _climb(self, run: OperationRun, guest: Guest, how: ShutdownMode, *, reboot: bool,
+               settled: Callable[[float], bool], force: Callable[[], None] | None) -> None:
+        """The ladder of ``how`` within the operation's timeout; its note says how."""
+        result = climb(STEPS[how], run.timeout_s,
+                       ask=lambda step: self._ask(guest, step, run, reboot=reboot),
+                       settled=settled, force=force, what="reset" if reboot else "power off",
+                       vm=guest.name, fallback=_fallback(how))
+        run.note = result.note("rebooted" if reboot else "powered off")
 
     def _ask(self, guest: Guest, step: Step, run: OperationRun, *, reboot: bool) -> str | None:
         """Make one ladder request; None when made, else why it could not be."""
@@ -295,12 +247,12 @@ class Lifecycle:
             try:  # a missing or hung agent costs seconds here, not libvirt's minute
                 Agent(guest).ping(timeout_s=AGENT_ANSWER_S)
             except _STEP_FAILURES as err:
-                return _why(err)
+                return errors.reason_of(err)
         act = guest.reboot if reboot else guest.shutdown
         try:
             _bounded(lambda: act(mode), AGENT_ANSWER_S * 2)
         except _STEP_FAILURES as err:
-            return _why(err)
+            return errors.reason_of(err)
         return None
 
     @staticmethod
@@ -357,14 +309,11 @@ class Lifecycle:
             def hard_reset() -> None:
                 guest.reset()
 
-            result = climb(STEPS[how], run.timeout_s,
-                           ask=lambda step: self._ask(guest, step, run, reboot=True),
-                           settled=reset_seen, force=hard_reset if force else None,
-                           what="reset", vm=guest.name, fallback=_fallback(how))
-            run.note = result.note("rebooted")
+            self._climb(run, guest, how, reboot=True, settled=reset_seen,
+                        force=hard_reset if force else None)
             if wait_agent:
                 seconds = run.wait_agent()
-                _add_note(run, f"guest agent answered after {seconds:.1f} s")
+                run.add_note(f"guest agent answered after {seconds:.1f} s")
         assert run.result is not None
         return run.result
 

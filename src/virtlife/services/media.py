@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -34,9 +33,9 @@ from typing import Unpack
 from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.hypervisor.files import probe_path
-from virtlife.services.fleet import Fleet, split_ref
-from virtlife.services.lifecycle import Call, host_path
-from virtlife.services.operations import OperationResult, OperationRun, Operations
+from virtlife.services.base import Call, OperationService
+from virtlife.services.lifecycle import host_path
+from virtlife.services.operations import OperationResult, OperationRun
 from virtlife.states import Operation, parse_enum
 from virtlife.xml.devices import (
     VIRTIO_SCSI,
@@ -183,30 +182,9 @@ def _where(live: bool, config: bool) -> str:
     return "in its definition (the guest sees it from its next start)"
 
 
-class Media:
+class Media(OperationService):
     """ISO CD-ROM operations over a ``Fleet``, run by ``ops`` (journalled when it has a
     journal). The CLI builds one from its services' fleet and lifecycle's operations."""
-
-    def __init__(self, fleet: Fleet, ops: Operations) -> None:
-        self.fleet = fleet
-        self.ops = ops
-
-    def _resolve(self, op: Operation, ref: str) -> Guest:
-        """The VM ``ref``; an unreachable host is journalled as the operation's failure."""
-        try:
-            return self.fleet.resolve(ref)
-        except errors.HostUnreachable as err:
-            host, name = split_ref(ref)
-            if host is None:
-                host = next(iter(self.fleet.refs), "?")
-            self.ops.record_failure(op, host, name, err)
-            raise
-
-    def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
-                   call: Call) -> AbstractContextManager[OperationRun]:
-        return self.ops.run(op, guest.host, guest.name, guest, timeout_s=timeout_s,
-                            progress=call.get("progress"), op_id=call.get("op_id"),
-                            queue_s=call.get("queue_s"))
 
     @staticmethod
     def _definitions(guest: Guest, run: OperationRun) -> tuple[str | None, str | None]:

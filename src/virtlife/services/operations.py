@@ -129,6 +129,10 @@ class OperationRun:
         self.warnings: list[str] = []
         self.result: OperationResult | None = None
 
+    def add_note(self, text: str) -> None:
+        """Add to what the result and the journal say about the operation."""
+        self.note = f"{self.note}; {text}" if self.note else text
+
     def report(self, stage: str, message: str, fraction: float | None = None) -> None:
         if self._progress is None:
             return

@@ -27,7 +27,6 @@ After a revert to a running snapshot the guest clock is set right through the ag
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Unpack
@@ -36,10 +35,10 @@ from virtlife import config, errors
 from virtlife.hypervisor import Guest
 from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.snapshot import DomainSnapshots, Snapshot
+from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import sync_clock
-from virtlife.services.fleet import Fleet, split_ref
+from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard, bounded_freeze
-from virtlife.services.lifecycle import Call
 from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation, StateInfo, VMState
 from virtlife.xml.snapshot import (
@@ -106,24 +105,11 @@ def check_create_options(*, quiesce: bool, no_quiesce_ok: bool, disk_only: bool,
                 f"the freeze bound must be within 0 and 600 s, not {freeze_bound_s:g}")
 
 
-def _add_note(run: OperationRun, text: str) -> None:
-    run.note = f"{run.note}; {text}" if run.note else text
-
-
-def _reason(err: errors.VirtlifeError) -> str:
-    """The reason of an agent error, without what was done and the fix:
-    ``cannot X: <reason>; <fix>`` -> ``<reason>``."""
-    text = str(err)
-    if text.startswith("cannot ") and ": " in text:
-        text = text.split(": ", 1)[1]
-    return text.split("; ", 1)[0]
-
-
 def _names(names: list[str]) -> str:
     return ", ".join(names)
 
 
-class Snapshots:
+class Snapshots(OperationService):
     """Snapshot operations over a ``Fleet``, run by ``ops`` (see the module doc).
 
     ``guard`` holds the store of freezes that quiesced snapshots record; ``settings``
@@ -131,31 +117,9 @@ class Snapshots:
 
     def __init__(self, fleet: Fleet, ops: Operations, guard: FreezeGuard,
                  settings: config.Settings | None = None) -> None:
-        self.fleet = fleet
-        self.ops = ops
+        super().__init__(fleet, ops)
         self.guard = guard
         self.settings = settings or config.Settings()
-
-    # -- the shape every operation shares -------------------------------------------------
-
-    def _resolve(self, op: Operation, ref: str) -> Guest:
-        """The VM ``ref``; an unreachable host is journalled as the operation's failure."""
-        try:
-            return self.fleet.resolve(ref)
-        except errors.HostUnreachable as err:
-            host, name = split_ref(ref)
-            if host is None:
-                host = next(iter(self.fleet.refs), "?")
-            self.ops.record_failure(op, host, name, err)
-            raise
-
-    def _operation(self, op: Operation, guest: Guest,
-                   call: Call) -> AbstractContextManager[OperationRun]:
-        """``Operations.run`` with this call's options. Snapshot calls are one libvirt
-        call each and wait for no state, so they take no timeout of their own."""
-        return self.ops.run(op, guest.host, guest.name, guest,
-                            progress=call.get("progress"), op_id=call.get("op_id"),
-                            queue_s=call.get("queue_s"))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -188,7 +152,7 @@ class Snapshots:
         validate_description(description)
         bound = self.settings.freeze_bound_s if freeze_bound_s is None else freeze_bound_s
         guest = self._resolve(Operation.SNAPSHOT_CREATE, ref)
-        with self._operation(Operation.SNAPSHOT_CREATE, guest, call) as run:
+        with self._operation(Operation.SNAPSHOT_CREATE, guest, None, call) as run:
             snaps = DomainSnapshots(guest)
             name = name or self._free_default_name(snaps)
             if snaps.find(name) is not None:
@@ -207,7 +171,7 @@ class Snapshots:
                 snap = snaps.create(xml, name, disk_only=disk_only)
             run.note = _describe_new(parse_snapshot(snap.xml()), run.note)
             if quiesce and not disk_only:
-                _add_note(run, WHY_DISK_ONLY)
+                run.add_note(WHY_DISK_ONLY)
         assert run.result is not None
         return run.result
 
@@ -253,7 +217,7 @@ class Snapshots:
                 if not no_quiesce_ok:
                     raise type(err)(f"{err} (or pass --no-quiesce-ok to take the snapshot "
                                     "unquiesced)") from err
-                why_not = f"the guest agent cannot freeze: {_reason(err)}"
+                why_not = f"the guest agent cannot freeze: {errors.reason_of(err)}"
             else:
                 if broken:
                     self._drop_inconsistent(guest, snap, bound_s)
@@ -288,7 +252,7 @@ class Snapshots:
         not waited for). Back running, its clock is set right (``sync_time``, by default
         the settings' ``agent.sync_time``)."""
         guest = self._resolve(Operation.SNAPSHOT_REVERT, ref)
-        with self._operation(Operation.SNAPSHOT_REVERT, guest, call) as run:
+        with self._operation(Operation.SNAPSHOT_REVERT, guest, None, call) as run:
             snaps = DomainSnapshots(guest)
             snap = snaps.lookup(name)
             doc = parse_snapshot(snap.xml())
@@ -309,7 +273,7 @@ class Snapshots:
         if state.state not in _UP:
             return  # paused or shut off: its clock is set when it runs again
         run.report("clock", f"syncing the clock of {guest.name}")
-        _add_note(run, str(sync_clock(Agent(guest))))
+        run.add_note(str(sync_clock(Agent(guest))))
 
     # -- delete -----------------------------------------------------------------------------
 
@@ -319,7 +283,7 @@ class Snapshots:
         children then hang from its parent; libvirt merges what they need).
         ``metadata_only``: libvirt forgets it; its data stays where it is."""
         guest = self._resolve(Operation.SNAPSHOT_DELETE, ref)
-        with self._operation(Operation.SNAPSHOT_DELETE, guest, call) as run:
+        with self._operation(Operation.SNAPSHOT_DELETE, guest, None, call) as run:
             snap = DomainSnapshots(guest).lookup(name)
             doc = parse_snapshot(snap.xml())
             below = snap.descendants() if children else snap.children()
