@@ -99,8 +99,9 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
 
 
 def _agent_tour(s: Services, ref: str) -> None:
-    """What the guest agent tells and does: its version, the guest's addresses, and a
-    clock set 5 minutes behind that the next restore sets right."""
+    """What the guest agent tells and does: its version, the guest's addresses, a
+    quiesced snapshot, and a clock set 5 minutes behind that the next restore sets
+    right."""
     info = s.agent.info(ref)
     enabled = sum(1 for c in info.commands if c.enabled)
     click.echo(f"-> virtlife agent {DEMO_VM} info ... qemu-guest-agent {info.version}, "
@@ -109,6 +110,14 @@ def _agent_tour(s: Services, ref: str) -> None:
     show_table(["interface", "MAC address", "address"],
                [(n.name, n.hwaddr, ", ".join(str(a) for a in n.addresses))
                 for n in s.agent.ifaddr(ref)])
+    _step("quiesced snapshot (guest file systems frozen for it, then thawed)",
+          lambda: s.snapshots.create(ref, "demo-quiesced", quiesce=True))
+    click.echo(f"-> virtlife snapshot {DEMO_VM} list")
+    show_table(["name", "kind", "state", "parent", "current"],
+               [(i.name, i.location, i.state, i.parent or "-", "*" if i.current else "")
+                for i in s.snapshots.list(ref)])
+    _step("delete it (its overlay merged back into the disk)",
+          lambda: s.snapshots.delete(ref, "demo-quiesced"))
     _step("set the guest clock 5 minutes behind (as after a long pause)",
           lambda: s.agent.set_time(ref, time.time() - 300)[0])
 
