@@ -190,6 +190,43 @@ def test_a_freeze_left_by_a_killed_process_is_thawed_by_the_next_command(
     assert services.snapshots.list(vm) == []  # the snapshot was never taken
 
 
+CTRL_C_CHILD = textwrap.dedent("""
+    import sys, threading
+    from virtlife.cli.main import main
+    from virtlife.hypervisor.snapshot import DomainSnapshots
+
+    # the snapshot step never returns: Ctrl-C comes while the guest is frozen
+    DomainSnapshots.create = lambda *a, **k: threading.Event().wait()
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_ctrl_c_during_a_quiesced_snapshot_thaws_the_guest_before_exiting(
+        services: Services, vm: str, tmp_path: Path) -> None:
+    sh(services, vm, ": > /var/log/fsfreeze.log")
+    env = {**os.environ, "VIRTLIFE_HOME": str(tmp_path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD, "-c", URI, "snapshot", vm, "create", "c1",
+         "--quiesce", "--freeze-bound", "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while services.agent.freeze_status(vm).status != "frozen":
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never froze the guest"
+            time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
+    assert child.returncode == 130, err
+    # thawed by the interrupt itself, not left for the next command
+    assert services.agent.freeze_status(vm).status == "thawed"
+    assert hook_log(services, vm) == ["freeze", "thaw"]
+
+
 def test_an_internal_snapshot_with_memory_reverted_brings_back_that_moment(
         services: Services, vm: str) -> None:
     sh(services, vm, "echo one > /mnt/data/state.txt; sync")
