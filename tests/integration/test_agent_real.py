@@ -200,7 +200,16 @@ def test_set_password_changes_the_hash_in_the_guest_shadow(vm: str) -> None:
     crypted = "$6$abcdefgh$" + "x" * 86
     ok("agent", vm, "set-password", "root", "--crypted", stdin=crypted + "\n")
     assert guest_sh(vm, "grep ^root: /etc/shadow").split(":")[1] == crypted
-    # the password is nowhere: journal, command lines
+    # the password is nowhere: journal, the debug log, command lines
+    log = config.images_dir() / f"{vm}-debug.log"
+    try:
+        run = virtlife("-vv", "--log-file", str(log), "agent", vm, "set-password", "root",
+                       stdin=secret + "\n")
+        assert run.returncode == 0 and "agent-set-password" in run.stderr  # progress
+        assert "connected to host" in log.read_text()
+        assert secret not in log.read_text() + run.stderr + run.stdout
+    finally:
+        log.unlink(missing_ok=True)
     history = ok("history", vm, "--json")
     assert secret not in history and "set-password" in history
     run = virtlife("agent", vm, "set-password", "nobody", stdin=secret + "\n")
@@ -313,11 +322,15 @@ def test_ladder_on_a_guest_that_ignores_everything(fresh: list[str]) -> None:
     assert "ACPI button: asked; no power off within" in run.stderr
     assert "ACPI button, again: asked" in run.stderr and "--force" in run.stderr
     assert ok("state", name) == "running (booted)\n"  # left as it is
+    run = virtlife("reboot", name, "--timeout", "6")
+    assert run.returncode == 5 and f"{name} did not reset within 6 s" in run.stderr
+    out = ok("reboot", name, "--timeout", "6", "--force")
+    assert re.match(rf"{name}: running \(booted\); rebooted by force after ", out)
     out = ok("shutdown", name, "--timeout", "6", "--force")
     assert re.match(rf"{name}: shut off \(destroyed\); powered off by force after ", out)
     history = json.loads(ok("history", name, "--json"))
-    assert [(h["operation"], h["outcome"]) for h in history[:2]] == [
-        ("shutdown", "ok"), ("shutdown", "error")]
+    assert [(h["operation"], h["outcome"]) for h in history[:4]] == [
+        ("shutdown", "ok"), ("reboot", "ok"), ("reboot", "error"), ("shutdown", "error")]
 
 
 # -- the guest clock after the guest lost time ------------------------------------------
