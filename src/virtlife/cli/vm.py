@@ -347,7 +347,9 @@ def pmwakeup(app: App, vm: str, wait_agent: bool, sync_time: bool | None,
 @click.command()
 @VM
 @click.option("--managed-save", is_flag=True, help="Also delete the managed-save image.")
-@click.option("--snapshots-metadata", is_flag=True, help="Also drop snapshot metadata.")
+@click.option("--snapshots-metadata", is_flag=True,
+              help="Also drop its snapshots' metadata (overlay files and internal "
+                   "snapshots stay in the files).")
 @click.option("--nvram/--keep-nvram", default=None,
               help="Delete or keep the UEFI NVRAM file (default: libvirt's rule).")
 @json_option
