@@ -44,8 +44,8 @@ class MigrationRequest:
 
 def flags(req: MigrationRequest) -> int:
     """libvirt's migration flags for ``req`` (always peer to peer, abort on I/O error)."""
-    value = libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
-    chosen = {
+    value = int(libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+    chosen: dict[int, bool] = {
         libvirt.VIR_MIGRATE_LIVE: req.live and not req.offline,
         libvirt.VIR_MIGRATE_OFFLINE: req.offline,
         libvirt.VIR_MIGRATE_PAUSED: req.paused,
