@@ -1,0 +1,173 @@
+"""What a migration's pre-flight check asks a host, each answer from libvirt itself.
+
+Every function takes a ``Host`` (the connection is the host's own, local or remote)
+and returns plain values: its hypervisor and versions, the machine types it offers,
+whether a guest CPU runs there, its free memory, its domains, storage pools, virtual
+networks and network interfaces. Two answers need a write, done through a storage
+pool and undone at once:
+
+- ``shared_storage``: a probe volume created in a pool of one host is looked for in
+  the pool of the same name on the other (after a refresh). Seen there: the pool is
+  the same storage; this is the evidence that lets virtlife pass libvirt's unsafe flag.
+- ``clock_offset``: a probe volume's modification time (the host's clock, to the
+  nanosecond) against the midpoint of this machine's clock around its creation.
+
+Nothing here decides: ``services.migration`` turns these facts into checks.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from virtlife import errors
+from virtlife.hypervisor.libvirt_api import LibvirtError, calling, libvirt
+
+if TYPE_CHECKING:
+    from virtlife.hypervisor.host import Host
+
+PROBE_PREFIX = ".virtlife-probe-"
+_MACHINE = re.compile(r"<machine[^>]*>([^<]+)</machine>")
+
+
+@dataclass(frozen=True)
+class HypervisorFacts:
+    hypervisor: str  # libvirt's driver name, e.g. QEMU
+    libvirt_version: int  # major * 1_000_000 + minor * 1000 + release
+    hypervisor_version: int
+    machine_types: frozenset[str]
+    free_memory_mib: int
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    name: str
+    path: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    offset_s: float  # the host's clock minus this machine's
+    uncertainty_s: float  # half the round trip
+    how: str
+
+
+def hypervisor(host: Host) -> HypervisorFacts:
+    with calling(f"read the capabilities of {host.name}"):
+        conn = host.conn
+        caps = conn.getCapabilities()
+        return HypervisorFacts(str(conn.getType()), int(conn.getLibVersion()),
+                               int(conn.getVersion()), frozenset(_MACHINE.findall(caps)),
+                               int(conn.getFreeMemory()) // (1024 * 1024))
+
+
+def cpu_runs(host: Host, cpu_xml: str, machine: str, virt_type: str) -> tuple[bool, str]:
+    """Whether a guest CPU (its ``<cpu>`` XML) runs on ``host``'s hypervisor CPU."""
+    try:
+        result = host.conn.compareHypervisorCPU(None, "x86_64", machine, virt_type, cpu_xml, 0)
+    except LibvirtError as err:
+        return False, (err.get_error_message() or str(err)).splitlines()[0]
+    if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+        return False, "the destination's CPU lacks features the guest CPU needs"
+    return True, "identical" if result == libvirt.VIR_CPU_COMPARE_IDENTICAL else "superset"
+
+
+def domains(host: Host) -> dict[str, str]:
+    """Every domain's name and UUID on ``host``."""
+    with calling(f"list the domains of {host.name}"):
+        return {d.name(): d.UUIDString() for d in host.conn.listAllDomains(0)}
+
+
+def pools(host: Host) -> list[PoolFacts]:
+    found = []
+    with calling(f"list the storage pools of {host.name}"):
+        for pool in host.conn.listAllStoragePools(0):
+            root = ET.fromstring(pool.XMLDesc(0))
+            found.append(PoolFacts(pool.name(), root.findtext("target/path") or "",
+                                   bool(pool.isActive())))
+    return sorted(found, key=lambda p: p.name)
+
+
+def networks(host: Host) -> dict[str, bool]:
+    """Each virtual network's name and whether it is active."""
+    with calling(f"list the networks of {host.name}"):
+        return {n.name(): bool(n.isActive()) for n in host.conn.listAllNetworks(0)}
+
+
+def interfaces(host: Host) -> set[str]:
+    """The network interfaces (bridges among them) the host's libvirt sees."""
+    found: set[str] = set()
+    with calling(f"list the network interfaces of {host.name}"):
+        for dev in host.conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET):
+            name = ET.fromstring(dev.XMLDesc(0)).findtext("capability/interface")
+            if name:
+                found.add(name)
+    return found
+
+
+def volume_exists(host: Host, path: str) -> bool | None:
+    """Whether a storage volume is at ``path`` on ``host``; None when no pool holds it
+    (libvirt then cannot tell)."""
+    try:
+        host.conn.storageVolLookupByPath(path)
+        return True
+    except LibvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise
+
+
+def _probe_xml(name: str) -> str:
+    return (f"<volume><name>{name}</name><capacity unit='bytes'>0</capacity>"
+            "<target><format type='raw'/></target></volume>")
+
+
+def shared_storage(src: Host, dst: Host, pool_name: str) -> bool:
+    """True when a volume made in ``pool_name`` on ``src`` is seen in the pool of that
+    name on ``dst``: the same storage. The probe volume is always deleted."""
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    with calling(f"probe the storage pool {pool_name} of {src.name}"):
+        pool = src.conn.storagePoolLookupByName(pool_name)
+        vol = pool.createXML(_probe_xml(name), 0)
+    try:
+        try:
+            other = dst.conn.storagePoolLookupByName(pool_name)
+            other.refresh(0)
+            other.storageVolLookupByName(name)
+            return True
+        except LibvirtError:
+            return False
+    finally:
+        try:
+            vol.delete(0)
+        except LibvirtError:
+            pass  # a leftover probe is harmless and named as ours
+        try:
+            dst.conn.storagePoolLookupByName(pool_name).refresh(0)
+        except LibvirtError:
+            pass
+
+
+def clock_offset(host: Host, pool_name: str) -> ClockReading:
+    """``host``'s clock against this machine's, from a probe volume's mtime."""
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    with calling(f"probe the clock of {host.name}"):
+        pool = host.conn.storagePoolLookupByName(pool_name)
+        t0 = time.time()
+        vol = pool.createXML(_probe_xml(name), 0)
+        t1 = time.time()
+        try:
+            root = ET.fromstring(vol.XMLDesc(0))
+        finally:
+            vol.delete(0)
+    mtime = root.findtext("target/timestamps/mtime")
+    if not mtime:
+        raise errors.Unsupported(f"{host.name}'s pool {pool_name} gives no file times")
+    return ClockReading(float(mtime) - (t0 + t1) / 2, (t1 - t0) / 2,
+                        f"a probe file's mtime in pool {pool_name}, against this "
+                        "machine's clock")
