@@ -217,6 +217,9 @@ class Operation(StrEnum):
     AGENT_SET_PASSWORD = "agent-set-password"
     AGENT_EXEC = "agent-exec"
     AGENT_COMMAND = "agent-command"
+    MIGRATE = "migrate"  # live, or paused for the copy (--suspended)
+    MIGRATE_OFFLINE = "migrate-offline"  # the definition (and disks) of a shut-off VM
+    MIGRATE_ABORT = "migrate-abort"  # ends a running migration; never refused for it
 
 
 class ShutdownMode(StrEnum):
@@ -301,6 +304,10 @@ TRANSITIONS: dict[Operation, Rule] = {
     Operation.AGENT_SET_PASSWORD: _r(_UP, set()),
     Operation.AGENT_EXEC: _r(_UP, set()),
     Operation.AGENT_COMMAND: _r(_UP, set()),
+    # the VM ends on another host: its state there is read, not waited for here
+    Operation.MIGRATE: _r(_UP | {S.PAUSED}, set()),
+    Operation.MIGRATE_OFFLINE: _r({S.SHUTOFF}, set()),
+    Operation.MIGRATE_ABORT: _r(_UP | {S.PAUSED}, set()),
 }
 
 # What to suggest when an operation is refused in a given state.
@@ -318,6 +325,9 @@ _HINTS: dict[tuple[Operation, VMState], str] = {
     (Operation.UNDEFINE, S.PAUSED): "destroy it first",
     (Operation.SNAPSHOT_CREATE, S.PMSUSPENDED): "wake it with pmwakeup first",
     (Operation.ATTACH_ISO, S.PMSUSPENDED): "wake it with pmwakeup first",
+    (Operation.MIGRATE, S.SHUTOFF): "migrate it with --offline",
+    (Operation.MIGRATE_OFFLINE, S.RUNNING): "migrate it live, or pass --shutdown-first",
+    (Operation.MIGRATE_OFFLINE, S.PAUSED): "migrate it live (it stays paused)",
 }
 for _op in (Operation.AGENT_FREEZE, Operation.AGENT_THAW, Operation.AGENT_SET_TIME,
             Operation.AGENT_SET_PASSWORD, Operation.AGENT_EXEC, Operation.AGENT_COMMAND):

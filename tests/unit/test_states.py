@@ -114,6 +114,9 @@ agent-set-time      . . x . . . x . . .
 agent-set-password  . . x . . . x . . .
 agent-exec          . . x . . . x . . .
 agent-command       . . x . . . x . . .
+migrate             . . x . x . x . . .
+migrate-offline     . x . . . . . . . .
+migrate-abort       . . x . x . x . . .
 """
 
 

@@ -54,6 +54,7 @@ DEFAULT_TIMEOUTS: dict[Operation, float] = {
     Operation.AGENT_ENABLE: 30, Operation.AGENT_FREEZE: 30, Operation.AGENT_THAW: 30,
     Operation.AGENT_SET_TIME: 30, Operation.AGENT_SET_PASSWORD: 30,
     Operation.AGENT_EXEC: 60, Operation.AGENT_COMMAND: 30,
+    Operation.MIGRATE: 600, Operation.MIGRATE_OFFLINE: 300, Operation.MIGRATE_ABORT: 60,
 }
 AGENT_TIMEOUT_S = 120.0
 QUEUE_POLL_S = 0.2
@@ -62,8 +63,9 @@ QUEUE_POLL_S = 0.2
 _REFUSALS = (errors.InvalidTransition, errors.AlreadyExists, errors.OperationBusy,
              errors.InvalidInput)
 _WAIT_OR_QUEUE = "wait for it to end, or queue behind it (--queue)"
-# Destroy is how an operator ends whatever else runs on a VM: never refused for it.
-_OVERRIDES = frozenset({Operation.DESTROY})
+# Destroy (and migrate-abort, for a migration) is how an operator ends whatever else
+# runs on a VM: never refused for it.
+_OVERRIDES = frozenset({Operation.DESTROY, Operation.MIGRATE_ABORT})
 
 
 @dataclass(frozen=True)
