@@ -45,12 +45,15 @@ class DaemonPaths:
 
     The defaults are this machine's own daemons. A lab host in its own mount namespace
     has its run directory elsewhere (its ``/run`` is a directory of the lab) and a
-    ``launcher`` such as ``("nsenter", "--target=PID", "--mount", "--")``.
+    ``launcher`` such as ``("nsenter", "--target=PID", "--mount", "--")``, and may
+    give libvirtd options (``libvirtd_args=("--listen",)``: TCP, as its libvirtd.conf
+    says; libvirtd ignores ``listen_tcp`` without it).
     """
 
     run_dir: Path = RUN_DIR
     log_dir: Path = LOG_DIR
     launcher: tuple[str, ...] = ()
+    libvirtd_args: tuple[str, ...] = ()
 
     def socket(self, daemon: str) -> Path:
         """The read-write socket of ``daemon`` (``virtlogd`` or ``libvirtd``)."""
@@ -154,7 +157,8 @@ def ensure_daemons(timeout: float = 20.0, paths: DaemonPaths = LOCAL_DAEMONS) ->
                 f"cannot start {daemon}: it is not installed; install libvirt-daemon-system"
             )
         was = "stale" if sock.exists() else "absent"
-        command = [*paths.launcher, exe] if paths.launcher else exe
+        args = paths.libvirtd_args if daemon == "libvirtd" else ()
+        command = [*paths.launcher, exe, *args] if paths.launcher or args else exe
         try:
             _start_daemon(daemon, command, sock, timeout)
         except LabError as e:

@@ -16,9 +16,10 @@ or ``sweep`` cleans up after a host whose owner or holder died.
 It must not import libvirt (it talks to the daemons only through their sockets and
 processes, like ``hostprep``), touch the system's daemons, guests or configuration,
 signal a process it cannot prove belongs to the host, or leave a mount in the root
-namespace. It has no network namespace yet: ``_NAMESPACES`` and the extra settings of
-``start`` are where the migration lab adds one (``--net``, ``listen_addr``,
-``migration_address``).
+namespace. With ``netns`` it also runs in a named network namespace (``ip netns``) that
+its caller made and owns (the multi-host lab, ``cluster``), sees that namespace's
+interfaces in its own /sys, and with ``listen`` its libvirtd serves TCP as its
+libvirtd.conf says.
 
 Layout of a host directory (``STATE/NAME``)::
 
@@ -67,8 +68,10 @@ PRIVATE_TREES: tuple[tuple[Path, str], ...] = (
 )
 PRIVATE_DIR = Path("/var/lib/libvirt/virtlife-private")  # only the host sees this path
 
-# The namespaces a host has, as unshare(1) and nsenter(1) flags; the lab adds "--net".
+# The namespaces a host has of its own, as unshare(1) and nsenter(1) flags; a host
+# started with ``netns`` also enters that network namespace ("--net").
 _NAMESPACES: tuple[str, ...] = ("--mount",)
+NETNS_DIR = Path("/run/netns")  # where ``ip netns`` names network namespaces
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9/._-]+\Z")  # goes into a URI and config files
 _SUN_PATH_MAX = 107  # a Unix socket path is at most 108 bytes with its NUL
@@ -156,6 +159,12 @@ class _State:
     owner: Proc | None
     holder: Proc | None = None
     daemons: dict[str, Proc] = field(default_factory=dict)
+    netns: str | None = None  # the named network namespace it runs in, if any
+    listen: bool = False  # libvirtd started with --listen
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (*_NAMESPACES, "--net") if self.netns else _NAMESPACES
 
     def to_json(self) -> str:
         def proc(p: Proc | None) -> dict[str, int] | None:
@@ -165,6 +174,7 @@ class _State:
             "name": self.name, "token": self.token, "host_uuid": self.host_uuid,
             "owner": proc(self.owner), "holder": proc(self.holder),
             "daemons": {d: proc(p) for d, p in self.daemons.items()},
+            "netns": self.netns, "listen": self.listen,
         }, indent=1)
 
     @classmethod
@@ -175,8 +185,10 @@ class _State:
             return None if d is None else Proc(int(d["pid"]), int(d["start"]))
 
         daemons = {k: p for k, v in data["daemons"].items() if (p := proc(v)) is not None}
+        netns = data.get("netns")
         return cls(str(data["name"]), str(data["token"]), str(data["host_uuid"]),
-                   proc(data["owner"]), proc(data["holder"]), daemons)
+                   proc(data["owner"]), proc(data["holder"]), daemons,
+                   None if netns is None else str(netns), bool(data.get("listen", False)))
 
 
 def _read_state(directory: Path) -> _State | None:
@@ -244,7 +256,8 @@ class PrivateHost:
         """Where ``hostprep`` finds this host's daemons, and how it runs them there."""
         return DaemonPaths(run_dir=self.dir / "run", log_dir=self.dir / "log",
                            launcher=("nsenter", f"--target={self._holder().pid}",
-                                     *_NAMESPACES, "--"))
+                                     *self._state.namespaces, "--"),
+                           libvirtd_args=("--listen",) if self._state.listen else ())
 
     def processes(self) -> list[int]:
         """Every process running in the host: holder, daemons, the QEMUs they started."""
@@ -333,6 +346,7 @@ def start(name: str, *, state_dir: Path = DEFAULT_STATE_DIR, owner_pid: int | No
           shared: Sequence[Path] | None = None,
           libvirtd_conf: Mapping[str, ConfValue] | None = None,
           qemu_conf: Mapping[str, ConfValue] | None = None,
+          netns: str | None = None, listen: bool = False,
           timeout: float = 30.0) -> PrivateHost:
     """Start private host ``name`` (directory ``state_dir/name``) and return it.
 
@@ -340,10 +354,16 @@ def start(name: str, *, state_dir: Path = DEFAULT_STATE_DIR, owner_pid: int | No
     has died, the host counts as stale. Without one, the host is stale when its holder
     or libvirtd is gone. ``shared``: paths that must stay visible to the host (default:
     the test guest and images directories). ``libvirtd_conf`` and ``qemu_conf``: extra
-    settings for its configuration files. A stale host of the same name is cleaned up
-    first; a live one is refused. Raises LabError, after undoing what it did, on failure.
+    settings for its configuration files. ``netns``: a named network namespace (made
+    with ``ip netns add``, its addresses set) to run in; ``listen``: libvirtd serves
+    TCP (``listen_tcp`` and friends in ``libvirtd_conf``). A stale host of the same name
+    is cleaned up first; a live one is refused. Raises LabError, after undoing what it
+    did, on failure.
     """
     _check_can_run(name)
+    if netns is not None and not (_NAME.match(netns) and (NETNS_DIR / netns).exists()):
+        raise LabError(f"cannot start private host {name}: there is no network namespace "
+                       f"{netns!r} ({NETNS_DIR / netns}); create it with `ip netns add`")
     directory = state_dir / name
     _check_layout(name, state_dir, directory,
                   [config.guest_dir(), config.images_dir()] if shared is None else shared)
@@ -359,15 +379,18 @@ def start(name: str, *, state_dir: Path = DEFAULT_STATE_DIR, owner_pid: int | No
         if directory.exists():
             _clear_stale(directory, timeout)
         state = _State(name, token=uuid.uuid4().hex, host_uuid=str(uuid.uuid4()),
-                       owner=owner)
+                       owner=owner, netns=netns, listen=listen)
         holder_proc: subprocess.Popen[bytes] | None = None
         try:
             _build_tree(directory, state, libvirtd_settings, qemu_settings)
-            holder_proc, state.holder = _spawn_holder(name, timeout)
+            holder_proc, state.holder = _spawn_holder(name, timeout, netns)
             _write_state(directory, state)
             host = PrivateHost(directory, state, holder_proc)
             for target, sub in PRIVATE_TREES:
                 host.run(["mount", "--no-mtab", "--bind", str(directory / sub), str(target)],
+                         timeout=timeout)
+            if netns:  # /sys/class/net of its own network namespace, as `ip netns exec`
+                host.run(["mount", "--no-mtab", "-t", "sysfs", "sysfs", "/sys"],
                          timeout=timeout)
             host.start_daemons(timeout=timeout)
         except BaseException as e:
@@ -562,8 +585,10 @@ def _conf_value(value: ConfValue) -> str:
     return "[ " + ", ".join(items) + " ]" if items else "[ ]"
 
 
-def _spawn_holder(name: str, timeout: float) -> tuple[subprocess.Popen[bytes], Proc]:
-    """A process in new namespaces that keeps them alive; returned once it is ready.
+def _spawn_holder(name: str, timeout: float,
+                  netns: str | None = None) -> tuple[subprocess.Popen[bytes], Proc]:
+    """A process in new namespaces (and the network namespace ``netns``) that keeps them
+    alive; returned once it is ready.
 
     Ready means it has exec'd ``sleep``: unshare(1) does that after making every mount
     private, so nothing mounted there afterwards can propagate back to the root namespace.
@@ -571,7 +596,8 @@ def _spawn_holder(name: str, timeout: float) -> tuple[subprocess.Popen[bytes], P
     with tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
-                ["unshare", *_NAMESPACES, "--propagation", "private", "--",
+                [*(("nsenter", f"--net={NETNS_DIR / netns}", "--") if netns else ()),
+                 "unshare", *_NAMESPACES, "--propagation", "private", "--",
                  "sleep", "infinity"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True)  # a Ctrl-C of our terminal must not reach it
