@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from virtlife import config, errors
+from virtlife.cli import labhosts
 from virtlife.cli.app import App, host_option, json_option, pass_app, show_result
 from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME
 from virtlife.services import provision
@@ -47,7 +48,14 @@ def _build_guest(force: bool = False) -> GuestImage:
 
 @click.group()
 def lab() -> None:
-    """The test lab: host preparation and the tiny test guest."""
+    """The test lab: host preparation, the tiny test guest, and N libvirt hosts on this
+    machine for migrations (lab up / down / status).
+
+    \b
+    Examples: virtlife lab setup
+              virtlife lab up 2 && virtlife lab status
+              virtlife lab down
+    """
 
 
 @lab.command("setup")
@@ -119,5 +127,8 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None,
                                  facts=s.facts,
                                  start=start, wait_agent=wait_agent, **app.call), as_json)
 
+
+for _command in labhosts.COMMANDS:  # up, down, status: the multi-host lab
+    lab.add_command(_command)
 
 COMMANDS = [lab]
