@@ -179,12 +179,12 @@ def estimate_convergence(samples: Sequence[Progress], max_downtime_ms: int) -> C
     """Will pre-copy converge with ``max_downtime_ms`` allowed, judging by ``samples``?
 
     QEMU stops the VM once what is left goes within the allowed downtime:
-    remaining / bandwidth <= max downtime. The window's largest remaining is used (a
-    sample in the middle of a pass sees less than what the next pass starts with).
-    Otherwise it does not converge when, over a window of later passes, the guest
-    dirtied memory at 95 % of the bandwidth or more, or what is left did not shrink
-    (stayed above 90 % of where the window began). A window still in the first pass,
-    or without a bandwidth, tells nothing yet.
+    remaining / bandwidth <= max downtime, with the window's largest remaining (a sample
+    in the middle of a pass sees less than the pass began with). Otherwise, over samples
+    of the later passes, it does not converge when every one of them saw the guest
+    dirty memory at 95 % of the bandwidth or more, or when what is left after a pass
+    (each pass's largest remaining) did not shrink below 90 % of the window's first.
+    A window still in the first pass, or without a bandwidth, tells nothing yet.
     """
     usable = [s for s in samples if s.phase.is_precopy and s.bandwidth
               and s.memory_remaining is not None]
@@ -205,18 +205,25 @@ def estimate_convergence(samples: Sequence[Progress], max_downtime_ms: int) -> C
         return Convergence(None, f"first pass over memory not done; {_mib(peak)} left "
                                  f"would need {needed:.0f} ms at {bw}", **found)
     n = len(later)
-    if rate is not None and rate >= NEAR * bandwidth:
+    if rate is not None and all(s.dirty_rate is not None and s.bandwidth
+                                and s.dirty_rate >= NEAR * s.bandwidth for s in later):
         return Convergence(False, f"dirty rate {_mib(rate)}/s ≥ {NEAR:.0%} of bandwidth "
                                   f"{bw} for {n} samples", **found)
-    first, last = later[0].memory_remaining or 0, later[-1].memory_remaining or 0
-    if last >= STUCK * first:
+    passes: dict[int, int] = {}
+    for s in later:
+        passes[s.iteration] = max(passes.get(s.iteration, 0), s.memory_remaining or 0)
+    peaks = [passes[i] for i in sorted(passes)]
+    first, last = peaks[0], peaks[-1]
+    if len(peaks) >= 2 and last >= STUCK * first:
         return Convergence(False, f"{_mib(last)} still left after {n} samples "
-                                  f"(iterations {later[0].iteration}-{later[-1].iteration}), "
+                                  f"(iterations {min(passes)}-{max(passes)}), "
                                   f"needing {needed:.0f} ms at {bw}", **found)
-    dirty_note = f"dirty rate {_mib(rate)}/s under bandwidth {bw}" if rate is not None \
+    under = f"dirty rate {_mib(rate)}/s under bandwidth {bw}" if rate is not None \
         else f"bandwidth {bw}"
-    return Convergence(True, f"remaining shrinks {_mib(first)} → {_mib(last)} over {n} "
-                             f"samples, {dirty_note}", **found)
+    if len(peaks) < 2:
+        return Convergence(True, f"{under}: each pass leaves less than the last", **found)
+    return Convergence(True, f"remaining shrinks {_mib(first)} → {_mib(last)} over "
+                             f"{len(peaks)} passes, {under}", **found)
 
 
 def _raise_to(state: PolicyState, limits: Limits, seen: Convergence) -> int:
