@@ -18,6 +18,7 @@ from virtlife.services import freeze
 from virtlife.services.agent import GuestAgent
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
+from virtlife.services.migration.service import Migrations
 from virtlife.services.operations import Jobs, Operations
 from virtlife.services.snapshots import Snapshots
 from virtlife.store import Store, open_store
@@ -36,6 +37,7 @@ class Services:
     jobs: Jobs
     agent: GuestAgent
     snapshots: Snapshots
+    migrations: Migrations
     settings: config.Settings = field(default_factory=config.Settings)
     warnings: list[str] = field(default_factory=list)  # what the user should know
 
@@ -134,4 +136,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
     return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
                     GuestAgent(fleet, ops, guard), Snapshots(fleet, ops, guard, settings),
+                    Migrations(fleet, ops),
                     settings, warnings)

@@ -1,0 +1,104 @@
+"""``virtlife migrate VM DEST`` (with ``--check``) and ``migrate-abort VM``: thin over
+``services.migration.Migrations``. Progress is one line per sample on stderr (or a JSON
+line each on stdout with ``--json``); the check report is a table (or JSON)."""
+
+from __future__ import annotations
+
+import click
+
+from virtlife.cli.app import App, emit_json, pass_app, show_result, show_table, warn
+from virtlife.cli.params import SECONDS
+from virtlife.services.migration.checks import (
+    CheckOptions,
+    CopyStorage,
+    MigrationKind,
+    Report,
+)
+from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction
+from virtlife.services.progress import Update
+
+
+def _show_report(report: Report) -> None:
+    show_table(["check", "result", "reason", "fix"],
+               [(c.name, c.status.value, c.reason, c.fix or "-") for c in report.checks],
+               title=f"{report.vm}: {report.source} -> {report.destination} "
+                     f"({report.kind.value})")
+    click.echo(f"unsafe flag: {'yes' if report.allows_unsafe else 'no'} "
+               f"({report.unsafe_reason})")
+
+
+@click.command()
+@click.argument("vm", metavar="VM")
+@click.argument("dest", metavar="DEST")
+@click.option("--check", "check_only", is_flag=True,
+              help="Only run the pre-flight checks: one line each; nothing moves.")
+@click.option("--offline", is_flag=True, help="Move a shut-off VM's definition.")
+@click.option("--suspended", is_flag=True,
+              help="Keep the VM paused for the whole copy (resumed at DEST).")
+@click.option("--copy-storage", type=click.Choice([c.value for c in CopyStorage]),
+              default=None, help="Copy the disks too (not shared storage).")
+@click.option("--max-downtime", "max_downtime_ms", type=click.IntRange(min=1), default=None,
+              help="The policy's bound on the pause at the switch-over, in ms.")
+@click.option("--bandwidth", "bandwidth_mib_s", type=click.IntRange(min=1), default=None,
+              help="Cap the migration's bandwidth, MiB/s.")
+@click.option("--auto-converge", is_flag=True, help="Arm QEMU's vCPU throttling.")
+@click.option("--postcopy", type=click.Choice([m.value for m in PostcopyMode]),
+              default="auto", show_default=True)
+@click.option("--compressed", is_flag=True, help="XBZRLE compression (see the warning).")
+@click.option("--timeout", "timeout_s", type=SECONDS, default=None,
+              help="Then --on-timeout (default 600 s).")
+@click.option("--on-timeout", type=click.Choice([a.value for a in TimeoutAction]),
+              default="abort", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON: the report, or one line per "
+              "progress update and the result.")
+@pass_app
+def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspended: bool,
+            copy_storage: str | None, max_downtime_ms: int | None,
+            bandwidth_mib_s: int | None, auto_converge: bool, postcopy: str,
+            compressed: bool, timeout_s: float | None, on_timeout: str,
+            as_json: bool) -> None:
+    """Move VM to host DEST: live by default, checked first.
+
+    The pre-flight checks run first and any fail refuses (exit 3) with the reason and
+    the fix; warnings are printed. The move is verified: running at DEST, its agent
+    answering, its clock set right, gone from the source.
+
+    Example: virtlife migrate web1 lab-b --check
+    """
+    kind = MigrationKind.OFFLINE if offline else (
+        MigrationKind.SUSPENDED if suspended else MigrationKind.LIVE)
+    options = CheckOptions(kind=kind,
+                           copy_storage=CopyStorage(copy_storage) if copy_storage else None,
+                           postcopy=PostcopyMode(postcopy), compressed=compressed)
+    s = app.services.migrations
+    if check_only:
+        report = s.check(vm, dest, options)
+        if as_json:
+            emit_json(report.as_dict())
+        else:
+            _show_report(report)
+        raise SystemExit(0 if report.ok else 3)
+    limits = Limits(auto_converge=auto_converge, postcopy=PostcopyMode(postcopy),
+                    on_timeout=TimeoutAction(on_timeout),
+                    **({"max_downtime_ms": max_downtime_ms} if max_downtime_ms else {}))
+
+    def progress(update: Update) -> None:
+        if as_json:
+            emit_json({"op_id": update.op_id, "stage": update.stage,
+                       "message": update.message, "fraction": update.fraction})
+        else:
+            click.echo(f"… {update.message}", err=True)
+
+    call = {**app.call, "progress": progress}
+    outcome = s.migrate(vm, dest, options=options, limits=limits,
+                        bandwidth_mib_s=bandwidth_mib_s, timeout_s=timeout_s,
+                        **call)  # type: ignore[arg-type]
+    if as_json:
+        emit_json(outcome.as_dict())
+        for message in outcome.result.warnings:
+            warn(message)
+    else:
+        show_result(outcome.result)
+
+
+COMMANDS = [migrate]

@@ -1,0 +1,267 @@
+"""``Migrations``: check, run and abort a VM's move to another host (one operation each).
+
+``check`` gathers the facts (``gather``) and judges them (``checks.run_checks``);
+nothing moves. ``migrate`` runs the same checks first and refuses on any fail, then
+starts a peer-to-peer migration (``hypervisor.migration``) on a thread and, every
+``SAMPLE_S``, reads the job into a ``Progress``, reports it, and lets the policy act
+(``policy.watchdog``, ``next_step``, ``on_timeout``). The end is verified, never
+assumed: the VM runs at the destination (a crashed or paused guest there is a failed
+migration), its agent answers, its clock is set right, and it is gone from the source.
+On any failure the VM is looked for at the source and resumed there if the migration
+left it paused; the error says where the VM is. libvirt's unsafe flag is passed only
+when the checks proved every disk shared, and the result says which check did.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Unpack
+
+from virtlife import errors
+from virtlife.hypervisor import Guest, Host
+from virtlife.hypervisor.agent import Agent
+from virtlife.hypervisor.migration import Migration, MigrationRequest
+from virtlife.services.base import Call, OperationService
+from virtlife.services.clock import sync_clock
+from virtlife.services.migration.checks import (
+    CheckOptions,
+    MigrationKind,
+    Report,
+    Status,
+    run_checks,
+)
+from virtlife.services.migration.gather import gather
+from virtlife.services.migration.phases import MigrationPhase, Progress
+from virtlife.services.migration.policy import (
+    Action,
+    Decision,
+    Limits,
+    PolicyState,
+    next_step,
+    on_timeout,
+    plan_start,
+    watchdog,
+)
+from virtlife.services.operations import OperationResult, OperationRun
+from virtlife.states import Operation, StateInfo, VMState
+
+SAMPLE_S = 0.5
+AGENT_AFTER_S = 30.0
+
+
+class PreflightFailed(errors.InvalidTransition):
+    """The pre-flight check found a fail: nothing was moved (exit 3)."""
+
+
+@dataclass
+class MigrationOutcome:
+    """What ``migrate`` did: the operation's result, the checks, the progress seen and
+    the policy's steps."""
+
+    result: OperationResult
+    report: Report
+    samples: list[Progress] = field(default_factory=list)
+    state: PolicyState | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.result.as_dict(), "checks": self.report.as_dict(),
+                "policy": None if self.state is None else self.state.as_dict(),
+                "final": None if not self.samples else self.samples[-1].as_dict()}
+
+
+class Migrations(OperationService):
+    """Migration operations over the fleet (see the module doc)."""
+
+    def check(self, ref: str, dest: str, options: CheckOptions | None = None) -> Report:
+        guest = self.fleet.resolve(ref)
+        return self._check(guest, dest, options or CheckOptions())
+
+    def _check(self, guest: Guest, dest: str, options: CheckOptions) -> Report:
+        if dest == guest.host.name:
+            raise errors.InvalidInput(f"{guest.name} is on {dest} already: name another host")
+        try:
+            dst: Host | None = self.fleet.host(dest)
+            error = ""
+        except errors.HostUnreachable as err:
+            dst, error = None, str(err)
+        vm, src, at = gather(guest, dst, dest, error)
+        return run_checks(vm, src, at, options)
+
+    def migrate(self, ref: str, dest: str, *, options: CheckOptions | None = None,
+                limits: Limits | None = None, bandwidth_mib_s: int | None = None,
+                timeout_s: float | None = None, **call: Unpack[Call]) -> MigrationOutcome:
+        """Move the VM to host ``dest`` (live unless ``options.kind`` says otherwise)."""
+        options = options or CheckOptions()
+        limits = limits or Limits()
+        op = Operation.MIGRATE_OFFLINE if options.kind is MigrationKind.OFFLINE else \
+            Operation.MIGRATE
+        guest = self._resolve(op, ref)
+        with self._operation(op, guest, timeout_s, call) as run:
+            run.report("check", f"checking {guest.name} against {dest}")
+            report = self._check(guest, dest, options)
+            failed = [c for c in report.checks if c.status is Status.FAIL]
+            if failed:
+                lines = "; ".join(f"{c.name}: {c.reason}" + (f" ({c.fix})" if c.fix else "")
+                                  for c in failed)
+                raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
+            for c in report.checks:
+                if c.status is Status.WARN:
+                    run.warnings.append(f"{c.name}: {c.reason}")
+            outcome = MigrationOutcome(OperationResult(dest, guest.name, op, run.current, 0),
+                                       report)
+            dst = self.fleet.host(dest)
+            state = plan_start(limits)
+            req = MigrationRequest(
+                live=options.kind is MigrationKind.LIVE,
+                offline=options.kind is MigrationKind.OFFLINE,
+                unsafe=report.allows_unsafe,
+                auto_converge=state.auto_converge_armed,
+                postcopy=state.postcopy_armed and options.kind is MigrationKind.LIVE,
+                compressed=options.compressed,
+                copy_storage=None if options.copy_storage is None
+                else options.copy_storage.value,
+                max_downtime_ms=state.downtime_ms if options.kind is MigrationKind.LIVE
+                else None,
+                bandwidth_mib_s=bandwidth_mib_s)
+            if report.allows_unsafe:
+                run.add_note(f"libvirt's unsafe flag passed: {report.unsafe_reason}")
+            state = self._run(run, guest, dst, req, state, limits, outcome)
+            outcome.state = state
+            run.final = self._verify(run, guest, dst, req)
+            run.guest = dst.lookup(guest.name)
+            run.add_note(_summary(outcome.samples, state))
+        assert run.result is not None
+        outcome.result = run.result
+        return outcome
+
+    def _run(self, run: OperationRun, guest: Guest, dst: Host, req: MigrationRequest,
+             state: PolicyState, limits: Limits, outcome: MigrationOutcome) -> PolicyState:
+        job = Migration(guest)
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                job.start(dst.uri, req)
+            except BaseException as err:  # handed to the operation below
+                failure.append(err)
+            finally:
+                done.set()
+
+        t0 = time.monotonic()
+        run.report("start", f"{MigrationPhase.PREPARING.label}: {dst.name}")
+        threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
+        previous: Progress | None = None
+        timed_out = False
+        try:
+            while not done.wait(SAMPLE_S):
+                at = time.monotonic() - t0
+                stats = job.job_stats()
+                if not stats:
+                    continue
+                previous = Progress.from_job_stats(stats, previous=previous, elapsed_s=at,
+                                                   postcopy=state.postcopy_started)
+                outcome.samples.append(previous)
+                run.report("progress", previous.describe(), previous.fraction)
+                decision = watchdog(outcome.samples) or next_step(state, outcome.samples,
+                                                                    limits)
+                if decision is None and not timed_out and at > run.timeout_s:
+                    timed_out = True
+                    decision = on_timeout(limits.on_timeout, state, timeout_s=run.timeout_s,
+                                          at_s=at)
+                if decision is not None:
+                    state = self._act(run, guest, job, decision, state)
+        except BaseException:
+            _abort_quietly(job)
+            done.wait(60)
+            raise
+        if failure:
+            err = failure[0]
+            where = _where(guest, dst)
+            if isinstance(err, errors.VirtlifeError):
+                raise type(err)(f"{err}; {where}") from err
+            raise err
+        return state
+
+    def _act(self, run: OperationRun, guest: Guest, job: Migration, decision: Decision,
+             state: PolicyState) -> PolicyState:
+        run.report("policy", decision.reason)
+        if decision.action is Action.RAISE_DOWNTIME and decision.value is not None:
+            job.set_max_downtime(decision.value)
+        elif decision.action is Action.POSTCOPY:
+            job.start_postcopy()
+        elif decision.action is Action.PAUSE:
+            guest.suspend()
+        elif decision.action is Action.ABORT:
+            job.abort()
+        return state.after(decision)
+
+    def _verify(self, run: OperationRun, guest: Guest, dst: Host,
+                req: MigrationRequest) -> StateInfo:
+        """The VM at the destination, as it must be after the move; else a failure."""
+        moved = dst.find(guest.name)
+        if moved is None:
+            raise errors.OperationFailed(
+                f"libvirt reported {guest.name} migrated, but {dst.name} has no such VM; "
+                f"{_where(guest, dst)}")
+        state = moved.status()
+        if req.offline:
+            return state
+        if state.state is VMState.CRASHED or (state.state is VMState.PAUSED
+                                              and not req.paused):
+            raise errors.OperationFailed(
+                f"{guest.name} is {state} at {dst.name} after the migration: the move "
+                "failed (its memory may not have arrived intact); destroy it there and "
+                "start it again, or restore it from a backup")
+        if state.state in (VMState.RUNNING, VMState.IDLE):
+            try:
+                Agent(moved).ping(timeout_s=5)
+                run.add_note(str(sync_clock(Agent(moved), wait_s=AGENT_AFTER_S)))
+            except errors.AgentNotConfigured:
+                pass  # no channel: nothing to ask
+            except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
+                run.warnings.append(f"the agent of {guest.name} at {dst.name} did not "
+                                    f"answer after the move: {errors.reason_of(err)}")
+        if req.undefine_source and guest.host.find(guest.name) is not None:
+            run.warnings.append(f"{guest.name} is still defined on {guest.host.name}")
+        return state
+
+
+def _abort_quietly(job: Migration) -> None:
+    try:
+        job.abort()
+    except errors.VirtlifeError:
+        pass  # no job left to abort
+
+
+def _where(guest: Guest, dst: Host) -> str:
+    """Where the VM is after a failed move, in words; resumed at the source if the
+    migration left it paused there."""
+    here = guest.host.find(guest.name)
+    there = dst.find(guest.name)
+    if here is not None:
+        state = here.status()
+        if state.state is VMState.PAUSED and state.reason in ("migrating", "post-copy failed"):
+            try:
+                here.resume()
+                state = here.status()
+            except errors.VirtlifeError:
+                pass
+        left = f"{guest.name} is {state} on {guest.host.name}"
+    else:
+        left = f"{guest.name} is no longer on {guest.host.name}"
+    if there is not None:
+        left += f", and {there.status()} on {dst.name}"
+    return left
+
+
+def _summary(samples: list[Progress], state: PolicyState) -> str:
+    steps = "; ".join(d.reason for d in state.steps)
+    if not samples:
+        return "migrated" + (f" (policy: {steps})" if steps else "")
+    last = samples[-1]
+    sent = last.memory_processed / (1024 * 1024)
+    text = f"migrated: {sent:.0f} MiB sent in {last.at_s:.1f} s, {last.iteration} iteration(s)"
+    return text + (f"; policy: {steps}" if steps else "")
