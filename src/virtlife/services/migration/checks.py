@@ -196,7 +196,7 @@ def _ok(name: str, reason: str) -> Check:
     return Check(Status.PASS, name, reason)
 
 
-def _warn(name: str, reason: str, fix: str = "") -> Check:
+def _warn(name: str, reason: str, fix: str) -> Check:
     return Check(Status.WARN, name, reason, fix)
 
 
@@ -238,7 +238,8 @@ def check_hypervisor(vm: VMFacts, src: HostFacts, dst: HostFacts) -> Check:
         return _fail(name, f"{src.name} runs {src.hypervisor}, {dst.name} runs "
                      f"{dst.hypervisor}", "migrate between hosts of the same hypervisor")
     if not dst.hypervisor:
-        return _warn(name, f"{dst.name} did not say its hypervisor")
+        return _warn(name, f"{dst.name} did not say its hypervisor",
+                     f"check that {dst.name} runs the same hypervisor as {src.name}")
     if vm.virt_type not in dst.virt_types:
         offered = _join(sorted(dst.virt_types)) or "none"
         fix = ("enable KVM on the destination, or run the VM under TCG (type qemu)"
@@ -268,7 +269,8 @@ def check_machine(vm: VMFacts, dst: HostFacts) -> Check:
     name = "machine type"
     if not dst.machine_types:
         return _warn(name, f"{dst.name} did not list its machine types; {vm.machine} "
-                     "not checked")
+                     "not checked", f"check `virsh capabilities` on {dst.name} lists "
+                     f"{vm.machine}")
     if vm.machine not in dst.machine_types:
         return _fail(name, f"{dst.name} does not support machine type {vm.machine}",
                      f"define the VM with a machine type both hosts support (the "
@@ -297,7 +299,8 @@ def check_memory(vm: VMFacts, dst: HostFacts, kind: MigrationKind) -> Check:
         return _ok(name, f"not needed to move a shut-off VM; it needs {need} MiB when it "
                    f"starts on {dst.name}")
     if dst.free_memory_mib is None:
-        return _warn(name, f"{dst.name} did not say its free memory; the VM needs {need} MiB")
+        return _warn(name, f"{dst.name} did not say its free memory; the VM needs "
+                     f"{need} MiB", f"check `virsh freecell` on {dst.name}")
     free = dst.free_memory_mib
     if free < need:
         return _fail(name, f"{dst.name} has {free} MiB free; the VM needs {need} MiB",
