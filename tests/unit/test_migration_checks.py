@@ -170,17 +170,32 @@ def test_an_unreachable_destination_ends_the_list_early() -> None:
     assert not report.ok and not report.allows_unsafe
 
 
-def test_copy_storage_moves_a_disk_the_destination_lacks_and_needs_no_unsafe_flag() -> None:
+def test_copy_storage_creates_a_missing_disk_in_a_pool_and_needs_no_unsafe_flag() -> None:
     dst = replace(DST, disks={IMAGE: DiskAtDestination(False), ISO: DiskAtDestination(True)})
     report = run_checks(VM, SRC, dst, CheckOptions(copy_storage=CopyStorage.ALL))
-    assert report.ok
+    assert report.ok and report.warnings == ()
     assert {c.name: c.reason for c in report.checks}["disk vda"] == \
-        f"{IMAGE}: copied by --copy-storage all"
+        f"{IMAGE}: created in pool lab on lab-b and copied by --copy-storage all"
+    assert {c.name: c.reason for c in report.checks}["disk sda"] == \
+        f"{ISO} (read-only) is at the same path on lab-b"  # libvirt never copies it
     assert not report.allows_unsafe
     assert report.unsafe_reason == "not needed: --copy-storage copies the disks"
-    inc = run_checks(VM, SRC, dst, CheckOptions(copy_storage=CopyStorage.INC))
-    assert [c.name for c in inc.failures] == ["disk vda"]
-    assert "needs the backing files there" in inc.failures[0].reason
+
+
+@pytest.mark.parametrize(("dst_changes", "copy", "status", "words"), [
+    ({"pools": {}}, CopyStorage.ALL, Status.FAIL,
+     "no pool there holds /srv/lab/images, where libvirt would create it"),
+    ({}, CopyStorage.INC, Status.FAIL, "--copy-storage inc cannot create it"),
+    ({"disks": {IMAGE: DiskAtDestination(True), ISO: DiskAtDestination(True)}},
+     CopyStorage.ALL, Status.WARN, "writes over the file already at that path on lab-b"),
+])
+def test_copy_storage_follows_libvirts_pre_create_rules(
+        dst_changes: dict[str, Any], copy: CopyStorage, status: Status, words: str) -> None:
+    dst = replace(DST, **{"disks": {IMAGE: DiskAtDestination(False),
+                                    ISO: DiskAtDestination(True)}, **dst_changes})
+    check = {c.name: c for c in run_checks(VM, SRC, dst, CheckOptions(copy_storage=copy))
+             .checks}["disk vda"]
+    assert check.status is status and words in check.reason and check.fix
 
 
 def test_an_unproven_disk_keeps_the_unsafe_flag_off_and_says_which() -> None:

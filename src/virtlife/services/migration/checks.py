@@ -330,6 +330,34 @@ def check_name_free(vm: VMFacts, dst: HostFacts) -> Check:
     return _ok(name, f"no VM named {vm.name} or with its UUID on {dst.name}")
 
 
+def _copied(name: str, path: str, at: DiskAtDestination, dst: HostFacts,
+            options: CheckOptions) -> Check:
+    """A disk ``--copy-storage`` copies: libvirt writes into an existing file at the
+    same path, or creates a missing one in the destination pool whose directory holds
+    it (only with ``all``: ``inc`` cannot create it)."""
+    how = f"--copy-storage {options.copy_storage}"
+    if at.shared:
+        return _fail(name, f"{path} is the same storage at both ends ({at.shared}): "
+                     "copying it would write over the disk the VM is using",
+                     "drop --copy-storage: the disk is shared")
+    if at.present:
+        return _warn(name, f"{path}: {how} writes over the file already at that path on "
+                     f"{dst.name}", f"make sure nothing on {dst.name} needs that file")
+    directory = path.rsplit("/", 1)[0] or "/"
+    if options.copy_storage is CopyStorage.INC:
+        return _fail(name, f"{path} is not on {dst.name}, and {how} cannot create it",
+                     f"create it on {dst.name} over the same backing files first, or use "
+                     "--copy-storage all")
+    pool = next((n for n, p in sorted(dst.pools.items())
+                 if p.rstrip("/") == directory.rstrip("/")), None)
+    if pool is None:
+        return _fail(name, f"{path} is not on {dst.name}, and no pool there holds "
+                     f"{directory}, where libvirt would create it",
+                     f"define a dir pool at {directory} on {dst.name} (`virsh "
+                     f"pool-define-as NAME dir --target {directory}`, then pool-start)")
+    return _ok(name, f"{path}: created in pool {pool} on {dst.name} and copied by {how}")
+
+
 def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
     """One disk: at the same path on the destination and the same storage, or copied."""
     name = f"disk {disk.target}"
@@ -338,21 +366,14 @@ def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
     if disk.path is None:
         return _ok(name, f"empty {disk.device}: nothing to move")
     at = dst.disks.get(disk.path)
-    what = f"{disk.path}"
-    copying = options.copy_storage is not None and not disk.readonly
+    what = disk.path
+    # libvirt copies only disks that are neither read-only nor shareable
+    copying = options.copy_storage is not None and disk.needs_shared_storage
     if at is None:
         return _warn(name, f"{what}: {dst.name} was not asked about it",
                      "run the check again")
     if copying:
-        if at.shared:
-            return _fail(name, f"{what} is the same storage at both ends ({at.shared}): "
-                         "copying it would write over the disk the VM is using",
-                         "drop --copy-storage: the disk is shared")
-        if options.copy_storage is CopyStorage.INC and not at.present:
-            return _fail(name, f"{what} is not on {dst.name}: --copy-storage inc copies "
-                         "only the top image and needs the backing files there",
-                         "use --copy-storage all, or copy the backing files first")
-        return _ok(name, f"{what}: copied by --copy-storage {options.copy_storage}")
+        return _copied(name, disk.path, at, dst, options)
     if not at.present:
         return _fail(name, f"{what} is not on {dst.name}",
                      "put the disk on storage both hosts mount at the same path, or "
@@ -483,7 +504,7 @@ def check_state(vm: VMFacts, options: CheckOptions) -> Check:
         return _fail(name, f"{now}: a {kind.value} migration moves a VM that runs",
                      "use --offline, or start it first")
     if state is VMState.PAUSED:
-        return _ok(name, f"{now}: it moves paused")
+        return _ok(name, f"{now}: it moves paused and stays paused at the destination")
     if kind is MigrationKind.SUSPENDED:
         return _ok(name, f"{now}: it is paused for the copy and resumed at the destination")
     return _ok(name, f"{now}")
