@@ -92,3 +92,24 @@ def private_host(real_stack: GuestImage) -> Iterator[object]:
         yield host
     finally:
         host.stop()
+
+
+@pytest.fixture(scope="module")
+def lab_session(real_stack: GuestImage, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[object]:
+    """The multi-host lab (``virtlife lab up 2 --owner-pid``: hosts lab-a and lab-b at
+    qemu+tcp://10.253.7.11/system and .12, pool lab-shared) for the module, its inventory
+    in a home of its own (``.home``, ``.env``, ``.virtlife(...)``); always taken down, even
+    when tests fail. One lab per machine: it waits while another test session's lab is up
+    (tests/lab_support.py)."""
+    from lab_support import lab_session as session
+
+    with session(tmp_path_factory.mktemp("lab-home")) as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab(lab_session: object) -> object:
+    """``lab_session``, brought back up first when an earlier test took it down or broke it."""
+    lab_session.ensure_up()  # type: ignore[attr-defined]
+    return lab_session
