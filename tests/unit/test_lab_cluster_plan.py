@@ -47,7 +47,7 @@ def test_the_plan_takes_another_segment() -> None:
     (2, "10.253.7.5/24", "has host bits set"),
     (2, "8.8.8.0/24", "give a private IPv4 network"),
     (2, "10.0.0.0/8", "give a private IPv4 network of /16 or smaller"),
-    (5, "10.253.7.0/28", "cannot fit 5 hosts into 10.253.7.0/28"),
+    (5, "10.253.7.0/28", "cannot fit 5 host\\(s\\) into 10.253.7.0/28"),
 ])
 def test_a_plan_that_cannot_be_is_refused(n: int, segment: str, message: str) -> None:
     with pytest.raises(LabError, match=message):

@@ -77,9 +77,12 @@ def lab_up(app: App, n: int, segment: IPv4Network, owner_pid: int | None,
     from virtlife.lab import cluster, labnet
     from virtlife.services.hosts import add_host, remove_host
 
+    try:
+        wanted = labnet.plan(n, segment)
+    except errors.LabError as err:
+        raise click.UsageError(str(err)) from err
     services = app.services
     store = services.need_store()
-    wanted = labnet.plan(n, segment)
     changes = cluster.inventory_changes([(r.name, r.uri) for r in store.hosts.list()],
                                         wanted)
     if changes.conflicts:

@@ -90,7 +90,7 @@ def plan(n: int, segment: IPv4Network | str = SEGMENT, bridge: str = BRIDGE) -> 
         raise LabError(f"cannot use {net} as the lab's segment: give a private IPv4 "
                        f"network of /16 or smaller, such as {SEGMENT}")
     if FIRST_HOST + n >= net.num_addresses - 1:  # the last one is the broadcast address
-        raise LabError(f"cannot fit {n} hosts into {net}: they take its addresses "
+        raise LabError(f"cannot fit {n} host(s) into {net}: they take its addresses "
                        f"{FIRST_HOST} to {FIRST_HOST + n - 1}; give a larger segment")
     hosts = tuple(
         HostNet(name=f"{HOST_PREFIX}{letter}", netns=f"{NETNS_PREFIX}{letter}",
