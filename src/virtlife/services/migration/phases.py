@@ -208,16 +208,16 @@ class Progress:
         (``memory_postcopy_requests`` above 0 says it too, but stays 0 for an idle guest).
         """
         found = _stats_phase(stats, postcopy=postcopy)
+        if found is None and previous is not None:
+            return dataclasses.replace(previous, at_s=elapsed_s)  # no job: nothing new
         if found is None:
-            phase = previous.phase if previous is not None else MigrationPhase.PREPARING
+            phase = MigrationPhase.PREPARING
         elif found in (MigrationPhase.FAILED, MigrationPhase.CANCELLED) or previous is None:
             phase = found
         elif previous.phase is MigrationPhase.POSTCOPY and found is MigrationPhase.STOPPED:
             phase = MigrationPhase.POSTCOPY  # a completed post-copy job: still post-copy
         else:
             phase = max(found, previous.phase, key=lambda p: p.rank)
-        if found is None and previous is not None:
-            return dataclasses.replace(previous, at_s=elapsed_s)
 
         processed = _int(stats, K_MEMORY_PROCESSED) or 0
         bandwidth: float | None = _int(stats, K_MEMORY_BPS) or None
