@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,17 +233,20 @@ def test_log_file_gets_timestamped_lines_with_level_logger_and_thread(tmp_path: 
 
 
 @pytest.fixture
-def silent_host() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word; yields the port."""
+def silent_host() -> Iterator[tuple[int, threading.Event]]:
+    """A TCP port that accepts connections and never says a word; yields the port and
+    an event set once a client connected (so it is past its start-up)."""
     server = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
     stop = threading.Event()
+    connected = threading.Event()
     server.settimeout(0.2)
 
     def accept() -> None:
         while not stop.is_set():
             try:
                 held.append(server.accept()[0])
+                connected.set()
             except TimeoutError:
                 continue
             except OSError:
@@ -252,7 +254,7 @@ def silent_host() -> Iterator[int]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield server.getsockname()[1]
+    yield server.getsockname()[1], connected
     stop.set()
     thread.join(2)
     for conn in held:
@@ -260,24 +262,25 @@ def silent_host() -> Iterator[int]:
     server.close()
 
 
-def test_ctrl_c_ends_a_command_stuck_on_a_silent_host_at_once(silent_host: int) -> None:
+def test_ctrl_c_ends_a_command_stuck_on_a_silent_host_at_once(
+        silent_host: tuple[int, threading.Event]) -> None:
+    port, connected = silent_host
     proc = subprocess.Popen(
-        [*VIRTLIFE, "-c", f"qemu+tcp://127.0.0.1:{silent_host}/system", "state", "x"],
+        [*VIRTLIFE, "-c", f"qemu+tcp://127.0.0.1:{port}/system", "state", "x"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # a background job's SIGINT may be ignored; this test is about a user's Ctrl-C
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        time.sleep(1.0)
+        # Ctrl-C once it waits on the host (not while Python still starts, under load)
+        assert connected.wait(60), "it never reached the silent host"
         assert proc.poll() is None, "it did not even wait for the silent host"
-        sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=5)
-        took = time.monotonic() - sent
+        # well before the 10 s connect deadline would have ended it by itself
+        out, err = proc.communicate(timeout=8)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == EXIT_INTERRUPTED, (proc.returncode, out, err)
-    assert took < 3, took
     assert err.splitlines()[0] == "virtlife: interrupted", err
     assert "Traceback" not in err
