@@ -1,0 +1,107 @@
+"""``virtlife migrate`` between the two lab hosts: the pre-flight check, a live move that
+keeps the guest's boot, an offline move back, and refusals that move nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lab_support import LabSession
+from virtlife import config
+from virtlife.lab import cluster
+from virtlife.lab.guest import GuestImage
+
+pytestmark = pytest.mark.integration
+
+
+def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def vms(lab: LabSession) -> Iterator[list[str]]:
+    """VMs to remove from every lab host afterwards, with their disks."""
+    names: list[str] = []
+    yield names
+    status = cluster.status()
+    for h in status.hosts if status is not None else ():
+        for name in names:
+            virsh(h.uri, "destroy", name)
+            virsh(h.uri, "undefine", name, "--managed-save", "--snapshots-metadata")
+    for name in names:
+        for directory in ((lab.pool_dir,) if status else ()) + (config.images_dir(),):
+            for leftover in directory.glob(f"{name}.*"):
+                leftover.unlink()
+
+
+def start_vm(lab: LabSession, image: GuestImage, name: str, *, in_pool: bool = True) -> None:
+    from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+    from virtlife.services.context import open_services
+
+    spec = lab_guest_spec(image, name, images_dir=lab.pool_dir if in_pool else None)
+    with open_services(store_path=lab.home / "virtlife.db") as services:
+        result = provision.create(services.lifecycle, spec, host="lab-a", start=True,
+                                  wait_agent=True)
+    assert str(result.state).startswith("running"), result
+
+
+def boot_id(lab: LabSession, vm: str) -> str:
+    run = lab.virtlife("agent", vm, "exec", "--", "/bin/cat", "/proc/sys/kernel/random/boot_id")
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack: GuestImage,
+                                                     vms: list[str]) -> None:
+    name = f"vl-it-mig-{os.getpid()}"
+    vms.append(name)
+    start_vm(lab, real_stack, name)
+    before = boot_id(lab, f"lab-a/{name}")
+
+    run = lab.virtlife("migrate", name, "lab-b", "--check", "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert "fail" not in statuses.values(), report
+    assert report["allows_unsafe"] is True
+    assert "probe volume made in pool lab-shared on lab-a was seen" in report["unsafe_reason"]
+
+    run = lab.virtlife("migrate", name, "lab-b")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"{name}: running")
+    assert "libvirt's unsafe flag passed: every disk proven shared" in run.stdout
+    assert "migrated: " in run.stdout
+    b, a = lab.uri("lab-b"), lab.uri("lab-a")
+    assert virsh(b, "domstate", name).stdout.strip() == "running"
+    assert virsh(a, "list", "--all", "--name").stdout.strip() == ""  # gone from A
+    assert boot_id(lab, f"lab-b/{name}") == before  # the same boot: it moved live
+    history = json.loads(lab.virtlife("history", f"lab-b/{name}", "--json").stdout)
+    moved = next(h for h in history if h["operation"] == "migrate")
+    assert moved["outcome"] == "ok" and "migrated: " in moved["detail"]
+
+    assert lab.virtlife("destroy", f"lab-b/{name}").returncode == 0
+    run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a")  # shut off: not live
+    assert run.returncode == 3 and "--offline" in run.stderr
+    run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a", "--offline")
+    assert run.returncode == 0, run.stderr
+    assert virsh(a, "domstate", name).stdout.strip() == "shut off"
+    assert virsh(b, "list", "--all", "--name").stdout.strip() == ""
+
+
+def test_a_disk_only_this_host_has_is_refused_and_nothing_moves(
+        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
+    name = f"vl-it-migl-{os.getpid()}"
+    vms.append(name)
+    start_vm(lab, real_stack, name, in_pool=False)  # its disk outside the shared pool
+    run = lab.virtlife("migrate", name, "lab-b")
+    assert run.returncode == 3
+    assert f"cannot migrate {name} to lab-b: disk vda:" in run.stderr
+    assert "--copy-storage all" in run.stderr
+    assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
+    assert name not in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout
