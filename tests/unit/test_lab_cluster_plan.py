@@ -152,7 +152,7 @@ def _host(name: str = "lab-a", *, pids: dict[str, int] | None = None,
 
 def _record(size: int = 2, owner: Proc | None = None) -> Record:
     return Record("tok", size, "10.253.7.0/24", "vl-lab0", Path("/var/cache/x/lab-shared"),
-                  owner, "2026-01-01T00:00:00+00:00")
+                  owner, "2026-01-01T00:00:00+00:00", complete=True)
 
 
 def test_a_lab_whose_hosts_all_run_and_answer_is_up() -> None:
@@ -163,6 +163,11 @@ def test_a_lab_whose_hosts_all_run_and_answer_is_up() -> None:
 def test_a_lab_whose_owner_ended_is_stale_whatever_its_hosts_do() -> None:
     assert cluster.condition(Proc(7, 1), False, [_host()]) == (
         "stale", "its owner pid 7 has ended")
+
+
+def test_a_lab_whose_up_did_not_finish_is_stale() -> None:
+    assert cluster.condition(None, False, [_host()], complete=False) == (
+        "stale", "its `lab up` did not finish (or is still running)")
 
 
 def test_a_lab_with_a_host_down_is_broken_while_its_owner_runs_else_stale() -> None:

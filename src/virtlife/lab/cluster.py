@@ -35,6 +35,7 @@ State directory (``STATE``, default /run/virtlife-lab-net)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -87,6 +88,7 @@ class Record:
     started_at: str
     netns_dir_made: bool = False  # /run/netns did not exist before: remove it when empty
     pool_name: str = POOL_NAME
+    complete: bool = False  # `up` finished: every host, pool and check is in place
 
     @property
     def plan(self) -> NetPlan:
@@ -100,6 +102,7 @@ class Record:
             "bridge": self.bridge, "pool_name": self.pool_name,
             "pool_dir": str(self.pool_dir), "owner": owner,
             "started_at": self.started_at, "netns_dir_made": self.netns_dir_made,
+            "complete": self.complete,
         }, indent=1)
 
     @classmethod
@@ -110,7 +113,7 @@ class Record:
                    Path(d["pool_dir"]), None if o is None else Proc(int(o["pid"]),
                                                                     int(o["start"])),
                    str(d["started_at"]), bool(d.get("netns_dir_made", False)),
-                   str(d.get("pool_name", POOL_NAME)))
+                   str(d.get("pool_name", POOL_NAME)), bool(d.get("complete", False)))
 
 
 def read_record(state_dir: Path = DEFAULT_STATE_DIR) -> Record | None:
@@ -190,11 +193,14 @@ class LabStatus:
         }
 
 
-def condition(owner: Proc | None, owner_alive: bool,
-              hosts: Sequence[HostStatus]) -> tuple[str, str]:
-    """(state, reason) of a lab, from its owner and its hosts (see ``LabStatus``)."""
+def condition(owner: Proc | None, owner_alive: bool, hosts: Sequence[HostStatus],
+              complete: bool = True) -> tuple[str, str]:
+    """(state, reason) of a lab, from its owner, its hosts and whether its ``up``
+    finished (see ``LabStatus``)."""
     if owner is not None and not owner_alive:
         return "stale", f"its owner pid {owner.pid} has ended"
+    if not complete:
+        return "stale", "its `lab up` did not finish (or is still running)"
     problems = [p for h in hosts if (p := h.problem) is not None]
     if not problems:
         return "up", ""
@@ -247,7 +253,7 @@ def _status(state_dir: Path, record: Record) -> LabStatus:
         hosts.append(HostStatus(h.name, str(h.address), h.uri, h.netns, host_uuid, pids,
                                 _accepts_tcp(h.address)))
     owner_alive = record.owner is not None and record.owner.alive()
-    state, reason = condition(record.owner, owner_alive, hosts)
+    state, reason = condition(record.owner, owner_alive, hosts, record.complete)
     return LabStatus(state, reason, record, tuple(hosts))
 
 
@@ -362,6 +368,8 @@ def up(n: int = 2, *, segment: IPv4Network | str = labnet.SEGMENT,
         _write_record(state_dir, record)  # first: a lab killed from here on is found
         try:
             actions += _build(state_dir, record, wanted, say, timeout)
+            record = dataclasses.replace(record, complete=True)
+            _write_record(state_dir, record)
         except BaseException as e:
             try:
                 _teardown(state_dir, record)
