@@ -3,17 +3,20 @@ pytest process, always taken down.
 
 ``LabSession`` brings the lab up through the CLI (so that its hosts ``lab-a``,
 ``lab-b`` land in an inventory of its own, ``LabSession.home``), says where each host
-is, and takes the lab down. The lab is one per machine: a session waits (bounded) while
-another test session's lab is up, refuses to touch a lab started by hand, and at the
-end takes down only a lab that is its own (or stale). ``leftovers`` lists what of a lab
-is still on the machine after ``down``.
+is, and takes the lab down. The lab is one per machine: ``lab_session`` first claims it
+for the whole module (an abstract Unix socket only one process can bind: another
+pytest worker or session waits, bounded, and nothing is left on disk), refuses to touch
+a lab started by hand, and at the end takes down only a lab that is its own (or stale).
+``leftovers`` lists what of a lab is still on the machine after ``down``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +31,7 @@ from virtlife.lab.cluster import LabStatus
 from virtlife.lab.privhost import Proc
 
 WAIT_FOR_OTHER_LAB_S = 200.0  # under pytest-timeout's 300 s, which covers fixture setup
+_CLAIM = b"\0virtlife-lab-tests"  # abstract socket name: gone with its process
 
 
 class LabSession:
@@ -106,14 +110,34 @@ def _wait_for_the_lab() -> None:
 
 
 @contextlib.contextmanager
+def _claim() -> Iterator[None]:
+    """Hold the machine's lab for the block: wait while another test process holds it."""
+    deadline = time.monotonic() + WAIT_FOR_OTHER_LAB_S
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as claim:
+        while True:
+            try:
+                claim.bind(_CLAIM)
+                break
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test process held the lab for more than "
+                                f"{WAIT_FOR_OTHER_LAB_S:.0f} s")
+                time.sleep(1.0)
+        yield
+
+
+@contextlib.contextmanager
 def lab_session(home: Path, size: int = 2) -> Iterator[LabSession]:
     """A lab that is up for the ``with`` block, and always taken down after it."""
     session = LabSession(home, size)
-    try:
-        session.up()
-        yield session
-    finally:
-        session.down_if_ours()
+    with _claim():
+        try:
+            session.up()
+            yield session
+        finally:
+            session.down_if_ours()
 
 
 def lab_processes(status: LabStatus) -> list[int]:
