@@ -334,3 +334,22 @@ def test_the_postcopy_sysctl_is_checked(tmp_path: Path,
     note = cluster._postcopy_note()
     assert note is not None and note.startswith("vm.unprivileged_userfaultfd is 0: "
                                                 "post-copy migration will fail")
+
+
+def test_down_keeps_a_pool_that_holds_files_and_removes_what_the_lab_made_empty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netns_dir = tmp_path / "netns"
+    monkeypatch.setattr(labnet, "NETNS_DIR", netns_dir)
+    pool = tmp_path / "lab-shared"
+    pool.mkdir()
+    (pool / "vm1.qcow2").write_bytes(b"")
+    netns_dir.mkdir()
+    record = Record("t", 2, "10.253.7.0/24", "vl-lab0", pool, None, "now",
+                    netns_dir_made=True)
+    assert cluster._tidy(record) == [f"kept {pool}: it holds 1 file(s), e.g. vm1.qcow2",
+                                     f"removed {netns_dir}"]
+    (pool / "vm1.qcow2").unlink()
+    netns_dir.mkdir()
+    (netns_dir / "someone-elses").write_text("")
+    assert cluster._tidy(record) == [f"removed {pool}"]  # /run/netns is in use: kept
+    assert netns_dir.is_dir()
