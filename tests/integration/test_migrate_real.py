@@ -105,3 +105,72 @@ def test_a_disk_only_this_host_has_is_refused_and_nothing_moves(
     assert "--copy-storage all" in run.stderr
     assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
     assert name not in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout
+
+
+def start_migration(lab: LabSession, name: str) -> subprocess.Popen[str]:
+    """``virtlife migrate NAME lab-b`` slowed down (4 MiB/s, no post-copy), in the
+    background, returned once its memory transfer is under way."""
+    import signal
+    import time
+
+    from support import VIRTLIFE
+
+    proc = subprocess.Popen(
+        [*VIRTLIFE, "migrate", name, "lab-b", "--bandwidth", "4", "--postcopy", "never"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if "transferring memory" in line:
+            return proc
+        assert time.monotonic() < deadline, "no memory transfer began"
+    raise AssertionError(f"migrate ended before transferring memory: {proc.wait()}")
+
+
+def still_at_a(lab: LabSession, name: str) -> None:
+    """Running at A and answering; its incoming copy gone from B (libvirt removes it
+    once the source told it the migration was cancelled: a moment later)."""
+    import time
+
+    assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
+    deadline = time.monotonic() + 60
+    while name in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout:
+        assert time.monotonic() < deadline, f"{name} is still at lab-b"
+        time.sleep(0.5)
+    assert boot_id(lab, f"lab-a/{name}")  # the guest still answers at A
+
+
+def test_migrate_abort_and_ctrl_c_leave_the_vm_running_at_the_source(
+        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
+    import signal
+
+    name = f"vl-it-migab-{os.getpid()}"
+    vms.append(name)
+    start_vm(lab, real_stack, name)
+    proc = start_migration(lab, name)
+    try:
+        run = lab.virtlife("migrate-abort", name)
+        assert run.returncode == 0, run.stderr
+        assert "migration aborted; the VM stays on lab-a" in run.stdout
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert f"{name} is running" in err and "on lab-a" in err
+    still_at_a(lab, name)
+
+    proc = start_migration(lab, name)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    still_at_a(lab, name)
+    run = lab.virtlife("migrate-abort", name)  # nothing runs any more
+    assert run.returncode == 3 and "no migration runs on it" in run.stderr

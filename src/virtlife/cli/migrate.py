@@ -101,4 +101,17 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
         show_result(outcome.result)
 
 
-COMMANDS = [migrate]
+@click.command("migrate-abort")
+@click.argument("vm", metavar="VM")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def migrate_abort(app: App, vm: str, as_json: bool) -> None:
+    """Abort the migration running on VM (started by any process); it stays at its
+    source, running.
+
+    Example: virtlife migrate-abort web1
+    """
+    show_result(app.services.migrations.abort(vm, **app.call), as_json)
+
+
+COMMANDS = [migrate, migrate_abort]

@@ -115,6 +115,8 @@ class Guest:
         try:
             stats = self._dom.jobStats(0)
         except libvirt.libvirtError as err:
+            if "only on the source host" in (err.get_error_message() or ""):
+                return "incoming migration"  # libvirt keeps its statistics at the source
             if err.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT,
                                         libvirt.VIR_ERR_OPERATION_INVALID,
                                         libvirt.VIR_ERR_NO_DOMAIN):

@@ -19,6 +19,7 @@ from virtlife.services.agent import GuestAgent
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.migration.service import Migrations
+from virtlife.services.migration.service import abort_active as abort_migrations
 from virtlife.services.operations import Jobs, Operations
 from virtlife.services.snapshots import Snapshots
 from virtlife.store import Store, open_store
@@ -62,11 +63,14 @@ class Services:
         return self.store
 
     def interrupted(self) -> int:
-        """Thaw the guests this process froze, and mark its running operations
-        ``interrupted`` (Ctrl-C); how many operations."""
+        """Thaw the guests this process froze, abort its migrations, and mark its running
+        operations ``interrupted`` (Ctrl-C); how many operations."""
         thawed = freeze.thaw_active()
         if thawed:
             log.warning("thawed %d guest(s) frozen by an interrupted operation", thawed)
+        aborted = abort_migrations()
+        if aborted:
+            log.warning("aborted %d migration(s) of an interrupted operation", aborted)
         if self.store is None:
             return 0
         try:

@@ -50,6 +50,20 @@ from virtlife.states import Operation, StateInfo, VMState
 SAMPLE_S = 0.5
 AGENT_AFTER_S = 30.0
 
+# The migrations this process runs, by VM UUID: what Ctrl-C aborts (``abort_active``).
+_active: dict[str, Migration] = {}
+_active_lock = threading.Lock()
+
+
+def abort_active() -> int:
+    """Abort every migration this process runs (Ctrl-C); how many were asked to stop.
+    The VM stays at its source: libvirt resumes it there."""
+    with _active_lock:
+        running = list(_active.values())
+    for job in running:
+        _abort_quietly(job)
+    return len(running)
+
 
 class PreflightFailed(errors.InvalidTransition):
     """The pre-flight check found a fail: nothing was moved (exit 3)."""
@@ -152,6 +166,9 @@ class Migrations(OperationService):
 
         t0 = time.monotonic()
         run.report("start", f"{MigrationPhase.PREPARING.label}: {dst.name}")
+        key = guest.uuid()
+        with _active_lock:
+            _active[key] = job
         threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
         previous: Progress | None = None
         timed_out = False
@@ -177,6 +194,9 @@ class Migrations(OperationService):
             _abort_quietly(job)
             done.wait(60)
             raise
+        finally:
+            with _active_lock:
+                _active.pop(key, None)
         if failure:
             err = failure[0]
             where = _where(guest, dst)
@@ -184,6 +204,28 @@ class Migrations(OperationService):
                 raise type(err)(f"{err}; {where}") from err
             raise err
         return state
+
+    def abort(self, ref: str, **call: Unpack[Call]) -> OperationResult:
+        """Abort the migration running on the VM (from any process); it stays at its
+        source. Never refused for the migration it ends (like ``destroy``)."""
+        try:
+            guest = self._resolve(Operation.MIGRATE_ABORT, ref)
+        except errors.AmbiguousName as err:  # mid-move it is on both hosts: the source
+            sources = [g for g in map(self.fleet.resolve, err.candidates)
+                       if g.job() == "migration"]
+            if len(sources) != 1:
+                raise
+            guest = sources[0]
+        with self._operation(Operation.MIGRATE_ABORT, guest, None, call) as run:
+            job = guest.job()
+            if job not in ("migration", "incoming migration"):
+                raise errors.InvalidTransition(
+                    f"cannot abort the migration of {guest.name}: no migration runs on it"
+                    + (f" (a libvirt {job} job does)" if job else ""))
+            Migration(guest).abort()
+            run.note = "migration aborted; the VM stays on " + guest.host.name
+        assert run.result is not None
+        return run.result
 
     def _act(self, run: OperationRun, guest: Guest, job: Migration, decision: Decision,
              state: PolicyState) -> PolicyState:
