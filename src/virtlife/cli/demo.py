@@ -9,9 +9,12 @@ call the same services as every other command.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -20,11 +23,17 @@ from virtlife.cli.app import show_table
 from virtlife.services import provision
 from virtlife.services.context import Services, open_services
 from virtlife.services.lifecycle import OperationResult
+from virtlife.services.migration.checks import CheckOptions, MigrationKind
+from virtlife.services.progress import Update
 from virtlife.states import ShutdownMode
 from virtlife.xml.domain import DomainSpec
 
+if TYPE_CHECKING:
+    from virtlife.lab.guest import GuestImage
+
 T = TypeVar("T")
 DEMO_VM = "virtlife-demo"
+MIGRATE_VM = "virtlife-demo-mig"
 
 
 def _step(label: str, fn: Callable[[], T]) -> T:
@@ -150,6 +159,54 @@ def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:
         raise errors.OperationFailed(f"the demo's shutdown did not work: {job.error}")
 
 
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    """``virtlife lab ARGS`` (the lab's own command: inventory rows included)."""
+    return subprocess.run([sys.executable, "-m", "virtlife.cli.main", "lab", *args],
+                          capture_output=True, text=True, check=False, timeout=300)
+
+
+def _migration_leg(image: GuestImage) -> None:
+    """A two-host lab, a VM moved live lab-a -> lab-b with its progress, then offline
+    back, then the lab taken down (and everything the leg made removed)."""
+    from virtlife.lab import cluster
+    from virtlife.lab.spec import lab_guest_spec
+
+    if cluster.status() is not None:
+        click.echo("-> migration: a lab is up already; leaving it alone (skipped)")
+        return
+    up = _step("virtlife lab up 2 (two libvirt hosts, each in its own namespaces)",
+               lambda: _lab("up", "2"))
+    if up.returncode != 0:
+        raise errors.LabError(f"the demo's lab did not come up: {up.stderr.strip()}")
+    made: list[Path] = []  # the VM's disk copy, removed whatever happens
+    try:
+        status = cluster.status()
+        assert status is not None
+        spec = lab_guest_spec(image, MIGRATE_VM, images_dir=status.record.pool_dir)
+        made.extend(spec.disks)
+        with open_services() as s:
+            _step(f"create and start {MIGRATE_VM} on lab-a (its disk in the shared pool)",
+                  lambda: provision.create(s.lifecycle, spec, host="lab-a", start=True,
+                                           wait_agent=True))
+
+            def show(update: Update) -> None:
+                click.echo(f"   … {update.message}")
+
+            click.echo(f"-> virtlife migrate {MIGRATE_VM} lab-b (live, checked first)")
+            moved = s.migrations.migrate(MIGRATE_VM, "lab-b", progress=show)
+            click.echo(f"   {moved.result}")
+            _step("shut it down at lab-b", lambda: s.lifecycle.shutdown(f"lab-b/{MIGRATE_VM}"))
+            _step(f"virtlife migrate lab-b/{MIGRATE_VM} lab-a --offline",
+                  lambda: s.migrations.migrate(
+                      f"lab-b/{MIGRATE_VM}", "lab-a",
+                      options=CheckOptions(kind=MigrationKind.OFFLINE)).result)
+            _step("undefine it", lambda: s.lifecycle.undefine(f"lab-a/{MIGRATE_VM}"))
+    finally:
+        for disk in made:
+            disk.unlink(missing_ok=True)
+        _step("virtlife lab down", lambda: _lab("down"))
+
+
 @click.command()
 @click.option("--test-driver", is_flag=True,
               help="Use libvirt's built-in test driver even where the real stack runs.")
@@ -178,6 +235,7 @@ def demo(test_driver: bool) -> None:
         save_dir = config.images_dir()
         with open_services("qemu:///system") as s:
             _walk(s, spec, str(save_dir), real=True)
+        _migration_leg(image)
     else:
         import tempfile
 
