@@ -117,13 +117,19 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None,
 
     Example: virtlife lab create t1 --start --wait-agent
     """
+    from virtlife.lab import cluster
     from virtlife.lab.guest import build_guest
     from virtlife.lab.spec import lab_guest_spec
 
     s = app.services
+    target = host or s.default_host()
+    # on a lab host the disk goes into the shared pool, where a migration can prove it
+    lab = cluster.status()
+    pool = lab.record.pool_dir if lab is not None and any(
+        h.name == target for h in lab.hosts) else None
     spec = lab_guest_spec(_guest(build_guest), name, memory_mib=memory_mib,
-                          dirty_mib=dirty_mib, ignore_acpi=ignore_acpi)
-    show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
+                          dirty_mib=dirty_mib, ignore_acpi=ignore_acpi, images_dir=pool)
+    show_result(provision.create(s.lifecycle, spec, host=target,
                                  facts=s.facts,
                                  start=start, wait_agent=wait_agent, **app.call), as_json)
 
