@@ -663,4 +663,5 @@ def test_start_daemon_gives_up_with_the_daemons_own_words(tmp_path: Path) -> Non
     sock = tmp_path / "sock"
     exe = fake_daemon(tmp_path, sock, failures=1000)
     with pytest.raises(LabError, match=r"^cannot start fakedaemon: Failed to acquire pid file"):
-        hostprep._start_daemon("fakedaemon", exe, sock, 0.5)
+        # long enough for the failing daemon to be run and heard on a loaded machine
+        hostprep._start_daemon("fakedaemon", exe, sock, 3.0)
