@@ -3,18 +3,29 @@ asked, its operations' journal rows, and ``agent enable`` on a real definition."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from support import NODE_URI
 from virtlife import errors
-from virtlife.services.agent import GuestAgent
+from virtlife.hypervisor import Guest
+from virtlife.hypervisor.agent import AgentInfo, ExecStatus, Filesystem, Interface
+from virtlife.services.agent import ExecResult, GuestAgent
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.freeze import FreezeGuard
 from virtlife.services.operations import Operations
+from virtlife.services.progress import Update
 from virtlife.store import Store, open_store
+from virtlife.store.freezes import FreezeKind, FreezeMark
+
+UUID_RUNNING = "11111111-1111-1111-1111-111111111111"
 
 
 @pytest.fixture
@@ -120,3 +131,407 @@ def test_set_time_and_sync_on_a_driver_that_keeps_a_guest_clock(agent: GuestAgen
     row = store.journal.list(limit=1)[0]
     assert (row.operation, row.outcome) == ("agent-set-time", "ok")
     assert "now" in row.detail and "set from this machine's clock" in row.detail
+
+
+# -- the operations and reads against a scripted agent --------------------------------------
+
+class FakeClock:
+    """The service's clock: sleeping moves it on, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class GuestSide:
+    """What the scripted agents of one test answer, and what they were asked."""
+
+    clock: FakeClock
+    frozen: bool = False
+    count: int = 2  # the file systems a freeze or thaw reports
+    calls: list[tuple[object, ...]] = field(default_factory=list)
+    guest_info: dict[str, dict[str, object]] = field(default_factory=dict)
+    statuses: list[ExecStatus] = field(default_factory=list)  # the last one repeats
+    freeze_error: BaseException | None = None
+    reply: str = '{"return": {}}'
+    ping_s: float = 0.25
+
+
+@pytest.fixture
+def side(monkeypatch: pytest.MonkeyPatch) -> GuestSide:
+    from virtlife.services import agent as agent_module
+    from virtlife.services import freeze as freeze_module
+
+    fake = GuestSide(FakeClock())
+    monkeypatch.setattr(agent_module, "time", fake.clock)
+
+    class ScriptedAgent:
+        def __init__(self, guest: Guest) -> None:
+            self.guest = guest
+            self.vm = guest.name
+
+        def ping(self, *, timeout_s: int = 5) -> None:
+            fake.calls.append(("ping", self.vm, timeout_s))
+            fake.clock.now += fake.ping_s
+
+        def info(self) -> AgentInfo:
+            fake.calls.append(("info", self.vm))
+            return AgentInfo("9.0", ())
+
+        def guest_info(self, kind: str) -> dict[str, object]:
+            fake.calls.append(("guest_info", self.vm, kind))
+            return fake.guest_info[kind]
+
+        def hostname(self) -> str:
+            fake.calls.append(("hostname", self.vm))
+            return "web1.example"
+
+        def filesystems(self) -> list[Filesystem]:
+            fake.calls.append(("filesystems", self.vm))
+            return [Filesystem("/", "vda1", "ext4", ("vda",))]
+
+        def interfaces(self) -> list[Interface]:
+            fake.calls.append(("interfaces", self.vm))
+            return [Interface("eth0", "52:54:00:00:00:01", ())]
+
+        def time(self) -> float:
+            return 1_000_000.0
+
+        def freeze_status(self) -> str:
+            return "frozen" if fake.frozen else "thawed"
+
+        def freeze(self, mountpoints: list[str] | None = None) -> int:
+            fake.calls.append(("freeze", self.vm, mountpoints))
+            if fake.freeze_error is not None:
+                raise fake.freeze_error
+            fake.frozen = True
+            return fake.count
+
+        def thaw(self, mountpoints: list[str] | None = None) -> int:
+            fake.calls.append(("thaw", self.vm))
+            fake.frozen = False
+            return fake.count
+
+        def set_password(self, user: str, password: str, *, crypted: bool = False) -> None:
+            fake.calls.append(("set_password", self.vm, user, password, crypted))
+
+        def exec_start(self, path: str, args: list[str], *, stdin: bytes | None = None) -> int:
+            fake.calls.append(("exec_start", self.vm, path, args, stdin))
+            return 42
+
+        def exec_status(self, pid: int) -> ExecStatus:
+            polls = sum(1 for c in fake.calls if c[0] == "exec_status")
+            assert polls < 200, "polled for ever"
+            fake.calls.append(("exec_status", pid))
+            return fake.statuses[min(polls, len(fake.statuses) - 1)]
+
+        def command_text(self, text: str, *, timeout_s: int = 5, name: str = "") -> str:
+            fake.calls.append(("command_text", self.vm, text, timeout_s, name))
+            return fake.reply
+
+    monkeypatch.setattr(agent_module, "Agent", ScriptedAgent)
+    monkeypatch.setattr(freeze_module, "Agent", ScriptedAgent)  # the guard's look at freezes
+    return fake
+
+
+@pytest.mark.parametrize(("read", "verb"), [
+    (lambda a, vm: a.ping(vm), "ping the agent of"),
+    (lambda a, vm: a.info(vm), "ask the agent of"),
+    (lambda a, vm: a.osinfo(vm), "read the OS of"),
+    (lambda a, vm: a.hostname(vm), "read the hostname of"),
+    (lambda a, vm: a.timezone(vm), "read the timezone of"),
+    (lambda a, vm: a.users(vm), "read the users of"),
+    (lambda a, vm: a.fsinfo(vm), "read the file systems of"),
+    (lambda a, vm: a.ifaddr(vm), "read the addresses of"),
+    (lambda a, vm: a.time(vm), "read the clock of"),
+    (lambda a, vm: a.freeze_status(vm), "ask the freeze state of"),
+])
+def test_a_refused_read_says_what_it_was_asked(agent: GuestAgent, read: Any,
+                                               verb: str) -> None:
+    with pytest.raises(errors.InvalidTransition) as err:
+        read(agent, "vm-off")
+    assert str(err.value).startswith(f"cannot {verb} vm-off: it is shut off")
+
+
+def test_reads_ask_the_running_guests_agent(agent: GuestAgent, side: GuestSide) -> None:
+    side.guest_info = {
+        "os": {"os.id": "debian", "os.version-id": 12},
+        "timezone": {"timezone.name": "CET", "timezone.offset": "3600"},
+        "users": {"user.count": 2, "user.0.name": "root", "user.0.login-time": 1500,
+                  "user.1.name": "bob", "user.1.domain": "CORP"},
+    }
+    assert agent.ping("vm-running") == 0.25  # the agent's answer time
+    assert agent.info("vm-running") == AgentInfo("9.0", ())
+    assert agent.osinfo("vm-running") == {"id": "debian", "version-id": "12"}
+    assert agent.hostname("vm-running") == "web1.example"
+    assert agent.timezone("vm-running") == {"name": "CET", "offset_s": 3600}
+    assert agent.users("vm-running") == [
+        {"name": "root", "domain": None, "login_time": 1.5},
+        {"name": "bob", "domain": "CORP", "login_time": None}]
+    assert [f.mountpoint for f in agent.fsinfo("vm-running")] == ["/"]
+    assert [i.name for i in agent.ifaddr("vm-running")] == ["eth0"]
+    assert agent.time("vm-running").guest == 1_000_000.0
+    assert side.calls == [
+        ("ping", "vm-running", 5), ("info", "vm-running"),
+        ("guest_info", "vm-running", "os"), ("hostname", "vm-running"),
+        ("guest_info", "vm-running", "timezone"), ("guest_info", "vm-running", "users"),
+        ("filesystems", "vm-running"), ("interfaces", "vm-running")]
+    agent.ping("vm-running", timeout_s=2)
+    assert side.calls[-1] == ("ping", "vm-running", 2)
+
+
+def test_an_agent_without_timezone_or_users_reads_as_none(agent: GuestAgent,
+                                                          side: GuestSide) -> None:
+    side.guest_info = {"timezone": {}, "users": {}}
+    assert agent.timezone("vm-running") == {"name": None, "offset_s": 0}
+    assert agent.users("vm-running") == []
+
+
+def test_freeze_and_thaw_hold_the_mark_between_them(agent: GuestAgent, side: GuestSide,
+                                                    store: Store) -> None:
+    result = agent.freeze("vm-running", ["/", "/srv"])
+    assert side.calls == [("freeze", "vm-running", ["/", "/srv"])] and side.frozen
+    assert result.note == ("froze 2 file system(s); writes in the guest wait until "
+                           "`virtlife agent vm-running thaw`")
+    mark = store.freezes.get(UUID_RUNNING)
+    assert mark is not None and (mark.op_id, mark.kind, mark.vm, mark.host) == (
+        result.op_id, FreezeKind.HELD, "vm-running", "t")
+
+    status = agent.freeze_status("vm-running")
+    assert (status.vm, status.status, status.mark) == ("vm-running", "frozen", mark)
+    [note] = status.notes  # the operator's own freeze is said, and kept
+    assert note.startswith("the file systems of vm-running are frozen since ")
+    assert status.as_dict()["frozen_by"] == mark.as_dict()
+
+    with pytest.raises(errors.InvalidTransition,
+                       match=r"^cannot freeze the file systems of vm-running: they are already "
+                             r"frozen; `virtlife agent vm-running thaw` thaws them"):
+        agent.freeze("vm-running")
+    assert store.freezes.get(UUID_RUNNING) == mark  # the first freeze's mark stays
+
+    side.count = 3
+    result = agent.thaw("vm-running")
+    assert result.note == "thawed 3 file system(s)" and not side.frozen
+    assert store.freezes.get(UUID_RUNNING) is None
+    status = agent.freeze_status("vm-running")
+    assert (status.status, status.mark) == ("thawed", None)
+    rows = store.journal.list(vm="vm-running", limit=5)
+    assert [(r.operation, r.outcome) for r in rows] == [
+        ("agent-thaw", "ok"), ("agent-freeze", "refused"), ("agent-freeze", "ok")]
+
+
+def test_freeze_status_shows_no_mark_of_a_thawed_guest(agent: GuestAgent, side: GuestSide,
+                                                       store: Store) -> None:
+    agent.freeze("vm-running")
+    side.frozen = False  # thawed behind virtlife's back (virsh domfsthaw)
+    status = agent.freeze_status("vm-running")
+    assert (status.status, status.mark) == ("thawed", None)
+    assert status.as_dict() == {"vm": "vm-running", "status": "thawed", "frozen_by": None,
+                                "notes": []}
+
+
+def test_freeze_status_tells_of_a_stale_freeze_it_thawed_first(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    side.frozen = True  # a quiesced snapshot's process died while the guest was frozen
+    store.freezes.put(FreezeMark(UUID_RUNNING, "t", "vm-running", "dead1",
+                                 FreezeKind.BOUNDED, datetime(2025, 1, 31, tzinfo=UTC), 10.0))
+    status = agent.freeze_status("vm-running")
+    assert status.status == "thawed" and status.mark is None
+    [note] = status.notes
+    assert note.startswith("thawed the file systems of vm-running: operation dead1 froze")
+
+
+def test_reads_log_what_they_found_and_did_first(agent: GuestAgent, side: GuestSide,
+                                                store: Store,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    side.frozen = True
+    store.freezes.put(FreezeMark(UUID_RUNNING, "t", "vm-running", "dead1",
+                                 FreezeKind.BOUNDED, datetime(2025, 1, 31, tzinfo=UTC), 10.0))
+    with caplog.at_level(logging.WARNING, logger="virtlife.services.agent"):
+        agent.hostname("vm-running")
+    assert [r.getMessage() for r in caplog.records] == [
+        "thawed the file systems of vm-running: operation dead1 froze them at "
+        "2025-01-31 00:00:00 UTC and ended without thawing them"]
+    assert not side.frozen
+
+
+def test_a_failed_freeze_thaws_what_it_froze_and_forgets_the_mark(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    side.freeze_error = errors.AgentTimeout("cannot freeze: the agent did not answer")
+    with pytest.raises(errors.AgentTimeout):
+        agent.freeze("vm-running")
+    assert [c[0] for c in side.calls] == ["freeze", "thaw"]
+    assert store.freezes.get(UUID_RUNNING) is None
+
+
+def test_thaw_of_a_guest_that_is_not_frozen_is_refused_and_forgets_the_mark(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    agent.freeze("vm-running")
+    side.frozen = False  # thawed behind virtlife's back
+    with pytest.raises(errors.InvalidTransition,
+                       match=r"^cannot thaw the file systems of vm-running: they are not "
+                             r"frozen$"):
+        agent.thaw("vm-running")
+    assert store.freezes.get(UUID_RUNNING) is None
+    assert ("thaw", "vm-running") not in side.calls
+
+
+@pytest.mark.parametrize(("crypted", "note"), [
+    (False, "password of root set"), (True, "password of root set (as a hash)")])
+def test_set_password_passes_it_to_the_agent_and_journals_no_password(
+        agent: GuestAgent, side: GuestSide, store: Store, crypted: bool, note: str) -> None:
+    result = agent.set_password("vm-running", "root", "s3cret-pw", crypted=crypted)
+    assert side.calls == [("set_password", "vm-running", "root", "s3cret-pw", crypted)]
+    assert result.note == note
+    row = store.journal.list(limit=1)[0]
+    assert (row.operation, row.outcome) == ("agent-set-password", "ok")
+    assert "s3cret-pw" not in row.detail and note in row.detail
+
+
+def test_set_password_is_plain_unless_told_crypted(agent: GuestAgent, side: GuestSide) -> None:
+    agent.set_password("vm-running", "root", "pw")
+    assert side.calls == [("set_password", "vm-running", "root", "pw", False)]
+
+
+@pytest.mark.parametrize(("user", "password", "says"), [
+    ("ro\not", "pw", "'ro\\not' is not a user name"),
+    ("ro\0ot", "pw", "is not a user name"),
+    ("root", "a\0b", "a password cannot contain a newline or NUL"),
+    ("root", "", "the password is empty"),
+])
+def test_set_password_refuses_what_chpasswd_cannot_take(
+        agent: GuestAgent, side: GuestSide, user: str, password: str, says: str) -> None:
+    with pytest.raises(errors.InvalidInput) as err:
+        agent.set_password("vm-running", user, password)
+    assert str(err.value) == says or str(err.value).endswith(says)
+    assert side.calls == []
+
+
+def test_set_time_to_a_given_time_reports_both_offsets(
+        agent: GuestAgent, side: GuestSide, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.services import agent as agent_module
+    from virtlife.services import clock as clock_module
+
+    readings = iter([1000.0 - 300, 1000.0 - 0.5])  # the guest clock, before and after
+
+    class ClockAgent:
+        def __init__(self, guest: Guest) -> None:
+            self.vm = guest.name
+
+        def time(self) -> float:
+            return next(readings)
+
+        def set_time(self, when: float | None) -> None:
+            side.calls.append(("set_time", when))
+
+    monkeypatch.setattr(agent_module, "Agent", ClockAgent)
+    monkeypatch.setattr(clock_module, "time", SimpleNamespace(time=lambda: 1000.0))
+    result, outcome = agent.set_time("vm-running", 12345.5)
+    assert side.calls == [("set_time", 12345.5)]
+    assert (outcome.before_s, outcome.after_s, outcome.how) == (-300.0, -0.5,
+                                                                "set to the time given")
+    assert result.note == ("guest clock 300.000 s behind, now 0.500 s behind (set to the time "
+                           "given)")
+
+
+def test_exec_polls_until_the_program_ends_and_returns_its_output(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    side.statuses = [ExecStatus(False), ExecStatus(False), ExecStatus(False),
+                     ExecStatus(True, 3, None, b"out", b"err", True)]
+    updates: list[Update] = []
+    got = agent.exec("vm-running", ["/bin/sh", "-c", "exit 3"], stdin=b"in",
+                     progress=updates.append)
+    assert side.calls[0] == ("exec_start", "vm-running", "/bin/sh", ["-c", "exit 3"], b"in")
+    assert side.clock.sleeps == [0.05, 0.1, 0.2]  # a short first wait, then doubling
+    assert got == ExecResult("vm-running", ("/bin/sh", "-c", "exit 3"), 42, 3, None, b"out",
+                             b"err", True, pytest.approx(0.35), got.op_id)
+    assert got.op_id and got.op_id == store.journal.list(limit=1)[0].op_id
+    assert got.as_dict() == {
+        "op_id": got.op_id, "vm": "vm-running", "argv": ["/bin/sh", "-c", "exit 3"],
+        "pid": 42, "exit_code": 3, "signal": None, "stdout": "out", "stderr": "err",
+        "truncated": True, "duration_s": 0.35}
+    assert any(u.message == "/bin/sh runs in vm-running as pid 42" for u in updates)
+    row = store.journal.list(limit=1)[0]
+    assert (row.operation, row.outcome) == ("agent-exec", "ok")
+    assert "/bin/sh ended with exit code 3 after 0.35 s" in row.detail
+
+
+def test_exec_of_a_program_ended_by_a_signal_says_so(agent: GuestAgent, side: GuestSide,
+                                                    store: Store) -> None:
+    side.statuses = [ExecStatus(True, None, 9)]
+    got = agent.exec("vm-running", ["/bin/sleep", "9"])
+    assert side.calls[0] == ("exec_start", "vm-running", "/bin/sleep", ["9"], None)
+    assert (got.exit_code, got.signal, got.duration_s) == (None, 9, 0.0)
+    assert side.clock.sleeps == []  # it had ended by the first look
+    assert "/bin/sleep ended with signal 9 after 0.00 s" in store.journal.list(limit=1)[0].detail
+
+
+def test_exec_polls_at_most_every_half_second_and_gives_up_at_the_timeout(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    side.statuses = [ExecStatus(False)]
+    with pytest.raises(errors.OperationTimeout,
+                       match=r"^/bin/yes did not end within 2 s in vm-running; it still runs "
+                             r"there as pid 42$"):
+        agent.exec("vm-running", ["/bin/yes"], timeout_s=2)
+    # doubling waits, never over half a second, the last one cut to the time left
+    assert side.clock.sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.25])
+    assert store.journal.list(limit=1)[0].outcome == "error"
+
+
+def test_exec_takes_a_timeout_up_to_an_hour(agent: GuestAgent, side: GuestSide) -> None:
+    side.statuses = [ExecStatus(True, 0)]
+    assert agent.exec("vm-running", ["/bin/true"], timeout_s=3600).exit_code == 0
+    with pytest.raises(errors.InvalidInput,
+                       match=r"^the exec timeout must be within 0 and 3600 s$"):
+        agent.exec("vm-running", ["/bin/true"], timeout_s=3600.5)
+    with pytest.raises(errors.InvalidInput, match="give the program to run in the guest"):
+        agent.exec("vm-running", [""])
+
+
+def test_command_sends_the_json_and_returns_the_parsed_reply(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    side.reply = '{"return": {"version": "9.0"}}'
+    got = agent.command("vm-running", '{"execute": "guest-info", "arguments": {"x": "s3"}}')
+    assert got == {"return": {"version": "9.0"}}
+    assert side.calls == [("command_text", "vm-running",
+                           '{"execute": "guest-info", "arguments": {"x": "s3"}}', 5,
+                           "guest-info")]
+    row = store.journal.list(limit=1)[0]
+    assert (row.operation, row.outcome) == ("agent-command", "ok")
+    assert "guest-info answered" in row.detail and "s3" not in row.detail
+    side.reply = "not json"
+    assert agent.command("vm-running", '{"execute": "guest-x"}', timeout_s=3600) == "not json"
+    assert side.calls[-1][3:] == (3600, "guest-x")
+    with pytest.raises(errors.InvalidInput,
+                       match=r"^the command timeout must be within 0 and 3600 s$"):
+        agent.command("vm-running", '{"execute": "guest-info"}', timeout_s=3601)
+
+
+@pytest.mark.parametrize(("call", "operation"), [
+    (lambda a: a.set_time("down/vm", sync=True), "agent-set-time"),
+    (lambda a: a.freeze("down/vm"), "agent-freeze"),
+    (lambda a: a.thaw("down/vm"), "agent-thaw"),
+    (lambda a: a.set_password("down/vm", "root", "pw"), "agent-set-password"),
+    (lambda a: a.exec("down/vm", ["/bin/true"]), "agent-exec"),
+    (lambda a: a.command("down/vm", '{"execute": "guest-ping"}'), "agent-command"),
+    (lambda a: a.enable("down/vm"), "agent-enable"),
+])
+def test_an_unreachable_host_is_journalled_as_the_operations_failure(
+        store: Store, call: Any, operation: str) -> None:
+    from support import UNREACHABLE_URI
+
+    with Fleet([HostRef("down", UNREACHABLE_URI)], journal=store.journal,
+               connect_timeout_s=5) as fleet:
+        guard = FreezeGuard(store.journal, store.freezes)
+        with pytest.raises(errors.HostUnreachable):
+            call(GuestAgent(fleet, Operations(store.journal), guard))
+    [row] = store.journal.list(limit=2)
+    assert (row.operation, row.host, row.vm) == (operation, "down", "vm")

@@ -103,6 +103,38 @@ def test_exit_codes_include_the_agent_ones_and_the_help_lists_them() -> None:
     assert "8 guest agent unavailable" in EPILOG and "9 guest agent refused" in EPILOG
 
 
+@pytest.mark.parametrize(("code", "domain", "text", "says"), [
+    (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, QEMU,
+     "argument unsupported: QEMU guest agent is not configured",
+     "cannot x: the VM has no guest-agent channel (org.qemu.guest_agent.0); add it with "
+     "`virtlife agent enable VM` (it applies at the next boot)"),
+    (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, QEMU,
+     "Guest agent is not responding: Guest agent not available for now",
+     "cannot x: the guest agent did not answer in time; it may be hung or busy (a frozen or "
+     "overloaded guest)"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
+     "internal error: unable to execute QEMU agent command 'guest-exec': Command "
+     "guest-exec has been disabled",
+     "cannot x: guest-exec is disabled in the guest's agent (its --block-rpcs or "
+     "--allow-rpcs settings)"),
+])
+def test_agent_errors_read_in_full(code: int, domain: int, text: str, says: str) -> None:
+    assert str(translate(FakeError(code, domain, text), "x")) == says
+
+
+@pytest.mark.parametrize(("code", "domain", "cls"), [
+    # the guest's own refusal comes from the QEMU driver, or as an internal error
+    (libvirt.VIR_ERR_OPERATION_FAILED, QEMU, errors.AgentGuestError),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_DOM, errors.AgentGuestError),
+    (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_DOM, errors.OperationFailed),
+])
+def test_the_guests_own_refusal_is_known_by_driver_or_code(code: int, domain: int,
+                                                            cls: type[Exception]) -> None:
+    text = ("unable to execute QEMU agent command 'guest-set-user-password': child process "
+            "has failed to set user password")
+    assert type(translate(FakeError(code, domain, text), "x", vm="web1")) is cls
+
+
 # -- raw commands ------------------------------------------------------------------------
 
 def test_parse_command_checks_the_json_and_says_where_it_is_wrong() -> None:
@@ -129,8 +161,25 @@ def test_agent_channel_added_to_a_definition_without_it() -> None:
     assert has_agent_channel(added)
     assert "<target type=\"virtio\" name=\"org.qemu.guest_agent.0\"" in added
     assert has_agent_channel(build_domain_xml(DomainSpec(name="web1", memory_mib=64)))
-    with pytest.raises(errors.InvalidDefinition, match="no <devices>"):
+    with pytest.raises(errors.InvalidDefinition,
+                       match=r"^the domain XML has no <devices> element$"):
         with_agent_channel("<domain type='qemu'><name>x</name></domain>")
+
+
+def test_the_added_channel_is_a_unix_socket_and_only_the_agents_counts() -> None:
+    import xml.etree.ElementTree as ET
+
+    added = with_agent_channel(build_domain_xml(DomainSpec(name="web1", memory_mib=64,
+                                                           agent=False)))
+    [channel] = [c for c in ET.fromstring(added).findall("./devices/channel")
+                 if c.find("target") is not None
+                 and c.find("target").get("name") == "org.qemu.guest_agent.0"]  # type: ignore[union-attr]
+    assert channel.get("type") == "unix"
+    spice = ("<domain type='qemu'><name>x</name><devices><channel type='spicevmc'>"
+             "<target type='virtio' name='com.redhat.spice.0'/></channel>"
+             "<channel type='unix'><target type='guestfwd' name='org.qemu.guest_agent.0'/>"
+             "</channel></devices></domain>")
+    assert not has_agent_channel(spice)  # a virtio channel, but not the agent's
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -142,12 +191,42 @@ def test_settings_default_and_read(tmp_path: Path) -> None:
     assert config.load_settings(path) == config.Settings(sync_time=False, freeze_bound_s=2.5)
 
 
+@pytest.mark.parametrize(("text", "settings"), [
+    ("[agent]\nfreeze_bound_s = 5\n", config.Settings(sync_time=True, freeze_bound_s=5.0)),
+    ("[agent]\nsync_time = false\n", config.Settings(sync_time=False, freeze_bound_s=10.0)),
+    ("[agent]\nfreeze_bound_s = 0.5\n", config.Settings(freeze_bound_s=0.5)),
+    ("[agent]\nfreeze_bound_s = 600\n", config.Settings(freeze_bound_s=600.0)),
+    ("", config.Settings()),
+])
+def test_each_setting_left_out_keeps_its_default(tmp_path: Path, text: str,
+                                                 settings: config.Settings) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    got = config.load_settings(path)
+    assert got == settings and type(got.freeze_bound_s) is float
+
+
+def test_the_settings_file_is_found_by_environment(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings.toml").write_text("[agent]\nfreeze_bound_s = 3\n")
+    (tmp_path / "other.toml").write_text("[agent]\nfreeze_bound_s = 4\n")
+    monkeypatch.setenv("VIRTLIFE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VIRTLIFE_SETTINGS", raising=False)
+    assert config.load_settings().freeze_bound_s == 3.0
+    monkeypatch.setenv("VIRTLIFE_SETTINGS", str(tmp_path / "other.toml"))
+    assert config.load_settings().freeze_bound_s == 4.0
+
+
 @pytest.mark.parametrize(("text", "says"), [
     ("[agent]\nsync_time = 1\n", "must be true or false"),
-    ("[agent]\nfreeze_bound_s = 0\n", "within 0 and 600"),
+    ("[agent]\nfreeze_bound_s = 0\n", "freeze_bound_s in {path} must be a number of seconds "
+     "within 0 and 600"),
     ("[agent]\nfreeze_bound_s = true\n", "within 0 and 600"),
     ("[agent]\nfreeze_bound_s = 601\n", "within 0 and 600"),
     ("[agent]\nsync = true\n", "unknown setting(s) sync"),
+    ("[agent]\nsync = true\nbound = 1\n[x]\n", "unknown setting(s) bound, sync, x in "),
+    ("[agent]\nfreeze_bound_s = 'long'\n", "must be a number of seconds within 0 and 600"),
     ("[clock]\n", "unknown setting(s) clock"),
     ("[agent\n", "cannot read the settings"),
 ])
@@ -156,7 +235,7 @@ def test_bad_settings_are_refused_clearly(tmp_path: Path, text: str, says: str) 
     path.write_text(text)
     with pytest.raises(errors.InvalidInput) as err:
         config.load_settings(path)
-    assert says in str(err.value)
+    assert says.format(path=path) in str(err.value)
 
 
 # -- the clock -----------------------------------------------------------------------------
@@ -249,6 +328,97 @@ def test_sync_waits_for_a_waking_agent_then_gives_up_with_the_reason() -> None:
     assert agent.set_calls == []
 
 
+class FakeTime:
+    """The clock module's clocks: ``time()`` steps by ``tick`` each read, ``sleep``
+    moves the monotonic clock on."""
+
+    def __init__(self, tick: float = 0.0) -> None:
+        self.wall = 5000.0
+        self.tick = tick
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        self.wall += self.tick
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_offsets_round_to_the_millisecond_either_way() -> None:
+    assert clock.describe_offset(0.0005) == "0.001 s ahead"  # not in step: it rounds up
+    assert clock.describe_offset(0.5) == "0.500 s ahead"
+    assert clock.describe_offset(-0.0004) == "in step"
+
+
+def test_a_reading_is_taken_at_the_middle_of_the_round_trip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTime(tick=2.0)
+    monkeypatch.setattr(clock, "time", fake)
+    reading = clock.read_clock(FakeAgent(skew=0.0))  # type: ignore[arg-type]
+    assert (reading.here, reading.round_trip_s) == (5003.0, 2.0)
+    assert reading.as_dict()["round_trip_s"] == 2.0
+
+
+def test_a_waking_agent_is_asked_again_every_quarter_second_until_the_wait_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeTime()
+    monkeypatch.setattr(clock, "time", fake)
+    agent = FakeAgent(-10.0, down_for=4)  # answers on the fifth try, after 1 s
+    got = clock.sync_clock(agent, wait_s=1.0)  # type: ignore[arg-type]
+    assert fake.sleeps == [0.25] * 4 and got.after_s is not None and not got.skipped
+    agent = FakeAgent(-10.0, down_for=1)
+    got = clock.sync_clock(agent, wait_s=0)  # type: ignore[arg-type]
+    assert got.skipped and agent.set_calls == []  # no wait: one try only
+
+
+def test_sync_reads_the_clock_once_before_and_once_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[float] = []
+    agent = FakeAgent(-300.0)
+    real = agent.time
+
+    def counted() -> float:
+        reads.append(1.0)
+        return real()
+
+    monkeypatch.setattr(agent, "time", counted)
+    clock.sync_clock(agent, wait_s=0)  # type: ignore[arg-type]
+    assert len(reads) == 2
+
+
+def test_sync_says_why_it_did_not_run_and_what_it_measured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    agent = FakeAgent(-300.0)
+
+    def no_agent() -> float:
+        raise errors.Unsupported("cannot read the clock: not on this driver")
+
+    monkeypatch.setattr(agent, "time", no_agent)
+    got = clock.sync_clock(agent, wait_s=5)  # type: ignore[arg-type]
+    assert got == clock.ClockSync(None, None, skipped="cannot read the clock: not on this "
+                                                      "driver")
+    assert got.as_dict() == {"before_s": None, "after_s": None, "how": "",
+                             "skipped": "cannot read the clock: not on this driver"}
+
+    agent = FakeAgent(-300.0)
+
+    def refused(when: float | None) -> None:
+        raise errors.AgentCommandUnsupported("cannot set the clock: disabled in the agent")
+
+    monkeypatch.setattr(agent, "set_time", refused)
+    got = clock.sync_clock(agent, wait_s=5)  # type: ignore[arg-type]
+    assert got.before_s is not None and -301 < got.before_s < -299
+    assert (got.after_s, got.how, got.skipped) == (
+        None, "", "cannot set the clock: disabled in the agent")
+    assert str(got) == "guest clock not synced: cannot set the clock: disabled in the agent"
+
+
 # -- freezes -------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -332,6 +502,103 @@ def test_thaw_active_thaws_what_this_process_holds(store: Any) -> None:
     assert agent.calls == ["freeze", "thaw"]
 
 
+class ThawClock:
+    """The freeze module's clock: ``sleep`` only records; time stands still."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return 500.0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def test_a_briefly_busy_agent_is_asked_to_thaw_again(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = ThawClock()
+    monkeypatch.setattr(freeze, "time", fake)
+    agent = FakeAgent()
+    agent.thaw_fails = freeze.THAW_ATTEMPTS - 1
+    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h", bound_s=30) as held:
+        pass
+    assert agent.calls == ["freeze"] + ["thaw"] * freeze.THAW_ATTEMPTS
+    assert not agent.frozen and held.thaw_error == "" and held.thawed_after_s == 0.0
+    assert store.freezes.get("u1") is None
+    # the waits between tries grow, and all of them stay well inside a freeze bound
+    assert fake.sleeps == sorted(fake.sleeps) and len(set(fake.sleeps)) == len(fake.sleeps)
+    assert sum(fake.sleeps) <= 1.0
+
+
+def test_a_failed_thaw_says_why_and_how_to_thaw(store: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = ThawClock()
+    monkeypatch.setattr(freeze, "time", fake)
+    agent = FakeAgent()
+    agent.thaw_fails = freeze.THAW_ATTEMPTS
+    with pytest.raises(errors.AgentUnavailable) as err, \
+            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                                  host="h"):
+        pass
+    assert str(err.value) == (
+        "the file systems of web1 are still frozen: thawing failed (cannot thaw: the agent "
+        "did not answer in time); the next virtlife command on it retries, or run "
+        "`virtlife agent web1 thaw`")
+    assert sum(fake.sleeps) <= 1.5
+
+
+class BrokenFreezes:
+    """A freeze table whose store cannot be written."""
+
+    def __init__(self, *, put: bool = True, remove: bool = True) -> None:
+        self.fail_put, self.fail_remove = put, remove
+        self.calls: list[str] = []
+
+    def put(self, mark: FreezeMark) -> None:
+        self.calls.append("put")
+        if self.fail_put:
+            raise errors.StoreUnavailable("database is locked")
+
+    def remove(self, uuid: str, op_id: str | None = None) -> bool:
+        self.calls.append("remove")
+        if self.fail_remove:
+            raise errors.StoreUnavailable("database is locked")
+        return True
+
+
+def test_an_unrecorded_freeze_still_runs_and_says_what_is_at_stake() -> None:
+    agent, table, warnings = FakeAgent(), BrokenFreezes(), []
+    with freeze.bounded_freeze(agent, table, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h", warn=warnings.append):
+        assert agent.frozen
+    assert not agent.frozen and table.calls == ["put"]  # nothing recorded, nothing to remove
+    assert warnings == [
+        "the freeze could not be recorded (database is locked); if this process dies while "
+        "the guest is frozen, no later command will know to thaw it"]
+
+
+def test_an_unrecorded_end_of_freeze_is_said() -> None:
+    agent, table, warnings = FakeAgent(), BrokenFreezes(put=False), []
+    with freeze.bounded_freeze(agent, table, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h", warn=warnings.append):
+        pass
+    assert table.calls == ["put", "remove"]
+    assert warnings == ["the end of the freeze could not be recorded: database is locked"]
+
+
+def test_the_end_of_a_freeze_removes_only_its_own_mark(store: Any) -> None:
+    agent = FakeAgent()
+    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                               host="h"):
+        # meanwhile the operator froze it for good (the guest was thawed at the bound)
+        store.freezes.put(FreezeMark("u1", "h", "web1", "op2", FreezeKind.HELD,
+                                     datetime.now(UTC)))
+    mark = store.freezes.get("u1")
+    assert mark is not None and mark.op_id == "op2"
+
+
 class GuardGuest:
     def __init__(self, state: VMState = VMState.RUNNING) -> None:
         self.name = "web1"
@@ -366,6 +633,49 @@ def test_recover_thaws_a_freeze_left_by_a_dead_operation(store: Any, guarded: An
     assert not agent.frozen and store.freezes.get("u1") is None
 
 
+def test_recover_says_when_the_freeze_began(store: Any, guarded: Any) -> None:
+    guard, agent = guarded
+    agent.frozen = True
+    store.freezes.put(FreezeMark("u1", "h", "web1", "gone1", FreezeKind.BOUNDED,
+                                 datetime(2025, 1, 31, 14, 25, 2, tzinfo=UTC), 10.0))
+    assert guard.recover(GuardGuest()) == [
+        "thawed the file systems of web1: operation gone1 froze them at 2025-01-31 14:25:02 "
+        "UTC and ended without thawing them"]
+
+
+def test_recover_leaves_a_freeze_of_this_process_alone(store: Any, guarded: Any) -> None:
+    guard, agent = guarded
+    with freeze.bounded_freeze(agent, store.freezes, op_id="mine2", uuid="u1",
+                               host="h", bound_s=30):
+        assert guard.recover(GuardGuest()) == []  # in no journal, but held right here
+        assert agent.frozen
+    assert not agent.frozen
+
+
+def test_recover_without_a_journal_thaws_a_bounded_freeze(store: Any, guarded: Any) -> None:
+    _, agent = guarded
+    guard = freeze.FreezeGuard(None, store.freezes)
+    agent.frozen = True
+    mark(store, FreezeKind.BOUNDED)
+    [note] = guard.recover(GuardGuest())
+    assert note.startswith("thawed the file systems of web1") and not agent.frozen
+
+
+def test_recover_leaves_a_freeze_alone_when_the_journal_cannot_tell(
+        store: Any, guarded: Any) -> None:
+    _, agent = guarded
+
+    class Unreadable:
+        def sweep(self) -> None:
+            raise errors.StoreUnavailable("database is locked")
+
+    guard = freeze.FreezeGuard(Unreadable(), store.freezes)  # type: ignore[arg-type]
+    agent.frozen = True
+    mark(store, FreezeKind.BOUNDED)
+    assert guard.recover(GuardGuest()) == []
+    assert agent.frozen and store.freezes.get("u1") is not None
+
+
 def test_recover_leaves_a_running_operations_freeze_alone(store: Any, guarded: Any) -> None:
     from virtlife.store.journal import Actor
 
@@ -397,6 +707,20 @@ def test_recover_forgets_a_freeze_the_guest_no_longer_has(store: Any, guarded: A
     assert store.freezes.get("u1") is not None
     assert guard.recover(GuardGuest()) == []  # thawed meanwhile (a reboot): forgotten
     assert store.freezes.get("u1") is None and agent.calls == []
+
+
+def test_freeze_table_keeps_every_field(store: Any) -> None:
+    bounded = FreezeMark("u1", "h1", "web1", "op1", FreezeKind.BOUNDED,
+                         datetime(2025, 1, 31, 14, 25, 2, tzinfo=UTC), 7.5)
+    held = FreezeMark("u2", "h2", "web2", "op2", FreezeKind.HELD,
+                      datetime(2025, 1, 31, 15, 0, 0, tzinfo=UTC))
+    store.freezes.put(held)
+    store.freezes.put(bounded)
+    assert store.freezes.get("u1") == bounded and store.freezes.get("u2") == held
+    assert store.freezes.list() == [bounded, held]  # the oldest freeze first
+    assert held.as_dict() == {"uuid": "u2", "host": "h2", "vm": "web2", "op_id": "op2",
+                              "kind": "held", "frozen_at": "2025-01-31T15:00:00+00:00",
+                              "bound_s": None}
 
 
 def test_freeze_table_rows(store: Any) -> None:

@@ -30,15 +30,17 @@ class Guest:
     """A scripted guest: which requests can be asked, and which one it obeys."""
 
     def __init__(self, refuse: dict[Step, str] | None = None,
-                 obeys: Step | None = None) -> None:
+                 obeys: Step | None = None, ask_s: dict[Step, float] | None = None) -> None:
         self.refuse = refuse or {}
         self.obeys = obeys
+        self.ask_s = ask_s or {}  # how long asking takes (an agent's answer timeout)
         self.asked: list[Step] = []
         self.bounds: list[float] = []
         self.forced = False
 
     def ask(self, step: Step) -> str | None:
         self.asked.append(step)
+        Clock.now += self.ask_s.get(step, 0.0)
         return self.refuse.get(step)
 
     def settled(self, seconds: float) -> bool:
@@ -152,7 +154,49 @@ def test_a_fallback_that_is_ignored_times_out() -> None:
 
 
 def test_attempts_as_json() -> None:
-    guest = Guest(refuse={Step.AGENT: "no agent"}, obeys=Step.ACPI)
+    guest = Guest(refuse={Step.AGENT: "no agent"}, obeys=Step.ACPI,
+                  ask_s={Step.AGENT: 2.5})
     data = run(guest).as_dict()
-    assert [(d["step"], d["outcome"]) for d in data] == [
-        ("guest agent", "no agent"), ("ACPI button", "worked")]
+    # a step that failed took its own time; the one that worked, the time since the start
+    assert data == [{"step": "guest agent", "outcome": "no agent", "seconds": 2.5},
+                    {"step": "ACPI button", "outcome": "worked", "seconds": 3.5}]
+
+
+def test_each_step_says_how_long_it_took() -> None:
+    guest = Guest(ask_s={Step.AGENT: 0.5})
+    result = run(guest, total=9.5, force=True)
+    assert [(a.step, a.seconds) for a in result.attempts] == [
+        (Step.AGENT, 3.5), (Step.ACPI, 3.0), (Step.ACPI_AGAIN, 3.0), (Step.FORCE, 9.5)]
+    assert result.note("powered off").startswith("powered off by force after 9.5 s (")
+
+
+def test_the_fallback_says_how_long_it_took() -> None:
+    refuse = {Step.AGENT: "no agent", Step.ACPI: "no", Step.ACPI_AGAIN: "no"}
+    result = run(Guest(refuse=refuse, obeys=Step.LIBVIRT), fallback=Step.LIBVIRT)
+    assert result.attempts[-1].seconds == 1.0
+    result = run(Guest(refuse=refuse), total=4, fallback=Step.LIBVIRT, force=True)
+    assert [(a.step, a.outcome, a.seconds) for a in result.attempts[-2:]] == [
+        (Step.LIBVIRT, "asked; no power off within the time left", 4.0),
+        (Step.FORCE, "worked", 4.0)]
+    assert result.note("powered off") == (
+        "powered off by force after 4.0 s (guest agent: no agent; ACPI button: no; "
+        "ACPI button, again: no; libvirt's choice: asked; no power off within the time "
+        "left)")
+
+
+def test_a_refused_fallback_is_unsupported_without_waiting() -> None:
+    refuse = {Step.AGENT: "no agent", Step.ACPI: "no", Step.ACPI_AGAIN: "no",
+              Step.LIBVIRT: "not this driver"}
+    guest = Guest(refuse=refuse)
+    with pytest.raises(errors.Unsupported, match=r"^cannot power off web1: guest agent: no "
+                                                 r"agent; ACPI button: no; ACPI button, "
+                                                 r"again: no$"):
+        run(guest, force=True, fallback=Step.LIBVIRT)
+    assert guest.asked[-1] is Step.LIBVIRT and guest.bounds == [] and not guest.forced
+
+
+def test_an_ask_that_used_up_the_time_leaves_no_wait_for_the_steps_after_it() -> None:
+    guest = Guest(ask_s={Step.AGENT: 20.0})  # an agent that hangs past the whole timeout
+    with pytest.raises(errors.OperationTimeout):
+        run(guest, total=10)
+    assert guest.bounds == [0.0, 0.0, 0.0]

@@ -28,8 +28,10 @@ from virtlife.services import snapshots as snapshots_module
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.freeze import FreezeGuard
 from virtlife.services.lifecycle import Lifecycle
+from virtlife.services.progress import Update
 from virtlife.services.snapshots import WHY_DISK_ONLY, Snapshots
 from virtlife.store import Store, open_store
+from virtlife.xml.snapshot import SnapshotDisk, SnapshotDoc
 
 UUID_RUNNING = "11111111-1111-1111-1111-111111111111"
 
@@ -215,10 +217,13 @@ def test_operations_are_refused_by_the_vms_state_and_journalled(
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"quiesce": True, "memory": True}, "--memory cannot go with --quiesce"),
-    ({"memory": True, "disk_only": True}, "contradict each other"),
-    ({"no_quiesce_ok": True}, "--no-quiesce-ok only applies with --quiesce"),
-    ({"freeze_bound_s": 5.0}, "--freeze-bound only applies with --quiesce"),
+    ({"quiesce": True, "memory": True}, "^--memory cannot go with --quiesce: a quiesced "
+     "snapshot is disk-only, since a memory image of a frozen guest would revert to a frozen "
+     "guest$"),
+    ({"memory": True, "disk_only": True}, "^--memory and --disk-only contradict each other: "
+     "a disk-only snapshot keeps no memory$"),
+    ({"no_quiesce_ok": True}, "^--no-quiesce-ok only applies with --quiesce$"),
+    ({"freeze_bound_s": 5.0}, "^--freeze-bound only applies with --quiesce$"),
     ({"quiesce": True, "freeze_bound_s": 0.0}, "within 0 and 600 s"),
     ({"quiesce": True, "freeze_bound_s": 601.0}, "within 0 and 600 s"),
 ])
@@ -229,6 +234,12 @@ def test_bad_option_combinations_are_refused_before_anything_is_asked(
     assert world.journal("vm-running") == []
 
 
+def test_a_freeze_bound_of_ten_minutes_is_taken(world: World, guestfs: Guestfs,
+                                               asked: Asked) -> None:
+    result = world.snapshots.create("vm-running", "q1", quiesce=True, freeze_bound_s=600)
+    assert "(bound 600 s)" in result.note
+
+
 def test_a_memory_snapshot_of_a_shut_off_vm_is_refused(world: World) -> None:
     with pytest.raises(errors.InvalidTransition, match="it is shut off and has no memory"):
         world.snapshots.create("vm-off", "m1", memory=True)
@@ -236,9 +247,19 @@ def test_a_memory_snapshot_of_a_shut_off_vm_is_refused(world: World) -> None:
     assert world.journal("vm-off") == [("snapshot-create", "refused")]
 
 
-def test_a_memory_snapshot_of_a_running_vm_asks_for_internal_memory(world: World) -> None:
+def test_a_memory_snapshot_of_a_running_vm_asks_for_internal_memory(world: World,
+                                                                    asked: Asked) -> None:
     assert "with the VM's memory" in world.snapshots.create("vm-running", "m1",
                                                            memory=True).note
+    world.snapshots.create("vm-running", "plain")
+    assert ['snapshot="internal"' in xml for xml in asked.xmls] == [True, False]
+    assert asked.names == ["m1", "plain"] and asked.disk_only == [False, False]
+
+
+def test_a_plain_snapshot_has_no_description_and_no_quiesce_note(world: World) -> None:
+    result = world.snapshots.create("vm-running", "s1")
+    assert WHY_DISK_ONLY not in result.note
+    assert world.snapshots.list("vm-running")[0].description == ""
 
 
 def test_disk_only_is_asked_of_libvirt_and_this_driver_says_it_cannot(world: World) -> None:
@@ -258,6 +279,7 @@ class Guestfs:
     calls: list[str] = field(default_factory=list)
     status_error: errors.VirtlifeError | None = None
     thawed: threading.Event = field(default_factory=threading.Event)
+    thaw_error: errors.VirtlifeError | None = None
 
 
 @dataclass
@@ -266,6 +288,8 @@ class Asked:
 
     disk_only: list[bool] = field(default_factory=list)
     during: Callable[[Guest], object] | None = None
+    names: list[str] = field(default_factory=list)
+    xmls: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -289,6 +313,8 @@ def guestfs(monkeypatch: pytest.MonkeyPatch) -> Guestfs:
 
         def thaw(self, mountpoints: list[str] | None = None) -> int:
             fs.calls.append("thaw")
+            if fs.thaw_error is not None:
+                raise fs.thaw_error
             fs.frozen = False
             fs.thawed.set()
             return 2
@@ -305,6 +331,8 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> Asked:
     def create(self: DomainSnapshots, xml: str, name: str, *,
                disk_only: bool = False) -> Snapshot:
         record.disk_only.append(disk_only)
+        record.names.append(name)
+        record.xmls.append(xml)
         if record.during is not None:
             record.during(self.guest)
         return real(self, xml, name)  # this driver has internal snapshots only
@@ -445,6 +473,213 @@ def test_a_freeze_left_by_a_dead_operation_is_thawed_by_the_next_snapshot_comman
     result = world.snapshots.create("vm-running", "s1")
     assert any("ended without thawing them" in w for w in result.warnings)
     assert not guestfs.frozen and world.store.freezes.get(UUID_RUNNING) is None
+
+
+def test_quiesce_of_a_shut_off_vm_is_refused_saying_both_ways_out(
+        world: World, guestfs: Guestfs, asked: Asked) -> None:
+    with pytest.raises(errors.InvalidTransition,
+                       match=r"^cannot take a quiesced snapshot of vm-off: it is shut off[^:]*: "
+                             r"only a running guest's agent can freeze its file systems; "
+                             r"start it first, or pass --no-quiesce-ok to take it "
+                             r"unquiesced$"):
+        world.snapshots.create("vm-off", "q1", quiesce=True)
+
+
+def test_the_agents_refusal_to_freeze_ends_with_the_way_out(
+        world: World, guestfs: Guestfs, asked: Asked) -> None:
+    guestfs.status_error = errors.AgentNotConnected("cannot ask: no agent listens")
+    with pytest.raises(errors.AgentNotConnected) as err:
+        world.snapshots.create("vm-running", "q1", quiesce=True)
+    assert str(err.value).startswith(
+        "cannot ask: no agent listens (or pass --no-quiesce-ok to take the snapshot "
+        "unquiesced)")
+
+
+class StillClock:
+    """The freeze module's clock, moved on by hand; its retries do not wait."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, _seconds: float) -> None:
+        pass
+
+
+def test_a_failed_thaw_after_the_snapshot_fails_and_takes_no_second_one(
+        world: World, guestfs: Guestfs, asked: Asked, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.services import freeze
+
+    monkeypatch.setattr(freeze, "time", StillClock())
+    guestfs.thaw_error = errors.AgentTimeout("cannot thaw: the agent did not answer in time")
+    with pytest.raises(errors.AgentUnavailable) as err:
+        world.snapshots.create("vm-running", "q1", quiesce=True, no_quiesce_ok=True)
+    assert "are still frozen: thawing failed" in str(err.value)
+    assert "--no-quiesce-ok" not in str(err.value)  # the freeze worked: no other way helps
+    assert asked.disk_only == [True]  # the quiesced one only, not an unquiesced one after it
+
+
+def test_a_freeze_that_could_not_be_recorded_is_a_warning_of_the_result(
+        world: World, guestfs: Guestfs, asked: Asked, monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(_mark: object) -> None:
+        raise errors.StoreUnavailable("database is locked")
+
+    monkeypatch.setattr(world.store.freezes, "put", locked)
+    result = world.snapshots.create("vm-running", "q1", quiesce=True)
+    assert [w for w in result.warnings if w.startswith("the freeze could not be recorded")]
+    assert guestfs.calls == ["freeze", "thaw"]
+
+
+@pytest.mark.parametrize(("frozen_s", "says"), [(1.5, "frozen for 1.50 s"),
+                                                (0.0, "frozen for 0.00 s")])
+def test_the_note_says_how_long_the_guest_was_frozen(
+        world: World, guestfs: Guestfs, asked: Asked, monkeypatch: pytest.MonkeyPatch,
+        frozen_s: float, says: str) -> None:
+    from virtlife.services import freeze
+
+    clock = StillClock()
+    monkeypatch.setattr(freeze, "time", clock)
+
+    def take(_guest: Guest) -> None:
+        clock.now += frozen_s
+
+    asked.during = take
+    result = world.snapshots.create("vm-running", "q1", quiesce=True)
+    assert f"quiesced: 2 file system(s) {says} (bound 10 s)" in result.note
+
+
+def test_progress_says_each_step(world: World, guestfs: Guestfs, asked: Asked) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def progress(update: Update) -> None:
+        seen.append((update.stage, update.message))
+
+    world.snapshots.create("vm-running", "s1", progress=progress)
+    world.snapshots.create("vm-running", "q1", quiesce=True, progress=progress)
+    world.snapshots.create("vm-paused", "q2", quiesce=True, no_quiesce_ok=True,
+                           progress=progress)
+    world.snapshots.delete("vm-running", "s1", progress=progress)
+    assert [s for s in seen if s[0] in ("snapshot", "delete")] == [
+        ("snapshot", "taking snapshot s1 of vm-running"),
+        ("snapshot", "2 file system(s) of vm-running frozen; taking snapshot q1"),
+        ("snapshot", "taking snapshot q2 of vm-paused unquiesced"),
+        ("delete", "deleting snapshot s1 of vm-running")]
+
+
+def test_progress_of_a_revert_and_its_clock_sync(world: World) -> None:
+    seen: list[tuple[str, str]] = []
+    world.snapshots.create("vm-running", "s1")
+    world.snapshots.revert("vm-running", "s1",
+                           progress=lambda u: seen.append((u.stage, u.message)))
+    assert [s for s in seen if s[0] in ("revert", "clock")] == [
+        ("revert", "reverting vm-running to snapshot s1"),
+        ("clock", "syncing the clock of vm-running")]
+
+
+def test_the_settings_given_are_the_ones_used(world: World) -> None:
+    snapshots = Snapshots(world.snapshots.fleet, world.snapshots.ops, world.snapshots.guard,
+                          config.Settings(sync_time=False))
+    snapshots.create("vm-running", "s1")
+    assert "guest clock" not in snapshots.revert("vm-running", "s1").note
+
+
+def test_list_skips_a_snapshot_deleted_while_it_looked(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c"):
+        world.snapshots.create("vm-running", name)
+    real = Snapshot.xml
+
+    def xml(snap: Snapshot) -> str:
+        if snap.name == "a":
+            raise errors.NotFound("vm-running on t has no snapshot a")
+        return real(snap)
+
+    monkeypatch.setattr(Snapshot, "xml", xml)
+    found = world.snapshots.list("vm-running")
+    assert [(s.vm, s.name) for s in found] == [("vm-running", "b"), ("vm-running", "c")]
+
+
+def test_list_orders_by_time_then_name_and_undated_ones_last(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    for name in ("a", "b", "c", "d"):
+        world.snapshots.create("vm-running", name)
+    when = {"a": datetime(2025, 3, 1, tzinfo=UTC), "b": None,
+            "c": datetime(2025, 1, 1, tzinfo=UTC), "d": datetime(2025, 2, 1, tzinfo=UTC)}
+    real = snapshots_module.parse_snapshot
+
+    def parse(xml: str) -> Any:
+        doc = real(xml)
+        return dataclasses.replace(doc, created=when[doc.name])
+
+    monkeypatch.setattr(snapshots_module, "parse_snapshot", parse)
+    assert world.names("vm-running") == ["c", "d", "a", "b"]
+    back = world.snapshots.revert("vm-running", "b", sync_time=False)
+    assert back.note == "reverted to snapshot b (running)"  # no time to say
+
+
+@pytest.mark.parametrize(("act", "operation"), [
+    (lambda s: s.create("down/vm", "s1"), "snapshot-create"),
+    (lambda s: s.revert("down/vm", "s1"), "snapshot-revert"),
+    (lambda s: s.delete("down/vm", "s1"), "snapshot-delete"),
+])
+def test_an_unreachable_host_is_journalled_as_the_snapshot_operations_failure(
+        world: World, act: Any, operation: str) -> None:
+    from support import UNREACHABLE_URI
+
+    with Fleet([HostRef("down", UNREACHABLE_URI)], journal=world.store.journal,
+               connect_timeout_s=5) as fleet:
+        snapshots = Snapshots(fleet, world.lifecycle.ops, world.snapshots.guard)
+        with pytest.raises(errors.HostUnreachable):
+            act(snapshots)
+    [row] = world.store.journal.list(vm="vm")
+    assert (row.operation, row.host) == (operation, "down")
+
+
+def test_the_subtree_deleted_is_named(world: World) -> None:
+    for name in ("a", "b", "c"):
+        world.snapshots.create("vm-running", name)
+    world.lifecycle.suspend("vm-running")
+    world.snapshots.revert("vm-running", "a", sync_time=False)
+    world.snapshots.create("vm-running", "d")  # a second child of a
+    result = world.snapshots.delete("vm-running", "a", children=True)
+    assert result.note.startswith("deleted snapshot a and 3 below it (")
+    assert sorted(result.note.split("(")[1].rstrip(")").split(", ")) == ["b", "c", "d"]
+
+
+# -- what the notes say of external snapshots (this driver takes internal ones only) ------------
+
+def _doc(**kw: Any) -> SnapshotDoc:
+    base: dict[str, Any] = {"name": "s1", "description": "", "state": "disk-snapshot",
+                            "created": None, "parent": None, "memory": "no", "disks": ()}
+    return SnapshotDoc(**(base | kw))
+
+
+def test_the_note_of_a_new_external_snapshot_names_its_overlays() -> None:
+    doc = _doc(disks=(SnapshotDisk("vda", "external", "/vm/web1.s1"),
+                      SnapshotDisk("vdb", "external", "/vm/data.s1"),
+                      SnapshotDisk("vdc", "no", ""), SnapshotDisk("vdd", "internal", "x")))
+    assert snapshots_module._describe_new(doc, "") == (
+        "external (disk-only) snapshot s1: vda now writes to the overlay /vm/web1.s1, vdb now "
+        "writes to the overlay /vm/data.s1")
+    assert snapshots_module._describe_new(_doc(memory="external"), "quiesced") == (
+        "external (disk-only) snapshot s1; quiesced")
+
+
+def test_the_note_of_a_deleted_external_snapshot_says_where_its_data_went() -> None:
+    doc = _doc(parent="s0", disks=(SnapshotDisk("vda", "external", "/vm/web1.s1"),
+                                   SnapshotDisk("vdb", "external", "/vm/data.s1")))
+    assert snapshots_module._describe_deleted(doc, [], children=False,
+                                              metadata_only=False) == (
+        "deleted snapshot s1 (its overlay was merged into the disk chain and removed)")
+    assert snapshots_module._describe_deleted(doc, ["s2"], children=False,
+                                              metadata_only=True) == (
+        "deleted snapshot s1; its children (s2) now hang from s0 (metadata only: its overlay "
+        "file(s) stay on the host: /vm/web1.s1, /vm/data.s1)")
 
 
 # -- libvirt's refusals of external snapshots, as libvirt 9.0 words them -----------------------
