@@ -174,3 +174,40 @@ def test_migrate_abort_and_ctrl_c_leave_the_vm_running_at_the_source(
     still_at_a(lab, name)
     run = lab.virtlife("migrate-abort", name)  # nothing runs any more
     assert run.returncode == 3 and "no migration runs on it" in run.stderr
+
+
+def test_faults_mid_migration_leave_the_vm_running_at_the_source(
+        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
+    """The destination's libvirtd dies; then the link to the destination is cut (the
+    watchdog ends it before libvirt's ~28 s keepalive). Each time the VM keeps running
+    at the source, the error says where it is, and nothing is left at the destination."""
+    name = f"vl-it-migf-{os.getpid()}"
+    vms.append(name)
+    start_vm(lab, real_stack, name)
+
+    proc = start_migration(lab, name)
+    try:
+        cluster.host("lab-b").stop_daemon("libvirtd")
+        _out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        cluster.host("lab-b").start_daemons()
+    assert proc.returncode not in (0, 130), err
+    assert f"{name} is running" in err and "on lab-a" in err, err
+    still_at_a(lab, name)
+
+    proc = start_migration(lab, name)
+    try:
+        subprocess.run(["ip", "link", "set", "vl-lab-b", "down"], check=True, timeout=30)
+        _out, err = proc.communicate(timeout=180)
+    finally:
+        subprocess.run(["ip", "link", "set", "vl-lab-b", "up"], check=False, timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode not in (0, 130), err
+    assert "no bytes moved for" in err or "keepalive" in err.lower(), err
+    assert f"{name} is running" in err and "on lab-a" in err, err
+    still_at_a(lab, name)

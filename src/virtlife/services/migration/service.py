@@ -278,25 +278,34 @@ def _abort_quietly(job: Migration) -> None:
         pass  # no job left to abort
 
 
-def _where(guest: Guest, dst: Host) -> str:
-    """Where the VM is after a failed move, in words; resumed at the source if the
-    migration left it paused there."""
+def _at_source(guest: Guest) -> str:
+    """Where the VM is at the source after a failed move; resumed there if the
+    migration left it paused."""
     here = guest.host.find(guest.name)
-    there = dst.find(guest.name)
-    if here is not None:
-        state = here.status()
-        if state.state is VMState.PAUSED and state.reason in ("migrating", "post-copy failed"):
-            try:
-                here.resume()
-                state = here.status()
-            except errors.VirtlifeError:
-                pass
-        left = f"{guest.name} is {state} on {guest.host.name}"
-    else:
-        left = f"{guest.name} is no longer on {guest.host.name}"
-    if there is not None:
-        left += f", and {there.status()} on {dst.name}"
-    return left
+    if here is None:
+        return f"{guest.name} is no longer on {guest.host.name}"
+    state = here.status()
+    if state.state is VMState.PAUSED and state.reason in ("migrating", "post-copy failed"):
+        try:
+            here.resume()
+            state = here.status()
+        except errors.VirtlifeError:
+            pass
+    return f"{guest.name} is {state} on {guest.host.name}"
+
+
+def _where(guest: Guest, dst: Host) -> str:
+    """Where the VM is after a failed move, in words (a host that cannot be asked, its
+    libvirt gone, is said to be so)."""
+    try:
+        left = _at_source(guest)
+    except errors.HostUnreachable:
+        left = f"{guest.host.name} cannot be asked where {guest.name} is"
+    try:
+        there = dst.find(guest.name)
+    except errors.HostUnreachable:
+        return f"{left}; {dst.name} cannot be asked (its libvirt is gone)"
+    return left if there is None else f"{left}, and {there.status()} on {dst.name}"
 
 
 def _summary(samples: list[Progress], state: PolicyState) -> str:
