@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
+from virtlife.hypervisor.part import DomainPart
 
 if TYPE_CHECKING:
-    from virtlife.hypervisor.guest import Guest
+    pass
 
 DEFAULT_TIMEOUT_S = 5  # the answer timeout of a raw command, as libvirt's own calls
 _GUEST_INFO = {
@@ -122,16 +123,8 @@ def _b64(data: object) -> bytes:
         return data.encode()
 
 
-class Agent:
+class Agent(DomainPart):
     """The guest agent of one domain."""
-
-    def __init__(self, guest: Guest) -> None:
-        self.guest = guest
-        self.vm = guest.name
-        self._dom = guest._dom  # the same libvirt domain (hypervisor-private)
-
-    def _what(self, verb: str) -> str:
-        return f"{verb} {self.vm} on {self.guest.host.name}"
 
     def _calling(self, verb: str) -> Any:
         return calling(self._what(verb), vm=self.vm)

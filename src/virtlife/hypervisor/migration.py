@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from virtlife.hypervisor.libvirt_api import calling, libvirt
+from virtlife.hypervisor.part import DomainPart
 
 if TYPE_CHECKING:
-    from virtlife.hypervisor.guest import Guest
+    pass
 
 MIB = 1024 * 1024
 
@@ -78,16 +79,8 @@ def params(req: MigrationRequest) -> dict[str, Any]:
     return found
 
 
-class Migration:
+class Migration(DomainPart):
     """The migration job of one domain (``Migration(guest)``)."""
-
-    def __init__(self, guest: Guest) -> None:
-        self.guest = guest
-        self.vm = guest.name
-        self._dom = guest._dom  # the same libvirt domain (hypervisor-private)
-
-    def _what(self, verb: str) -> str:
-        return f"{verb} {self.vm} on {self.guest.host.name}"
 
     def start(self, dest_uri: str, req: MigrationRequest) -> None:
         """Migrate to ``dest_uri`` (peer to peer); returns when libvirt is done."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import libvirt, translate
+from virtlife.hypervisor.part import DomainPart
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.guest import Guest
@@ -132,13 +133,11 @@ class Snapshot:
             self._snap.delete(flags)
 
 
-class DomainSnapshots:
+class DomainSnapshots(DomainPart):
     """The snapshots of one domain: create, list, look up, revert."""
 
     def __init__(self, guest: Guest) -> None:
-        self.guest = guest
-        self.vm = guest.name
-        self._dom = guest._dom  # the same libvirt domain (hypervisor-private)
+        super().__init__(guest)
         self._where = f"{guest.name} on {guest.host.name}"
 
     def _calling(self, what: str, snapshot: str = "") -> Any:
