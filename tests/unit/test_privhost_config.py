@@ -161,3 +161,14 @@ def test_a_daemon_that_fails_to_start_points_at_its_hosts_log(
     with pytest.raises(LabError, match=rf"^cannot start virtlogd: boom; see {tmp_path}/log/"
                                        r"virtlogd\.log$"):
         hostprep.ensure_daemons(5.0, paths)
+
+
+def test_a_host_in_this_network_namespace_gets_vnc_ports_of_its_own() -> None:
+    from virtlife.lab.privhost import display_ports
+
+    ports = display_ports("pytest-123", None)
+    low, high = ports["remote_display_port_min"], ports["remote_display_port_max"]
+    assert isinstance(low, int) and isinstance(high, int)
+    assert 10000 <= low and high == low + 99 and high < 49152  # clear of 5900 and migration
+    assert display_ports("pytest-123", None) == ports  # the same name, the same range
+    assert display_ports("pytest-123", "vl-lab-a") == {}  # its own netns: its own ports

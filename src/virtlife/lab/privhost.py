@@ -42,6 +42,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,6 +338,17 @@ class PrivateHost:
         return holder
 
 
+def display_ports(name: str, netns: str | None) -> dict[str, ConfValue]:
+    """VNC ports of their own for a host in this machine's network namespace: another
+    libvirtd here (the system's, another host's) allocates from 5900 too, and two
+    daemons checking the same free port race (QEMU then fails "Failed to find an
+    available port"). A host in a namespace of its own needs none."""
+    if netns is not None:
+        return {}
+    low = 10000 + zlib.crc32(name.encode()) % 300 * 100
+    return {"remote_display_port_min": low, "remote_display_port_max": low + 99}
+
+
 def host_uri(socket: Path) -> str:
     """The libvirt URI of the QEMU driver behind the libvirtd socket ``socket``."""
     return f"qemu+unix:///system?socket={socket}"
@@ -368,7 +380,7 @@ def start(name: str, *, state_dir: Path = DEFAULT_STATE_DIR, owner_pid: int | No
     _check_layout(name, state_dir, directory,
                   [config.guest_dir(), config.images_dir()] if shared is None else shared)
     libvirtd_settings = dict(libvirtd_conf or {})
-    qemu_settings = {**QEMU_SETTINGS, **(qemu_conf or {})}
+    qemu_settings = {**QEMU_SETTINGS, **display_ports(name, netns), **(qemu_conf or {})}
     for value in (*libvirtd_settings.values(), *qemu_settings.values()):
         _conf_value(value)  # refuse a bad value before anything is written
     owner = None
