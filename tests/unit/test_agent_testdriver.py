@@ -92,6 +92,13 @@ def test_bad_input_is_refused_before_the_vm_is_touched(agent: GuestAgent, store:
     assert store.journal.list(limit=5) == []  # nothing began
 
 
+def test_missing_input_is_refused_saying_what_to_give(agent: GuestAgent) -> None:
+    with pytest.raises(errors.InvalidInput, match=r"^give the program to run in the guest$"):
+        agent.exec("vm-running", [])
+    with pytest.raises(errors.InvalidInput, match=r"^give a time to set, or sync, not both$"):
+        agent.set_time("vm-running")
+
+
 def test_enable_adds_the_channel_to_the_definition_once(agent: GuestAgent,
                                                         store: Store) -> None:
     from virtlife.xml.channels import has_agent_channel
@@ -102,14 +109,62 @@ def test_enable_adds_the_channel_to_the_definition_once(agent: GuestAgent,
     assert result.note == ("guest-agent channel added; the guest needs qemu-guest-agent "
                            "installed and running")
     assert has_agent_channel(agent.fleet.resolve("vm-off").xml(inactive=True))
-    with pytest.raises(errors.AlreadyExists, match="already has the guest-agent channel"):
+    with pytest.raises(errors.AlreadyExists,
+                       match=r"^vm-off already has the guest-agent channel "
+                             r"\(org\.qemu\.guest_agent\.0\)$"):
         agent.enable("vm-off")
     running = agent.enable("vm-running")
-    assert "it applies at the next boot" in running.note
+    assert running.note == ("guest-agent channel added; it applies at the next boot (shut the "
+                            "VM down and start it: a reboot keeps the running devices)")
     rows = store.journal.list(limit=3)
     assert [(r.operation, r.outcome) for r in rows] == [
         ("agent-enable", "ok"), ("agent-enable", "refused"), ("agent-enable", "ok")]
     assert "it applies at the next boot" in rows[0].detail  # the note is journalled
+
+
+def test_enable_changes_the_definition_not_the_running_vm_and_keeps_its_secrets(
+        agent: GuestAgent) -> None:
+    import libvirt
+
+    conn = agent.fleet.host("t").conn
+    off = conn.lookupByName("vm-off")
+    conn.defineXML(off.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).replace(
+        "</devices>", "<graphics type='vnc' passwd='s3cret'/></devices>"))
+    running = conn.lookupByName("vm-running")
+    conn.defineXML(running.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).replace(
+        "</name>", "</name><title>next boot</title>", 1))  # a change waiting for the boot
+    agent.enable("vm-off")
+    agent.enable("vm-running")
+    secure = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    assert "passwd='s3cret'" in off.XMLDesc(secure)  # not dropped by the new definition
+    assert "<title>next boot</title>" in running.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def test_enable_of_a_transient_vm_is_refused(agent: GuestAgent) -> None:
+    import libvirt
+
+    conn = agent.fleet.host("t").conn
+    xml = conn.lookupByName("vm-running").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    conn.createXML(xml.replace("vm-running", "tr1").replace("11111111-", "99999999-"), 0)
+    with pytest.raises(errors.InvalidTransition,
+                       match=r"^cannot enable the agent channel of tr1: it is a transient VM "
+                             r"with no definition to change; define it first$"):
+        agent.enable("tr1")
+
+
+def test_enable_of_a_vm_running_with_the_channel_needs_no_reboot(agent: GuestAgent) -> None:
+    import libvirt
+
+    from virtlife.xml.channels import with_agent_channel
+
+    conn = agent.fleet.host("t").conn
+    xml = conn.lookupByName("vm-running").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    xml = xml.replace("vm-running", "tr2").replace("11111111-", "88888888-")
+    conn.createXML(with_agent_channel(xml), 0)  # runs with the channel...
+    conn.defineXML(xml)  # ...and its definition lacks it
+    result = agent.enable("tr2")
+    assert result.note == ("guest-agent channel added; the guest needs qemu-guest-agent "
+                           "installed and running")
 
 
 def test_agent_calls_on_a_driver_without_an_agent_are_unsupported(agent: GuestAgent) -> None:
@@ -398,7 +453,9 @@ def test_set_password_passes_it_to_the_agent_and_journals_no_password(
 
 def test_set_password_is_plain_unless_told_crypted(agent: GuestAgent, side: GuestSide) -> None:
     agent.set_password("vm-running", "root", "pw")
-    assert side.calls == [("set_password", "vm-running", "root", "pw", False)]
+    agent.set_password("vm-running", "XAVIER", "pw")  # any letter of a name is fine
+    assert side.calls == [("set_password", "vm-running", "root", "pw", False),
+                          ("set_password", "vm-running", "XAVIER", "pw", False)]
 
 
 @pytest.mark.parametrize(("user", "password", "says"), [
@@ -458,7 +515,9 @@ def test_exec_polls_until_the_program_ends_and_returns_its_output(
         "op_id": got.op_id, "vm": "vm-running", "argv": ["/bin/sh", "-c", "exit 3"],
         "pid": 42, "exit_code": 3, "signal": None, "stdout": "out", "stderr": "err",
         "truncated": True, "duration_s": 0.35}
-    assert any(u.message == "/bin/sh runs in vm-running as pid 42" for u in updates)
+    assert ("exec", "/bin/sh runs in vm-running as pid 42") in [
+        (u.stage, u.message) for u in updates]
+    assert [c[1] for c in side.calls if c[0] == "exec_status"] == [42] * 4
     row = store.journal.list(limit=1)[0]
     assert (row.operation, row.outcome) == ("agent-exec", "ok")
     assert "/bin/sh ended with exit code 3 after 0.35 s" in row.detail
@@ -494,6 +553,20 @@ def test_exec_takes_a_timeout_up_to_an_hour(agent: GuestAgent, side: GuestSide) 
         agent.exec("vm-running", ["/bin/true"], timeout_s=3600.5)
     with pytest.raises(errors.InvalidInput, match="give the program to run in the guest"):
         agent.exec("vm-running", [""])
+
+
+def test_exec_waits_a_minute_by_default_and_takes_half_a_second(
+        agent: GuestAgent, side: GuestSide) -> None:
+    side.statuses = [ExecStatus(False)]
+    with pytest.raises(errors.OperationTimeout, match="did not end within 60 s"):
+        agent.exec("vm-running", ["/bin/yes"])
+    side.statuses = [ExecStatus(True, 0)]
+    assert agent.exec("vm-running", ["/bin/true"], timeout_s=0.5).exit_code == 0
+
+
+def test_a_raw_command_may_wait_one_second(agent: GuestAgent, side: GuestSide) -> None:
+    agent.command("vm-running", '{"execute": "guest-ping"}', timeout_s=1)
+    assert side.calls[-1][3] == 1
 
 
 def test_command_sends_the_json_and_returns_the_parsed_reply(

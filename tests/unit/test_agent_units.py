@@ -146,10 +146,14 @@ def test_parse_command_checks_the_json_and_says_where_it_is_wrong() -> None:
                                                   r"\(character 4\): "):
         parse_command('{\n  ]')
     for bad in ('["guest-info"]', '{"execute": 1}', '{}'):
-        with pytest.raises(errors.InvalidInput, match='JSON object with "execute"'):
+        with pytest.raises(errors.InvalidInput) as err:
             parse_command(bad)
-    with pytest.raises(errors.InvalidInput, match="unexpected key"):
-        parse_command('{"execute": "guest-info", "id": 1}')
+        assert str(err.value) == ('an agent command is a JSON object with "execute", e.g. '
+                                  '\'{"execute": "guest-info"}\'')
+    with pytest.raises(errors.InvalidInput) as err:
+        parse_command('{"execute": "guest-info", "id": 1, "x": 2}')
+    assert str(err.value) == ('unexpected key(s) id, x in the agent command: it has "execute" '
+                              'and, optionally, "arguments"')
 
 
 # -- the channel in the XML ----------------------------------------------------------------
@@ -249,6 +253,8 @@ def test_offsets_read_as_words() -> None:
         "guest clock 300.000 s behind, now 0.002 s behind (set from this machine's clock)")
     assert str(clock.ClockSync(None, None, skipped="no agent")) == \
         "guest clock not synced: no agent"
+    assert clock.ClockSync(-300.12345, 0.0004, clock.FROM_RTC).as_dict() == {
+        "before_s": -300.123, "after_s": 0.0, "how": clock.FROM_RTC, "skipped": None}
 
 
 class FakeHost:
