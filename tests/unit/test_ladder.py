@@ -188,9 +188,11 @@ def test_a_refused_fallback_is_unsupported_without_waiting() -> None:
     refuse = {Step.AGENT: "no agent", Step.ACPI: "no", Step.ACPI_AGAIN: "no",
               Step.LIBVIRT: "not this driver"}
     guest = Guest(refuse=refuse)
+    # the fallback's own reason is said too
     with pytest.raises(errors.Unsupported, match=r"^cannot power off web1: guest agent: no "
                                                  r"agent; ACPI button: no; ACPI button, "
-                                                 r"again: no$"):
+                                                 r"again: no; libvirt's choice: not this "
+                                                 r"driver$"):
         run(guest, force=True, fallback=Step.LIBVIRT)
     assert guest.asked[-1] is Step.LIBVIRT and guest.bounds == [] and not guest.forced
 

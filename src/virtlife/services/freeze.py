@@ -77,7 +77,8 @@ def _thaw(freeze: ActiveFreeze, *, watchdog: bool = False) -> None:
                 freeze.agent.thaw()
             except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
                 last = err
-                time.sleep(0.2 * (attempt + 1))
+                if attempt + 1 < THAW_ATTEMPTS:  # no wait after the last one
+                    time.sleep(0.2 * (attempt + 1))
                 continue
             except errors.InvalidTransition:
                 pass  # the VM stopped: nothing is frozen any more

@@ -119,15 +119,17 @@ def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str 
         # no way of asking worked at all (a driver without agent and ACPI button): one
         # request in the way libvirt chooses, else it is not a guest that ignored us
         t0 = time.monotonic()
-        why_not = ask(fallback) if fallback is not None else "no other way to ask"
-        if fallback is not None and why_not is None:
-            if settled(left()):
-                result.attempts.append(Attempt(fallback, "worked", time.monotonic() - start))
-                return result
-            result.attempts.append(Attempt(fallback, f"asked; no {what} within the time "
-                                           "left", time.monotonic() - t0))
-        else:
+        if fallback is None:
             raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
+        why_not = ask(fallback)
+        if why_not is not None:  # the fallback's own reason is part of the answer
+            result.attempts.append(Attempt(fallback, why_not, time.monotonic() - t0))
+            raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
+        if settled(left()):
+            result.attempts.append(Attempt(fallback, "worked", time.monotonic() - start))
+            return result
+        result.attempts.append(Attempt(fallback, f"asked; no {what} within the time left",
+                                       time.monotonic() - t0))
     if force is None:
         raise errors.OperationTimeout(
             f"{vm} did not {what} within {total_s:g} s: {result.failures()}; it is left as "
