@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from virtlife import errors
 from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.host import is_remote
+from virtlife.states import StateInfo, VMState
+
+if TYPE_CHECKING:
+    from virtlife.hypervisor import Guest
+    from virtlife.services.operations import OperationRun
 
 AGENT_READY_S = 10.0  # how long a woken guest's agent may take to answer again
 FROM_THIS_MACHINE = "set from this machine's clock"
@@ -117,3 +123,15 @@ def sync_clock(agent: Agent, *, wait_s: float = AGENT_READY_S) -> ClockSync:
         return sync_now(agent, before)
     except errors.VirtlifeError as err:
         return ClockSync(before.offset_s, None, skipped=str(err))
+
+
+def sync_after(run: OperationRun, guest: Guest, state: StateInfo) -> ClockSync | None:
+    """The clock sync that ends an operation after which the guest lost time (resume,
+    restore, wakeup, a snapshot revert): only for a guest whose vCPUs run (a paused one
+    is set when it is resumed); its offsets go into the operation's note."""
+    if state.state not in (VMState.RUNNING, VMState.IDLE):
+        return None
+    run.report("clock", f"syncing the clock of {guest.name}")
+    outcome = sync_clock(Agent(guest))
+    run.add_note(str(outcome))
+    return outcome

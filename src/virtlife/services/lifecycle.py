@@ -28,7 +28,7 @@ from virtlife.hypervisor.events import EventKind
 from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
 from virtlife.services.base import Call, OperationService
-from virtlife.services.clock import ClockSync, sync_clock
+from virtlife.services.clock import ClockSync, sync_after
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.ladder import STEPS, Step, climb
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, observed_state
@@ -127,12 +127,7 @@ class Lifecycle(OperationService):
         if not (self.sync_time if sync_time is None else sync_time):
             return None
         guest = run.target()
-        if guest.status().state not in (VMState.RUNNING, VMState.IDLE):
-            return None  # restored paused: its clock is set when it is resumed
-        run.report("clock", f"syncing the clock of {guest.name}")
-        outcome = sync_clock(Agent(guest))
-        run.add_note(str(outcome))
-        return outcome
+        return sync_after(run, guest, guest.status())
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from virtlife.hypervisor import Guest
 from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.snapshot import DomainSnapshots, Snapshot
 from virtlife.services.base import Call, OperationService
-from virtlife.services.clock import sync_clock
+from virtlife.services.clock import sync_after
 from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard, bounded_freeze
 from virtlife.services.operations import OperationResult, OperationRun, Operations
@@ -268,12 +268,8 @@ class Snapshots(OperationService):
     def _then_sync(self, run: OperationRun, guest: Guest, state: StateInfo,
                    sync_time: bool | None) -> None:
         """The guest's clock jumped back to the snapshot's time: set it right."""
-        if not (self.settings.sync_time if sync_time is None else sync_time):
-            return
-        if state.state not in _UP:
-            return  # paused or shut off: its clock is set when it runs again
-        run.report("clock", f"syncing the clock of {guest.name}")
-        run.add_note(str(sync_clock(Agent(guest))))
+        if self.settings.sync_time if sync_time is None else sync_time:
+            sync_after(run, guest, state)
 
     # -- delete -----------------------------------------------------------------------------
 
