@@ -38,6 +38,8 @@ EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED} | exit_codes())
 # then for the command to end by itself before the process exits without it.
 INTERRUPT_HOOK_S = 2.0
 INTERRUPT_GRACE_S = 0.2
+# How often the main thread wakes up to notice a Ctrl-C that another thread received.
+SIGNAL_POLL_S = 0.1
 
 # click >= 8.2 raises this for a bare group; it carries the help text to show.
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
@@ -207,7 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = threading.Thread(target=work, name="virtlife-command", daemon=True)
     try:
         worker.start()
-        worker.join()
+        # Wake up now and then: the kernel may hand SIGINT to a thread blocked in C,
+        # and Python runs the handler only when the main thread executes bytecode; a
+        # plain join() would then sleep through Ctrl-C until the command ends.
+        while worker.is_alive():
+            worker.join(SIGNAL_POLL_S)
     except KeyboardInterrupt:
         return _interrupted(worker)
     finally:
