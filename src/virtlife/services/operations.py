@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
@@ -135,11 +136,12 @@ class OperationRun:
         """Add to what the result and the journal say about the operation."""
         self.note = f"{self.note}; {text}" if self.note else text
 
-    def report(self, stage: str, message: str, fraction: float | None = None) -> None:
+    def report(self, stage: str, message: str, fraction: float | None = None,
+               detail: Mapping[str, Any] | None = None) -> None:
         if self._progress is None:
             return
         try:
-            self._progress(Update(self.vm, stage, message, fraction, self.op_id))
+            self._progress(Update(self.vm, stage, message, fraction, self.op_id, detail))
         except Exception:  # a broken progress sink must not break the operation
             log.exception("progress callback failed for operation %s", self.op_id)
 

@@ -7,8 +7,9 @@ does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class Update:
     message: str
     fraction: float | None = None  # 0..1 where the operation can tell
     op_id: str = ""  # the operation it belongs to
+    # The values behind ``message`` where a display wants them (a migration's progress:
+    # ``Progress.as_dict()``; a policy step: ``Decision.as_dict()``); JSON-ready.
+    detail: Mapping[str, Any] | None = None
 
 
 Progress = Callable[[Update], None]

@@ -181,7 +181,8 @@ class Migrations(OperationService):
                 previous = Progress.from_job_stats(stats, previous=previous, elapsed_s=at,
                                                    postcopy=state.postcopy_started)
                 outcome.samples.append(previous)
-                run.report("progress", previous.describe(), previous.fraction)
+                run.report("progress", previous.describe(), previous.fraction,
+                           previous.as_dict())
                 decision = watchdog(outcome.samples) or next_step(state, outcome.samples,
                                                                     limits)
                 if decision is None and not timed_out and at > run.timeout_s:
@@ -229,7 +230,7 @@ class Migrations(OperationService):
 
     def _act(self, run: OperationRun, guest: Guest, job: Migration, decision: Decision,
              state: PolicyState) -> PolicyState:
-        run.report("policy", decision.reason)
+        run.report("policy", decision.reason, detail=decision.as_dict())
         if decision.action is Action.RAISE_DOWNTIME and decision.value is not None:
             job.set_max_downtime(decision.value)
         elif decision.action is Action.POSTCOPY:
