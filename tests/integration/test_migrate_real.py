@@ -72,11 +72,22 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
     assert report["allows_unsafe"] is True
     assert "probe volume made in pool lab-shared on lab-a was seen" in report["unsafe_reason"]
 
-    run = lab.virtlife("migrate", name, "lab-b")
+    run = lab.virtlife("migrate", name, "lab-b", "--json")
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith(f"{name}: running")
-    assert "libvirt's unsafe flag passed: every disk proven shared" in run.stdout
-    assert "migrated: " in run.stdout
+    *updates, outcome = [json.loads(line) for line in run.stdout.splitlines()]
+    assert outcome["state"] == "running" and outcome["host"] == "lab-b", outcome
+    assert "libvirt's unsafe flag passed: every disk proven shared" in outcome["note"]
+    samples = [u["detail"] for u in updates if u["stage"] == "progress"]
+    assert samples and all(s["phase_label"] in u["message"] for s, u in zip(
+        samples, [u for u in updates if u["stage"] == "progress"], strict=True)), updates
+    stats = outcome["stats"]  # the completed job, as the destination keeps it
+    assert stats["phase"] == "completed", stats
+    assert stats["memory_processed"] >= 8 * 1024 * 1024  # the guest's memory went over
+    assert 0 < stats["job_elapsed_ms"] <= outcome["wall_s"] * 1000
+    # an idle guest stops for the switch-over within the policy's start value
+    assert stats["downtime_ms"] is not None and 0 < stats["downtime_ms"] <= 1000, stats
+    assert outcome["policy"]["steps"] == []  # idle: nothing to escalate
+    assert [u["detail"] for u in updates if u["stage"] == "stats"] == [stats]
     b, a = lab.uri("lab-b"), lab.uri("lab-a")
     assert virsh(b, "domstate", name).stdout.strip() == "running"
     assert virsh(a, "list", "--all", "--name").stdout.strip() == ""  # gone from A
@@ -84,6 +95,8 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
     history = json.loads(lab.virtlife("history", f"lab-b/{name}", "--json").stdout)
     moved = next(h for h in history if h["operation"] == "migrate")
     assert moved["outcome"] == "ok" and "migrated: " in moved["detail"]
+    assert f"downtime {stats['downtime_ms']} ms" in moved["detail"], moved
+    assert "policy: no step needed" in moved["detail"]
 
     assert lab.virtlife("destroy", f"lab-b/{name}").returncode == 0
     run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a")  # shut off: not live

@@ -181,7 +181,11 @@ def test_fraction_is_what_is_clean_at_the_destination() -> None:
      "73 MiB left, 3 page requests, 64 MiB/s, ETA 2 s"),
     (read(mig(40, 0, 2118 * MIB, job=3, time_elapsed=33500, downtime=39))
      .with_phase(P.COMPLETED),
-     "completed: 2118 MiB sent in 33.5 s, downtime 39 ms, 40 iterations"),
+     "completed: 2118 MiB sent in 33.5 s, downtime 39 ms, 40 iterations, 64 MiB/s"),
+    (read(mig(5, 0, 300 * MIB, job=3, time_elapsed=4200, downtime=7,
+              dirty_pages=4096)).with_phase(P.COMPLETED),
+     "completed: 300 MiB sent in 4.2 s, downtime 7 ms, 5 iterations, "
+     "dirty 16 MiB/s vs 64 MiB/s"),
     (read(mig(2, 40 * MIB, 300 * MIB, job=4, errmsg="client socket is closed")),
      "failed: client socket is closed"),
     (read(mig(2, 40 * MIB, 300 * MIB, job=5)), "cancelled"),

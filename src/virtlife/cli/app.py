@@ -87,6 +87,11 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def emit_json_line(data: Any) -> None:
+    """One JSON document on one line: a stream of updates a program reads line by line."""
+    click.echo(json.dumps(data, default=str, separators=(",", ":")))
+
+
 def show_result(result: OperationResult, as_json: bool = False) -> None:
     if as_json:
         emit_json(result.as_dict())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from virtlife.cli.app import App, emit_json, pass_app, show_result, show_table, warn
+from virtlife.cli.app import App, emit_json, emit_json_line, pass_app, show_result, show_table, warn
 from virtlife.cli.params import SECONDS
 from virtlife.services.migration.checks import (
     CheckOptions,
@@ -84,8 +84,9 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
 
     def progress(update: Update) -> None:
         if as_json:
-            emit_json({"op_id": update.op_id, "stage": update.stage,
-                       "message": update.message, "fraction": update.fraction})
+            emit_json_line({"op_id": update.op_id, "stage": update.stage,
+                       "message": update.message, "fraction": update.fraction,
+                       "detail": None if update.detail is None else dict(update.detail)})
         else:
             click.echo(f"… {update.message}", err=True)
 
@@ -94,7 +95,7 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
                         bandwidth_mib_s=bandwidth_mib_s, timeout_s=timeout_s,
                         **call)  # type: ignore[arg-type]
     if as_json:
-        emit_json(outcome.as_dict())
+        emit_json_line(outcome.as_dict())
         for message in outcome.result.warnings:
             warn(message)
     else:

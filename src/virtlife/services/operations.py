@@ -329,7 +329,8 @@ class Operations:
             if locked and key is not None:
                 self._release_locally(key)
         run.report("done", f"{vm}: {state}", 1.0)
-        run.result = OperationResult(host.name, vm, op, state, duration, run.note, op_id,
+        where = run.guest.host.name if run.guest is not None else host.name  # moved
+        run.result = OperationResult(where, vm, op, state, duration, run.note, op_id,
                                      tuple(warnings))
 
     def _finish(self, op_id: str, outcome: str, detail: str, duration: float,

@@ -379,6 +379,9 @@ class Progress:
             parts.append(f"downtime {self.downtime_ms} ms")
         if self.iteration:
             parts.append(f"{self.iteration} iterations")
+        if self.bandwidth:
+            parts.append(_rate(self.bandwidth) if not self.dirty_rate else
+                         f"dirty {_rate(self.dirty_rate)} vs {_rate(self.bandwidth)}")
         return f"{head}: {', '.join(parts)}" if parts else head
 
     def as_dict(self) -> dict[str, Any]:

@@ -78,11 +78,17 @@ class MigrationOutcome:
     report: Report
     samples: list[Progress] = field(default_factory=list)
     state: PolicyState | None = None
+    # The completed job's statistics, read at the destination (libvirt hands them over
+    # in the migration cookie): total time, downtime, memory sent, iterations.
+    stats: Progress | None = None
+    wall_s: float | None = None  # the whole move as the operator waited for it
 
     def as_dict(self) -> dict[str, object]:
         return {**self.result.as_dict(), "checks": self.report.as_dict(),
                 "policy": None if self.state is None else self.state.as_dict(),
-                "final": None if not self.samples else self.samples[-1].as_dict()}
+                "final": None if not self.samples else self.samples[-1].as_dict(),
+                "stats": None if self.stats is None else self.stats.as_dict(),
+                "wall_s": None if self.wall_s is None else round(self.wall_s, 2)}
 
 
 class Migrations(OperationService):
@@ -141,11 +147,16 @@ class Migrations(OperationService):
                 bandwidth_mib_s=bandwidth_mib_s)
             if report.allows_unsafe:
                 run.add_note(f"libvirt's unsafe flag passed: {report.unsafe_reason}")
+            t0 = time.monotonic()
             state = self._run(run, guest, dst, req, state, limits, outcome)
             outcome.state = state
             run.final = self._verify(run, guest, dst, req)
-            run.guest = dst.lookup(guest.name)
-            run.add_note(_summary(outcome.samples, state))
+            run.guest = moved = dst.lookup(guest.name)
+            outcome.wall_s = time.monotonic() - t0
+            outcome.stats = _completed(moved, outcome, state)
+            if outcome.stats is not None:
+                run.report("stats", outcome.stats.describe(), 1.0, outcome.stats.as_dict())
+            run.add_note(_summary(outcome, state))
         assert run.result is not None
         outcome.result = run.result
         return outcome
@@ -309,11 +320,33 @@ def _where(guest: Guest, dst: Host) -> str:
     return left if there is None else f"{left}, and {there.status()} on {dst.name}"
 
 
-def _summary(samples: list[Progress], state: PolicyState) -> str:
+def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
+               ) -> Progress | None:
+    """The completed job's statistics at the destination; None where libvirt keeps
+    none (an offline move has no job)."""
+    try:
+        stats = Migration(moved).completed_stats()
+    except errors.VirtlifeError:
+        return None
+    if not stats:
+        return None
+    last = outcome.samples[-1] if outcome.samples else None
+    found = Progress.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
+                                    postcopy=state.postcopy_started)
+    return found.with_phase(MigrationPhase.COMPLETED)
+
+
+def _summary(outcome: MigrationOutcome, state: PolicyState) -> str:
+    """The journal's words for a finished move: the job's statistics and the policy's
+    steps."""
     steps = "; ".join(d.reason for d in state.steps)
-    if not samples:
-        return "migrated" + (f" (policy: {steps})" if steps else "")
-    last = samples[-1]
+    policy = f"; policy: {steps}" if steps else "; policy: no step needed"
+    took = f" (the whole move {outcome.wall_s:.1f} s)" if outcome.wall_s is not None else ""
+    if outcome.stats is not None:
+        return f"migrated: {outcome.stats.describe().split(': ', 1)[-1]}{took}{policy}"
+    if not outcome.samples:
+        return f"migrated{took}{policy}"
+    last = outcome.samples[-1]
     sent = last.memory_processed / (1024 * 1024)
-    text = f"migrated: {sent:.0f} MiB sent in {last.at_s:.1f} s, {last.iteration} iteration(s)"
-    return text + (f"; policy: {steps}" if steps else "")
+    return (f"migrated: {sent:.0f} MiB sent, {last.iteration} iteration(s) seen{took}"
+            f"{policy}")
