@@ -1,8 +1,11 @@
 """``virtlife migrate VM DEST`` (with ``--check``) and ``migrate-abort VM``: thin over
-``services.migration.Migrations``. Progress is one line per sample on stderr (or a JSON
-line each on stdout with ``--json``); the check report is a table (or JSON)."""
+``services.migration.Migrations``. Progress is a live display on a terminal
+(``cli.migrate_view``), one line per update on stderr elsewhere, or one JSON line each
+on stdout with ``--json``; the check report is a table (or JSON)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import click
 
@@ -15,6 +18,7 @@ from virtlife.services.migration.checks import (
     Report,
 )
 from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction
+from virtlife.services.migration.service import MigrationOutcome
 from virtlife.services.progress import Update
 
 
@@ -82,18 +86,24 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
                     on_timeout=TimeoutAction(on_timeout),
                     **({"max_downtime_ms": max_downtime_ms} if max_downtime_ms else {}))
 
-    def progress(update: Update) -> None:
-        if as_json:
-            emit_json_line({"op_id": update.op_id, "stage": update.stage,
-                       "message": update.message, "fraction": update.fraction,
-                       "detail": None if update.detail is None else dict(update.detail)})
-        else:
-            click.echo(f"… {update.message}", err=True)
+    def json_line(update: Update) -> None:
+        emit_json_line({"op_id": update.op_id, "stage": update.stage,
+                        "message": update.message, "fraction": update.fraction,
+                        "detail": None if update.detail is None else dict(update.detail)})
 
-    call = {**app.call, "progress": progress}
-    outcome = s.migrate(vm, dest, options=options, limits=limits,
-                        bandwidth_mib_s=bandwidth_mib_s, timeout_s=timeout_s,
-                        **call)  # type: ignore[arg-type]
+    def run(progress: Callable[[Update], None]) -> MigrationOutcome:
+        call = {**app.call, "progress": progress}
+        return s.migrate(vm, dest, options=options, limits=limits,
+                         bandwidth_mib_s=bandwidth_mib_s, timeout_s=timeout_s,
+                         **call)  # type: ignore[arg-type]
+
+    if as_json:
+        outcome = run(json_line)
+    else:
+        from virtlife.cli.migrate_view import MigrationView  # Rich's Live only when shown
+
+        with MigrationView() as view:  # plain "… " lines where stderr is no terminal
+            outcome = run(view)
     if as_json:
         emit_json_line(outcome.as_dict())
         for message in outcome.result.warnings:

@@ -74,7 +74,7 @@ class MigrationView:
         if not self.live_mode:
             self.console.out(f"… {update.message}", highlight=False)
             return
-        if update.stage == "progress":
+        if update.stage in ("progress", "stats"):  # stats: the completed job, at the end
             self.message, self.detail, self.fraction = (
                 update.message, update.detail, update.fraction)
             if self._live is None:
