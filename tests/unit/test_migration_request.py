@@ -47,3 +47,11 @@ def test_parameters_carry_bandwidth_connections_and_name() -> None:
     assert got == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64,
                    libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 2,
                    libvirt.VIR_MIGRATE_PARAM_DEST_NAME: "web2"}
+
+
+def test_postcopy_resume_sets_both_postcopy_flags() -> None:
+    base = flags(MigrationRequest(live=False, persistent=False, undefine_source=False))
+    req = MigrationRequest(live=False, persistent=False, undefine_source=False,
+                           postcopy_resume=True)
+    assert flags(req) == base | libvirt.VIR_MIGRATE_POSTCOPY | \
+        libvirt.VIR_MIGRATE_POSTCOPY_RESUME

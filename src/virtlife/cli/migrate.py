@@ -18,7 +18,7 @@ from virtlife.services.migration.checks import (
     Report,
 )
 from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction
-from virtlife.services.migration.service import MigrationOutcome
+from virtlife.services.migration.service import MigrationOutcome, MoveOptions
 from virtlife.services.progress import Update
 
 
@@ -39,6 +39,10 @@ def _show_report(report: Report) -> None:
 @click.option("--offline", is_flag=True, help="Move a shut-off VM's definition.")
 @click.option("--suspended", is_flag=True,
               help="Keep the VM paused for the whole copy (resumed at DEST).")
+@click.option("--shutdown-first", is_flag=True,
+              help="With --offline: shut a running VM down first (the shutdown ladder).")
+@click.option("--keep-source", is_flag=True,
+              help="Keep the VM's definition at the source (shut off there).")
 @click.option("--copy-storage", type=click.Choice([c.value for c in CopyStorage]),
               default=None, help="Copy the disks too (not shared storage).")
 @click.option("--max-downtime", "max_downtime_ms", type=click.IntRange(min=1), default=None,
@@ -46,9 +50,19 @@ def _show_report(report: Report) -> None:
 @click.option("--bandwidth", "bandwidth_mib_s", type=click.IntRange(min=1), default=None,
               help="Cap the migration's bandwidth, MiB/s.")
 @click.option("--auto-converge", is_flag=True, help="Arm QEMU's vCPU throttling.")
+@click.option("--policy", type=click.Choice(["auto", "off"]), default="auto",
+              show_default=True, help="auto: escalate when pre-copy does not converge "
+              "(raise downtime, auto-converge, post-copy); off: never.")
 @click.option("--postcopy", type=click.Choice([m.value for m in PostcopyMode]),
               default="auto", show_default=True)
 @click.option("--compressed", is_flag=True, help="XBZRLE compression (see the warning).")
+@click.option("--parallel", type=click.IntRange(min=1, max=255), default=None,
+              metavar="N", help="Move memory over N connections (QEMU multifd).")
+@click.option("--tunnelled", is_flag=True,
+              help="Carry the memory over libvirt's own connection.")
+@click.option("--postcopy-resume", is_flag=True,
+              help="Recover a post-copy migration that failed (the VM paused at DEST, "
+              "'post-copy failed') once the link is back.")
 @click.option("--timeout", "timeout_s", type=SECONDS, default=None,
               help="Then --on-timeout (default 600 s).")
 @click.option("--on-timeout", type=click.Choice([a.value for a in TimeoutAction]),
@@ -57,10 +71,11 @@ def _show_report(report: Report) -> None:
               "progress update and the result.")
 @pass_app
 def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspended: bool,
-            copy_storage: str | None, max_downtime_ms: int | None,
-            bandwidth_mib_s: int | None, auto_converge: bool, postcopy: str,
-            compressed: bool, timeout_s: float | None, on_timeout: str,
-            as_json: bool) -> None:
+            shutdown_first: bool, keep_source: bool, copy_storage: str | None,
+            max_downtime_ms: int | None, bandwidth_mib_s: int | None, auto_converge: bool,
+            policy: str, postcopy: str, compressed: bool, parallel: int | None,
+            tunnelled: bool, postcopy_resume: bool, timeout_s: float | None,
+            on_timeout: str, as_json: bool) -> None:
     """Move VM to host DEST: live by default, checked first.
 
     The pre-flight checks run first and any fail refuses (exit 3) with the reason and
@@ -73,7 +88,10 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
         MigrationKind.SUSPENDED if suspended else MigrationKind.LIVE)
     options = CheckOptions(kind=kind,
                            copy_storage=CopyStorage(copy_storage) if copy_storage else None,
-                           postcopy=PostcopyMode(postcopy), compressed=compressed)
+                           shutdown_first=shutdown_first, postcopy=PostcopyMode(postcopy),
+                           compressed=compressed)
+    move = MoveOptions(keep_source=keep_source, parallel=parallel, tunnelled=tunnelled,
+                       bandwidth_mib_s=bandwidth_mib_s)
     s = app.services.migrations
     if check_only:
         report = s.check(vm, dest, options)
@@ -83,7 +101,7 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
             _show_report(report)
         raise SystemExit(0 if report.ok else 3)
     limits = Limits(auto_converge=auto_converge, postcopy=PostcopyMode(postcopy),
-                    on_timeout=TimeoutAction(on_timeout),
+                    on_timeout=TimeoutAction(on_timeout), escalate=policy == "auto",
                     **({"max_downtime_ms": max_downtime_ms} if max_downtime_ms else {}))
 
     def json_line(update: Update) -> None:
@@ -93,9 +111,11 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
 
     def run(progress: Callable[[Update], None]) -> MigrationOutcome:
         call = {**app.call, "progress": progress}
-        return s.migrate(vm, dest, options=options, limits=limits,
-                         bandwidth_mib_s=bandwidth_mib_s, timeout_s=timeout_s,
-                         **call)  # type: ignore[arg-type]
+        if postcopy_resume:
+            return s.resume_postcopy(vm, dest, move=move, timeout_s=timeout_s,
+                                     **call)  # type: ignore[arg-type]
+        return s.migrate(vm, dest, options=options, limits=limits, move=move,
+                         timeout_s=timeout_s, **call)  # type: ignore[arg-type]
 
     if as_json:
         outcome = run(json_line)

@@ -34,6 +34,7 @@ class MigrationRequest:
     unsafe: bool = False  # libvirt cannot prove the storage shared; our check did
     auto_converge: bool = False
     postcopy: bool = False  # allow the switch to post-copy (``start_postcopy``)
+    postcopy_resume: bool = False  # recover a post-copy that failed (both ends paused)
     compressed: bool = False  # XBZRLE: see the policy's warning for TCG guests
     parallel: int | None = None  # multifd connections
     copy_storage: str | None = None  # "all" or "inc"
@@ -54,7 +55,8 @@ def flags(req: MigrationRequest) -> int:
         libvirt.VIR_MIGRATE_UNDEFINE_SOURCE: req.undefine_source,
         libvirt.VIR_MIGRATE_UNSAFE: req.unsafe,
         libvirt.VIR_MIGRATE_AUTO_CONVERGE: req.auto_converge,
-        libvirt.VIR_MIGRATE_POSTCOPY: req.postcopy,
+        libvirt.VIR_MIGRATE_POSTCOPY: req.postcopy or req.postcopy_resume,
+        libvirt.VIR_MIGRATE_POSTCOPY_RESUME: req.postcopy_resume,
         libvirt.VIR_MIGRATE_COMPRESSED: req.compressed,
         libvirt.VIR_MIGRATE_PARALLEL: req.parallel is not None,
         libvirt.VIR_MIGRATE_NON_SHARED_DISK: req.copy_storage == "all",
@@ -120,3 +122,10 @@ class Migration(DomainPart):
     def abort(self) -> None:
         with calling(self._what("abort the migration of")):
             self._dom.abortJob()
+
+    def pause_postcopy(self) -> None:
+        """Interrupt a migration in post-copy: both ends pause ("post-copy failed") and
+        the migration can be resumed later (``postcopy_resume``); what a lost link
+        does, on purpose."""
+        with calling(self._what("pause the post-copy migration of")):
+            self._dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)

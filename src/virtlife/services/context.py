@@ -140,5 +140,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
     return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
                     GuestAgent(fleet, ops, guard), Snapshots(fleet, ops, guard, settings),
-                    Migrations(fleet, ops),
+                    Migrations(fleet, ops, lifecycle),
                     settings, warnings)

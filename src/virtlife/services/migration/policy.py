@@ -9,7 +9,9 @@ The ladder, one rung per decision, each only after ``window`` samples in a row (
 the last rung) said pre-copy does not converge:
 
 1. raise the allowed downtime: first to what the largest remaining of the window needs
-   (with a margin), then to its bound, never above ``Limits.max_downtime_ms``;
+   (with a margin), then to its bound, never above ``Limits.max_downtime_ms``; skipped,
+   saying so, when even the least remaining of the window needs more than the bound
+   and a later rung exists (a raise that cannot let it through only costs a window);
 2. auto-converge: QEMU refuses to add that capability to a running migration, so it
    exists only when it was armed at the start (``plan_start``); then this rung gives
    QEMU's throttle one more window before the next;
@@ -93,6 +95,7 @@ class Limits:
     postcopy: PostcopyMode = PostcopyMode.AUTO
     on_timeout: TimeoutAction = TimeoutAction.ABORT
     window: int = 3  # samples in a row before a rung (the hysteresis)
+    escalate: bool = True  # --policy auto; False (--policy off): no rung is ever taken
 
     def __post_init__(self) -> None:
         if self.max_downtime_ms < 1 or self.start_downtime_ms < 1:
@@ -162,6 +165,7 @@ class Convergence:
     converges: bool | None
     reason: str
     needed_downtime_ms: float | None = None  # what the window's largest remaining needs
+    least_downtime_ms: float | None = None  # what its least remaining needs
     dirty_rate: float | None = None  # mean over the window, bytes/s
     bandwidth: float | None = None
 
@@ -193,10 +197,12 @@ def estimate_convergence(samples: Sequence[Progress], max_downtime_ms: int) -> C
     bandwidth = _mean([s.bandwidth for s in usable if s.bandwidth])
     peak = max(s.memory_remaining or 0 for s in usable)
     needed = peak / bandwidth * 1000
+    least = min(s.memory_remaining or 0 for s in usable) / bandwidth * 1000
     dirty = [s.dirty_rate for s in usable if s.dirty_rate is not None]
     rate = _mean(dirty) if dirty else None
     bw = _mib(bandwidth) + "/s"
-    found = {"needed_downtime_ms": needed, "dirty_rate": rate, "bandwidth": bandwidth}
+    found = {"needed_downtime_ms": needed, "least_downtime_ms": least, "dirty_rate": rate,
+             "bandwidth": bandwidth}
     if needed <= max_downtime_ms:
         return Convergence(True, f"{_mib(peak)} left goes in {needed:.0f} ms at {bw}, "
                                  f"within the {max_downtime_ms} ms allowed", **found)
@@ -243,7 +249,8 @@ def next_step(state: PolicyState, samples: Sequence[Progress], limits: Limits,
     Only samples after the last decision count, and only pre-copy ones: each rung gets
     a full window of its own before the next is taken.
     """
-    if state.postcopy_started or state.exhausted or state.paused or not samples:
+    if (not limits.escalate or state.postcopy_started or state.exhausted or state.paused
+            or not samples):
         return None
     now = samples[-1]
     if not now.phase.is_precopy:
@@ -261,12 +268,21 @@ def next_step(state: PolicyState, samples: Sequence[Progress], limits: Limits,
     seen = estimate_convergence(window, state.downtime_ms)
     if seen.converges is not False:
         return None
-    if state.downtime_ms < limits.max_downtime_ms:
+    later_rung = (state.auto_converge_armed and not state.auto_converge_rung) or (
+        limits.postcopy is PostcopyMode.AUTO and state.postcopy_armed)
+    hopeless = (seen.least_downtime_ms is not None
+                and seen.least_downtime_ms > limits.max_downtime_ms)
+    if state.downtime_ms < limits.max_downtime_ms and not (hopeless and later_rung):
         value = _raise_to(state, limits, seen)
         bound = " (its bound)" if value == limits.max_downtime_ms else ""
         return Decision(Action.RAISE_DOWNTIME, f"{seen.reason}: raising max downtime "
                         f"{state.downtime_ms} → {value} ms{bound}", now.at_s, value)
-    at_bound = f"{seen.reason}, at max downtime {state.downtime_ms} ms (its bound)"
+    if state.downtime_ms < limits.max_downtime_ms:
+        at_bound = (f"{seen.reason}; even the least left needs "
+                    f"{seen.least_downtime_ms:.0f} ms, over the {limits.max_downtime_ms} ms "
+                    "bound: no downtime raise")
+    else:
+        at_bound = f"{seen.reason}, at max downtime {state.downtime_ms} ms (its bound)"
     if state.auto_converge_armed and not state.auto_converge_rung:
         throttle = f"throttle now {now.throttle_pct} %" if now.throttle_pct else \
             "no throttle yet"

@@ -14,6 +14,7 @@ when the checks proved every disk shared, and the result says which check did.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.migration import Migration, MigrationRequest
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import sync_clock
+from virtlife.services.fleet import Fleet
+from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.migration.checks import (
     CheckOptions,
     MigrationKind,
@@ -44,7 +47,7 @@ from virtlife.services.migration.policy import (
     plan_start,
     watchdog,
 )
-from virtlife.services.operations import OperationResult, OperationRun
+from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation, StateInfo, VMState
 
 SAMPLE_S = 0.5
@@ -67,6 +70,16 @@ def abort_active() -> int:
 
 class PreflightFailed(errors.InvalidTransition):
     """The pre-flight check found a fail: nothing was moved (exit 3)."""
+
+
+@dataclass(frozen=True)
+class MoveOptions:
+    """How the move is carried out, beyond what the checks judge."""
+
+    keep_source: bool = False  # keep the definition at the source (shut off there)
+    parallel: int | None = None  # multifd connections
+    tunnelled: bool = False  # memory over libvirt's own connection
+    bandwidth_mib_s: int | None = None
 
 
 @dataclass
@@ -92,7 +105,13 @@ class MigrationOutcome:
 
 
 class Migrations(OperationService):
-    """Migration operations over the fleet (see the module doc)."""
+    """Migration operations over the fleet (see the module doc). ``lifecycle`` shuts a
+    VM down first for ``--offline --shutdown-first``."""
+
+    def __init__(self, fleet: Fleet, ops: Operations, lifecycle: Lifecycle | None = None,
+                 ) -> None:
+        super().__init__(fleet, ops)
+        self.lifecycle = lifecycle
 
     def check(self, ref: str, dest: str, options: CheckOptions | None = None) -> Report:
         guest = self.fleet.resolve(ref)
@@ -110,22 +129,27 @@ class Migrations(OperationService):
         return run_checks(vm, src, at, options)
 
     def migrate(self, ref: str, dest: str, *, options: CheckOptions | None = None,
-                limits: Limits | None = None, bandwidth_mib_s: int | None = None,
+                limits: Limits | None = None, move: MoveOptions | None = None,
                 timeout_s: float | None = None, **call: Unpack[Call]) -> MigrationOutcome:
         """Move the VM to host ``dest`` (live unless ``options.kind`` says otherwise)."""
         options = options or CheckOptions()
         limits = limits or Limits()
+        move = move or MoveOptions()
         op = Operation.MIGRATE_OFFLINE if options.kind is MigrationKind.OFFLINE else \
             Operation.MIGRATE
         guest = self._resolve(op, ref)
+        if options.shutdown_first and options.kind is MigrationKind.OFFLINE \
+                and guest.status().state.is_active:
+            _refuse_failed(guest, dest, self._check(guest, dest, options))
+            if self.lifecycle is None:
+                raise errors.InvalidInput("cannot shut the VM down first here: no lifecycle "
+                                          "service was given")
+            self.lifecycle.shutdown(ref, **call)
+            guest = self._resolve(op, ref)
         with self._operation(op, guest, timeout_s, call) as run:
             run.report("check", f"checking {guest.name} against {dest}")
             report = self._check(guest, dest, options)
-            failed = [c for c in report.checks if c.status is Status.FAIL]
-            if failed:
-                lines = "; ".join(f"{c.name}: {c.reason}" + (f" ({c.fix})" if c.fix else "")
-                                  for c in failed)
-                raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
+            _refuse_failed(guest, dest, report)
             for c in report.checks:
                 if c.status is Status.WARN:
                     run.warnings.append(f"{c.name}: {c.reason}")
@@ -144,7 +168,8 @@ class Migrations(OperationService):
                 else options.copy_storage.value,
                 max_downtime_ms=state.downtime_ms if options.kind is MigrationKind.LIVE
                 else None,
-                bandwidth_mib_s=bandwidth_mib_s)
+                undefine_source=not move.keep_source, parallel=move.parallel,
+                tunnelled=move.tunnelled, bandwidth_mib_s=move.bandwidth_mib_s)
             if report.allows_unsafe:
                 run.add_note(f"libvirt's unsafe flag passed: {report.unsafe_reason}")
             t0 = time.monotonic()
@@ -160,6 +185,64 @@ class Migrations(OperationService):
         assert run.result is not None
         outcome.result = run.result
         return outcome
+
+    def resume_postcopy(self, ref: str, dest: str, *, move: MoveOptions | None = None,
+                        timeout_s: float | None = None, **call: Unpack[Call],
+                        ) -> MigrationOutcome:
+        """Recover a post-copy migration that failed (the link was lost, or it was paused
+        on purpose): the VM is paused at both ends ("post-copy failed"); its missing
+        pages are still at the source. Starts the migration again from the source with
+        libvirt's resume flag, once the link is back."""
+        move = move or MoveOptions()
+        guest = self._postcopy_source(ref, dest)
+        with self._operation(Operation.MIGRATE, guest, timeout_s, call) as run:
+            dst = self.fleet.host(dest)
+            there = dst.find(guest.name)
+            if there is None:
+                raise errors.InvalidTransition(
+                    f"cannot resume the post-copy migration of {guest.name}: {dest} has no "
+                    "such VM (it never got there, or was removed)")
+            report = Report(vm=guest.name, source=guest.host.name, destination=dest,
+                            kind=MigrationKind.LIVE, checks=(), allows_unsafe=False,
+                            unsafe_reason="not asked: the disks are in use at the "
+                            "destination already")
+            outcome = MigrationOutcome(
+                OperationResult(dest, guest.name, Operation.MIGRATE, run.current, 0), report)
+            state = dataclasses.replace(plan_start(Limits()), postcopy_started=True)
+            req = MigrationRequest(postcopy_resume=True, undefine_source=not move.keep_source,
+                                   parallel=move.parallel, tunnelled=move.tunnelled,
+                                   bandwidth_mib_s=move.bandwidth_mib_s)
+            t0 = time.monotonic()
+            state = self._run(run, guest, dst, req, state, Limits(), outcome)
+            outcome.state = state
+            run.final = self._verify(run, guest, dst, req)
+            run.guest = moved = dst.lookup(guest.name)
+            outcome.wall_s = time.monotonic() - t0
+            outcome.stats = _completed(moved, outcome, state)
+            run.add_note("post-copy resumed; " + _summary(outcome, state))
+        assert run.result is not None
+        outcome.result = run.result
+        return outcome
+
+    def _postcopy_source(self, ref: str, dest: str) -> Guest:
+        """The source end of a failed post-copy (mid-move the name is on both hosts)."""
+        try:
+            guest = self._resolve(Operation.MIGRATE, ref)
+        except errors.AmbiguousName as err:
+            found = [g for g in map(self.fleet.resolve, err.candidates)
+                     if g.host.name != dest]
+            if len(found) != 1:
+                raise
+            guest = found[0]
+        if guest.host.name == dest:
+            raise errors.InvalidInput(f"{ref} is the destination's copy: name the source "
+                                      f"(HOST/{guest.name}) of the move to {dest}")
+        status = guest.status()
+        if status.state is not VMState.PAUSED or status.reason != "post-copy failed":
+            raise errors.InvalidTransition(
+                f"cannot resume the post-copy migration of {guest.name}: it is {status} on "
+                f"{guest.host.name}, not paused (post-copy failed)")
+        return guest
 
     def _run(self, run: OperationRun, guest: Guest, dst: Host, req: MigrationRequest,
              state: PolicyState, limits: Limits, outcome: MigrationOutcome) -> PolicyState:
@@ -200,7 +283,7 @@ class Migrations(OperationService):
                     timed_out = True
                     decision = on_timeout(limits.on_timeout, state, timeout_s=run.timeout_s,
                                           at_s=at)
-                if decision is not None:
+                if decision is not None and not _said(state, decision):
                     state = self._act(run, guest, job, decision, state)
         except BaseException:
             _abort_quietly(job)
@@ -212,6 +295,11 @@ class Migrations(OperationService):
         if failure:
             err = failure[0]
             where = _where(guest, dst)
+            if state.postcopy_started:
+                where += (f"; it was in post-copy: its memory is split between the hosts, "
+                          f"so it cannot run until the move ends; once {dst.name} is "
+                          f"reachable again: virtlife migrate {guest.host.name}/{guest.name} "
+                          f"{dst.name} --postcopy-resume")
             if isinstance(err, errors.VirtlifeError):
                 raise type(err)(f"{err}; {where}") from err
             raise err
@@ -281,6 +369,21 @@ class Migrations(OperationService):
         if req.undefine_source and guest.host.find(guest.name) is not None:
             run.warnings.append(f"{guest.name} is still defined on {guest.host.name}")
         return state
+
+
+def _said(state: PolicyState, decision: Decision) -> bool:
+    """A stalled post-copy is reported once, not at every sample while it stays so."""
+    return decision.action is Action.POSTCOPY_STALLED and any(
+        d.action is Action.POSTCOPY_STALLED for d in state.steps)
+
+
+def _refuse_failed(guest: Guest, dest: str, report: Report) -> None:
+    """Refuse the move when a check failed (every fail, its reason and its fix)."""
+    failed = [c for c in report.checks if c.status is Status.FAIL]
+    if failed:
+        lines = "; ".join(f"{c.name}: {c.reason}" + (f" ({c.fix})" if c.fix else "")
+                          for c in failed)
+        raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
 
 
 def _abort_quietly(job: Migration) -> None:
