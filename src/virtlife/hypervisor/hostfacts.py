@@ -2,9 +2,9 @@
 
 Every function takes a ``Host`` (the connection is the host's own, local or remote)
 and returns plain values: its hypervisor and versions, the machine types it offers,
-whether a guest CPU runs there, its free memory, its domains, storage pools, virtual
-networks and network interfaces. Two answers need a write, done through a storage
-pool and undone at once:
+whether a guest CPU runs there, its free and total memory, its domains, storage pools,
+virtual networks, bridges and whether a disk path is there. Two answers need a write,
+done through a storage pool and undone at once:
 
 - ``shared_storage``: a probe volume created in a pool of one host is looked for in
   the pool of the same name on the other (after a refresh). Seen there: the pool is
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from virtlife import errors
-from virtlife.hypervisor.libvirt_api import LibvirtError, calling, libvirt
+from virtlife.hypervisor.libvirt_api import LibvirtError, calling, libvirt, translate
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.host import Host
@@ -41,6 +41,7 @@ class HypervisorFacts:
     hypervisor_version: int
     machine_types: frozenset[str]
     free_memory_mib: int
+    total_memory_mib: int | None = None  # the node's memory (getInfo), what a VM can ever get
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def hypervisor(host: Host) -> HypervisorFacts:
         caps = conn.getCapabilities()
         return HypervisorFacts(str(conn.getType()), int(conn.getLibVersion()),
                                int(conn.getVersion()), frozenset(_MACHINE.findall(caps)),
-                               int(conn.getFreeMemory()) // (1024 * 1024))
+                               int(conn.getFreeMemory()) // (1024 * 1024),
+                               int(conn.getInfo()[1]))
 
 
 def cpu_runs(host: Host, cpu_xml: str, machine: str, virt_type: str) -> tuple[bool, str]:
@@ -110,6 +112,32 @@ def interfaces(host: Host) -> set[str]:
     return found
 
 
+def bridges(host: Host) -> set[str]:
+    """The bridges on ``host`` now, by name.
+
+    Read from libvirt's interface driver, which looks at the host's interfaces at each
+    call: the node-device list (``interfaces``) is what udev told libvirtd, and misses a
+    bridge made after libvirtd started where udev's events do not reach it (a network
+    namespace). A host without the interface driver answers with its node devices.
+    """
+    what = f"list the bridges of {host.name}"
+    try:
+        found = host.conn.listAllInterfaces(0)
+    except LibvirtError as err:
+        if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise translate(err, what) from err
+        return interfaces(host)
+    names: set[str] = set()
+    for iface in found:
+        try:
+            if ET.fromstring(iface.XMLDesc(0)).get("type") == "bridge":
+                names.add(iface.name())
+        except LibvirtError as err:  # gone since listed: not there
+            if err.get_error_code() != libvirt.VIR_ERR_NO_INTERFACE:
+                raise translate(err, what) from err
+    return names
+
+
 def volume_exists(host: Host, path: str) -> bool | None:
     """Whether a storage volume is at ``path`` on ``host``; None when no pool holds it
     (libvirt then cannot tell)."""
@@ -120,6 +148,27 @@ def volume_exists(host: Host, path: str) -> bool | None:
         if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return None
         raise
+
+
+def disk_present(host: Host, path: str) -> bool | None:
+    """Whether a file is at ``path`` on ``host`` now: True or False when an active pool
+    there holds its directory (refreshed first: a pool lists what it saw at its last
+    refresh, and another host may have made, or the host's mounts hidden, the file
+    since); None when no active pool holds it, so libvirt cannot tell."""
+    directory = path.rsplit("/", 1)[0].rstrip("/") or "/"
+    holders = []
+    for name in [p.name for p in pools(host)
+                 if p.active and p.path and p.path.rstrip("/") == directory]:
+        try:
+            host.conn.storagePoolLookupByName(name).refresh(0)
+            holders.append(name)
+        except LibvirtError as err:  # stopped or gone since listed: it holds nothing
+            if err.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                            libvirt.VIR_ERR_OPERATION_INVALID):
+                raise translate(err, f"refresh the storage pool {name} of {host.name}") \
+                    from err
+    found = volume_exists(host, path)
+    return False if found is None and holders else found
 
 
 def _probe_xml(name: str) -> str:

@@ -91,9 +91,10 @@ class Clock:
 
 @dataclass(frozen=True)
 class DiskAtDestination:
-    """What the destination says about one disk path of the VM."""
+    """What the destination says about one disk path of the VM: ``present`` None when
+    it cannot tell (no active storage pool there holds the disk's directory)."""
 
-    present: bool
+    present: bool | None
     shared: str | None = None  # the evidence that it is the same storage, None if unproven
 
 
@@ -114,9 +115,11 @@ class HostFacts:
     cpu: str | None = None  # compareHypervisorCPU of the guest CPU: "identical",
     cpu_detail: str = ""  # "superset", "incompatible"; None with cpu_detail saying why
     free_memory_mib: int | None = None
+    total_memory_mib: int | None = None  # all the host has: what a VM can ever get there
     domains: Mapping[str, str] = field(default_factory=dict)  # name -> uuid, every domain
     disks: Mapping[str, DiskAtDestination] = field(default_factory=dict)  # by path
-    pools: Mapping[str, str] = field(default_factory=dict)  # name -> target path
+    pools: Mapping[str, str] = field(default_factory=dict)  # name -> target path, active
+    stopped_pools: frozenset[str] = frozenset()  # defined, not active
     networks: Mapping[str, bool] = field(default_factory=dict)  # name -> active
     bridges: frozenset[str] = frozenset()
     clock: Clock | None = None  # against the other host
@@ -296,8 +299,7 @@ def check_memory(vm: VMFacts, dst: HostFacts, kind: MigrationKind) -> Check:
     name = "free memory"
     need = vm.memory_mib
     if kind is MigrationKind.OFFLINE:
-        return _ok(name, f"not needed to move a shut-off VM; it needs {need} MiB when it "
-                   f"starts on {dst.name}")
+        return _offline_memory(vm, dst)
     if dst.free_memory_mib is None:
         return _warn(name, f"{dst.name} did not say its free memory; the VM needs "
                      f"{need} MiB", f"check `virsh freecell` on {dst.name}")
@@ -310,6 +312,24 @@ def check_memory(vm: VMFacts, dst: HostFacts, kind: MigrationKind) -> Check:
                      f"than {MEMORY_HEADROOM_MIB} MiB would be left for QEMU and the host",
                      f"free memory on {dst.name}")
     return _ok(name, f"{free} MiB free on {dst.name}, the VM needs {need} MiB")
+
+
+def _offline_memory(vm: VMFacts, dst: HostFacts) -> Check:
+    """A shut-off VM moves without memory, but is moved to be started there: one that
+    could never start (more than the host has in all) fails; one that could not start
+    now (more than is free) warns."""
+    name, need = "free memory", vm.memory_mib
+    needs = f"it needs {need} MiB when it starts on {dst.name}"
+    total, free = dst.total_memory_mib, dst.free_memory_mib
+    if total is not None and total < need:
+        return _fail(name, f"{needs}, which has {total} MiB of memory in all: it could "
+                     "never start there", f"lower its memory first (`virsh setmaxmem "
+                     f"{vm.name} SIZE --config`), or choose a host with more memory")
+    if free is not None and free < need:
+        return _warn(name, f"not needed to move a shut-off VM, but {needs}, which has "
+                     f"{free} MiB free now", f"free memory on {dst.name} before you start "
+                     "it there")
+    return _ok(name, f"not needed to move a shut-off VM; {needs}")
 
 
 def check_name_free(vm: VMFacts, dst: HostFacts) -> Check:
@@ -345,7 +365,9 @@ def _copied(name: str, path: str, at: DiskAtDestination, dst: HostFacts,
                      f"{dst.name}", f"make sure nothing on {dst.name} needs that file")
     directory = path.rsplit("/", 1)[0] or "/"
     if options.copy_storage is CopyStorage.INC:
-        return _fail(name, f"{path} is not on {dst.name}, and {how} cannot create it",
+        where = f"is not on {dst.name}" if at.present is False else \
+            f"is not known to be on {dst.name} (no active pool there holds {directory})"
+        return _fail(name, f"{path} {where}, and {how} cannot create it",
                      f"create it on {dst.name} over the same backing files first, or use "
                      "--copy-storage all")
     pool = next((n for n, p in sorted(dst.pools.items())
@@ -374,6 +396,13 @@ def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
                      "run the check again")
     if copying:
         return _copied(name, disk.path, at, dst, options)
+    if at.present is None:
+        directory = disk.path.rsplit("/", 1)[0] or "/"
+        return _fail(name, f"{dst.name} cannot tell whether {what} is there: none of its "
+                     f"active storage pools holds {directory}",
+                     f"start or define a pool at {directory} on {dst.name} if the same "
+                     "storage is mounted there, put the disk on storage both hosts mount "
+                     "at the same path, or add --copy-storage all")
     if not at.present:
         return _fail(name, f"{what} is not on {dst.name}",
                      "put the disk on storage both hosts mount at the same path, or "
@@ -415,7 +444,11 @@ def check_pools(vm: VMFacts, src: HostFacts, dst: HostFacts) -> list[Check]:
         there = dst.pools.get(pool)
         make = (f"define pool {pool} on {dst.name} at {path or 'the same path'} "
                 f"(`virsh pool-define-as {pool} dir --target {path or 'PATH'}`)")
-        if there is None:
+        if there is None and pool in dst.stopped_pools:
+            why = f"pool {pool} is defined but not active on {dst.name}"
+            start = f"start it: `virsh pool-start {pool}` on {dst.name} (and pool-autostart)"
+            checks.append(_fail(name, why, start) if required else _warn(name, why, start))
+        elif there is None:
             why = f"{dst.name} has no pool {pool}"
             checks.append(_fail(name, why, make) if required else _warn(name, why, make))
         elif path is not None and there != path:

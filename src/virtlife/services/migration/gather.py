@@ -3,8 +3,10 @@ each host's from its libvirt (``hypervisor.hostfacts``).
 
 Shared storage is proven, never assumed: for each disk in a storage pool that the
 destination has under the same name and path, a probe volume made in the source's
-pool must be seen in the destination's. The hosts' clocks are compared through a
-probe volume's file time on each (both against this machine's clock). An unreachable
+pool must be seen in the destination's; an unproven disk is looked for in the
+destination's pools (refreshed), or is unknown where none holds its directory. The
+hosts' clocks are compared through a probe volume's file time on each (both against
+this machine's clock), in the pools of the VM's disks first. An unreachable
 destination is a fact too (``reachable=False`` with the error), not an exception.
 """
 
@@ -47,10 +49,7 @@ def vm_facts(guest: Guest) -> VMFacts:
                           pool=source.get("pool") if source is not None else None,
                           readonly=d.find("readonly") is not None,
                           shareable=d.find("shareable") is not None))
-    nets = tuple(s.get("network", "") for s in root.findall("devices/interface/source")
-                 if s.get("network"))
-    bridges = tuple(s.get("bridge", "") for s in root.findall("devices/interface/source")
-                    if s.get("bridge"))
+    nets, bridges = nic_sources(root)
     os_type = root.find("os/type")
     return VMFacts(name=guest.name, uuid=guest.uuid(), state=info.state,
                    memory_mib=info.max_memory_mib,
@@ -59,10 +58,24 @@ def vm_facts(guest: Guest) -> VMFacts:
                    disks=tuple(disks), networks=nets, bridges=bridges)
 
 
+def nic_sources(root: ET.Element) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The virtual networks and the host bridges the VM's interfaces use, by each
+    interface's type: a running VM's type='network' interface names its network's
+    bridge too (``<source network='lan' bridge='virbr1'/>``), which is the source's own
+    and need not exist under that name at the destination."""
+    found: dict[str, list[str]] = {"network": [], "bridge": []}
+    for iface in root.findall("devices/interface"):
+        kind, source = iface.get("type", ""), iface.find("source")
+        if kind in found and source is not None and source.get(kind):
+            found[kind].append(source.get(kind, ""))
+    return tuple(found["network"]), tuple(found["bridge"])
+
+
 def _host_facts(host: Host, cpu_xml: str, vm: VMFacts) -> HostFacts:
     facts = hf.hypervisor(host)
     host_uuid, virt_types = identity(host)
     cpu_ok, detail = hf.cpu_runs(host, cpu_xml, vm.machine, vm.virt_type or "qemu")
+    pools = hf.pools(host)
     return HostFacts(
         name=host.name, hypervisor=facts.hypervisor, host_uuid=host_uuid,
         virt_types=frozenset(virt_types),
@@ -70,9 +83,11 @@ def _host_facts(host: Host, cpu_xml: str, vm: VMFacts) -> HostFacts:
         qemu_version=version_from_int(facts.hypervisor_version),
         machine_types=facts.machine_types,
         cpu=detail if cpu_ok else "incompatible", cpu_detail=detail,
-        free_memory_mib=facts.free_memory_mib, domains=hf.domains(host),
-        pools={p.name: p.path for p in hf.pools(host) if p.active},
-        networks=hf.networks(host), bridges=frozenset(hf.interfaces(host)))
+        free_memory_mib=facts.free_memory_mib, total_memory_mib=facts.total_memory_mib,
+        domains=hf.domains(host),
+        pools={p.name: p.path for p in pools if p.active},
+        stopped_pools=frozenset(p.name for p in pools if not p.active),
+        networks=hf.networks(host), bridges=frozenset(hf.bridges(host)))
 
 
 def _pool_holding(path: str, pools: dict[str, str]) -> str | None:
@@ -81,18 +96,36 @@ def _pool_holding(path: str, pools: dict[str, str]) -> str | None:
     return max(best)[1] if best else None
 
 
-def _clock(src: Host, dst: Host, src_pools: dict[str, str],
-           dst_pools: dict[str, str]) -> Clock:
-    try:
-        a = hf.clock_offset(src, next(iter(sorted(src_pools))))
-        b = hf.clock_offset(dst, next(iter(sorted(dst_pools))))
-    except (StopIteration, errors.VirtlifeError) as err:
-        why = "no active storage pool to probe" if isinstance(err, StopIteration) else str(err)
-        return Clock(None, f"unknown: {why}")
-    offset_ms = (b.offset_s - a.offset_s) * 1000
-    return Clock(offset_ms, f"{b.how.replace(' against this machine', '')} on each host, "
-                            f"both against this machine's clock (±"
-                            f"{(a.uncertainty_s + b.uncertainty_s) * 1000:.0f} ms)")
+def _reading(host: Host, pools: list[str]) -> tuple[hf.ClockReading | None, str]:
+    """The first clock reading one of ``pools`` gives on ``host``, with its pool; or None
+    and why none did."""
+    if not pools:
+        return None, f"{host.name} has no active storage pool to make a probe volume in"
+    failures = []
+    for pool in pools:
+        try:
+            return hf.clock_offset(host, pool), pool
+        except errors.VirtlifeError as err:
+            failures.append(f"pool {pool}: {err}")
+    return None, f"no probe volume could be made on {host.name} ({'; '.join(failures)})"
+
+
+def _clock(src: Host, dst: Host, src_pools: dict[str, str], dst_pools: dict[str, str],
+           prefer: tuple[str, ...] = ()) -> Clock:
+    """The destination's clock against the source's, both read through a probe volume's
+    mtime against this machine's clock; the pools of the VM's disks are tried first."""
+    def order(pools: dict[str, str]) -> list[str]:
+        return [p for p in prefer if p in pools] + sorted(set(pools) - set(prefer))
+
+    a, a_pool = _reading(src, order(src_pools))
+    b, b_pool = _reading(dst, order(dst_pools)) if a is not None else (None, "")
+    if a is None or b is None:
+        return Clock(None, f"not measured: {a_pool if a is None else b_pool}")
+    pools = f"pool {a_pool} on {src.name} and {b_pool} on {dst.name}" if a_pool != b_pool \
+        else f"pool {a_pool} on each host"
+    return Clock((b.offset_s - a.offset_s) * 1000,
+                 f"a probe volume's mtime in {pools}, each against this machine's clock "
+                 f"(±{(a.uncertainty_s + b.uncertainty_s) * 1000:.0f} ms)")
 
 
 def gather(guest: Guest, dst: Host | None, dst_name: str,
@@ -111,17 +144,19 @@ def gather(guest: Guest, dst: Host | None, dst_name: str,
     except errors.HostUnreachable as err:
         return vm, src, HostFacts(name=dst_name, reachable=False, error=str(err))
     disks: dict[str, DiskAtDestination] = {}
+    used: list[str] = []  # the source pools of the VM's disks
     for disk in vm.disks:
         if disk.path is None:
             continue
-        present = hf.volume_exists(dst, disk.path)
         pool = _pool_holding(disk.path, dict(src.pools))
-        shared = None
+        if pool is not None:
+            used.append(pool)
         if pool is not None and at.pools.get(pool) == src.pools.get(pool) and \
                 hf.shared_storage(guest.host, dst, pool):
-            shared = (f"a probe volume made in pool {pool} on {src.name} was seen in "
-                      f"pool {pool} on {dst.name}")
-            present = True
-        disks[disk.path] = DiskAtDestination(present=bool(present), shared=shared)
-    clock = _clock(guest.host, dst, dict(src.pools), dict(at.pools))
+            disks[disk.path] = DiskAtDestination(
+                present=True, shared=f"a probe volume made in pool {pool} on {src.name} "
+                                     f"was seen in pool {pool} on {dst.name}")
+        else:
+            disks[disk.path] = DiskAtDestination(present=hf.disk_present(dst, disk.path))
+    clock = _clock(guest.host, dst, dict(src.pools), dict(at.pools), tuple(used))
     return vm, src, replace(at, disks=disks, clock=clock)
