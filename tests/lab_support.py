@@ -167,3 +167,46 @@ def leftovers(pids: Iterable[int] = ()) -> list[str]:
     if cluster.DEFAULT_STATE_DIR.exists():
         left.append(f"directory {cluster.DEFAULT_STATE_DIR}")
     return left
+
+
+# -- helpers for tests that put VMs on the lab's hosts ------------------------------------
+
+def virsh(uri: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``virsh -q -c URI ARGS`` with its output captured; a failure is in the result."""
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+
+
+def in_netns(lab: LabSession, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` in lab host ``host``'s network namespace (``ip netns exec``)."""
+    return subprocess.run(["ip", "netns", "exec", lab.status().host(host).netns, *argv],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def create_on_lab(lab: LabSession, spec: Any, *, host: str = "lab-a", start: bool = False,
+                  wait_agent: bool = False) -> str:
+    """Define the VM of ``spec`` (a ``DomainSpec``) on a lab host through virtlife, in the
+    lab's inventory (and start it); its state word."""
+    from virtlife.services import provision
+    from virtlife.services.context import open_services
+
+    with open_services(store_path=lab.home / "virtlife.db") as services:
+        result = provision.create(services.lifecycle, spec, host=host, start=start,
+                                  wait_agent=wait_agent)
+    return str(result.state)
+
+
+def remove_from_lab(lab: LabSession, names: Iterable[str]) -> None:
+    """Destroy and undefine the VMs ``names`` on every lab host, and remove their disk
+    copies from the shared pool; whatever is not there is skipped."""
+    names = list(names)
+    found = cluster.status()
+    for h in found.hosts if found is not None else ():
+        for name in names:
+            virsh(h.uri, "destroy", name)
+            virsh(h.uri, "undefine", name, "--managed-save", "--snapshots-metadata")
+    if found is not None:
+        for name in names:
+            for leftover in found.record.pool_dir.glob(f"{name}.*"):
+                leftover.unlink(missing_ok=True)
