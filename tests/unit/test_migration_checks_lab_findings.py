@@ -18,6 +18,7 @@ from virtlife.hypervisor import hostfacts as hf
 from virtlife.services.migration.checks import (
     Check,
     CheckOptions,
+    Clock,
     CopyStorage,
     Disk,
     DiskAtDestination,
@@ -27,7 +28,7 @@ from virtlife.services.migration.checks import (
     VMFacts,
     run_checks,
 )
-from virtlife.services.migration.gather import nic_sources
+from virtlife.services.migration.gather import _clock, nic_sources
 from virtlife.states import StateInfo, VMState
 
 IMAGE = "/srv/lab/images/web1.qcow2"
@@ -180,3 +181,16 @@ def test_a_pool_defined_but_stopped_at_the_destination_says_start_it(
     assert pool.status is status
     assert pool.reason == "pool lab is defined but not active on lab-b"
     assert pool.fix == "start it: `virsh pool-start lab` on lab-b (and pool-autostart)"
+
+
+# -- a clock that cannot be measured says why ---------------------------------------------
+
+def test_the_clock_is_not_measured_without_a_pool_that_gives_file_times(host: Host) -> None:
+    assert _clock(host, host, {}, {}) == Clock(
+        None, "not measured: t has no active storage pool to make a probe volume in")
+    host.conn.storagePoolCreateXML(
+        "<pool type='dir'><name>p</name><target><path>/srv/p</path></target></pool>", 0)
+    clock = _clock(host, host, {"p": "/srv/p"}, {"p": "/srv/p"}, ("p",))
+    assert clock.offset_ms is None  # the test driver's volumes have no mtime
+    assert clock.how == ("not measured: no probe volume could be made on t (pool p: t's "
+                         "pool p gives no file times)")
