@@ -37,6 +37,7 @@ integration: setup
 bench: setup
 	$(BIN)/python bench/lifecycle.py
 	$(BIN)/python bench/boot.py
+	$(BIN)/python bench/migration.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
