@@ -14,8 +14,11 @@ way is capped at 64 MiB/s. For each way it prints whether it converged, the job'
 time (libvirt's ``time_elapsed``), the downtime, the memory sent, and the total over the
 physical floor: memory to move / bandwidth. The memory to move is what the idle guest's
 migration sent (its non-zero pages, measured in this run), plus, for a dirty guest, the
-dirtier's two 64 MiB tmpfs files of random data. Then the issue's targets, each met or
-not met. Timings are reported, never asserted: the exit code is 1 only when something
+dirtier's two 64 MiB tmpfs files of random data. The downtime is given three ways: the
+completed job's statistics, the guest's pause by QEMU's own STOP and RESUME event
+timestamps (what the targets use: libvirt's figure for post-copy runs until the last
+page arrived, the guest running meanwhile), and QEMU's own. Then the issue's targets,
+each met or not met. Timings are reported, never asserted: the exit code is 1 only when something
 broke (the lab, a guest, a VM lost or crashed), 130 when interrupted.
 
     .venv/bin/python bench/migration.py
@@ -83,7 +86,7 @@ class Run:
     total_s: float | None = None  # the job's time_elapsed
     wall_s: float | None = None  # the command, as its user waited for it
     downtime_ms: int | None = None  # the completed job's (libvirt: stop to resume)
-    paused_ms: int | None = None  # the source's SUSPENDED event to the destination's RESUMED
+    paused_ms: int | None = None  # QEMU's STOP at the source to its RESUME at the destination
     qemu_downtime_ms: int | None = None  # QEMU's own, in the source's JOB_COMPLETED event
     sent_bytes: int | None = None
     stats_from: str = "-"
@@ -111,7 +114,7 @@ class Bench:
         self.conns: dict[str, Any] = {}
         self.made: list[str] = []
         self.completed: dict[str, dict[str, Any]] = {}  # the source's JOB_COMPLETED
-        self.events: dict[str, list[tuple[float, str, int, int]]] = {}  # lifecycle
+        self.qmp: dict[str, list[tuple[float, str, str]]] = {}  # QEMU's STOP and RESUME
         self.child: subprocess.Popen[str] | None = None
 
     # -- commands ------------------------------------------------------------------
@@ -146,8 +149,8 @@ class Bench:
         for name in (SRC, DST):
             conn = libvirt.open(self.uri[name])
             conn.setKeepAlive(5, 3)
-            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                        self._lifecycle, name)
+            for event in ("STOP", "RESUME"):
+                libvirt_qemu.qemuMonitorEventRegister(conn, None, event, self._qmp, name)
             self.conns[name] = conn
         self.conns[SRC].domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._job_completed, None)
@@ -156,22 +159,21 @@ class Bench:
                        _opaque: object) -> None:
         self.completed[dom.name()] = dict(params)  # the event thread: store, no call
 
-    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, host: str) -> None:
-        self.events.setdefault(dom.name(), []).append((time.monotonic(), host, event, detail))
+    def _qmp(self, _conn: Any, dom: Any, event: str, seconds: int, micros: int,
+             _details: str | None, host: str) -> None:
+        self.qmp.setdefault(dom.name(), []).append((seconds + micros / 1e6, host, event))
 
     def paused_ms(self, name: str) -> int | None:
-        """How long the guest was paused, as this bench saw the events: from the
-        source's SUSPENDED (migrated, post-copy) to the destination's RESUMED."""
-        seen = self.events.get(name, [])
-        stops = [t for t, host, ev, det in seen if host == SRC
-                 and ev == libvirt.VIR_DOMAIN_EVENT_SUSPENDED
-                 and det in (libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED,
-                             libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY)]
+        """How long the guest's vCPUs did not run: from QEMU's STOP event at the source
+        to QEMU's RESUME at the destination, by QEMU's own timestamps (one clock: the
+        lab's hosts are this machine)."""
+        seen = self.qmp.get(name, [])
+        stops = [t for t, host, ev in seen if host == SRC and ev == "STOP"]
         if not stops:
             return None
-        runs = [t for t, host, ev, _det in seen if host == DST and t >= stops[-1]
-                and ev == libvirt.VIR_DOMAIN_EVENT_RESUMED]
-        return round((runs[0] - stops[-1]) * 1000) if runs else None
+        runs = [t for t, host, ev in seen if host == DST and ev == "RESUME"
+                and t >= stops[-1]]
+        return round((min(runs) - stops[-1]) * 1000) if runs else None
 
     def lab_down(self) -> None:
         for conn in self.conns.values():
@@ -385,10 +387,11 @@ class Bench:
         take_libvirt_stats(run, stats)
 
     def take_events(self, run: Run) -> None:
-        """The pause as the events tell it, and QEMU's own downtime (the source's
+        """The pause as QEMU's events tell it, and QEMU's own downtime (the source's
         JOB_COMPLETED event), beside the job statistics' downtime."""
         deadline = time.monotonic() + 5
-        while run.vm not in self.completed and time.monotonic() < deadline:
+        while (run.vm not in self.completed or self.paused_ms(run.vm) is None) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         qemu = self.completed.get(run.vm, {}).get("downtime")
         run.qemu_downtime_ms = None if qemu is None else int(qemu)
@@ -554,10 +557,11 @@ def report(runs: dict[str, Run], idle_sent: float | None) -> None:
             print(f"  {r.way} policy steps: {steps}")
     print("  total: the job's time_elapsed (QEMU's transfer, libvirt's phases); wall: the "
           "command (virtlife's also runs its checks\n  and verifies the guest at lab-b); "
-          "downtime: the completed job's (libvirt: stopped at the source until resumed at "
-          "the\n  destination); paused: the source's SUSPENDED event to the destination's "
-          "RESUMED, as received here; qemu dt: QEMU's own\n  (the source's JOB_COMPLETED "
-          "event: in post-copy only until the device state is sent)")
+          "downtime: the completed job's, as libvirt gives it (in post-copy: from the stop "
+          "at the\n  source until the last page arrived); paused: QEMU's STOP event at the "
+          "source to its RESUME at the destination, by\n  QEMU's timestamps: what the guest "
+          "felt; qemu dt: QEMU's own (the source's JOB_COMPLETED event; in post-copy until "
+          "the\n  device state was sent)")
 
 
 def targets(runs: dict[str, Run]) -> list[tuple[str, bool | None, str]]:
@@ -584,20 +588,27 @@ def targets(runs: dict[str, Run]) -> list[tuple[str, bool | None, str]]:
     else:
         found.append((f"virtlife total <= {TARGET_VS_AUTO_CONVERGE}x of auto-converge "
                       "alone", None, "no total to compare"))
-    dt = ours.downtime_ms if ours.converged else None
-    found.append((f"virtlife downtime <= {TARGET_DOWNTIME_MS} ms",
+    # downtime: the guest's pause (QEMU's STOP to RESUME), else the job statistics'
+    dt = pause(ours) if ours.converged else None
+    found.append((f"virtlife downtime <= {TARGET_DOWNTIME_MS} ms (the guest's pause)",
                   None if dt is None else dt <= TARGET_DOWNTIME_MS,
-                  "-" if dt is None else f"{dt} ms"))
-    over = [f"{r.way} {r.downtime_ms} ms" for r in (ours, idle)
-            if r.downtime_ms is not None and r.downtime_ms > BOUND_MS]
+                  "-" if dt is None else f"{dt} ms" + (
+                      f" (libvirt's job statistics: {ours.downtime_ms} ms)"
+                      if ours.downtime_ms is not None and ours.downtime_ms != dt else "")))
+    seen = [r for r in (ours, idle) if r.converged and pause(r) is not None]
+    over = [f"{r.way} {pause(r)} ms" for r in seen if (pause(r) or 0) > BOUND_MS]
     over += [f"{r.way} raised to {s['value']} ms" for r in (ours, idle) for s in r.steps
              if s.get("value") is not None and s["value"] > BOUND_MS]
-    seen = [r for r in (ours, idle) if r.downtime_ms is not None]
     found.append((f"virtlife downtime never above its bound ({BOUND_MS} ms)",
                   None if not seen else not over,
-                  "; ".join(over) or ", ".join(f"{r.way} {r.downtime_ms} ms" for r in seen)
+                  "; ".join(over) or ", ".join(f"{r.way} {pause(r)} ms" for r in seen)
                   or "no downtime read"))
     return found
+
+
+def pause(run: Run) -> int | None:
+    """The guest's pause: QEMU's STOP to RESUME, else the job statistics' downtime."""
+    return run.paused_ms if run.paused_ms is not None else run.downtime_ms
 
 
 def print_targets(found: list[tuple[str, bool | None, str]]) -> None:
