@@ -220,6 +220,7 @@ class Operation(StrEnum):
     MIGRATE = "migrate"  # live, or paused for the copy (--suspended)
     MIGRATE_OFFLINE = "migrate-offline"  # the definition (and disks) of a shut-off VM
     MIGRATE_ABORT = "migrate-abort"  # ends a running migration; never refused for it
+    MIGRATE_RESUME = "migrate-resume"  # recovers a failed post-copy (paused at the source)
 
 
 class ShutdownMode(StrEnum):
@@ -308,6 +309,7 @@ TRANSITIONS: dict[Operation, Rule] = {
     Operation.MIGRATE: _r(_UP | {S.PAUSED}, set()),
     Operation.MIGRATE_OFFLINE: _r({S.SHUTOFF}, set()),
     Operation.MIGRATE_ABORT: _r(_UP | {S.PAUSED}, set()),
+    Operation.MIGRATE_RESUME: _r({S.PAUSED}, set()),
 }
 
 # What to suggest when an operation is refused in a given state.

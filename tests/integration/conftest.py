@@ -113,3 +113,27 @@ def lab(lab_session: object) -> object:
     """``lab_session``, brought back up first when an earlier test took it down or broke it."""
     lab_session.ensure_up()  # type: ignore[attr-defined]
     return lab_session
+
+
+@pytest.fixture
+def lab_vms(lab: object) -> Iterator[list[str]]:
+    """Names of VMs to remove from every lab host afterwards, with their disks."""
+    import subprocess
+
+    from virtlife import config
+    from virtlife.lab import cluster
+
+    names: list[str] = []
+    yield names
+    status = cluster.status()
+    for h in status.hosts if status is not None else ():
+        for name in names:
+            for args in (("destroy", name), ("undefine", name, "--managed-save",
+                                             "--snapshots-metadata")):
+                subprocess.run(["virsh", "-q", "-c", h.uri, *args], capture_output=True,
+                               timeout=120, check=False)
+    pool_dir = status.record.pool_dir if status is not None else None
+    for name in names:
+        for directory in ((pool_dir,) if pool_dir else ()) + (config.images_dir(),):
+            for leftover in directory.glob(f"{name}.*"):
+                leftover.unlink()

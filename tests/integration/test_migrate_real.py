@@ -5,62 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
+from migrate_support import boot_id, finish, start_migration, start_vm, still_at_a, virsh
 
 from lab_support import LabSession
-from virtlife import config
 from virtlife.lab import cluster
 from virtlife.lab.guest import GuestImage
 
 pytestmark = pytest.mark.integration
 
 
-def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-@pytest.fixture
-def vms(lab: LabSession) -> Iterator[list[str]]:
-    """VMs to remove from every lab host afterwards, with their disks."""
-    names: list[str] = []
-    yield names
-    status = cluster.status()
-    for h in status.hosts if status is not None else ():
-        for name in names:
-            virsh(h.uri, "destroy", name)
-            virsh(h.uri, "undefine", name, "--managed-save", "--snapshots-metadata")
-    for name in names:
-        for directory in ((lab.pool_dir,) if status else ()) + (config.images_dir(),):
-            for leftover in directory.glob(f"{name}.*"):
-                leftover.unlink()
-
-
-def start_vm(lab: LabSession, image: GuestImage, name: str, *, in_pool: bool = True) -> None:
-    from virtlife.lab.spec import lab_guest_spec
-    from virtlife.services import provision
-    from virtlife.services.context import open_services
-
-    spec = lab_guest_spec(image, name, images_dir=lab.pool_dir if in_pool else None)
-    with open_services(store_path=lab.home / "virtlife.db") as services:
-        result = provision.create(services.lifecycle, spec, host="lab-a", start=True,
-                                  wait_agent=True)
-    assert str(result.state).startswith("running"), result
-
-
-def boot_id(lab: LabSession, vm: str) -> str:
-    run = lab.virtlife("agent", vm, "exec", "--", "/bin/cat", "/proc/sys/kernel/random/boot_id")
-    assert run.returncode == 0, run.stderr
-    return run.stdout.strip()
-
-
 def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack: GuestImage,
-                                                     vms: list[str]) -> None:
+                                                     lab_vms: list[str]) -> None:
     name = f"vl-it-mig-{os.getpid()}"
-    vms.append(name)
+    lab_vms.append(name)
     start_vm(lab, real_stack, name)
     before = boot_id(lab, f"lab-a/{name}")
 
@@ -108,9 +69,9 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
 
 
 def test_a_disk_only_this_host_has_is_refused_and_nothing_moves(
-        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
     name = f"vl-it-migl-{os.getpid()}"
-    vms.append(name)
+    lab_vms.append(name)
     start_vm(lab, real_stack, name, in_pool=False)  # its disk outside the shared pool
     run = lab.virtlife("migrate", name, "lab-b")
     assert run.returncode == 3
@@ -120,107 +81,82 @@ def test_a_disk_only_this_host_has_is_refused_and_nothing_moves(
     assert name not in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout
 
 
-def start_migration(lab: LabSession, name: str) -> subprocess.Popen[str]:
-    """``virtlife migrate NAME lab-b`` slowed down (4 MiB/s, no post-copy), in the
-    background, returned once its memory transfer is under way."""
-    import signal
-    import time
-
-    from support import VIRTLIFE
-
-    proc = subprocess.Popen(
-        [*VIRTLIFE, "migrate", name, "lab-b", "--bandwidth", "4", "--postcopy", "never"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:
-        if "transferring memory" in line:
-            return proc
-        assert time.monotonic() < deadline, "no memory transfer began"
-    raise AssertionError(f"migrate ended before transferring memory: {proc.wait()}")
-
-
-def still_at_a(lab: LabSession, name: str) -> None:
-    """Running at A and answering; its incoming copy gone from B (libvirt removes it
-    once the source told it the migration was cancelled: a moment later)."""
-    import time
-
-    assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
-    deadline = time.monotonic() + 60
-    while name in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout:
-        assert time.monotonic() < deadline, f"{name} is still at lab-b"
-        time.sleep(0.5)
-    assert boot_id(lab, f"lab-a/{name}")  # the guest still answers at A
-
-
 def test_migrate_abort_and_ctrl_c_leave_the_vm_running_at_the_source(
-        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
-    import signal
-
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
     name = f"vl-it-migab-{os.getpid()}"
-    vms.append(name)
+    lab_vms.append(name)
     start_vm(lab, real_stack, name)
     proc = start_migration(lab, name)
     try:
         run = lab.virtlife("migrate-abort", name)
         assert run.returncode == 0, run.stderr
         assert "migration aborted; the VM stays on lab-a" in run.stdout
-        _out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0
+        code, _out, err = finish(proc, 120)
+    assert code != 0
     assert f"{name} is running" in err and "on lab-a" in err
     still_at_a(lab, name)
 
     proc = start_migration(lab, name)
-    try:
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    proc.send_signal(signal.SIGINT)
+    code, _out, err = finish(proc, 120)
+    assert code == 130, err
     still_at_a(lab, name)
     run = lab.virtlife("migrate-abort", name)  # nothing runs any more
     assert run.returncode == 3 and "no migration runs on it" in run.stderr
 
 
+def incoming_qemu_pid(name: str) -> int:
+    """The pid of the QEMU that lab-b started for the incoming VM ``name``."""
+    from pathlib import Path
+
+    for pid in cluster.host("lab-b").processes():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"qemu-system" in argv[0] and f"guest={name},".encode() in b" ".join(argv):
+            return pid
+    raise AssertionError(f"no incoming QEMU for {name} at lab-b")
+
+
 def test_faults_mid_migration_leave_the_vm_running_at_the_source(
-        lab: LabSession, real_stack: GuestImage, vms: list[str]) -> None:
-    """The destination's libvirtd dies; then the link to the destination is cut (the
-    watchdog ends it before libvirt's ~28 s keepalive). Each time the VM keeps running
-    at the source, the error says where it is, and nothing is left at the destination."""
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
+    """The destination's libvirtd dies; its QEMU is killed; the link to it is cut (the
+    watchdog ends that one before libvirt's ~28 s keepalive). Each time the VM keeps
+    running at the source, the error says where it is, and nothing is left at the
+    destination."""
     name = f"vl-it-migf-{os.getpid()}"
-    vms.append(name)
+    lab_vms.append(name)
     start_vm(lab, real_stack, name)
 
     proc = start_migration(lab, name)
     try:
         cluster.host("lab-b").stop_daemon("libvirtd")
-        _out, err = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        code, _out, err = finish(proc)
         cluster.host("lab-b").start_daemons()
-    assert proc.returncode not in (0, 130), err
+    assert code not in (0, 130), err
+    assert f"{name} is running" in err and "on lab-a" in err, err
+    still_at_a(lab, name)
+
+    proc = start_migration(lab, name)
+    try:
+        os.kill(incoming_qemu_pid(name), signal.SIGKILL)
+    finally:
+        code, _out, err = finish(proc)
+    assert code not in (0, 130), err
     assert f"{name} is running" in err and "on lab-a" in err, err
     still_at_a(lab, name)
 
     proc = start_migration(lab, name)
     try:
         subprocess.run(["ip", "link", "set", "vl-lab-b", "down"], check=True, timeout=30)
-        _out, err = proc.communicate(timeout=180)
+        code, _out, err = finish(proc)
     finally:
         subprocess.run(["ip", "link", "set", "vl-lab-b", "up"], check=False, timeout=30)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode not in (0, 130), err
-    assert "no bytes moved for" in err or "keepalive" in err.lower(), err
+    assert code not in (0, 130), err
+    # virtlife's watchdog ended it (10 s without a byte moved), not libvirt's keepalive
+    assert "no bytes moved for 1" in err and "(bound 10 s)" in err, err
     assert f"{name} is running" in err and "on lab-a" in err, err
     still_at_a(lab, name)

@@ -45,6 +45,7 @@ def test_each_option_sets_its_own_flag_only() -> None:
 def test_parameters_carry_bandwidth_connections_and_name() -> None:
     got = params(MigrationRequest(bandwidth_mib_s=64, parallel=2, dest_name="web2"))
     assert got == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64,
+                   libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 64,
                    libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 2,
                    libvirt.VIR_MIGRATE_PARAM_DEST_NAME: "web2"}
 

@@ -273,6 +273,12 @@ def test_a_libvirt_job_refuses_every_operation_but_destroy() -> None:
     assert job_conflict(Operation.SUSPEND, "web1", None) is None
 
 
+def test_a_post_copy_resume_runs_over_the_failed_migrations_own_job_only() -> None:
+    assert job_conflict(Operation.MIGRATE_RESUME, "web1", "migration") is None
+    assert job_conflict(Operation.MIGRATE_RESUME, "web1", "save") is not None
+    assert job_conflict(Operation.MIGRATE, "web1", "migration") is not None
+
+
 def test_an_unreachable_host_is_journalled_as_the_operations_failure(store: Store) -> None:
     from support import UNREACHABLE_URI
 

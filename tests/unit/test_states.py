@@ -117,6 +117,7 @@ agent-command       . . x . . . x . . .
 migrate             . . x . x . x . . .
 migrate-offline     . x . . . . . . . .
 migrate-abort       . . x . x . x . . .
+migrate-resume      . . . . x . . . . .
 """
 
 

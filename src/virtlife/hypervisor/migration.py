@@ -72,8 +72,9 @@ def flags(req: MigrationRequest) -> int:
 def params(req: MigrationRequest) -> dict[str, Any]:
     """libvirt's typed migration parameters for ``req``."""
     found: dict[str, Any] = {}
-    if req.bandwidth_mib_s is not None:
+    if req.bandwidth_mib_s is not None:  # the cap holds in post-copy too (QEMU: none)
         found[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = req.bandwidth_mib_s
+        found[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = req.bandwidth_mib_s
     if req.parallel is not None:
         found[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = req.parallel
     if req.dest_name is not None:
@@ -105,7 +106,10 @@ class Migration(DomainPart):
     def completed_stats(self) -> dict[str, Any]:
         """The statistics of the job that just completed (total time, downtime...)."""
         with calling(self._what("read the completed job of")):
-            return dict(self._dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED) or {})
+            # KEEP: libvirt would drop them once read, and an operator may ask again
+            return dict(self._dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                                           | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+                        or {})
 
     def set_max_downtime(self, ms: int) -> None:
         with calling(self._what("set the migration downtime of")):

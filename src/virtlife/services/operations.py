@@ -56,6 +56,7 @@ DEFAULT_TIMEOUTS: dict[Operation, float] = {
     Operation.AGENT_SET_TIME: 30, Operation.AGENT_SET_PASSWORD: 30,
     Operation.AGENT_EXEC: 60, Operation.AGENT_COMMAND: 30,
     Operation.MIGRATE: 600, Operation.MIGRATE_OFFLINE: 300, Operation.MIGRATE_ABORT: 60,
+    Operation.MIGRATE_RESUME: 600,
 }
 AGENT_TIMEOUT_S = 120.0
 QUEUE_POLL_S = 0.2
@@ -106,6 +107,8 @@ def job_conflict(op: Operation, vm: str, job: str | None) -> str | None:
     """Why ``op`` may not start while libvirt runs ``job`` on ``vm``; None if it may."""
     if job is None or op in _OVERRIDES:
         return None
+    if op is Operation.MIGRATE_RESUME and job == "migration":
+        return None  # the failed post-copy's own job, kept for the resume
     return (f"cannot {op.value} {vm}: a libvirt {job} job is running on it; "
             "wait for it to end, or destroy the VM")
 

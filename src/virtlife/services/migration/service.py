@@ -45,12 +45,14 @@ from virtlife.services.migration.policy import (
     next_step,
     on_timeout,
     plan_start,
+    stalled_for,
     watchdog,
 )
 from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation, StateInfo, VMState
 
 SAMPLE_S = 0.5
+RESUME_GIVE_UP_S = 30.0  # how long a stalled resume, paused again, may take to end
 AGENT_AFTER_S = 30.0
 
 # The migrations this process runs, by VM UUID: what Ctrl-C aborts (``abort_active``).
@@ -195,7 +197,7 @@ class Migrations(OperationService):
         libvirt's resume flag, once the link is back."""
         move = move or MoveOptions()
         guest = self._postcopy_source(ref, dest)
-        with self._operation(Operation.MIGRATE, guest, timeout_s, call) as run:
+        with self._operation(Operation.MIGRATE_RESUME, guest, timeout_s, call) as run:
             dst = self.fleet.host(dest)
             there = dst.find(guest.name)
             if there is None:
@@ -207,7 +209,8 @@ class Migrations(OperationService):
                             unsafe_reason="not asked: the disks are in use at the "
                             "destination already")
             outcome = MigrationOutcome(
-                OperationResult(dest, guest.name, Operation.MIGRATE, run.current, 0), report)
+                OperationResult(dest, guest.name, Operation.MIGRATE_RESUME, run.current, 0),
+                report)
             state = dataclasses.replace(plan_start(Limits()), postcopy_started=True)
             req = MigrationRequest(postcopy_resume=True, undefine_source=not move.keep_source,
                                    parallel=move.parallel, tunnelled=move.tunnelled,
@@ -227,7 +230,7 @@ class Migrations(OperationService):
     def _postcopy_source(self, ref: str, dest: str) -> Guest:
         """The source end of a failed post-copy (mid-move the name is on both hosts)."""
         try:
-            guest = self._resolve(Operation.MIGRATE, ref)
+            guest = self._resolve(Operation.MIGRATE_RESUME, ref)
         except errors.AmbiguousName as err:
             found = [g for g in map(self.fleet.resolve, err.candidates)
                      if g.host.name != dest]
@@ -266,6 +269,7 @@ class Migrations(OperationService):
         threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
         previous: Progress | None = None
         timed_out = False
+        gave_up = ""
         try:
             while not done.wait(SAMPLE_S):
                 at = time.monotonic() - t0
@@ -285,6 +289,15 @@ class Migrations(OperationService):
                                           at_s=at)
                 if decision is not None and not _said(state, decision):
                     state = self._act(run, guest, job, decision, state)
+                    if decision.action is Action.POSTCOPY_STALLED and req.postcopy_resume:
+                        # a resume that moves nothing: back to where it was, and say so
+                        _pause_quietly(job)
+                        done.wait(RESUME_GIVE_UP_S)
+                        gave_up = (f"the post-copy resume of {guest.name} moved nothing for "
+                                   f"{stalled_for(outcome.samples):.0f} s: it is paused again "
+                                   f"(post-copy failed) on {guest.host.name} and {dst.name}, "
+                                   "as before; check the link between them and try again")
+                        break
         except BaseException:
             _abort_quietly(job)
             done.wait(60)
@@ -292,6 +305,8 @@ class Migrations(OperationService):
         finally:
             with _active_lock:
                 _active.pop(key, None)
+        if gave_up:
+            raise errors.OperationTimeout(f"{gave_up}; {_where(guest, dst)}")
         if failure:
             err = failure[0]
             where = _where(guest, dst)
@@ -300,6 +315,11 @@ class Migrations(OperationService):
                           f"so it cannot run until the move ends; once {dst.name} is "
                           f"reachable again: virtlife migrate {guest.host.name}/{guest.name} "
                           f"{dst.name} --postcopy-resume")
+            ours = next((d for d in reversed(state.steps) if d.action is Action.ABORT), None)
+            if ours is not None:  # the watchdog or --timeout ended it: say why
+                raise errors.OperationTimeout(
+                    f"{guest.name} did not move to {dst.name}: {ours.reason}; {where}"
+                ) from err
             if isinstance(err, errors.VirtlifeError):
                 raise type(err)(f"{err}; {where}") from err
             raise err
@@ -386,6 +406,13 @@ def _refuse_failed(guest: Guest, dest: str, report: Report) -> None:
         raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
 
 
+def _pause_quietly(job: Migration) -> None:
+    try:
+        job.pause_postcopy()
+    except errors.VirtlifeError:
+        pass  # not in post-copy any more
+
+
 def _abort_quietly(job: Migration) -> None:
     try:
         job.abort()
@@ -400,7 +427,9 @@ def _at_source(guest: Guest) -> str:
     if here is None:
         return f"{guest.name} is no longer on {guest.host.name}"
     state = here.status()
-    if state.state is VMState.PAUSED and state.reason in ("migrating", "post-copy failed"):
+    # paused for a pre-copy (--suspended, --on-timeout pause): its memory is whole here;
+    # never after a post-copy failed (the newest pages are at the destination)
+    if state.state is VMState.PAUSED and state.reason == "migrating":
         try:
             here.resume()
             state = here.status()

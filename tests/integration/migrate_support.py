@@ -1,0 +1,89 @@
+"""What the lab's migration tests share: virsh at a lab host, a running test guest at
+lab-a, a migration started in the background, and where a VM is afterwards."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from lab_support import LabSession
+from support import VIRTLIFE
+from virtlife.lab.guest import GuestImage
+
+
+def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def start_vm(lab: LabSession, image: GuestImage, name: str, *, in_pool: bool = True,
+             **spec: object) -> None:
+    """The test guest running at lab-a, its agent up; ``spec``: ``lab_guest_spec``'s
+    options (``memory_mib``, ``dirty_mib``...)."""
+    from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+    from virtlife.services.context import open_services
+
+    made = lab_guest_spec(image, name, images_dir=lab.pool_dir if in_pool else None,
+                          **spec)  # type: ignore[arg-type]
+    with open_services(store_path=lab.home / "virtlife.db") as services:
+        result = provision.create(services.lifecycle, made, host="lab-a", start=True,
+                                  wait_agent=True)
+    assert str(result.state).startswith("running"), result
+
+
+def boot_id(lab: LabSession, vm: str) -> str:
+    run = lab.virtlife("agent", vm, "exec", "--", "/bin/cat", "/proc/sys/kernel/random/boot_id")
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def domstate(lab: LabSession, host: str, name: str) -> str:
+    """``virsh domstate --reason`` at a lab host ("" when it has no such VM)."""
+    return virsh(lab.uri(host), "domstate", name, "--reason").stdout.strip()
+
+
+def start_migration(lab: LabSession, name: str, *args: str,
+                    until: str = "transferring memory") -> subprocess.Popen[str]:
+    """``virtlife migrate NAME lab-b ARGS`` (default: slowed down to 4 MiB/s, no
+    post-copy) in the background, returned once a progress line says ``until``."""
+    proc = subprocess.Popen(
+        [*VIRTLIFE, "migrate", name, "lab-b",
+         *(args or ("--bandwidth", "4", "--postcopy", "never"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if until in line:
+            return proc
+        assert time.monotonic() < deadline, f"no progress line said {until!r}"
+    raise AssertionError(f"migrate ended before {until!r}: {proc.wait()}")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str, str]:
+    """Wait for a background migrate; killed (exit -9, with what it printed so far) if
+    it outlives ``timeout``."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n[killed: still running after {timeout:g} s]"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def still_at_a(lab: LabSession, name: str) -> None:
+    """Running at A and answering; its incoming copy gone from B (libvirt removes it
+    once the source told it the migration was cancelled: a moment later)."""
+    assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
+    deadline = time.monotonic() + 60
+    while name in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout:
+        assert time.monotonic() < deadline, f"{name} is still at lab-b"
+        time.sleep(0.5)
+    assert boot_id(lab, f"lab-a/{name}")  # the guest still answers at A
