@@ -24,7 +24,6 @@ from virtlife.services import provision
 from virtlife.services.context import Services, open_services
 from virtlife.services.lifecycle import OperationResult
 from virtlife.services.migration.checks import CheckOptions, MigrationKind
-from virtlife.services.progress import Update
 from virtlife.states import ShutdownMode
 from virtlife.xml.domain import DomainSpec
 
@@ -189,11 +188,18 @@ def _migration_leg(image: GuestImage) -> None:
                   lambda: provision.create(s.lifecycle, spec, host="lab-a", start=True,
                                            wait_agent=True))
 
-            def show(update: Update) -> None:
-                click.echo(f"   … {update.message}")
+            from rich.console import Console
 
+            from virtlife.cli.migrate_view import MigrationView
+
+            report = s.migrations.check(MIGRATE_VM, "lab-b")
+            click.echo(f"-> virtlife migrate {MIGRATE_VM} lab-b --check: "
+                       f"{sum(c.status.value == 'pass' for c in report.checks)} of "
+                       f"{len(report.checks)} checks pass; unsafe flag: "
+                       f"{report.unsafe_reason}")
             click.echo(f"-> virtlife migrate {MIGRATE_VM} lab-b (live, checked first)")
-            moved = s.migrations.migrate(MIGRATE_VM, "lab-b", progress=show)
+            with MigrationView(Console()) as view:  # live on a terminal, lines elsewhere
+                moved = s.migrations.migrate(MIGRATE_VM, "lab-b", progress=view)
             click.echo(f"   {moved.result}")
             _step("shut it down at lab-b", lambda: s.lifecycle.shutdown(f"lab-b/{MIGRATE_VM}"))
             _step(f"virtlife migrate lab-b/{MIGRATE_VM} lab-a --offline",
