@@ -59,13 +59,23 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
     assert f"downtime {stats['downtime_ms']} ms" in moved["detail"], moved
     assert "policy: no step needed" in moved["detail"]
 
-    assert lab.virtlife("destroy", f"lab-b/{name}").returncode == 0
+    run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a", "--offline")  # it runs
+    assert run.returncode == 3 and "--shutdown-first" in run.stderr, run.stderr
+    run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a", "--offline", "--shutdown-first",
+                       "--keep-source")
+    assert run.returncode == 0, run.stderr
+    assert "migrated (the whole move" in run.stdout, run.stdout  # no job: no statistics
+    assert virsh(a, "domstate", name).stdout.strip() == "shut off"
+    assert virsh(b, "domstate", name).stdout.strip() == "shut off"  # kept, shut down
+    history = json.loads(lab.virtlife("history", f"lab-b/{name}", "--json").stdout)
+    assert [h["operation"] for h in history][:2] == ["migrate-offline", "shutdown"], history
     run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a")  # shut off: not live
     assert run.returncode == 3 and "--offline" in run.stderr
-    run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a", "--offline")
+    assert lab.virtlife("undefine", f"lab-b/{name}").returncode == 0
+    run = lab.virtlife("migrate", f"lab-a/{name}", "lab-b", "--offline")  # a plain move
     assert run.returncode == 0, run.stderr
-    assert virsh(a, "domstate", name).stdout.strip() == "shut off"
-    assert virsh(b, "list", "--all", "--name").stdout.strip() == ""
+    assert virsh(b, "domstate", name).stdout.strip() == "shut off"
+    assert virsh(a, "list", "--all", "--name").stdout.strip() == ""
 
 
 def test_a_disk_only_this_host_has_is_refused_and_nothing_moves(

@@ -180,7 +180,7 @@ class Migrations(OperationService):
             run.final = self._verify(run, guest, dst, req)
             run.guest = moved = dst.lookup(guest.name)
             outcome.wall_s = time.monotonic() - t0
-            outcome.stats = _completed(moved, outcome, state)
+            outcome.stats = None if req.offline else _completed(moved, outcome, state)
             if outcome.stats is not None:
                 run.report("stats", outcome.stats.describe(), 1.0, outcome.stats.as_dict())
             run.add_note(_summary(outcome, state))
@@ -460,8 +460,8 @@ def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
         stats = Migration(moved).completed_stats()
     except errors.VirtlifeError:
         return None
-    if not stats:
-        return None
+    if not stats.get("time_elapsed") and not stats.get("memory_total"):
+        return None  # no job (an offline move)
     last = outcome.samples[-1] if outcome.samples else None
     found = Progress.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
                                     postcopy=state.postcopy_started)
