@@ -456,12 +456,18 @@ def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
                ) -> Progress | None:
     """The completed job's statistics at the destination; None where libvirt keeps
     none (an offline move has no job)."""
-    try:
-        stats = Migration(moved).completed_stats()
-    except errors.VirtlifeError:
-        return None
-    if not stats.get("time_elapsed") and not stats.get("memory_total"):
-        return None  # no job (an offline move)
+    tries = 6 if state.postcopy_started else 1  # after post-copy they come a moment later
+    for attempt in range(tries):
+        try:
+            stats = Migration(moved).completed_stats()
+        except errors.VirtlifeError:
+            return None
+        if stats.get("time_elapsed") or stats.get("memory_total"):
+            break
+        if attempt + 1 < tries:
+            time.sleep(0.5)
+    else:
+        return None  # no job (an offline move), or none kept
     last = outcome.samples[-1] if outcome.samples else None
     found = Progress.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
                                     postcopy=state.postcopy_started)
