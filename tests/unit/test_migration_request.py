@@ -56,3 +56,11 @@ def test_postcopy_resume_sets_both_postcopy_flags() -> None:
                            postcopy_resume=True)
     assert flags(req) == base | libvirt.VIR_MIGRATE_POSTCOPY | \
         libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+
+
+def test_keep_source_drops_only_the_undefine_at_the_source() -> None:
+    # --keep-source: still defined at the destination, and left defined at the source
+    assert flags(MigrationRequest(undefine_source=False)) == (
+        ALWAYS | libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST)
+    assert flags(MigrationRequest(persistent=False, undefine_source=True)) == (
+        ALWAYS | libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
