@@ -186,8 +186,14 @@ def test_copy_storage_creates_a_missing_disk_in_a_pool_and_needs_no_unsafe_flag(
     ({"pools": {}}, CopyStorage.ALL, Status.FAIL,
      "no pool there holds /srv/lab/images, where libvirt would create it"),
     ({}, CopyStorage.INC, Status.FAIL, "--copy-storage inc cannot create it"),
-    ({"disks": {IMAGE: DiskAtDestination(True), ISO: DiskAtDestination(True)}},
+    ({"disks": {IMAGE: DiskAtDestination(True, distinct="probe not seen"),
+                ISO: DiskAtDestination(True)}},
      CopyStorage.ALL, Status.WARN, "writes over the file already at that path on lab-b"),
+    ({"disks": {IMAGE: DiskAtDestination(True), ISO: DiskAtDestination(True)}},
+     CopyStorage.ALL, Status.FAIL, "nothing proves it is not the very file the VM uses"),
+    ({"disks": {IMAGE: DiskAtDestination(True, distinct="probe not seen"),
+                ISO: DiskAtDestination(True)}},
+     CopyStorage.INC, Status.FAIL, "has no backing file: --copy-storage inc is for an overlay"),
 ])
 def test_copy_storage_follows_libvirts_pre_create_rules(
         dst_changes: dict[str, Any], copy: CopyStorage, status: Status, words: str) -> None:
@@ -196,6 +202,24 @@ def test_copy_storage_follows_libvirts_pre_create_rules(
     check = {c.name: c for c in run_checks(VM, SRC, dst, CheckOptions(copy_storage=copy))
              .checks}["disk vda"]
     assert check.status is status and words in check.reason and check.fix
+
+
+def test_copy_storage_inc_needs_an_overlay_over_the_same_backing_file_there() -> None:
+    base = "/srv/base/guest.qcow2"
+    vm = replace(VM, disks=(Disk("vda", IMAGE, backing=base),))
+
+    def vda(backing: str | None) -> Check:
+        dst = replace(DST, disks={IMAGE: DiskAtDestination(True, distinct="probe not seen",
+                                                           backing=backing)})
+        return {c.name: c for c in run_checks(vm, SRC, dst, CheckOptions(
+            copy_storage=CopyStorage.INC)).checks}["disk vda"]
+
+    assert vda(base).status is Status.WARN  # written over: only the top image moves
+    for other, has in ((None, "it has no backing file"),
+                       ("/tmp/x.qcow2", "its backing file is /tmp/x.qcow2")):
+        check = vda(other)
+        assert check.status is Status.FAIL and "use --copy-storage all" in check.fix
+        assert f"must be an overlay over {base}, and {has}" in check.reason, check
 
 
 def test_an_unproven_disk_keeps_the_unsafe_flag_off_and_says_which() -> None:

@@ -7,8 +7,9 @@ virtual networks, bridges and whether a disk path is there. Two answers need a w
 done through a storage pool and undone at once:
 
 - ``shared_storage``: a probe volume created in a pool of one host is looked for in
-  the pool of the same name on the other (after a refresh). Seen there: the pool is
-  the same storage; this is the evidence that lets virtlife pass libvirt's unsafe flag.
+  the pool of the same name (or one at the same path) on the other, after a refresh.
+  Seen there: the same storage, the evidence that lets virtlife pass libvirt's unsafe
+  flag; not seen: other storage, what lets ``--copy-storage`` write over a file there.
 - ``clock_offset``: a probe volume's modification time (the host's clock, to the
   nanosecond) against the midpoint of this machine's clock around its creation.
 
@@ -150,6 +151,16 @@ def volume_exists(host: Host, path: str) -> bool | None:
         raise
 
 
+def volume_backing(host: Host, path: str) -> str | None:
+    """The backing file of the volume at ``path`` on ``host`` (as its pool read it at
+    its last refresh); None when it has none or no pool holds it."""
+    try:
+        xml = host.conn.storageVolLookupByPath(path).XMLDesc(0)
+    except LibvirtError:
+        return None
+    return ET.fromstring(xml).findtext("backingStore/path") or None
+
+
 def disk_present(host: Host, path: str) -> bool | None:
     """Whether a file is at ``path`` on ``host`` now: True or False when an active pool
     there holds its directory (refreshed first: a pool lists what it saw at its last
@@ -176,16 +187,19 @@ def _probe_xml(name: str) -> str:
             "<target><format type='raw'/></target></volume>")
 
 
-def shared_storage(src: Host, dst: Host, pool_name: str) -> bool:
+def shared_storage(src: Host, dst: Host, pool_name: str, dst_pool: str | None = None,
+                   ) -> bool:
     """True when a volume made in ``pool_name`` on ``src`` is seen in the pool of that
-    name on ``dst``: the same storage. The probe volume is always deleted."""
+    name (or ``dst_pool``) on ``dst``: the same storage; False: other storage. The probe
+    volume is always deleted."""
     name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    there = dst_pool or pool_name
     with calling(f"probe the storage pool {pool_name} of {src.name}"):
         pool = src.conn.storagePoolLookupByName(pool_name)
         vol = pool.createXML(_probe_xml(name), 0)
     try:
         try:
-            other = dst.conn.storagePoolLookupByName(pool_name)
+            other = dst.conn.storagePoolLookupByName(there)
             other.refresh(0)
             other.storageVolLookupByName(name)
             return True
@@ -197,7 +211,7 @@ def shared_storage(src: Host, dst: Host, pool_name: str) -> bool:
         except LibvirtError:
             pass  # a leftover probe is harmless and named as ours
         try:
-            dst.conn.storagePoolLookupByName(pool_name).refresh(0)
+            dst.conn.storagePoolLookupByName(there).refresh(0)
         except LibvirtError:
             pass
 

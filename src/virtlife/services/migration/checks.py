@@ -57,6 +57,7 @@ class Disk:
     pool: str | None = None  # the pool of a type='volume' disk
     readonly: bool = False
     shareable: bool = False
+    backing: str | None = None  # the image's backing file, from the live definition
 
     @property
     def needs_shared_storage(self) -> bool:
@@ -96,6 +97,8 @@ class DiskAtDestination:
 
     present: bool | None
     shared: str | None = None  # the evidence that it is the same storage, None if unproven
+    distinct: str | None = None  # the evidence that it is other storage, None if unproven
+    backing: str | None = None  # the backing file of the volume there, when a pool knows
 
 
 @dataclass(frozen=True)
@@ -350,20 +353,41 @@ def check_name_free(vm: VMFacts, dst: HostFacts) -> Check:
     return _ok(name, f"no VM named {vm.name} or with its UUID on {dst.name}")
 
 
-def _copied(name: str, path: str, at: DiskAtDestination, dst: HostFacts,
+def _copied(name: str, disk: Disk, at: DiskAtDestination, dst: HostFacts,
             options: CheckOptions) -> Check:
     """A disk ``--copy-storage`` copies: libvirt writes into an existing file at the
     same path, or creates a missing one in the destination pool whose directory holds
-    it (only with ``all``: ``inc`` cannot create it)."""
+    it (only with ``all``: ``inc`` cannot create it, and copies only the top image, so
+    the file there must be an overlay over the same backing file)."""
+    path = disk.path or ""
     how = f"--copy-storage {options.copy_storage}"
     if at.shared:
         return _fail(name, f"{path} is the same storage at both ends ({at.shared}): "
                      "copying it would write over the disk the VM is using",
                      "drop --copy-storage: the disk is shared")
-    if at.present:
-        return _warn(name, f"{path}: {how} writes over the file already at that path on "
-                     f"{dst.name}", f"make sure nothing on {dst.name} needs that file")
     directory = path.rsplit("/", 1)[0] or "/"
+    inc = options.copy_storage is CopyStorage.INC
+    if at.present and at.distinct and inc and (disk.backing is None
+                                               or at.backing != disk.backing):
+        has = f"its backing file is {at.backing}" if at.backing else "it has no backing file"
+        why = (f"{path} has no backing file: {how} is for an overlay over a backing file "
+               "both hosts have" if disk.backing is None else
+               f"{how} copies only the top image: {path} on {dst.name} must be an "
+               f"overlay over {disk.backing}, and {has}")
+        return _fail(name, why, f"use --copy-storage all, or create {path} on {dst.name} "
+                     "over the same backing file first"
+                     + (" (`qemu-img create -f qcow2 -b BACKING -F FORMAT PATH`, then "
+                        "pool-refresh)" if disk.backing else ""))
+    if at.present and at.distinct:
+        return _warn(name, f"{path}: {how} writes over the file already at that path on "
+                     f"{dst.name} ({at.distinct})",
+                     f"make sure nothing on {dst.name} needs that file")
+    if at.present:
+        return _fail(name, f"{path} is on {dst.name} already, and nothing proves it is not "
+                     f"the very file the VM uses (storage both hosts mount): {how} would "
+                     "then copy the disk onto itself",
+                     f"define a dir pool at {directory} on the source too, so the check can "
+                     f"tell; if it is shared storage, drop --copy-storage")
     if options.copy_storage is CopyStorage.INC:
         where = f"is not on {dst.name}" if at.present is False else \
             f"is not known to be on {dst.name} (no active pool there holds {directory})"
@@ -395,7 +419,7 @@ def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
         return _warn(name, f"{what}: {dst.name} was not asked about it",
                      "run the check again")
     if copying:
-        return _copied(name, disk.path, at, dst, options)
+        return _copied(name, disk, at, dst, options)
     if at.present is None:
         directory = disk.path.rsplit("/", 1)[0] or "/"
         return _fail(name, f"{dst.name} cannot tell whether {what} is there: none of its "

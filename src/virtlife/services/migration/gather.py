@@ -1,9 +1,10 @@
 """Gather what the pre-flight checks judge: the VM's facts from its XML and state, and
 each host's from its libvirt (``hypervisor.hostfacts``).
 
-Shared storage is proven, never assumed: for each disk in a storage pool that the
-destination has under the same name and path, a probe volume made in the source's
-pool must be seen in the destination's; an unproven disk is looked for in the
+Shared storage is proven, never assumed, and so is its opposite: for each disk whose
+directory a pool holds on both hosts, a probe volume made in the source's pool must be
+seen in the destination's (the same storage) or not (other storage: what lets
+``--copy-storage`` write over a file there); the disk is looked for in the
 destination's pools (refreshed), or is unknown where none holds its directory. The
 hosts' clocks are compared through a probe volume's file time on each (both against
 this machine's clock), in the pools of the VM's disks first. An unreachable
@@ -44,11 +45,13 @@ def vm_facts(guest: Guest) -> VMFacts:
         network = None
         if d.get("type") == "network" and source is not None:
             network = f"{source.get('protocol', '')} {source.get('name', '')}".strip()
+        backing = d.find("backingStore/source")
         disks.append(Disk(target=target.get("dev", "?") if target is not None else "?",
                           path=path, device=d.get("device", "disk"), network=network,
                           pool=source.get("pool") if source is not None else None,
                           readonly=d.find("readonly") is not None,
-                          shareable=d.find("shareable") is not None))
+                          shareable=d.find("shareable") is not None,
+                          backing=None if backing is None else backing.get("file")))
     nets, bridges = nic_sources(root)
     os_type = root.find("os/type")
     return VMFacts(name=guest.name, uuid=guest.uuid(), state=info.state,
@@ -151,12 +154,18 @@ def gather(guest: Guest, dst: Host | None, dst_name: str,
         pool = _pool_holding(disk.path, dict(src.pools))
         if pool is not None:
             used.append(pool)
-        if pool is not None and at.pools.get(pool) == src.pools.get(pool) and \
-                hf.shared_storage(guest.host, dst, pool):
-            disks[disk.path] = DiskAtDestination(
-                present=True, shared=f"a probe volume made in pool {pool} on {src.name} "
-                                     f"was seen in pool {pool} on {dst.name}")
-        else:
+        there = _pool_holding(disk.path, dict(at.pools))
+        if pool is None or there is None:  # no probe possible: unproven either way
             disks[disk.path] = DiskAtDestination(present=hf.disk_present(dst, disk.path))
+            continue
+        probe = f"a probe volume made in pool {pool} on {src.name} was"
+        if hf.shared_storage(guest.host, dst, pool, there):
+            disks[disk.path] = DiskAtDestination(
+                present=True, shared=f"{probe} seen in pool {there} on {dst.name}")
+        else:
+            disks[disk.path] = DiskAtDestination(
+                present=hf.disk_present(dst, disk.path),
+                distinct=f"{probe} not seen in pool {there} on {dst.name}",
+                backing=hf.volume_backing(dst, disk.path))
     clock = _clock(guest.host, dst, dict(src.pools), dict(at.pools), tuple(used))
     return vm, src, replace(at, disks=disks, clock=clock)
