@@ -152,6 +152,7 @@ class Migrations(OperationService):
             run.report("check", f"checking {guest.name} against {dest}")
             report = self._check(guest, dest, options)
             _refuse_failed(guest, dest, report)
+            _refuse_transport(guest, dest, options, move)
             for c in report.checks:
                 if c.status is Status.WARN:
                     run.warnings.append(f"{c.name}: {c.reason}")
@@ -406,6 +407,21 @@ def _refuse_failed(guest: Guest, dest: str, report: Report) -> None:
         raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
 
 
+def _refuse_transport(guest: Guest, dest: str, options: CheckOptions,
+                      move: MoveOptions) -> None:
+    """Refuse what libvirt 9.0 refuses only once the migration began: the tunnel is one
+    stream, so neither multifd's connections nor the disks' NBD copy fit in it."""
+    if not move.tunnelled:
+        return
+    clash = ("--parallel" if move.parallel is not None else
+             f"--copy-storage {options.copy_storage}" if options.copy_storage else "")
+    if clash:
+        raise PreflightFailed(
+            f"cannot migrate {guest.name} to {dest}: --tunnelled and {clash} do not go "
+            "together (libvirt carries a tunnelled migration in one stream over its own "
+            "connection); drop one of them")
+
+
 def _pause_quietly(job: Migration) -> None:
     try:
         job.pause_postcopy()
@@ -471,6 +487,12 @@ def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
     last = outcome.samples[-1] if outcome.samples else None
     found = Progress.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
                                     postcopy=state.postcopy_started)
+    if not found.disk_total and last is not None and last.disk_total:
+        # the destination's statistics have no disk figures (seen with libvirt 9.0):
+        # the copy's, as the source's job last showed them
+        found = dataclasses.replace(found, disk_total=last.disk_total,
+                                    disk_processed=last.disk_processed,
+                                    disk_remaining=last.disk_remaining)
     return found.with_phase(MigrationPhase.COMPLETED)
 
 
@@ -481,7 +503,10 @@ def _summary(outcome: MigrationOutcome, state: PolicyState) -> str:
     policy = f"; policy: {steps}" if steps else "; policy: no step needed"
     took = f" (the whole move {outcome.wall_s:.1f} s)" if outcome.wall_s is not None else ""
     if outcome.stats is not None:
-        return f"migrated: {outcome.stats.describe().split(': ', 1)[-1]}{took}{policy}"
+        copied = outcome.stats.disk_processed or 0
+        disks = f", disks {copied / (1024 * 1024):.0f} MiB copied" if copied else ""
+        return (f"migrated: {outcome.stats.describe().split(': ', 1)[-1]}{disks}{took}"
+                f"{policy}")
     if not outcome.samples:
         return f"migrated{took}{policy}"
     last = outcome.samples[-1]
