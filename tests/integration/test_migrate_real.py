@@ -170,3 +170,22 @@ def test_faults_mid_migration_leave_the_vm_running_at_the_source(
     assert "no bytes moved for 1" in err and "(bound 10 s)" in err, err
     assert f"{name} is running" in err and "on lab-a" in err, err
     still_at_a(lab, name)
+
+
+def test_a_suspended_move_pauses_the_vm_for_the_copy_and_resumes_it_at_dest(
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
+    name = f"vl-it-migs-{os.getpid()}"
+    lab_vms.append(name)
+    start_vm(lab, real_stack, name)
+    before = boot_id(lab, f"lab-a/{name}")
+    proc = start_migration(lab, name, "--suspended", "--bandwidth", "16")
+    try:
+        during = virsh(lab.uri("lab-a"), "domstate", name, "--reason").stdout.strip()
+    finally:
+        code, out, err = finish(proc)
+    assert during == "paused (migrating)", during  # not live: paused while it copies
+    assert code == 0, err
+    assert f"{name}: running" in out, out
+    assert virsh(lab.uri("lab-b"), "domstate", name).stdout.strip() == "running"
+    assert name not in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout
+    assert boot_id(lab, f"lab-b/{name}") == before

@@ -504,7 +504,9 @@ def _summary(outcome: MigrationOutcome, state: PolicyState) -> str:
     took = f" (the whole move {outcome.wall_s:.1f} s)" if outcome.wall_s is not None else ""
     if outcome.stats is not None:
         copied = outcome.stats.disk_processed or 0
-        disks = f", disks {copied / (1024 * 1024):.0f} MiB copied" if copied else ""
+        mib = copied / (1024 * 1024)
+        disks = f", disks {mib:.1f} MiB copied" if 0 < mib < 10 else \
+            f", disks {mib:.0f} MiB copied" if copied else ""
         return (f"migrated: {outcome.stats.describe().split(': ', 1)[-1]}{disks}{took}"
                 f"{policy}")
     if not outcome.samples:
