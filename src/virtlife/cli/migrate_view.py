@@ -25,9 +25,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from virtlife.services.migration.phases import of_text, rate_text, size_text
 from virtlife.services.progress import Update
 
-MIB = 1024 * 1024
 BAR_WIDTH = 40
 
 
@@ -119,7 +119,7 @@ class MigrationView:
             parts.append(_amounts(d))
         processed = d.get("memory_processed") or 0
         if processed:
-            parts.append(f"{_size(processed)} transferred")
+            parts.append(f"{size_text(processed)} transferred")
         if d.get("iteration"):
             parts.append(f"{d['iteration']} iteration{'s' if d['iteration'] > 1 else ''}")
         if d.get("downtime_ms") is not None:
@@ -145,12 +145,12 @@ def _head(d: Mapping[str, Any]) -> str:
 def _amounts(d: Mapping[str, Any]) -> str:
     """``233 of 273 MiB sent, 40.0 MiB left`` (and the disks when they are copied)."""
     total, left = d["memory_total"], d["memory_remaining"]
-    parts = [f"{_of(max(0, total - left), total)} sent"]
+    parts = [f"{of_text(max(0, total - left), total)} sent"]
     if left:
-        parts.append(f"{_size(left)} left")
+        parts.append(f"{size_text(left)} left")
     disks = d.get("disk_total")
     if disks:
-        parts.append(f"disks {_of(disks - (d.get('disk_remaining') or 0), disks)}")
+        parts.append(f"disks {of_text(disks - (d.get('disk_remaining') or 0), disks)}")
     return ", ".join(parts)
 
 
@@ -160,9 +160,9 @@ def _rates(d: Mapping[str, Any]) -> list[str]:
     phase, bandwidth, dirty = d.get("phase"), d.get("bandwidth"), d.get("dirty_rate")
     if dirty is not None and phase in ("transferring", "iterating") and (
             dirty > 0 or phase == "iterating"):
-        parts.append(f"dirty {_size(dirty)}/s vs {_rate(bandwidth)}")
+        parts.append(f"dirty {size_text(dirty)}/s vs {rate_text(bandwidth)}")
     elif bandwidth:
-        parts.append(_rate(bandwidth))
+        parts.append(rate_text(bandwidth))
     if phase == "postcopy" and d.get("postcopy_requests"):
         parts.append(f"{d['postcopy_requests']} page requests")
     if d.get("throttle_pct") is not None:
@@ -178,31 +178,6 @@ def _rates(d: Mapping[str, Any]) -> list[str]:
         parts.append("ETA unknown")
     parts.append(f"elapsed {_duration(d.get('at_s') or 0.0)}")
     return parts
-
-
-# Sizes as Progress.describe() writes them, so that both modes show the same numbers:
-# MiB, or GiB from 10 GiB; one decimal below 10, none above.
-
-def _unit(total: float) -> tuple[str, float]:
-    return ("GiB", 1024.0 * MIB) if total >= 10 * 1024 * MIB else ("MiB", float(MIB))
-
-
-def _num(value: float) -> str:
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
-
-
-def _size(nbytes: float) -> str:
-    unit, div = _unit(nbytes)
-    return f"{_num(nbytes / div)} {unit}"
-
-
-def _of(done: float, total: float) -> str:
-    unit, div = _unit(total)
-    return f"{_num(done / div)} of {_num(total / div)} {unit}"
-
-
-def _rate(bps: float | None) -> str:
-    return "bandwidth unknown" if not bps else f"{_size(bps)}/s"
 
 
 def _duration(seconds: float) -> str:

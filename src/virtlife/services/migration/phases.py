@@ -339,21 +339,21 @@ class Progress:
         parts: list[str] = []
         done, total = self.memory_done, self.memory_total
         if done is not None and total:
-            sent = f"{_of(done, total)} sent"
+            sent = f"{of_text(done, total)} sent"
             if self.memory_processed > total:
-                sent += f" ({_size(self.memory_processed)} with re-sends)"
+                sent += f" ({size_text(self.memory_processed)} with re-sends)"
             parts.append(sent)
             if self.memory_remaining:
-                parts.append(f"{_size(self.memory_remaining)} left")
+                parts.append(f"{size_text(self.memory_remaining)} left")
         if self.disk_total:
             copied = self.disk_total - (self.disk_remaining or 0)
-            parts.append(f"disks {_of(copied, self.disk_total)}")
+            parts.append(f"disks {of_text(copied, self.disk_total)}")
         if self.phase is MigrationPhase.POSTCOPY and self.postcopy_requests:
             parts.append(f"{self.postcopy_requests} page requests")
-        rate = _rate(self.bandwidth)
+        rate = rate_text(self.bandwidth)
         if self.phase.is_precopy and self.dirty_rate is not None and (
                 self.dirty_rate > 0 or self.phase is MigrationPhase.ITERATING):
-            parts.append(f"dirty {_rate(self.dirty_rate)} vs {rate}")
+            parts.append(f"dirty {rate_text(self.dirty_rate)} vs {rate}")
         elif self.bandwidth:
             parts.append(rate)
         if self.throttle_pct is not None:
@@ -372,7 +372,7 @@ class Progress:
         return "ETA unknown"
 
     def _summary(self, head: str) -> str:
-        sent = f"{_size(self.memory_processed)} sent" if self.memory_processed else ""
+        sent = f"{size_text(self.memory_processed)} sent" if self.memory_processed else ""
         took = f"in {self.job_elapsed_ms / 1000:.1f} s" if self.job_elapsed_ms else ""
         parts = [" ".join(w for w in (sent, took) if w)] if sent or took else []
         if self.downtime_ms is not None:
@@ -380,8 +380,8 @@ class Progress:
         if self.iteration:
             parts.append(f"{self.iteration} iterations")
         if self.bandwidth:
-            parts.append(_rate(self.bandwidth) if not self.dirty_rate else
-                         f"dirty {_rate(self.dirty_rate)} vs {_rate(self.bandwidth)}")
+            parts.append(rate_text(self.bandwidth) if not self.dirty_rate else
+                         f"dirty {rate_text(self.dirty_rate)} vs {rate_text(self.bandwidth)}")
         return f"{head}: {', '.join(parts)}" if parts else head
 
     def as_dict(self) -> dict[str, Any]:
@@ -424,16 +424,17 @@ def _num(value: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
-def _size(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
+    """``64 MiB``, ``1.5 MiB``, ``12 GiB``: how every migration display writes a size."""
     unit, div = _unit(nbytes)
     return f"{_num(nbytes / div)} {unit}"
 
 
-def _of(done: float, total: float) -> str:
+def of_text(done: float, total: float) -> str:
     """``180 of 256 MiB``: both in the unit of the total."""
     unit, div = _unit(total)
     return f"{_num(done / div)} of {_num(total / div)} {unit}"
 
 
-def _rate(bps: float | None) -> str:
-    return "bandwidth unknown" if not bps else f"{_size(bps)}/s"
+def rate_text(bps: float | None) -> str:
+    return "bandwidth unknown" if not bps else f"{size_text(bps)}/s"

@@ -36,7 +36,7 @@ from virtlife.services.migration.checks import (
     run_checks,
 )
 from virtlife.services.migration.gather import gather
-from virtlife.services.migration.phases import MigrationPhase, Progress
+from virtlife.services.migration.phases import MigrationPhase, Progress, size_text
 from virtlife.services.migration.policy import (
     Action,
     Decision,
@@ -504,9 +504,7 @@ def _summary(outcome: MigrationOutcome, state: PolicyState) -> str:
     took = f" (the whole move {outcome.wall_s:.1f} s)" if outcome.wall_s is not None else ""
     if outcome.stats is not None:
         copied = outcome.stats.disk_processed or 0
-        mib = copied / (1024 * 1024)
-        disks = f", disks {mib:.1f} MiB copied" if 0 < mib < 10 else \
-            f", disks {mib:.0f} MiB copied" if copied else ""
+        disks = f", disks {size_text(copied)} copied" if copied else ""
         return (f"migrated: {outcome.stats.describe().split(': ', 1)[-1]}{disks}{took}"
                 f"{policy}")
     if not outcome.samples:
