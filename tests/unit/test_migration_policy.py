@@ -71,9 +71,11 @@ BORDER = [70, 60, 75, 62, 72, 61, 74, 63, 70, 60, 75, 62, 73, 61, 71]
 MEDIUM = [55, 17, 40, 30, 48, 22, 35, 50, 19, 44]  # ~0.9 s at most: 1000 ms lets it through
 
 
-def drive(series: Sequence[Progress], limits: Limits) -> tuple[list[Decision], PolicyState]:
-    """Feed the samples one by one, as the orchestrator does, carrying decisions out."""
-    state = plan_start(limits)
+def drive(series: Sequence[Progress], limits: Limits, start: PolicyState | None = None,
+          ) -> tuple[list[Decision], PolicyState]:
+    """Feed the samples one by one, as the orchestrator does, carrying decisions out;
+    from ``start`` (default: ``plan_start``'s state)."""
+    state = plan_start(limits) if start is None else start
     seen: list[Progress] = []
     decisions: list[Decision] = []
     for progress in series:

@@ -8,7 +8,6 @@ The series helpers and the recipe's sample shapes are those of test_migration_po
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -48,20 +47,6 @@ AT_BOUND = ("dirty rate 64 MiB/s ≥ 95% of bandwidth 64 MiB/s for 3 samples, "
 NOT_ARMED_AC = " (auto-converge was not armed at start, and QEMU cannot add it now)"
 RAISED = ("dirty rate 64 MiB/s ≥ 95% of bandwidth 64 MiB/s for 3 samples: raising max "
           "downtime 300 → 1000 ms (its bound)")
-
-
-def drive_from(state: PolicyState, series: Sequence[Progress], limits: Limits,
-               ) -> tuple[list[Decision], PolicyState]:
-    """``drive`` from a given state rather than ``plan_start``'s."""
-    seen: list[Progress] = []
-    decisions: list[Decision] = []
-    for progress in series:
-        seen.append(progress)
-        decision = next_step(state, seen, limits)
-        if decision is not None:
-            decisions.append(decision)
-            state = state.after(decision)
-    return decisions, state
 
 
 # -- next_step: every reason in full -------------------------------------------------------
@@ -130,7 +115,7 @@ def test_auto_converge_alone_is_a_later_rung_then_the_raise_is_the_last_try() ->
 def test_post_copy_not_armed_is_no_later_rung_and_never_switched_to() -> None:
     # --postcopy auto, but the flag was not set at the start: no switch is possible
     state = dataclasses.replace(plan_start(Limits()), postcopy_armed=False)
-    decisions, after = drive_from(state, [*first_pass(), *dirtier(HARD)], Limits())
+    decisions, after = drive([*first_pass(), *dirtier(HARD)], Limits(), start=state)
     assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.EXHAUSTED, None)]
     assert decisions[1].reason == (
         f"{AT_BOUND}{NOT_ARMED_AC}; post-copy was not armed at start: nothing left to try, "
