@@ -3,13 +3,26 @@ lab-a, a migration started in the background, and where a VM is afterwards."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
+from typing import Any
 
 from lab_support import LabSession
 from support import VIRTLIFE
 from virtlife.lab.guest import GuestImage
+
+# The test guest's memory dirtier (it rewrites 64 MiB in a loop) and the cap that plain
+# pre-copy cannot beat it under.
+DIRTY: dict[str, Any] = {"memory_mib": 256, "dirty_mib": 64}
+CAP = ("--bandwidth", "64")
+
+
+def outcome_of(stdout: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``virtlife migrate --json``'s lines: the progress updates, then the outcome."""
+    *updates, outcome = [json.loads(line) for line in stdout.splitlines()]
+    return updates, outcome
 
 
 def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:

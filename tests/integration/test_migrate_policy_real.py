@@ -9,21 +9,12 @@ import json
 import os
 
 import pytest
-from migrate_support import boot_id, domstate, start_vm, still_at_a, virsh
+from migrate_support import CAP, DIRTY, boot_id, domstate, outcome_of, start_vm, still_at_a, virsh
 
 from lab_support import LabSession
 from virtlife.lab.guest import GuestImage
 
 pytestmark = pytest.mark.integration
-
-DIRTY = {"memory_mib": 256, "dirty_mib": 64}
-CAP = ("--bandwidth", "64")
-
-
-def outcome_of(stdout: str) -> tuple[list[dict[str, object]], dict[str, object]]:
-    *updates, outcome = [json.loads(line) for line in stdout.splitlines()]
-    return updates, outcome
-
 
 def test_policy_auto_moves_a_guest_that_plain_precopy_cannot(
         lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:

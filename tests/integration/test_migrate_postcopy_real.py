@@ -15,21 +15,22 @@ import os
 import time
 
 import pytest
-from migrate_support import boot_id, domstate, finish, start_migration, start_vm, virsh
+from migrate_support import (
+    CAP,
+    DIRTY,
+    boot_id,
+    domstate,
+    finish,
+    outcome_of,
+    start_migration,
+    start_vm,
+    virsh,
+)
 
 from lab_support import LabSession
 from virtlife.lab.guest import GuestImage
 
 pytestmark = [pytest.mark.integration, pytest.mark.postcopy]
-
-DIRTY = {"memory_mib": 256, "dirty_mib": 64}
-CAP = ("--bandwidth", "64")
-
-
-def outcome_of(stdout: str) -> tuple[list[dict[str, object]], dict[str, object]]:
-    *updates, outcome = [json.loads(line) for line in stdout.splitlines()]
-    return updates, outcome
-
 
 def test_policy_auto_switches_a_dirtying_guest_to_post_copy_under_a_tight_bound(
         lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:

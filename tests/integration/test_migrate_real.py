@@ -9,7 +9,15 @@ import signal
 import subprocess
 
 import pytest
-from migrate_support import boot_id, finish, start_migration, start_vm, still_at_a, virsh
+from migrate_support import (
+    boot_id,
+    finish,
+    outcome_of,
+    start_migration,
+    start_vm,
+    still_at_a,
+    virsh,
+)
 
 from lab_support import LabSession
 from virtlife.lab import cluster
@@ -35,7 +43,7 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
 
     run = lab.virtlife("migrate", name, "lab-b", "--json")
     assert run.returncode == 0, run.stderr
-    *updates, outcome = [json.loads(line) for line in run.stdout.splitlines()]
+    updates, outcome = outcome_of(run.stdout)
     assert outcome["state"] == "running" and outcome["host"] == "lab-b", outcome
     assert "libvirt's unsafe flag passed: every disk proven shared" in outcome["note"]
     samples = [u["detail"] for u in updates if u["stage"] == "progress"]
