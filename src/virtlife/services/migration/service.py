@@ -489,10 +489,10 @@ def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
                                     postcopy=state.postcopy_started)
     if not found.disk_total and last is not None and last.disk_total:
         # the destination's statistics have no disk figures (seen with libvirt 9.0):
-        # the copy's, as the source's job last showed them
+        # the copy's size, as the source's job last showed it; the move completed, so
+        # all of it was copied (a sample may have caught it just short of the end)
         found = dataclasses.replace(found, disk_total=last.disk_total,
-                                    disk_processed=last.disk_processed,
-                                    disk_remaining=last.disk_remaining)
+                                    disk_processed=last.disk_total, disk_remaining=0)
     return found.with_phase(MigrationPhase.COMPLETED)
 
 
