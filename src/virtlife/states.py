@@ -210,6 +210,7 @@ class Operation(StrEnum):
     ATTACH_ISO = "attach-iso"
     DETACH_ISO = "detach-iso"
     AGENT_ENABLE = "agent-enable"  # add the guest-agent channel to the definition
+    GRAPHICS = "graphics"  # change the VNC listen address or password in the definition
     # guest-agent actions that change something in the guest
     AGENT_FREEZE = "agent-freeze"
     AGENT_THAW = "agent-thaw"
@@ -298,6 +299,7 @@ TRANSITIONS: dict[Operation, Rule] = {
     Operation.ATTACH_ISO: _r(_UP | {S.PAUSED, S.SHUTOFF}, set()),
     Operation.DETACH_ISO: _r(_UP | {S.PAUSED, S.SHUTOFF}, set()),
     Operation.AGENT_ENABLE: _r({s for s in S if s is not S.UNDEFINED}, set()),
+    Operation.GRAPHICS: _r({s for s in S if s is not S.UNDEFINED}, set()),
     # the agent answers only while the guest's vCPUs run
     Operation.AGENT_FREEZE: _r(_UP, set()),
     Operation.AGENT_THAW: _r(_UP, set()),

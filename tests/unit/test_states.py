@@ -108,6 +108,7 @@ snapshot-delete     . x x . x x x . . .
 attach-iso          . x x . x . x . . .
 detach-iso          . x x . x . x . . .
 agent-enable        . x x x x x x x x x
+graphics            . x x x x x x x x x
 agent-freeze        . . x . . . x . . .
 agent-thaw          . . x . . . x . . .
 agent-set-time      . . x . . . x . . .

@@ -56,7 +56,7 @@ DEFAULT_TIMEOUTS: dict[Operation, float] = {
     Operation.AGENT_SET_TIME: 30, Operation.AGENT_SET_PASSWORD: 30,
     Operation.AGENT_EXEC: 60, Operation.AGENT_COMMAND: 30,
     Operation.MIGRATE: 600, Operation.MIGRATE_OFFLINE: 300, Operation.MIGRATE_ABORT: 60,
-    Operation.MIGRATE_RESUME: 600,
+    Operation.MIGRATE_RESUME: 600, Operation.GRAPHICS: 30,
 }
 AGENT_TIMEOUT_S = 120.0
 QUEUE_POLL_S = 0.2
