@@ -53,6 +53,17 @@ def test_lab_vm_through_the_command_line(vm: str) -> None:
         ("destroy", "ok"), ("shutdown", "refused"), ("suspend", "ok"), ("resume", "refused")]
 
 
+def test_create_start_with_a_connect_uri_that_the_inventory_does_not_name(vm: str) -> None:
+    # the host is then named by its URI, "/" and all: the start after the define once
+    # split that name at its first "/" ("no host named qemu+unix:")
+    uri = "qemu+unix:///system"
+    run = virtlife("-c", uri, "create", vm, "--memory", "64", "--no-agent", "--no-vnc",
+                   "--start")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{vm}: running (booted)\n"
+    assert virtlife("-c", uri, "state", f"{uri}/{vm}").stdout == "running (booted)\n"
+
+
 def test_events_stream_lifecycle_and_agent_events(vm: str) -> None:
     assert virtlife("lab", "create", vm).returncode == 0
     stream = EventStream("--timeout", "90")

@@ -102,12 +102,15 @@ def test_unknown_host_prefix_is_host_not_found() -> None:
 
 @pytest.mark.parametrize(("ref", "expected"), [
     ("web1", (None, "web1")), ("h1/web1", ("h1", "web1")),
+    # a host that only a -c URI names is called by that URI; a VM name has no "/"
+    ("qemu:///system/web1", ("qemu:///system", "web1")),
+    ("qemu+tcp://10.0.0.1/system/web1", ("qemu+tcp://10.0.0.1/system", "web1")),
 ])
 def test_split_ref(ref: str, expected: tuple[str | None, str]) -> None:
     assert split_ref(ref) == expected
 
 
-@pytest.mark.parametrize("ref", ["/web1", "h1/"])
+@pytest.mark.parametrize("ref", ["/web1", "h1/", "qemu:///system/"])
 def test_split_ref_rejects_half_names(ref: str) -> None:
     with pytest.raises(errors.VMNotFound):
         split_ref(ref)

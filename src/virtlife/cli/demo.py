@@ -68,7 +68,7 @@ def _clean_leftover(s: Services, ref: str) -> bool:
 def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     life = s.lifecycle
     host = s.default_host()
-    ref = f"{host}/{DEMO_VM}" if "/" not in host else DEMO_VM
+    ref = f"{host}/{DEMO_VM}"
     if _clean_leftover(s, ref):
         for copy in spec.disk_copies:  # that VM's own disk copy: create never overwrites
             copy.target.unlink(missing_ok=True)

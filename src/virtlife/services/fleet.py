@@ -93,9 +93,14 @@ class FleetListing:
 
 
 def split_ref(ref: str) -> tuple[str | None, str]:
-    """``"web1"`` -> (None, "web1"); ``"hostA/web1"`` -> ("hostA", "web1")."""
+    """``"web1"`` -> (None, "web1"); ``"hostA/web1"`` -> ("hostA", "web1").
+
+    Split at the last "/": a host that only ``-c URI`` names is called by its URI
+    (``"qemu+tcp://h/system/web1"``), while a VM name never has a "/" (libvirt refuses
+    one).
+    """
     if "/" in ref:
-        host, _, name = ref.partition("/")
+        host, _, name = ref.rpartition("/")
         if not host or not name:
             raise errors.VMNotFound(f"{ref!r} is not a VM name: use NAME or HOST/NAME")
         return host, name
