@@ -7,9 +7,11 @@ an operation is allowed or wait for its result: ``services.lifecycle`` does that
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from virtlife.hypervisor.console import ConsoleStream, open_console, open_graphics_socket
 from virtlife.hypervisor.libvirt_api import calling, libvirt, translate
 from virtlife.states import (
     LV_SHUTOFF,
@@ -263,3 +265,17 @@ class Guest:
         """Remove the device ``xml`` names; libvirt may finish a live removal later."""
         with calling(self._what("detach a device from")):
             self._dom.detachDeviceFlags(xml, self._affect(live, config))
+
+    # -- consoles (hypervisor.console holds the stream and socket wrappers) -----------
+
+    def open_console(self, *, force: bool = False) -> ConsoleStream:
+        """A session on the VM's serial console; ``OperationBusy`` while another client
+        holds it, unless ``force`` takes it over."""
+        return open_console(self.host.conn, self._dom,
+                            f"the serial console of {self.name} on {self.host.name}",
+                            force=force)
+
+    def open_graphics_socket(self, index: int) -> socket.socket:
+        """A socket to the VM's graphics server ``index`` (local connections only)."""
+        return open_graphics_socket(self._dom, index,
+                                    f"the graphics server of {self.name} on {self.host.name}")

@@ -1,4 +1,5 @@
-"""One object holding what a front end needs: store, fleet, operations and lifecycle.
+"""One object holding what a front end needs: store, fleet, operations, lifecycle, the
+agent, snapshots, migrations and consoles.
 
 The CLI builds one per command; the REST API builds one per process. With
 ``connect_uri`` the fleet is that single libvirt URI (like ``virsh -c``) and a store
@@ -16,6 +17,7 @@ from pathlib import Path
 from virtlife import config, errors
 from virtlife.services import freeze
 from virtlife.services.agent import GuestAgent
+from virtlife.services.consoles import Consoles
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.migration.service import Migrations
@@ -39,6 +41,7 @@ class Services:
     agent: GuestAgent
     snapshots: Snapshots
     migrations: Migrations
+    consoles: Consoles
     settings: config.Settings = field(default_factory=config.Settings)
     warnings: list[str] = field(default_factory=list)  # what the user should know
 
@@ -140,5 +143,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
     return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
                     GuestAgent(fleet, ops, guard), Snapshots(fleet, ops, guard, settings),
-                    Migrations(fleet, ops, lifecycle),
+                    Migrations(fleet, ops, lifecycle), Consoles(fleet, ops),
                     settings, warnings)
