@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS="libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-qemu-utils qemu-guest-agent libvirt-dev pkg-config busybox-static cpio e2fsprogs"
+qemu-utils qemu-guest-agent libvirt-dev pkg-config busybox-static cpio e2fsprogs
+novnc chromium"
+# novnc: the browser's VNC console (served from /usr/share/novnc); chromium: the browser
+# tests (Playwright drives /usr/bin/chromium). npm (xterm.js) is the machine's own Node.js
+# one; only where there is none does Debian's come in.
 
 real=1
 if [ "$(id -u)" != 0 ] || [ ! -f /etc/debian_version ]; then
@@ -20,6 +24,7 @@ if [ $real = 1 ]; then
   for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
   done
+  command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
   if [ -n "$missing" ]; then
     echo "setup: installing Debian packages:$missing"
     apt-get update -qq
@@ -40,6 +45,18 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# xterm.js for the browser's serial console, from the npm registry (web/package-lock.json)
+if command -v npm >/dev/null 2>&1; then
+  lock_stamp="web/node_modules/.installed-$(sha256sum web/package-lock.json | cut -c1-16)"
+  if [ ! -f "$lock_stamp" ]; then
+    echo "setup: installing the web UI's front-end files (npm ci in web/)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$lock_stamp"
+  fi
+else
+  echo "setup: npm not found: the web UI's serial console needs web/node_modules (npm ci in web/)"
 fi
 
 if [ $real = 1 ]; then

@@ -377,3 +377,16 @@ def check_transition(op: Operation, vm: str, current: StateInfo) -> Rule:
     if hint:
         msg += f"; {hint}"
     raise InvalidTransition(msg)
+
+
+def allowed_operations(current: StateInfo) -> list[Operation]:
+    """The operations ``check_transition`` lets start from ``current``, in table order
+    (what a front end offers as enabled buttons)."""
+    allowed = []
+    for op in TRANSITIONS:
+        try:
+            check_transition(op, "", current)
+        except InvalidTransition:
+            continue
+        allowed.append(op)
+    return allowed

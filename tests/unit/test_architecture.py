@@ -30,7 +30,7 @@ def test_libvirt_is_imported_in_one_module() -> None:
     assert importers == ["hypervisor/libvirt_api.py"]
 
 
-@pytest.mark.parametrize("package", ["cli"])
+@pytest.mark.parametrize("package", ["cli", "api"])
 def test_front_ends_reach_libvirt_only_through_services(package: str) -> None:
     for path in _modules(package):
         bad = {m for m in _imports(path) if m.startswith("virtlife.hypervisor")}

@@ -9,18 +9,6 @@ from __future__ import annotations
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table
-from virtlife.store.journal import JournalEntry
-
-
-def _row(e: JournalEntry) -> dict[str, object]:
-    return {
-        "op_id": e.op_id, "operation": e.operation, "host": e.host, "vm": e.vm,
-        "uuid": e.uuid, "outcome": e.outcome, "started": e.started_at.isoformat(),
-        "finished": e.finished_at.isoformat() if e.finished_at else None,
-        "duration_s": round(e.duration_s, 3), "detail": e.detail,
-        "user": e.actor.user, "process": e.actor.process, "pid": e.process.pid,
-        "machine": e.process.machine,
-    }
 
 
 @click.command()
@@ -41,7 +29,7 @@ def operations(app: App, show_all: bool, limit: int, as_json: bool) -> None:
     journal.sweep()
     entries = journal.list(limit=limit) if show_all else journal.running()
     if as_json:
-        emit_json([_row(e) for e in entries])
+        emit_json([e.as_dict() for e in entries])
         return
     show_table(["ID", "OPERATION", "VM", "OUTCOME", "STARTED", "BY", "PID"],
                [(e.op_id, e.operation, f"{e.host}/{e.vm}", e.outcome,
@@ -61,13 +49,13 @@ def operation(app: App, op_id: str, as_json: bool) -> None:
     job = app.services.jobs.get(op_id)
     entry = app.services.need_store().journal.get(op_id)
     if as_json:
-        emit_json(_row(entry) if entry is not None else job.as_dict())
+        emit_json(entry.as_dict() if entry is not None else job.as_dict())
         return
     if entry is None:
         click.echo(f"{op_id}: {job.description}: {job.status}")
         return
     show_table(["field", "value"], [(k, "-" if v is None else v)
-                                    for k, v in _row(entry).items()])
+                                    for k, v in entry.as_dict().items()])
 
 
 COMMANDS = [operations, operation]

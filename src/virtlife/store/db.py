@@ -31,6 +31,7 @@ from virtlife.store.facts import Facts
 from virtlife.store.freezes import Freezes
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
+from virtlife.store.tokens import Tokens
 
 # How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S: Final = 10.0
@@ -137,6 +138,19 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
             kind      TEXT NOT NULL CHECK (kind IN ('bounded', 'held')),
             frozen_at TEXT NOT NULL,
             bound_s   REAL
+        );
+        """,
+    ),
+    (
+        # Bearer tokens of the REST API, kept as SHA-256 digests only.
+        "0006_api_tokens",
+        """
+        CREATE TABLE api_tokens (
+            name         TEXT PRIMARY KEY,
+            digest       TEXT NOT NULL UNIQUE,
+            read_only    INTEGER NOT NULL,
+            created_at   TEXT NOT NULL,
+            last_used_at TEXT
         );
         """,
     ),
@@ -274,6 +288,7 @@ class Store:
         self.journal = Journal(db)
         self.facts = Facts(db)
         self.freezes = Freezes(db)
+        self.tokens = Tokens(db)
 
     def close(self) -> None:
         self._db.close()

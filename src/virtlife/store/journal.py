@@ -130,6 +130,18 @@ class JournalEntry:
     def running(self) -> bool:
         return self.outcome == RUNNING
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, as ``operations --json`` and the REST API show a row."""
+        return {
+            "op_id": self.op_id, "operation": self.operation, "host": self.host,
+            "vm": self.vm, "uuid": self.uuid, "outcome": self.outcome,
+            "started": self.started_at.isoformat(),
+            "finished": self.finished_at.isoformat() if self.finished_at else None,
+            "duration_s": round(self.duration_s, 3), "detail": self.detail,
+            "user": self.actor.user, "process": self.actor.process, "pid": self.process.pid,
+            "machine": self.process.machine,
+        }
+
     def describe(self) -> str:
         """``save (operation 3f2a9c1b04de, started 2026-11-26 01:02:03 UTC by root via cli)``"""
         who = f" by {self.actor.user} via {self.actor.process}" if self.actor.user else ""

@@ -1,0 +1,125 @@
+"""Builds the FastAPI application of ``virtlife serve`` and runs it under uvicorn.
+
+One ``Services`` per server process: its fleet keeps one connection per host, reused
+by every request and reopened after a libvirtd restart (``services.fleet``). Routes
+run in the server's thread pool; what they share (the fleet, the store, ``Jobs``) is
+safe across threads. At start-up the event ``Feed`` begins following every host into
+the ``Hub``; at shutdown it stops and the services close.
+
+``check_listen`` is the rule for where the server may listen: loopback by default;
+anywhere else only with TLS settings or an explicit ``--insecure``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from virtlife import __version__, errors
+from virtlife.api import problems, routes, routes_more
+from virtlife.api.auth import Tickets
+from virtlife.api.hub import Feed, Hub
+from virtlife.api.metrics import Metrics
+from virtlife.services.context import Services
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(text: str) -> Listen:
+    """``ADDR:PORT`` (``[v6]:PORT`` for IPv6) -> ``Listen``; ``InvalidInput`` else."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise errors.InvalidInput(f"--listen {text!r}: give ADDRESS:PORT, e.g. {DEFAULT_LISTEN}")
+    return Listen(host, int(port))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(listen: Listen, *, tls: bool, insecure: bool) -> str | None:
+    """Refuse a non-loopback address without TLS or ``--insecure``; a warning to print
+    when it is allowed insecurely, else None."""
+    if is_loopback(listen.host) or tls:
+        return None
+    if not insecure:
+        raise errors.InvalidInput(
+            f"refusing to listen on {listen} without TLS: tokens would cross the network in "
+            "clear text; give --tls-cert and --tls-key, or --insecure on a network you trust")
+    return (f"listening on {listen} without TLS (--insecure): bearer tokens cross the "
+            "network in clear text")
+
+
+def create_app(services: Services, *, follow_events: bool = True,
+               static_root: Path | None = None) -> FastAPI:
+    """The application over ``services`` (which it closes at shutdown).
+
+    ``follow_events`` False leaves the event feed off (unit tests of single routes).
+    """
+    hub = Hub()
+    feed = Feed(services.fleet, hub)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        hub.attach(asyncio.get_running_loop())
+        if follow_events:
+            feed.start()
+        try:
+            yield
+        finally:
+            feed.close()
+            services.close()
+
+    app = FastAPI(title="virtlife", version=__version__, lifespan=lifespan,
+                  description="Whole-life manager for KVM/QEMU virtual machines on libvirt "
+                              "hosts. Every route but /api/health needs a bearer token "
+                              "(`virtlife token create NAME`).")
+    app.state.services = services
+    app.state.hub = hub
+    app.state.feed = feed
+    app.state.metrics = Metrics()
+    app.state.tickets = Tickets()
+    problems.install(app)
+    app.include_router(routes.router)
+    app.include_router(routes_more.router)
+    from virtlife.api import web
+
+    web.install(app, static_root)
+    return app
+
+
+def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
+          tls_key: Path | None = None, log_level: str = "info") -> None:
+    """Run the server until SIGINT/SIGTERM."""
+    import uvicorn
+
+    app = create_app(services)
+    uvicorn.run(app, host=listen.host, port=listen.port, log_level=log_level,
+                ssl_certfile=str(tls_cert) if tls_cert else None,
+                ssl_keyfile=str(tls_key) if tls_key else None,
+                proxy_headers=False, server_header=False, ws="websockets")

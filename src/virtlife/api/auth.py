@@ -1,0 +1,111 @@
+"""Who may call the API: bearer tokens (read-only or read-write) and one-time console tickets.
+
+A request carries its token as ``Authorization: Bearer <token>``, or, from the web
+UI, in the ``virtlife_token`` cookie (HttpOnly, SameSite=Strict, set by the login
+form), so that the browser's EventSource and WebSocket requests carry it too. Every
+route depends on ``reader`` or ``writer``; only ``/api/health`` and the login page
+are open. A missing or unknown token is 401, a read-only token on a write is 403.
+
+A console URL carries a ``Tickets`` ticket instead: random, for one VM and one kind
+of console (vnc or serial), usable once, and dead after ``TICKET_TTL_S``. A ticket is
+minted by an authenticated ``POST`` (a writer: a console can type into the guest), so
+a leaked console URL is worth nothing a minute later.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+
+from virtlife import errors
+from virtlife.store.tokens import TokenRecord
+
+COOKIE = "virtlife_token"
+TICKET_TTL_S = 60.0
+_BEARER = "bearer "
+
+
+def presented_token(request: Request) -> str | None:
+    """The token a request carries: its Authorization header, else the web UI's cookie."""
+    header = request.headers.get("authorization", "")
+    if header[:len(_BEARER)].lower() == _BEARER:
+        return header[len(_BEARER):].strip() or None
+    return request.cookies.get(COOKIE) or None
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(request: Request) -> TokenRecord:
+    """The token record of this request, or 401."""
+    secret = presented_token(request)
+    if secret is None:
+        raise _unauthorized("a bearer token is needed: `virtlife token create NAME` makes one")
+    services = request.app.state.services
+    try:
+        record: TokenRecord | None = services.need_store().tokens.check(secret)
+    except errors.StoreUnavailable as err:
+        raise HTTPException(503, f"cannot check the token: {err}") from None
+    if record is None:
+        raise _unauthorized("this token is not valid (unknown or revoked)")
+    return record
+
+
+def reader(request: Request) -> TokenRecord:
+    """Dependency of every route that only reads."""
+    return authenticate(request)
+
+
+def writer(request: Request) -> TokenRecord:
+    """Dependency of every route that changes something: 403 for a read-only token."""
+    record = authenticate(request)
+    if record.read_only:
+        raise HTTPException(403, f"token {record.name!r} is read-only; this request "
+                                 "changes something")
+    return record
+
+
+@dataclass(frozen=True)
+class Ticket:
+    host: str
+    vm: str
+    kind: str  # "vnc" or "serial"
+    expires: float  # time.monotonic() deadline
+
+
+class Tickets:
+    """One-time console tickets of this server process."""
+
+    def __init__(self, ttl_s: float = TICKET_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._live: dict[str, Ticket] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, host: str, vm: str, kind: str) -> str:
+        token = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, t in self._live.items() if t.expires <= now]:
+                del self._live[key]
+            self._live[token] = Ticket(host, vm, kind, now + self.ttl_s)
+        return token
+
+    def redeem(self, token: str, host: str, vm: str, kind: str) -> None:
+        """Use ``token`` for ``kind`` on ``host/vm`` (once); ``InvalidInput`` says why not."""
+        with self._lock:
+            ticket = self._live.pop(token, None)
+        if ticket is None:
+            raise errors.InvalidInput("this console ticket is unknown or was used already; "
+                                      "open the console again")
+        if ticket.expires <= time.monotonic():
+            raise errors.InvalidInput(f"this console ticket expired ({self.ttl_s:.0f} s); "
+                                      "open the console again")
+        if (ticket.host, ticket.vm, ticket.kind) != (host, vm, kind):
+            raise errors.InvalidInput(
+                f"this console ticket is for the {ticket.kind} console of "
+                f"{ticket.host}/{ticket.vm}, not the {kind} console of {host}/{vm}")

@@ -1,0 +1,135 @@
+"""The server's event hub: what happens on the hosts, fanned out to every stream client.
+
+``Hub.publish`` may be called from any thread (the event followers of
+``services.events``, the operation threads of ``Jobs``); each subscriber of the
+event stream (``/api/events``) gets every message through its own bounded asyncio
+queue on the server's loop. A client that cannot keep up is told it ``lagged`` and
+is dropped, so one slow browser never holds up the others or grows memory.
+
+``Feed`` connects the hub to the fleet: domain and host events as they come, and,
+after each lifecycle event, the VM's new state and the operations that state allows,
+read on the feed's own thread (never on libvirt's event loop or a follower thread).
+Those states are also kept as the server's cache (``Feed.states``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from virtlife import errors
+from virtlife.services.events import DomainEvent, EventKind, stream_events
+from virtlife.services.fleet import Fleet
+from virtlife.states import StateInfo, allowed_operations
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 1000  # messages a subscriber may fall behind before it is dropped
+Message = dict[str, Any]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: set[asyncio.Queue[Message | None]] = set()
+        self.published = 0  # messages so far (the tests and /metrics read it)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver on ``loop`` from now on (the server's, at start-up)."""
+        self._loop = loop
+
+    def publish(self, message: Message) -> None:
+        """Send ``message`` to every subscriber; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, message)
+        except RuntimeError:  # the loop closed between the check and the call
+            pass
+
+    def _deliver(self, message: Message) -> None:
+        self.published += 1
+        for q in list(self._subscribers):
+            try:
+                q.put_nowait(message)
+            except asyncio.QueueFull:
+                self._subscribers.discard(q)
+                q.get_nowait()  # room for the last word
+                q.put_nowait({"type": "lagged",
+                              "message": "this stream fell behind and was closed; "
+                                         "reconnect and reload the state"})
+                q.put_nowait(None)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    async def subscribe(self) -> AsyncIterator[Message]:
+        """Every message published from now on, until the subscriber is dropped."""
+        q: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_MAX + 2)
+        self._subscribers.add(q)
+        try:
+            while True:
+                message = await q.get()
+                if message is None:
+                    return
+                yield message
+        finally:
+            self._subscribers.discard(q)
+
+
+def state_dict(host: str, vm: str, state: StateInfo) -> Message:
+    return {"host": host, "name": vm, "state": state.state.value,
+            "label": state.state.label, "reason": state.reason,
+            "allowed": [op.value for op in allowed_operations(state)]}
+
+
+class Feed:
+    """Follows the fleet's events into ``hub`` until ``stop``; keeps the last states."""
+
+    def __init__(self, fleet: Fleet, hub: Hub) -> None:
+        self.fleet = fleet
+        self.hub = hub
+        self.stop = threading.Event()
+        self.states: dict[tuple[str, str], Message] = {}
+        self.hosts: dict[str, str] = {}  # host -> its last connection event
+        self._lookups: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        reader = threading.Thread(target=self._read_states, name="feed-states", daemon=True)
+        reader.start()
+        self._threads = [reader, *stream_events(self.fleet, self._on_event, self.stop)]
+
+    def close(self) -> None:
+        self.stop.set()
+        self._lookups.put(None)
+        for thread in self._threads:
+            thread.join(2.0)
+
+    def _on_event(self, event: DomainEvent) -> None:
+        self.hub.publish({"type": "event", **event.as_dict()})
+        if event.kind is EventKind.HOST:
+            self.hosts[event.host] = event.event
+        elif event.kind in (EventKind.LIFECYCLE, EventKind.PM):
+            self._lookups.put((event.host, event.vm))
+
+    def _read_states(self) -> None:
+        while True:
+            item = self._lookups.get()
+            if item is None or self.stop.is_set():
+                return
+            host, vm = item
+            try:
+                state = self.fleet.state_of(host, vm)
+            except errors.VirtlifeError as err:
+                log.info("state of %s/%s after an event: %s", host, vm, err)
+                continue
+            message = state_dict(host, vm, state)
+            self.states[(host, vm)] = message
+            self.hub.publish({"type": "state", **message})

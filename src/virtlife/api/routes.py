@@ -1,0 +1,338 @@
+"""The REST API's core routes: health, hosts, VMs, lifecycle actions, operations, history,
+the event stream and the Prometheus metrics.
+
+Each route is a thin call into the service layer the CLI uses. A state-changing
+action runs in the background (``Jobs``) and answers 202 with its operation id at
+once; its progress reaches the event stream as ``progress`` messages and
+``GET /api/operations/{id}`` (``?wait=S`` blocks until it ends or S passes). A VM is
+named by its host and its name in the path, so a name is never ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from virtlife import __version__, errors
+from virtlife.api.auth import reader, writer
+from virtlife.api.hub import Hub, state_dict
+from virtlife.services.base import Call
+from virtlife.services.context import Services
+from virtlife.services.lifecycle import OperationResult
+from virtlife.services.progress import Update
+from virtlife.states import Operation, check_transition
+from virtlife.store.tokens import TokenRecord
+
+router = APIRouter()
+
+HostName = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f]+$",
+                               description="a host as the inventory names it")]
+VMName = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f]+$",
+                             description="the VM's name on that host")]
+Reader = Annotated[TokenRecord, Depends(reader)]
+Writer = Annotated[TokenRecord, Depends(writer)]
+KEEPALIVE_S = 15.0  # an event stream sends a comment this often when idle
+WAIT_MAX_S = 60.0
+
+
+def services_of(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def ref_of(host: str, name: str) -> str:
+    return f"{host}/{name}"
+
+
+def update_dict(update: Update) -> dict[str, Any]:
+    return {"op_id": update.op_id, "vm": update.vm, "stage": update.stage,
+            "message": update.message, "fraction": update.fraction,
+            "detail": None if update.detail is None else dict(update.detail)}
+
+
+class Accepted(BaseModel):
+    op_id: str
+    status: str = "running"
+    url: str
+
+
+def submit(request: Request, description: str, vm: str,
+           work: Callable[[Call], Any]) -> JSONResponse:
+    """Run ``work`` (a service call) in the background; 202 with its operation id.
+
+    Its progress, and its end, go to the event stream; the metrics count the outcome.
+    """
+    svc, hub, metrics = services_of(request), hub_of(request), request.app.state.metrics
+
+    def start(op_id: str, progress: Callable[[Update], None]) -> OperationResult:
+        def both(update: Update) -> None:
+            progress(update)
+            hub.publish({"type": "progress", **update_dict(update), "op_id": op_id})
+
+        began = time.monotonic()
+        outcome, message = "error", ""
+        try:
+            done = work(Call(progress=both, op_id=op_id, queue_s=None))
+            result: OperationResult = getattr(done, "result", done)
+            outcome = "ok"
+            return result
+        except errors.VirtlifeError as err:
+            from virtlife.services.operations import outcome_of
+            outcome, message = outcome_of(err), str(err)
+            raise
+        finally:
+            metrics.operation_done(description.split(" ", 1)[0], outcome,
+                                   time.monotonic() - began)
+            hub.publish({"type": "operation", "op_id": op_id, "vm": vm,
+                         "description": description, "status": outcome,
+                         "error": message or None})
+
+    op_id = svc.jobs.submit(start, description)
+    body = Accepted(op_id=op_id, url=f"/api/operations/{op_id}")
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+# -- health, hosts, VMs -----------------------------------------------------------------
+
+@router.get("/api/health", tags=["server"])
+def health(request: Request) -> dict[str, object]:
+    """Whether the server runs (no token needed)."""
+    return {"status": "ok", "version": __version__,
+            "hosts": len(services_of(request).fleet.refs)}
+
+
+@router.get("/api/hosts", tags=["hosts"])
+def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
+    """Every host of the inventory, and whether it answers now."""
+    svc = services_of(request)
+    listing = svc.fleet.list_vms(include_inactive=True)
+    down = {p.host: p.message for p in listing.unreachable}
+    counts: dict[str, int] = {}
+    for row in listing.rows:
+        counts[row.host] = counts.get(row.host, 0) + 1
+    return [{"name": ref.name, "uri": ref.uri, "reachable": ref.name not in down,
+             "problem": down.get(ref.name), "vms": counts.get(ref.name, 0)}
+            for ref in sorted(svc.fleet.refs.values(), key=lambda r: r.name)]
+
+
+def _row(row: Any) -> dict[str, object]:
+    return {**row.as_dict(), **state_dict(row.host, row.name, row.state)}
+
+
+@router.get("/api/vms", tags=["vms"])
+def vms(request: Request, _t: Reader, all: bool = True,
+        host: Annotated[str | None, Query(max_length=255)] = None) -> dict[str, object]:
+    """The fleet's VMs (``all=false``: the active ones), with the operations each
+    state allows, and the hosts that did not answer."""
+    svc = services_of(request)
+    if host is not None:
+        svc.fleet.ref(host)  # 404 for an unknown host
+    listing = svc.fleet.list_vms(include_inactive=all, host=host)
+    return {"vms": [_row(r) for r in listing.rows],
+            "unreachable": [{"host": p.host, "uri": p.uri, "message": p.message}
+                            for p in listing.unreachable]}
+
+
+@router.get("/api/vms/{host}/{name}", tags=["vms"])
+def vm(request: Request, host: HostName, name: VMName, _t: Reader) -> dict[str, object]:
+    """One VM: its state and reason, the operations it allows, and its details."""
+    info = services_of(request).lifecycle.info(ref_of(host, name))
+    return {**info.as_dict(), **state_dict(host, info.name, info.state)}
+
+
+@router.get("/api/vms/{host}/{name}/xml", tags=["vms"], response_class=PlainTextResponse)
+def vm_xml(request: Request, host: HostName, name: VMName, _t: Reader,
+           inactive: bool = False) -> str:
+    """The VM's libvirt XML (the live one, or with ``inactive`` the persistent one)."""
+    return services_of(request).lifecycle.dumpxml(ref_of(host, name), inactive=inactive)
+
+
+@router.get("/api/vms/{host}/{name}/history", tags=["vms"])
+def vm_history(request: Request, host: HostName, name: VMName, _t: Reader,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, object]]:
+    """The VM's journal, newest first."""
+    entries = services_of(request).lifecycle.history(ref_of(host, name), limit=limit)
+    return [e.as_dict() for e in entries]
+
+
+@router.get("/api/history", tags=["operations"])
+def history(request: Request, _t: Reader,
+            host: Annotated[str | None, Query(max_length=255)] = None,
+            limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, object]]:
+    """The journal of every VM (of one host), newest first."""
+    return [e.as_dict() for e in services_of(request).lifecycle.history(host=host,
+                                                                        limit=limit)]
+
+
+# -- lifecycle actions ------------------------------------------------------------------
+
+class Action(StrEnum):
+    START = "start"
+    SHUTDOWN = "shutdown"
+    REBOOT = "reboot"
+    RESET = "reset"
+    DESTROY = "destroy"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    SAVE = "save"
+    MANAGEDSAVE = "managedsave"
+    MANAGEDSAVE_REMOVE = "managedsave-remove"
+    PMSUSPEND = "pmsuspend"
+    PMWAKEUP = "pmwakeup"
+    UNDEFINE = "undefine"
+
+
+class ActionOptions(BaseModel):
+    """An action's options; each action takes only the ones listed in ``ACCEPTS``."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "agent", "acpi", "default"] | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    force: bool | None = None
+    paused: bool | None = None
+    force_boot: bool | None = None
+    wait_agent: bool | None = None
+    graceful: bool | None = None
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    target: Literal["mem", "disk", "hybrid"] | None = None
+    managed_save: bool | None = None
+    snapshots: bool | None = None
+
+
+ACCEPTS: dict[Action, frozenset[str]] = {
+    Action.START: frozenset({"paused", "force_boot", "wait_agent", "timeout_s"}),
+    Action.SHUTDOWN: frozenset({"mode", "force", "timeout_s"}),
+    Action.REBOOT: frozenset({"mode", "force", "wait_agent", "timeout_s"}),
+    Action.RESET: frozenset({"wait_agent", "timeout_s"}),
+    Action.DESTROY: frozenset({"graceful", "timeout_s"}),
+    Action.SUSPEND: frozenset({"timeout_s"}),
+    Action.RESUME: frozenset({"timeout_s"}),
+    Action.SAVE: frozenset({"path", "timeout_s"}),
+    Action.MANAGEDSAVE: frozenset({"timeout_s"}),
+    Action.MANAGEDSAVE_REMOVE: frozenset(),
+    Action.PMSUSPEND: frozenset({"target", "timeout_s"}),
+    Action.PMWAKEUP: frozenset({"wait_agent", "timeout_s"}),
+    Action.UNDEFINE: frozenset({"managed_save", "snapshots"}),
+}
+
+
+def action_kwargs(action: Action, options: ActionOptions) -> dict[str, Any]:
+    """The service call's keyword arguments; ``InvalidInput`` for an option the action
+    does not take (or a save without its path)."""
+    given = {k: v for k, v in options.model_dump().items() if v is not None}
+    extra = sorted(set(given) - ACCEPTS[action])
+    if extra:
+        raise errors.InvalidInput(
+            f"{action.value} does not take " + ", ".join(extra) + "; it takes "
+            + (", ".join(sorted(ACCEPTS[action])) or "no options"))
+    if action is Action.SAVE and "path" not in given:
+        raise errors.InvalidInput("save needs a path: where on the VM's host to write the "
+                                  "save file")
+    return given
+
+
+@router.post("/api/vms/{host}/{name}/actions/{action}", tags=["lifecycle"],
+             status_code=202, response_model=Accepted)
+def vm_action(request: Request, host: HostName, name: VMName, action: Action,
+              _t: Writer, options: ActionOptions | None = None) -> JSONResponse:
+    """Start a lifecycle action on the VM; 202 with the operation id at once.
+
+    A transition the VM's state does not allow is refused at once (409, nothing
+    changed); the operation checks again when it runs, and a refusal then ends it as
+    ``refused`` (see ``GET /api/operations/{id}``).
+    """
+    kwargs = action_kwargs(action, options or ActionOptions())
+    svc = services_of(request)
+    ref = ref_of(host, name)
+    # Refused now (404, 409) rather than as a failed operation: nothing is started. The
+    # operation checks again when it runs (the state may change in between).
+    _, current = svc.lifecycle.state(ref)
+    check_transition(Operation(action.value), name, current)
+    method = getattr(svc.lifecycle, action.value.replace("-", "_"))
+    return submit(request, f"{action.value} {ref}", ref,
+                  lambda call: method(ref, **kwargs, **call))
+
+
+# -- operations ---------------------------------------------------------------------------
+
+@router.get("/api/operations", tags=["operations"])
+def operations(request: Request, _t: Reader) -> list[dict[str, object]]:
+    """The operations running now on any VM, from every virtlife process."""
+    journal = services_of(request).need_store().journal
+    return [e.as_dict() for e in journal.running()]
+
+
+@router.get("/api/operations/{op_id}", tags=["operations"])
+def operation(request: Request, _t: Reader,
+              op_id: Annotated[str, Path(min_length=1, max_length=64)],
+              wait: Annotated[float, Query(ge=0, le=WAIT_MAX_S)] = 0) -> dict[str, object]:
+    """One operation: status, last progress, result or error (``wait``: block up to that
+    many seconds for it to end)."""
+    jobs = services_of(request).jobs
+    job = jobs.get(op_id)
+    if wait and job.status == "running":
+        try:
+            job = jobs.wait(op_id, wait)
+        except errors.NotFound:  # another process's: the journal is all there is
+            pass
+    return {**job.as_dict(), "updates": [update_dict(u) for u in job.updates[-20:]]}
+
+
+# -- events -----------------------------------------------------------------------------
+
+async def _sse(request: Request, hub: Hub) -> AsyncIterator[str]:
+    yield f"event: hello\ndata: {json.dumps({'type': 'hello', 'version': __version__})}\n\n"
+    stream = hub.subscribe().__aiter__()
+    next_message: asyncio.Task[Any] | None = None
+    try:
+        while not await request.is_disconnected():
+            if next_message is None:
+                next_message = asyncio.ensure_future(stream.__anext__())
+            done, _ = await asyncio.wait({next_message}, timeout=KEEPALIVE_S)
+            if not done:
+                yield ": keepalive\n\n"
+                continue
+            try:
+                message = next_message.result()
+            except StopAsyncIteration:
+                return
+            next_message = None
+            yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
+    finally:
+        if next_message is not None:
+            next_message.cancel()
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+@router.get("/api/events", tags=["events"], response_class=StreamingResponse)
+async def events(request: Request, _t: Reader) -> StreamingResponse:
+    """Server-Sent Events: ``event`` (every domain and host event), ``state`` (a VM's
+    state after a lifecycle event, with the operations it allows), ``progress`` and
+    ``operation`` (the background operations' steps and ends)."""
+    return StreamingResponse(_sse(request, hub_of(request)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+@router.get("/metrics", tags=["server"], response_class=PlainTextResponse)
+def metrics(request: Request, _t: Reader) -> PlainTextResponse:
+    """Prometheus text format: VMs per state and host, host reachability, operations."""
+    svc = services_of(request)
+    listing = svc.fleet.list_vms(include_inactive=True)
+    text = request.app.state.metrics.render(listing, sorted(svc.fleet.refs))
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

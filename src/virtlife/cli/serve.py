@@ -1,0 +1,108 @@
+"""``virtlife serve`` (the REST API and web UI) and ``virtlife token create|list|revoke``.
+
+Thin over ``api.app`` and the store's tokens. ``serve`` binds to loopback unless TLS
+settings or ``--insecure`` are given, and prints where it listens. The API's modules
+(FastAPI, uvicorn) are imported only when the server starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
+from virtlife.errors import InvalidInput
+
+
+@click.command()
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="ADDR:PORT",
+              help="Where to listen. Other than loopback needs --tls-cert/--tls-key or "
+                   "--insecure.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="TLS certificate (PEM) for HTTPS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="TLS private key (PEM) for HTTPS.")
+@click.option("--insecure", is_flag=True,
+              help="Allow a non-loopback address without TLS (a trusted network only).")
+@pass_app
+def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
+          insecure: bool) -> None:
+    """Serve the REST API and the web UI until Ctrl-C.
+
+    Every route but /api/health needs a token: `virtlife token create NAME`.
+    The API's description is at /docs (OpenAPI at /openapi.json).
+
+    Example: virtlife serve --listen 127.0.0.1:8080
+    """
+    from virtlife.api.app import check_listen, parse_listen
+    from virtlife.api.app import serve as run_server
+
+    where = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    caution = check_listen(where, tls=tls_cert is not None, insecure=insecure)
+    if caution:
+        warn(caution)
+    services = app.services
+    services.need_store()  # tokens live in the store: no store, no server
+    unnamed = [name for name in services.fleet.refs if "/" in name]
+    if unnamed:
+        raise InvalidInput(
+            f"cannot serve {unnamed[0]}: the API names hosts in its paths, and a URI is no "
+            "name; add it to the inventory (`virtlife host add NAME URI`) and serve without -c")
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"virtlife serve: {scheme}://{where}/ (API docs at /docs); Ctrl-C stops",
+               err=True)
+    run_server(services, where, tls_cert=tls_cert, tls_key=tls_key,
+               log_level="info" if app.verbose else "warning")
+
+
+@click.group()
+def token() -> None:
+    """Bearer tokens of the REST API and web UI."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="The token may read, never change.")
+@json_option
+@pass_app
+def token_create(app: App, name: str, read_only: bool, as_json: bool) -> None:
+    """Make a token and print it (once: only its hash is kept).
+
+    Example: virtlife token create alice --read-only
+    """
+    secret = app.services.need_store().tokens.create(name, read_only=read_only)
+    if as_json:
+        emit_json({"name": name, "read_only": read_only, "token": secret})
+    else:
+        click.echo(secret)
+
+
+@token.command("list")
+@json_option
+@pass_app
+def token_list(app: App, as_json: bool) -> None:
+    """List the tokens (names and rights; never the secrets)."""
+    records = app.services.need_store().tokens.list()
+    if as_json:
+        emit_json([r.as_dict() for r in records])
+        return
+    show_table(["NAME", "RIGHTS", "CREATED", "LAST USED"],
+               [(r.name, "read-only" if r.read_only else "read-write",
+                 f"{r.created_at:%Y-%m-%d %H:%M:%S}",
+                 f"{r.last_used_at:%Y-%m-%d %H:%M:%S}" if r.last_used_at else "never")
+                for r in records])
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_app
+def token_revoke(app: App, name: str) -> None:
+    """Revoke a token: requests carrying it are refused from now on."""
+    app.services.need_store().tokens.revoke(name)
+    click.echo(f"token {name} revoked")
+
+
+COMMANDS = [serve, token]
