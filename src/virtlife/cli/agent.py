@@ -292,9 +292,10 @@ def freeze_status(app: App, as_json: bool) -> None:
     click.echo(line)
 
 
-def _read_password(user: str) -> str:
+def read_password(whose: str) -> str:
+    """A new password for ``whose``: asked twice on a terminal, else one line of stdin."""
     if sys.stdin.isatty():
-        return str(click.prompt(f"new password for {user}", hide_input=True,
+        return str(click.prompt(f"new password for {whose}", hide_input=True,
                                 confirmation_prompt="again"))
     line = sys.stdin.readline()
     if not line:
@@ -314,7 +315,7 @@ def set_password(app: App, user: str, crypted: bool, as_json: bool) -> None:
 
     Example: printf '%s\\n' "$PW" | virtlife agent web1 set-password root
     """
-    password = _read_password(user)
+    password = read_password(user)
     show_result(app.services.agent.set_password(group_vm(), user, password, crypted=crypted,
                                                 **app.call), as_json)
 

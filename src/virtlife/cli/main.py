@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from virtlife import __version__
-from virtlife.cli import agent, demo, fleet, lab, media, migrate, ops, serve, snapshot, vm
+from virtlife.cli import agent, console, demo, fleet, lab, media, migrate, ops, serve, snapshot, vm
 from virtlife.cli import app as app_module
 from virtlife.cli.app import App
 from virtlife.errors import VirtlifeError, exit_codes
@@ -81,7 +81,7 @@ def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
     ctx.call_on_close(app.close)
 
 
-for module in (vm, agent, snapshot, migrate, fleet, lab, ops, media, serve, demo):
+for module in (vm, agent, console, snapshot, migrate, fleet, lab, ops, media, serve, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 
