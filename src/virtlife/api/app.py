@@ -122,4 +122,4 @@ def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
     uvicorn.run(app, host=listen.host, port=listen.port, log_level=log_level,
                 ssl_certfile=str(tls_cert) if tls_cert else None,
                 ssl_keyfile=str(tls_key) if tls_key else None,
-                proxy_headers=False, server_header=False, ws="websockets")
+                proxy_headers=False, server_header=False, ws="websockets-sansio")

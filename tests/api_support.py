@@ -1,0 +1,103 @@
+"""A real ``virtlife serve`` for tests: the app under uvicorn on a free loopback port.
+
+``served(store_path, {"local": uri})`` writes the inventory and two tokens (read-write
+and read-only) into a fresh store, runs the server in a thread of this process (so
+coverage sees it) and always stops it. Tests talk to it over real HTTP with httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Served:
+    url: str
+    token: str
+    read_only_token: str
+    app: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def client(self, *, token: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
+        secret = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def wait_operation(self, client: httpx.Client, op_id: str,
+                       timeout_s: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            body: dict[str, Any] = client.get(f"/api/operations/{op_id}",
+                                              params={"wait": 10}).json()
+            if body["status"] != "running" or time.monotonic() > deadline:
+                return body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(store_path: Path, hosts: dict[str, str], *,
+           follow_events: bool = True) -> Iterator[Served]:
+    import uvicorn
+
+    from virtlife.api.app import create_app
+    from virtlife.services.context import open_services
+    from virtlife.store import open_store
+
+    with open_store(store_path) as store:
+        for name, uri in hosts.items():
+            store.hosts.add(name, uri)
+        token = store.tokens.create("test-rw")
+        read_only = store.tokens.create("test-ro", read_only=True)
+    services = open_services(None, store_path=store_path)
+    app = create_app(services, follow_events=follow_events)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            ws="websockets-sansio", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", token, read_only, app)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def sse_messages(client: httpx.Client, *, until: Any, timeout_s: float = 30.0
+                 ) -> list[dict[str, Any]]:
+    """Read ``/api/events`` until ``until(message)`` is true; every message read."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    with client.stream("GET", "/api/events", timeout=timeout_s) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                message = json.loads(line[6:])
+                seen.append(message)
+                if until(message):
+                    return seen
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"no matching event within {timeout_s} s; saw {seen[-10:]}")

@@ -1,0 +1,143 @@
+"""Tokens (store and CLI), console tickets, where the server may listen, error codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from virtlife import errors
+from virtlife.api.app import Listen, check_listen, parse_listen
+from virtlife.api.auth import Tickets
+from virtlife.api.problems import code_of, status_of
+from virtlife.store import open_store
+from virtlife.store.tokens import digest
+
+
+def test_a_token_is_kept_only_as_its_digest(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.db") as store:
+        secret = store.tokens.create("alice")
+        assert secret.startswith("vl_") and len(secret) > 40
+        record = store.tokens.check(secret)
+        assert record is not None and record.name == "alice" and not record.read_only
+        assert record.last_used_at is None  # the use is recorded, not this snapshot
+        assert store.tokens.list()[0].last_used_at is not None
+        assert store.tokens.check(secret + "x") is None
+        assert store.tokens.check("not-even-prefixed") is None
+    raw = (tmp_path / "s.db").read_bytes()
+    assert secret.encode() not in raw
+    rows = sqlite3.connect(tmp_path / "s.db").execute(
+        "SELECT name, digest FROM api_tokens").fetchall()
+    assert rows == [("alice", digest(secret))]
+
+
+def test_token_names_are_unique_and_checked(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.db") as store:
+        store.tokens.create("bob", read_only=True)
+        with pytest.raises(errors.AlreadyExists, match="revoke it first"):
+            store.tokens.create("bob")
+        for bad in ("", "-x", "a b", "x" * 65, "é"):
+            with pytest.raises(errors.InvalidInput):
+                store.tokens.create(bad)
+        assert [(t.name, t.read_only) for t in store.tokens.list()] == [("bob", True)]
+        with pytest.raises(errors.NotFound, match="no token named 'carol'"):
+            store.tokens.revoke("carol")
+        store.tokens.revoke("bob")
+        assert store.tokens.list() == []
+
+
+def _virtlife(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, on this test's own store (the autouse ``isolated_home``)."""
+    return subprocess.run([sys.executable, "-m", "virtlife.cli.main", *args],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+
+
+def test_token_commands(isolated_home: Path) -> None:
+    made = _virtlife("token", "create", "ci", "--read-only", "--json")
+    assert made.returncode == 0, made.stderr
+    secret = json.loads(made.stdout)["token"]
+    with open_store(isolated_home / "virtlife.db") as store:
+        record = store.tokens.check(secret)
+        assert record is not None and record.read_only
+    listed = _virtlife("token", "list", "--json")
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["ci"]
+    assert secret not in listed.stdout
+    assert _virtlife("token", "revoke", "ci").returncode == 0
+    again = _virtlife("token", "revoke", "ci")
+    assert again.returncode == 2 and "no token named 'ci'" in again.stderr
+
+
+def test_serve_refuses_a_public_address_without_tls() -> None:
+    done = _virtlife("serve", "--listen", "0.0.0.0:8080")
+    assert done.returncode == 64
+    assert "without TLS" in done.stderr and "--insecure" in done.stderr
+    bad = _virtlife("serve", "--listen", "8080")
+    assert bad.returncode == 64 and "ADDRESS:PORT" in bad.stderr
+
+
+def test_listen_rules() -> None:
+    assert parse_listen("127.0.0.1:8080") == Listen("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == Listen("::1", 9000)
+    for bad in ("localhost", ":80", "1.2.3.4:0", "1.2.3.4:70000", "h:port"):
+        with pytest.raises(errors.InvalidInput):
+            parse_listen(bad)
+    assert check_listen(Listen("127.0.0.1", 1), tls=False, insecure=False) is None
+    assert check_listen(Listen("::1", 1), tls=False, insecure=False) is None
+    assert check_listen(Listen("localhost", 1), tls=False, insecure=False) is None
+    assert check_listen(Listen("0.0.0.0", 1), tls=True, insecure=False) is None
+    with pytest.raises(errors.InvalidInput, match="without TLS"):
+        check_listen(Listen("10.0.0.1", 1), tls=False, insecure=False)
+    warning = check_listen(Listen("10.0.0.1", 1), tls=False, insecure=True)
+    assert warning is not None and "clear text" in warning
+
+
+def test_a_ticket_works_once_for_its_vm_and_kind() -> None:
+    tickets = Tickets()
+    token = tickets.issue("h", "web1", "vnc")
+    tickets.redeem(token, "h", "web1", "vnc")
+    with pytest.raises(errors.InvalidInput, match="used already"):
+        tickets.redeem(token, "h", "web1", "vnc")
+    other = tickets.issue("h", "web1", "vnc")
+    with pytest.raises(errors.InvalidInput, match="for the vnc console of h/web1, not the "
+                                                  "vnc console of h/web2"):
+        tickets.redeem(other, "h", "web2", "vnc")
+    with pytest.raises(errors.InvalidInput, match="used already"):  # a wrong try spends it
+        tickets.redeem(other, "h", "web1", "vnc")
+    serial = tickets.issue("h", "web1", "serial")
+    with pytest.raises(errors.InvalidInput, match="not the vnc console"):
+        tickets.redeem(serial, "h", "web1", "vnc")
+
+
+def test_a_ticket_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import virtlife.api.auth as auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    tickets = Tickets(ttl_s=60)
+    token = tickets.issue("h", "web1", "serial")
+    now[0] += 60.0
+    with pytest.raises(errors.InvalidInput, match="expired"):
+        tickets.redeem(token, "h", "web1", "serial")
+    fresh = tickets.issue("h", "web1", "serial")
+    now[0] += 59.9
+    tickets.redeem(fresh, "h", "web1", "serial")
+
+
+@pytest.mark.parametrize(("err", "status", "code"), [
+    (errors.VMNotFound("x"), 404, "vm_not_found"),
+    (errors.HostNotFound("x"), 404, "host_not_found"),
+    (errors.InvalidTransition("x"), 409, "invalid_transition"),
+    (errors.OperationBusy("x"), 409, "operation_busy"),
+    (errors.InvalidInput("x"), 422, "invalid_input"),
+    (errors.AgentTimeout("x"), 504, "agent_timeout"),
+    (errors.AgentNotConnected("x"), 409, "agent_not_connected"),
+    (errors.HostUnreachable("x"), 503, "host_unreachable"),
+    (errors.VirtlifeError("x"), 400, "virtlife_error"),
+])
+def test_error_status_and_code(err: errors.VirtlifeError, status: int, code: str) -> None:
+    assert (status_of(err), code_of(type(err))) == (status, code)
