@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Unpack
 from urllib.parse import urlparse
@@ -29,7 +30,7 @@ from virtlife.hypervisor.console import ConsoleStream
 from virtlife.hypervisor.host import is_remote
 from virtlife.services.base import Call, OperationService
 from virtlife.services.operations import OperationResult
-from virtlife.states import Operation
+from virtlife.states import Operation, StateInfo
 from virtlife.xml.graphics import (
     KEEP,
     Graphics,
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # How long a TCP connect to a remote host's VNC server may take.
 VNC_CONNECT_TIMEOUT_S = 10.0
+# How long an ended console session waits for libvirt to report the VM stopped before
+# it concludes that the VM runs on (the session was taken over or lost).
+STOP_SETTLE_S = 3.0
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
@@ -177,6 +181,7 @@ class SerialSession:
         self._stream = stream
         self._write_lock = threading.Lock()
         self._reason: str | None = None
+        self.vm_stopped = False  # set by end_reason: the session ended with the VM
 
     def read(self, timeout_s: float | None = None, max_bytes: int = 4096) -> bytes | None:
         """The console's next output; b"" once ended; None if ``timeout_s`` passed."""
@@ -200,7 +205,7 @@ class SerialSession:
             reason = "closed"
         else:
             try:
-                state = self.guest.status()
+                state = self._settled_state()
             except errors.VirtlifeError as err:
                 reason = f"the console stream ended ({raw}); the VM's state is unknown: {err}"
             else:
@@ -208,9 +213,19 @@ class SerialSession:
                     reason = (f"libvirt ended the console while {self.vm} is {state}: "
                               "another client may have taken it over with --force")
                 else:
-                    reason = f"{self.vm} is {state}"
+                    reason, self.vm_stopped = f"{self.vm} is {state}", True
         self._reason = reason
         return reason
+
+    def _settled_state(self) -> StateInfo:
+        """The VM's state once a stop that ended the stream shows in libvirt: QEMU's pty
+        closes a moment before libvirt reports the domain shut off."""
+        deadline = time.monotonic() + STOP_SETTLE_S
+        state = self.guest.status()
+        while state.state.is_active and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = self.guest.status()
+        return state
 
     def close(self) -> None:
         self._stream.close()
