@@ -68,7 +68,8 @@ def served(store_path: Path, hosts: dict[str, str], *,
     app = create_app(services, follow_events=follow_events)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", lifespan="on")
+                            ws="websockets-sansio", lifespan="on",
+                            timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-serve", daemon=True)
     thread.start()

@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from virtlife import __version__, errors
-from virtlife.api import problems, routes, routes_more
+from virtlife.api import problems, routes, routes_agent, routes_migration, routes_more
 from virtlife.api.auth import Tickets
 from virtlife.api.hub import Feed, Hub
 from virtlife.api.metrics import Metrics
@@ -107,6 +107,8 @@ def create_app(services: Services, *, follow_events: bool = True,
     problems.install(app)
     app.include_router(routes.router)
     app.include_router(routes_more.router)
+    app.include_router(routes_agent.router)
+    app.include_router(routes_migration.router)
     from virtlife.api import web
 
     web.install(app, static_root)
@@ -122,4 +124,5 @@ def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
     uvicorn.run(app, host=listen.host, port=listen.port, log_level=log_level,
                 ssl_certfile=str(tls_cert) if tls_cert else None,
                 ssl_keyfile=str(tls_key) if tls_key else None,
-                proxy_headers=False, server_header=False, ws="websockets-sansio")
+                proxy_headers=False, server_header=False, ws="websockets-sansio",
+                timeout_graceful_shutdown=5)

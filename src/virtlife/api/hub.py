@@ -18,7 +18,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 from virtlife import errors
@@ -69,18 +69,32 @@ class Hub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    async def subscribe(self) -> AsyncIterator[Message]:
-        """Every message published from now on, until the subscriber is dropped."""
+    def open(self) -> Subscription:
+        """A subscription to every message published from now on; close it when done."""
         q: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_MAX + 2)
         self._subscribers.add(q)
+        return Subscription(q, lambda: self._subscribers.discard(q))
+
+
+class Subscription:
+    """One client's queue of messages (``next``), until it is dropped or closed."""
+
+    def __init__(self, q: asyncio.Queue[Message | None], close: Callable[[], None]) -> None:
+        self._q = q
+        self.close = close
+        self.dropped = False
+
+    async def next(self, timeout_s: float) -> Message | None:
+        """The next message; None when ``timeout_s`` passes first or once dropped."""
+        if self.dropped:
+            return None
         try:
-            while True:
-                message = await q.get()
-                if message is None:
-                    return
-                yield message
-        finally:
-            self._subscribers.discard(q)
+            message = await asyncio.wait_for(self._q.get(), timeout_s)
+        except TimeoutError:
+            return None
+        if message is None:
+            self.dropped = True
+        return message
 
 
 def state_dict(host: str, vm: str, state: StateInfo) -> Message:

@@ -10,7 +10,6 @@ named by its host and its name in the path, so a name is never ambiguous.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -75,6 +74,18 @@ def submit(request: Request, description: str, vm: str,
 
     Its progress, and its end, go to the event stream; the metrics count the outcome.
     """
+    return accepted(start_operation(request, description, vm, work))
+
+
+def accepted(op_id: str) -> JSONResponse:
+    """The 202 answer of a background operation."""
+    body = Accepted(op_id=op_id, url=f"/api/operations/{op_id}")
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+def start_operation(request: Request, description: str, vm: str,
+                    work: Callable[[Call], Any]) -> str:
+    """``submit`` without the answer: the background operation's id."""
     svc, hub, metrics = services_of(request), hub_of(request), request.app.state.metrics
 
     def start(op_id: str, progress: Callable[[Update], None]) -> OperationResult:
@@ -100,9 +111,7 @@ def submit(request: Request, description: str, vm: str,
                          "description": description, "status": outcome,
                          "error": message or None})
 
-    op_id = svc.jobs.submit(start, description)
-    body = Accepted(op_id=op_id, url=f"/api/operations/{op_id}")
-    return JSONResponse(body.model_dump(), status_code=202)
+    return svc.jobs.submit(start, description)
 
 
 # -- health, hosts, VMs -----------------------------------------------------------------
@@ -294,32 +303,28 @@ def operation(request: Request, _t: Reader,
 # -- events -----------------------------------------------------------------------------
 
 async def _sse(request: Request, hub: Hub) -> AsyncIterator[str]:
-    yield f"event: hello\ndata: {json.dumps({'type': 'hello', 'version': __version__})}\n\n"
-    stream = hub.subscribe().__aiter__()
-    next_message: asyncio.Task[Any] | None = None
+    subscription = hub.open()
     try:
+        # what a client needs to know first: the hosts' connection states so far
+        hello = {"type": "hello", "version": __version__,
+                 "hosts": dict(request.app.state.feed.hosts)}
+        yield f"event: hello\ndata: {json.dumps(hello)}\n\n"
         while not await request.is_disconnected():
-            if next_message is None:
-                next_message = asyncio.ensure_future(stream.__anext__())
-            done, _ = await asyncio.wait({next_message}, timeout=KEEPALIVE_S)
-            if not done:
+            message = await subscription.next(KEEPALIVE_S)
+            if message is None:
+                if subscription.dropped:
+                    return
                 yield ": keepalive\n\n"
                 continue
-            try:
-                message = next_message.result()
-            except StopAsyncIteration:
-                return
-            next_message = None
             yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
     finally:
-        if next_message is not None:
-            next_message.cancel()
-        await stream.aclose()  # type: ignore[attr-defined]
+        subscription.close()
 
 
 @router.get("/api/events", tags=["events"], response_class=StreamingResponse)
 async def events(request: Request, _t: Reader) -> StreamingResponse:
-    """Server-Sent Events: ``event`` (every domain and host event), ``state`` (a VM's
+    """Server-Sent Events: first ``hello`` (the hosts' connection states), then
+    ``event`` (every domain and host event), ``state`` (a VM's
     state after a lifecycle event, with the operations it allows), ``progress`` and
     ``operation`` (the background operations' steps and ends)."""
     return StreamingResponse(_sse(request, hub_of(request)), media_type="text/event-stream",
