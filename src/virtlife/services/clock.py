@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from virtlife import errors
@@ -135,3 +136,16 @@ def sync_after(run: OperationRun, guest: Guest, state: StateInfo) -> ClockSync |
     outcome = sync_clock(Agent(guest))
     run.add_note(str(outcome))
     return outcome
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 time with its zone (``2026-11-26T10:00:00Z``) as seconds since the
+    epoch; ``InvalidInput`` saying what is wrong (the REST API's ``agent/time`` ``set``)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InvalidInput(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-26T10:00:00Z") from None
+    if moment.tzinfo is None:
+        raise errors.InvalidInput(f"{text!r} has no time zone: add Z or +HH:MM")
+    return moment.timestamp()
