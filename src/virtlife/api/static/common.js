@@ -52,7 +52,7 @@ export function el(tag, attrs = {}, ...children) {
     if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? '' : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== undefined && child !== null) node.append(child);
   }
   return node;
@@ -145,7 +145,7 @@ export async function runAction(host, name, action, report) {
 }
 
 export function stateText(vm) {
-  return vm.reason ? `${vm.label} (${vm.reason})` : vm.label;
+  return vm.reason && vm.reason !== 'unknown' ? `${vm.label} (${vm.reason})` : vm.label;
 }
 
 export async function ticket(host, name, kind) {

@@ -1,0 +1,205 @@
+"""The web UI in a real browser (Debian's chromium driven by Playwright) against a served
+app over the real libvirtd + QEMU with the test guest: logging in shows the fleet, the
+start button turns a VM running without a reload, the VNC console draws the guest's
+screen, and the serial console answers a typed command.
+
+Playwright's own browser download is not used: chromium is /usr/bin/chromium, headless.
+Each test leaves screenshots in test-artifacts/web/<test name>/ (gitignored). The
+browser, the server and the VMs are always closed and removed, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api_support import Served, served
+
+pytestmark = pytest.mark.integration
+
+MakeVM = Callable[..., str]
+URI = "qemu:///system"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "web"
+BOOT_S = 90.0
+STEP_MS = 30_000
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: scripts/setup.sh installs Debian's chromium")
+    with playwright_sync.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Shots:
+    """Screenshots into test-artifacts/web/<test name>/, numbered in order."""
+
+    def __init__(self, page: Any, folder: Path) -> None:
+        self.page, self.folder, self.count = page, folder, 0
+
+    def __call__(self, label: str) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{label}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def server(real_stack: object, tmp_path: Path) -> Iterator[Served]:
+    with served(tmp_path / "serve.db", {"local": URI}) as s:
+        yield s
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(STEP_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    try:
+        yield page
+    finally:
+        try:
+            if not page.is_closed():
+                page.screenshot(path=str(shots_of(request).folder / "99-last.png"),
+                                full_page=True)
+        finally:
+            context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def shots(page: Any, request: pytest.FixtureRequest) -> Shots:
+    return shots_of(request, page)
+
+
+def shots_of(request: pytest.FixtureRequest, page: Any | None = None) -> Shots:
+    folder = ARTIFACTS / re.sub(r"[^\w.-]", "_", request.node.name)
+    if page is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Shots(page, folder)
+
+
+def log_in(page: Any, server: Served, path: str = "/") -> None:
+    page.goto(server.url + path)
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("input[name=token]", server.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + path)
+
+
+def start_by_api(server: Served, name: str) -> None:
+    with server.client() as client:
+        accepted = client.post(f"/api/vms/local/{name}/actions/start")
+        assert accepted.status_code == 202, accepted.text
+        assert server.wait_operation(client, accepted.json()["op_id"])["status"] == "ok"
+
+
+def test_logging_in_shows_the_fleet_with_the_vms_state_and_buttons(
+        server: Served, make_vm: MakeVM, page: Any, shots: Shots) -> None:
+    name = make_vm()
+    page.goto(server.url + "/")
+    assert "/login" in page.url
+    shots("login")
+    log_in(page, server)
+    row = page.locator(f'tr[data-vm="{name}"]')
+    row.wait_for()
+    assert row.locator(".state").inner_text() == "shut off"
+    assert row.locator('button[data-action="start"]').is_enabled()
+    assert row.locator('button[data-action="shutdown"]').is_disabled()
+    assert page.locator('section.host[data-host="local"] h2').inner_text().startswith("local")
+    shots("fleet")
+
+
+def test_the_start_button_turns_the_vm_running_without_a_reload(
+        server: Served, make_vm: MakeVM, page: Any, shots: Shots) -> None:
+    name = make_vm()
+    log_in(page, server)
+    row = page.locator(f'tr[data-vm="{name}"]')
+    row.wait_for()
+    page.evaluate("window.__sameDocument = true")
+    row.locator('button[data-action="start"]').click()
+    page.locator(f'tr[data-vm="{name}"] .state', has_text="running").wait_for(timeout=60_000)
+    row = page.locator(f'tr[data-vm="{name}"]')
+    page.locator(f'tr[data-vm="{name}"] .message', has_text="start: done").wait_for()
+    assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    assert row.locator('button[data-action="start"]').is_disabled()
+    assert row.locator('button[data-action="shutdown"]').is_enabled()
+    shots("running")
+    # a refusal shows the API's message: resume is not allowed, so ask through the page
+    message = page.evaluate(
+        """async ([name]) => {
+             const r = await fetch(`/api/vms/local/${name}/actions/resume`, {method: 'POST'});
+             return (await r.json()).error.message; }""", [name])
+    assert "resume" in message
+
+
+CANVAS_DRAWN = """() => {
+  const canvas = document.querySelector('#screen canvas');
+  if (!canvas || !canvas.width || !canvas.height) return null;
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 4; i < data.length; i += 4) {
+    if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) {
+      return {width: canvas.width, height: canvas.height, at: i / 4};
+    }
+  }
+  return false;
+}"""
+
+
+def test_the_vnc_console_draws_the_guest_screen(server: Served, make_vm: MakeVM,
+                                                page: Any, shots: Shots) -> None:
+    name = make_vm()
+    start_by_api(server, name)
+    log_in(page, server, f"/vm/local/{name}")
+    page.locator("#vm-state", has_text="running").wait_for()
+    page.locator("#details dt", has_text="uuid").wait_for()
+    page.locator("#history td", has_text="start").first.wait_for()
+    assert "[object" not in page.locator("main").inner_text()
+    shots("vm-page")
+    page.click("#open-vnc")
+    page.locator("#status", has_text="Connected").wait_for()
+    deadline = time.monotonic() + BOOT_S
+    while not (drawn := page.evaluate(CANVAS_DRAWN)):
+        assert time.monotonic() < deadline, f"the canvas stayed blank ({drawn!r})"
+        page.wait_for_timeout(500)
+    assert drawn["width"] >= 320 and drawn["height"] >= 200, drawn
+    shots("vnc")
+
+
+def test_the_serial_console_answers_a_typed_command(server: Served, make_vm: MakeVM,
+                                                    page: Any, shots: Shots) -> None:
+    name = make_vm()
+    start_by_api(server, name)
+    log_in(page, server, f"/vm/local/{name}/serial")
+    page.locator("#status", has_text="Connected").wait_for()
+    marker = random.randrange(1000, 9999)
+    answer = f"web-{marker * 2}-ok"
+    page.click("#terminal")
+    deadline = time.monotonic() + BOOT_S
+    while answer not in (page.locator(".xterm-rows").inner_text()):
+        assert time.monotonic() < deadline, "no answer from the guest's shell: " + \
+            page.locator(".xterm-rows").inner_text()[-1500:]
+        page.keyboard.type(f"echo web-$(({marker}*2))-ok")  # the answer is not the echo
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(3000)
+    shots("serial")
