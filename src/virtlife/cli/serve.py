@@ -60,7 +60,10 @@ def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
 
 @click.group()
 def token() -> None:
-    """Bearer tokens of the REST API and web UI."""
+    """Bearer tokens of the REST API and web UI.
+
+    Example: virtlife token create alice --read-only
+    """
 
 
 @token.command("create")
@@ -84,7 +87,10 @@ def token_create(app: App, name: str, read_only: bool, as_json: bool) -> None:
 @json_option
 @pass_app
 def token_list(app: App, as_json: bool) -> None:
-    """List the tokens (names and rights; never the secrets)."""
+    """List the tokens (names and rights; never the secrets).
+
+    Example: virtlife token list --json
+    """
     records = app.services.need_store().tokens.list()
     if as_json:
         emit_json([r.as_dict() for r in records])
@@ -100,7 +106,10 @@ def token_list(app: App, as_json: bool) -> None:
 @click.argument("name")
 @pass_app
 def token_revoke(app: App, name: str) -> None:
-    """Revoke a token: requests carrying it are refused from now on."""
+    """Revoke a token: requests carrying it are refused from now on.
+
+    Example: virtlife token revoke alice
+    """
     app.services.need_store().tokens.revoke(name)
     click.echo(f"token {name} revoked")
 
