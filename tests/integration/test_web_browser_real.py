@@ -203,3 +203,31 @@ def test_the_serial_console_answers_a_typed_command(server: Served, make_vm: Mak
         page.keyboard.press("Enter")
         page.wait_for_timeout(3000)
     shots("serial")
+
+
+@pytest.fixture
+def server_twice(real_stack: object, tmp_path: Path) -> Iterator[Served]:
+    """This machine's libvirtd under two host names, "local" and "again"."""
+    with served(tmp_path / "serve.db", {"local": URI, "again": URI}) as s:
+        yield s
+
+
+def test_the_migrate_dialog_shows_the_checks_before_its_button(
+        server_twice: Served, make_vm: MakeVM, page: Any, shots: Shots) -> None:
+    """The same host under two names: a check fails, so Migrate stays disabled."""
+    server = server_twice
+    with server.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    if "/api/vms/{host}/{name}/migrate/check" not in paths:
+        pytest.skip("this server has no migration routes yet")
+    name = make_vm()
+    start_by_api(server, name)
+    log_in(page, server, f"/vm/local/{name}")
+    page.locator("#migrate-check").click()
+    page.locator("#migrate-report tr").first.wait_for()
+    status = page.locator("#migrate-status").inner_text()
+    shots("migrate-check")
+    assert "check failed" in status, status
+    assert page.locator("#migrate-start").is_disabled()
+    assert page.locator("#migrate-report .check-status.fail", has_text="fail").count() >= 1
+    assert "same hypervisor" in page.locator("#migrate-report").inner_text()

@@ -74,7 +74,7 @@ export function follow(handlers) {
     source.addEventListener(type, (e) => {
       const message = JSON.parse(e.data);
       if (type === 'progress' && watching.has(message.op_id)) {
-        watching.get(message.op_id)(message.message || message.stage, 'busy');
+        watching.get(message.op_id)(message.message || message.stage, 'busy', message);
       }
       if (handlers[type]) handlers[type](message);
     });
@@ -122,25 +122,31 @@ export async function runAction(host, name, action, report) {
     report(`${action} refused: ${err.message}`, 'error');
     return null;
   }
-  report(`${action}: started`, 'busy');
-  watching.set(accepted.op_id, report);
+  return track(accepted.op_id, action, report);
+}
+
+// Follow operation `opId` to its end: `report(text, kind, progressMessage)` on each step
+// (from the event stream) and at the end (from GET /api/operations/{id}?wait).
+export async function track(opId, label, report) {
+  report(`${label}: started`, 'busy');
+  watching.set(opId, report);
   try {
     for (;;) {
-      const job = await api('GET', `/api/operations/${accepted.op_id}?wait=30`);
+      const job = await api('GET', `/api/operations/${opId}?wait=30`);
       if (job.status === 'running') continue;
       if (job.status === 'ok') {
         const note = job.result && job.result.note ? ` (${job.result.note})` : '';
-        report(`${action}: done${note}`, 'ok');
+        report(`${label}: done${note}`, 'ok');
       } else {
-        report(`${action} ${job.status}: ${job.error || 'no reason given'}`, 'error');
+        report(`${label} ${job.status}: ${job.error || 'no reason given'}`, 'error');
       }
       return job;
     }
   } catch (err) {
-    report(`${action}: ${err.message}`, 'error');
+    report(`${label}: ${err.message}`, 'error');
     return null;
   } finally {
-    watching.delete(accepted.op_id);
+    watching.delete(opId);
   }
 }
 

@@ -4,6 +4,7 @@
 import {
   ACTIONS, ApiError, actionBar, api, banner, el, follow, page, stateText, vmApi,
 } from './common.js';
+import { setupMigrate } from './migrate.js';
 
 const { host, name } = page;
 let vm = null;
@@ -127,3 +128,4 @@ guarded(loadVm);
 guarded(loadAgent);
 guarded(loadSnapshots);
 guarded(loadHistory);
+guarded(() => setupMigrate(host, name, body('migrate')));
