@@ -185,3 +185,18 @@ def test_openapi_describes_the_routes(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/vms/{host}/{name}/actions/{action}" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_a_bug_is_a_json_500_not_a_text_page(api: Served, client: httpx.Client,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    services = api.app.state.services
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services.fleet, "list_vms", broken)
+    response = client.get("/api/vms")
+    assert response.status_code == 500
+    assert _error(response)["code"] == "internal_error"
+    assert "RuntimeError" in _error(response)["message"]
+    assert "boom" not in response.text  # the details stay in the server's log

@@ -85,3 +85,12 @@ def install(app: FastAPI) -> None:
         for key, value in (err.headers or {}).items():
             response.headers[key] = value
         return response
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, err: Exception) -> JSONResponse:
+        # Starlette logs the traceback and re-raises after this answer; the client gets
+        # the same JSON shape as for any error, never a bare text page.
+        log.error("bug while answering %s %s: %r", request.method, request.url.path, err)
+        return problem(500, "internal_error",
+                       f"virtlife failed on this request (a bug): {type(err).__name__}; "
+                       "the server's log has the details")

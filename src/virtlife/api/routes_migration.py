@@ -34,7 +34,7 @@ from virtlife.api.routes_more import ACCEPTED, Reply, refuse_now, run_or_accept
 from virtlife.services.base import Call
 from virtlife.services.migration.checks import CheckOptions, CopyStorage, MigrationKind
 from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction
-from virtlife.services.migration.service import MoveOptions, _refuse_transport
+from virtlife.services.migration.service import MoveOptions, refuse_transport
 from virtlife.states import Operation, check_transition
 
 router = APIRouter()
@@ -134,7 +134,7 @@ def migrate(request: Request, host: HostName, name: VMName, _t: Writer,
     else:
         check_transition(Operation.MIGRATE_OFFLINE, name, current)
     if not body.postcopy_resume:
-        _refuse_transport(svc.fleet.resolve(ref), body.dest, options, move)
+        refuse_transport(svc.fleet.resolve(ref), body.dest, options, move)
     migrations, dest, timeout_s = svc.migrations, body.dest, body.timeout_s
 
     def work(call: Call) -> Reply:

@@ -28,7 +28,7 @@ from virtlife.cli.app import (
 )
 from virtlife.cli.params import SECONDS
 from virtlife.errors import InvalidInput
-from virtlife.services.clock import describe_offset
+from virtlife.services.clock import describe_offset, parse_time
 
 AGENT_TIMEOUT = click.IntRange(min=1, max=3600)
 
@@ -203,17 +203,6 @@ def ifaddr(app: App, as_json: bool) -> None:
     show_table(["interface", "MAC address", "protocol", "address"], rows)
 
 
-def _parse_time(text: str) -> float:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-26T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{text!r} has no time zone: add Z or +HH:MM")
-    return moment.timestamp()
-
-
 @agent.command()
 @click.option("--set", "set_to", metavar="ISO8601", default=None,
               help="Set the guest clock to this time (with a zone, e.g. ...Z).")
@@ -236,7 +225,7 @@ def time(app: App, set_to: str | None, sync: bool, as_json: bool) -> None:
             offset = describe_offset(reading.offset_s).replace("in step", "in step with")
             click.echo(f"{_when(reading.guest)} in the guest ({offset} this machine's clock)")
         return
-    when = _parse_time(set_to) if set_to is not None else None
+    when = parse_time(set_to) if set_to is not None else None
     result, outcome = s.set_time(group_vm(), when, sync=sync, **app.call)
     if as_json:
         emit_json({**result.as_dict(), "clock": outcome.as_dict()})

@@ -152,7 +152,7 @@ class Migrations(OperationService):
             run.report("check", f"checking {guest.name} against {dest}")
             report = self._check(guest, dest, options)
             _refuse_failed(guest, dest, report)
-            _refuse_transport(guest, dest, options, move)
+            refuse_transport(guest, dest, options, move)
             for c in report.checks:
                 if c.status is Status.WARN:
                     run.warnings.append(f"{c.name}: {c.reason}")
@@ -407,7 +407,7 @@ def _refuse_failed(guest: Guest, dest: str, report: Report) -> None:
         raise PreflightFailed(f"cannot migrate {guest.name} to {dest}: {lines}")
 
 
-def _refuse_transport(guest: Guest, dest: str, options: CheckOptions,
+def refuse_transport(guest: Guest, dest: str, options: CheckOptions,
                       move: MoveOptions) -> None:
     """Refuse what libvirt 9.0 refuses only once the migration began: the tunnel is one
     stream, so neither multifd's connections nor the disks' NBD copy fit in it."""
