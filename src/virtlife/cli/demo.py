@@ -80,6 +80,7 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     _show_list(s)
     if real:
         _agent_tour(s, ref)
+        _console_tour(s, ref)
     _step("suspend", lambda: life.suspend(ref))
     _step("resume (no clock sync this time)", lambda: life.resume(ref, sync_time=False))
     save_file = f"{save_dir}/{DEMO_VM}.sav"
@@ -128,6 +129,76 @@ def _agent_tour(s: Services, ref: str) -> None:
           lambda: s.snapshots.delete(ref, "demo-quiesced"))
     _step("set the guest clock 5 minutes behind (as after a long pause)",
           lambda: s.agent.set_time(ref, time.time() - 300)[0])
+
+
+def _console_tour(s: Services, ref: str) -> None:
+    """Where the VM's screen is (VNC) and one line through its serial console."""
+    vnc = s.consoles.vnc(ref)
+    click.echo(f"-> virtlife vnc {DEMO_VM} ... {vnc.address or vnc.listen}:{vnc.port} "
+               f"(display :{vnc.display}); `virtlife viewer-file {DEMO_VM}` for virt-viewer")
+    marker = f"demo-{os.getpid() % 1000 * 7}"
+    want = marker.encode()
+    seen = b""
+    t0 = time.monotonic()
+    with s.consoles.serial(ref) as session:
+        session.write(f"\necho {marker}\n".encode())
+        while want not in seen.replace(b"echo " + want, b"") and time.monotonic() - t0 < 15:
+            seen += session.read(0.5) or b""
+    answered = want in seen.replace(b"echo " + want, b"")
+    click.echo(f"-> virtlife console {DEMO_VM}: typed `echo {marker}`, the guest shell "
+               + ("answered it" if answered else "did not answer within 15 s")
+               + f"  [{time.monotonic() - t0:.2f} s]")
+
+
+def _web_leg() -> None:
+    """The REST API for a moment on a free port, then how to open the web UI."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from virtlife.api.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open_services() as served:  # the inventory's hosts, as `virtlife serve` has them
+        store = served.need_store()
+        try:
+            store.tokens.revoke("demo")
+        except errors.NotFound:
+            pass
+        token = store.tokens.create("demo")
+        server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1",
+                                               port=port, log_level="warning",
+                                               timeout_graceful_shutdown=2))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        t0 = time.monotonic()
+        while not server.started and thread.is_alive() and time.monotonic() - t0 < 20:
+            time.sleep(0.05)
+        try:
+            ask = urllib.request.Request(f"http://127.0.0.1:{port}/api/vms",
+                                         headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(ask, timeout=30) as answer:
+                listed = json.load(answer)
+            click.echo(f"-> virtlife serve (on 127.0.0.1:{port} for a moment): GET /api/vms "
+                       f"with a token: {len(listed['vms'])} VM(s)  "
+                       f"[{time.monotonic() - t0:.2f} s]")
+        finally:
+            server.should_exit = True
+            thread.join(10)
+    url = "http://127.0.0.1:8080/"
+    try:
+        with urllib.request.urlopen(url + "api/health", timeout=2):
+            click.echo(f"-> the web UI of the virtlife serve running here: {url}")
+    except OSError:
+        click.echo(f"-> the web UI: run `virtlife serve`, then open {url}")
+    click.echo(f"   log in with the token {token}")
+    click.echo("   (`virtlife token create NAME` makes more; `virtlife token revoke demo` "
+               "ends this one)")
 
 
 def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:
@@ -242,6 +313,7 @@ def demo(test_driver: bool) -> None:
         with open_services("qemu:///system") as s:
             _walk(s, spec, str(save_dir), real=True)
         _migration_leg(image)
+        _web_leg()
     else:
         import tempfile
 
