@@ -22,7 +22,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from virtlife import __version__, errors
-from virtlife.api import problems, routes, routes_agent, routes_migration, routes_more
+from virtlife.api import (
+    problems,
+    routes,
+    routes_agent,
+    routes_manage,
+    routes_migration,
+    routes_more,
+)
 from virtlife.api.auth import Tickets
 from virtlife.api.hub import Feed, Hub
 from virtlife.api.metrics import Metrics
@@ -109,6 +116,7 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.include_router(routes_more.router)
     app.include_router(routes_agent.router)
     app.include_router(routes_migration.router)
+    app.include_router(routes_manage.router)
     from virtlife.api import web
 
     web.install(app, static_root)

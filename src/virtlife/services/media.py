@@ -107,6 +107,23 @@ class CdromPlan:
         return DriveAddress(self.controller, self.channel, 0, self.unit)
 
 
+@dataclass(frozen=True)
+class AttachedCdrom:
+    """A CD-ROM of a VM: ``source`` "" when it holds no medium; ``live``: in the running
+    VM, ``defined``: in its definition (the next boot has it)."""
+
+    target: str
+    bus: str
+    source: str
+    by_virtlife: bool
+    live: bool
+    defined: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"target": self.target, "bus": self.bus, "source": self.source,
+                "by_virtlife": self.by_virtlife, "live": self.live, "defined": self.defined}
+
+
 def plan_cdrom(xmls: Sequence[str], bus: CdromBus = CdromBus.SCSI, *,
                vm: str = "the VM") -> CdromPlan:
     """A place for a new CD-ROM on ``bus`` that is free in every definition of ``xmls``
@@ -193,6 +210,18 @@ class Media(OperationService):
         live = guest.xml() if run.current.state.is_active else None
         config = guest.xml(inactive=True) if guest.is_persistent() else None
         return live, config
+
+    def cdroms(self, ref: str) -> list[AttachedCdrom]:
+        """VM ``ref``'s CD-ROMs, in its running configuration and in its definition
+        (a read: no operation, no journal)."""
+        guest = self.fleet.resolve(ref)
+        live = guest.xml() if guest.status().state.is_active else None
+        config = guest.xml(inactive=True) if guest.is_persistent() else None
+        now = {(c.target, c.source): c for c in cdroms(live or "<domain/>")}
+        later = {(c.target, c.source): c for c in cdroms(config or "<domain/>")}
+        return [AttachedCdrom(c.target, c.bus, c.source, c.by_virtlife,
+                              key in now, key in later)
+                for key, c in sorted({**later, **now}.items())]
 
     def attach_iso(self, ref: str, path: str | Path, *, bus: CdromBus | str = CdromBus.SCSI,
                    timeout_s: float | None = None, **call: Unpack[Call]) -> OperationResult:
