@@ -231,3 +231,48 @@ def test_the_migrate_dialog_shows_the_checks_before_its_button(
     assert page.locator("#migrate-start").is_disabled()
     assert page.locator("#migrate-report .check-status.fail", has_text="fail").count() >= 1
     assert "same hypervisor" in page.locator("#migrate-report").inner_text()
+
+
+def test_a_vm_made_with_the_new_vm_form_appears_in_the_fleet_running(
+        server: Served, page: Any, shots: Shots) -> None:
+    """No disk: SeaBIOS finds nothing to boot, and the VM runs all the same. Its page
+    then shows its CD-ROMs and VNC graphics, and sets a VNC password."""
+    from conftest import _remove
+
+    name = f"vl-it-web-new-{random.randrange(10**6)}"
+    _remove(name)
+    try:
+        log_in(page, server)
+        page.locator('section.host[data-host="local"]').wait_for()
+        page.evaluate("window.__sameDocument = true")
+        form = page.locator("#new-vm-form")
+        form.locator("input[name=name]").fill(name)
+        form.locator("select[name=host]").select_option("local")
+        form.locator("input[name=memory_mib]").fill("128")
+        assert form.locator("input[name=start]").is_checked()
+        shots("new-vm-form")
+        form.locator("button[type=submit]").click()
+        row = page.locator(f'tr[data-vm="{name}"]')
+        row.wait_for(timeout=60_000)
+        page.locator(f'tr[data-vm="{name}"] .state', has_text="running").wait_for(
+            timeout=60_000)
+        page.locator("#new-vm-message", has_text="done").wait_for()
+        assert page.evaluate("window.__sameDocument") is True  # no reload happened
+        assert "128 MiB" in row.inner_text()
+        shots("created")
+        # the same name again: the API's refusal in the form's message line
+        form.locator("button[type=submit]").click()
+        page.locator("#new-vm-message.error", has_text="already exists").wait_for()
+        # its page: no CD-ROM yet, and virtlife's default VNC graphics, live
+        row.locator("a").click()
+        page.locator("#media-list", has_text="No CD-ROM.").wait_for()
+        page.locator("#graphics-info", has_text="VNC on 127.0.0.1").wait_for()
+        page.locator("#graphics-info", has_text="running server").wait_for()
+        page.fill("#graphics-form input[name=password]", "pw12")
+        page.click("#graphics-form button[type=submit]")
+        page.locator("#graphics-message", has_text="VNC password set").wait_for()
+        page.locator("#graphics-info", has_text="a password set").wait_for()
+        assert page.input_value("#graphics-form input[name=password]") == ""
+        shots("vm-page")
+    finally:
+        _remove(name)

@@ -186,7 +186,9 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
         if isinstance(user, Response):
             return user
         body = ('<h1>Fleet</h1><p id="banner" class="banner" role="status"></p>'
-                '<div id="fleet"><p class="muted">Loading…</p></div>')
+                '<div id="fleet"><p class="muted">Loading…</p></div>'
+                '<section id="new-vm"><h2>New VM</h2><div class="body"></div></section>'
+                '<section id="add-host"><h2>Add host</h2><div class="body"></div></section>')
         return page("Fleet", body, user=user, scripts=("/static/fleet.js",))
 
     @app.get("/vm/{host}/{name}", include_in_schema=False)
@@ -205,6 +207,10 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
                 f'href="{esc(vm_path(host, name, "/serial"))}">Serial console</a> '
                 f'<a class="button" id="download-vv" href="{esc(vv)}" download>'
                 'remote-viewer file (.vv)</a></p></section>'
+                '<section id="media"><h2>CD-ROMs</h2><div class="body">Loading…</div>'
+                '</section>'
+                '<section id="graphics"><h2>VNC graphics</h2><div class="body">Loading…</div>'
+                '</section>'
                 '<section id="details"><h2>Details</h2><div class="body"></div></section>'
                 '<section id="agent"><h2>Guest agent</h2><div class="body">Loading…</div>'
                 '</section>'

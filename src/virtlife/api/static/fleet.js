@@ -1,12 +1,17 @@
 // The fleet page: every host and its VMs with their live state. Filled from
-// /api/hosts and /api/vms, then kept current by the event stream with no reload.
+// /api/hosts and /api/vms, then kept current by the event stream with no reload; the
+// New VM and Add host forms (manage.js) below it.
 import { ApiError, actionBar, api, banner, el, follow, stateText, vmPage } from './common.js';
+import { addHostForm, newVmForm, removeHostButton } from './manage.js';
 
 const FLEET_ACTIONS = ['start', 'shutdown', 'reboot', 'suspend', 'resume', 'managedsave',
   'destroy'];
 const fleet = document.getElementById('fleet');
 const rows = new Map(); // "host/name" -> {vm, row}
 let reloading = null;
+const creator = newVmForm(() => reload());
+document.querySelector('#new-vm .body').replaceChildren(creator.form);
+document.querySelector('#add-host .body').replaceChildren(addHostForm(() => reload()));
 
 function renderRow(entry) {
   const { vm } = entry;
@@ -42,12 +47,16 @@ async function load() {
     const status = host.reachable ? el('span', { class: 'muted' }, host.uri)
       : el('span', { class: 'error' }, `unreachable: ${host.problem}`);
     return el('section', { class: 'host', 'data-host': host.name },
-      el('h2', {}, host.name, ' ', status),
+      el('h2', {}, host.name, ' ', status, ' ',
+        removeHostButton(host.name, (text) => banner(text, 'error'), reload)),
       vms.length ? el('table', {},
         el('thead', {}, el('tr', {}, ['VM', 'State', 'Size', 'Actions', ''].map(
           (h) => el('th', {}, h)))), body)
         : el('p', { class: 'muted' }, host.reachable ? 'No VMs.' : ''));
   });
+  const chosen = creator.hostSelect.value;
+  creator.hostSelect.replaceChildren(...hosts.map((h) => el('option',
+    { value: h.name, selected: h.name === chosen }, h.name)));
   fleet.replaceChildren(...(sections.length ? sections
     : [el('p', {}, 'No hosts: add one with `virtlife host add NAME URI`.')]));
 }

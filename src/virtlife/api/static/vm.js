@@ -1,13 +1,16 @@
 // A VM's page: state and reason with its lifecycle buttons (live from the event
-// stream), details, guest agent information, snapshots and history. Sections whose
-// routes are missing or fail say so in place; the rest of the page still works.
+// stream), CD-ROMs and VNC graphics (manage.js), details, guest agent information,
+// snapshots and history. Sections whose routes are missing or fail say so in place;
+// the rest of the page still works.
 import {
   ACTIONS, ApiError, actionBar, api, banner, el, follow, page, stateText, vmApi,
 } from './common.js';
+import { setupGraphics, setupMedia } from './manage.js';
 import { setupMigrate } from './migrate.js';
 
 const { host, name } = page;
 let vm = null;
+const refreshers = {}; // the CD-ROM and graphics sections' reloads, once set up
 
 function body(id) {
   return document.querySelector(`#${id} .body`);
@@ -114,6 +117,7 @@ follow({
     renderState();
     guarded(loadVm);
     guarded(loadHistory);
+    for (const refresh of Object.values(refreshers)) guarded(refresh);
   },
   event: (message) => {
     if (message.host === host && message.vm === name && message.kind === 'agent') guarded(loadAgent);
@@ -127,5 +131,8 @@ follow({
 guarded(loadVm);
 guarded(loadAgent);
 guarded(loadSnapshots);
+for (const [id, setup] of [['media', setupMedia], ['graphics', setupGraphics]]) {
+  guarded(async () => { refreshers[id] = await setup(host, name, body(id)); });
+}
 guarded(loadHistory);
 guarded(() => setupMigrate(host, name, body('migrate')));
