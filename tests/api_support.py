@@ -7,6 +7,7 @@ coverage sees it) and always stops it. Tests talk to it over real HTTP with http
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -26,6 +27,7 @@ class Served:
     token: str
     read_only_token: str
     app: Any
+    token_name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
 
     def client(self, *, token: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
@@ -50,6 +52,9 @@ def free_port() -> int:
         return port
 
 
+_SERIAL = itertools.count()
+
+
 @contextmanager
 def served(store_path: Path, hosts: dict[str, str], *,
            follow_events: bool = True) -> Iterator[Served]:
@@ -62,8 +67,11 @@ def served(store_path: Path, hosts: dict[str, str], *,
     with open_store(store_path) as store:
         for name, uri in hosts.items():
             store.hosts.add(name, uri)
-        token = store.tokens.create("test-rw")
-        read_only = store.tokens.create("test-ro", read_only=True)
+        # unique names: a store that lives longer than one test (the lab's) gets more
+        serial = next(_SERIAL)
+        token_name = f"test-rw-{serial}"
+        token = store.tokens.create(token_name)
+        read_only = store.tokens.create(f"test-ro-{serial}", read_only=True)
     services = open_services(None, store_path=store_path)
     app = create_app(services, follow_events=follow_events)
     port = free_port()
@@ -80,7 +88,7 @@ def served(store_path: Path, hosts: dict[str, str], *,
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", token, read_only, app)
+        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name)
     finally:
         server.should_exit = True
         thread.join(15)

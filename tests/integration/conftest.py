@@ -94,14 +94,15 @@ def private_host(real_stack: GuestImage) -> Iterator[object]:
         host.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_session(real_stack: GuestImage, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[object]:
     """The multi-host lab (``virtlife lab up 2 --owner-pid``: hosts lab-a and lab-b at
-    qemu+tcp://10.253.7.11/system and .12, pool lab-shared) for the module, its inventory
-    in a home of its own (``.home``, ``.env``, ``.virtlife(...)``); always taken down, even
-    when tests fail. One lab per machine: it waits while another test session's lab is up
-    (tests/lab_support.py)."""
+    qemu+tcp://10.253.7.11/system and .12, pool lab-shared) for the whole session, its
+    inventory in a home of its own (``.home``, ``.env``, ``.virtlife(...)``); always taken
+    down, even when tests fail. Every test that uses it runs on one xdist worker (the
+    ``lab`` group, tests/conftest.py), so the lab comes up once. One lab per machine: it
+    waits while another test session's lab is up (tests/lab_support.py)."""
     from lab_support import lab_session as session
 
     with session(tmp_path_factory.mktemp("lab-home")) as lab:

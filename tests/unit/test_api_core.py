@@ -55,7 +55,7 @@ def test_unknown_and_revoked_tokens_are_refused(api: Served, tmp_path: Path) -> 
     with api.client() as c:
         assert c.get("/api/vms").status_code == 200
         with open_store(tmp_path / "store.db") as store:
-            store.tokens.revoke("test-rw")
+            store.tokens.revoke(api.token_name)
         assert c.get("/api/vms").status_code == 401
 
 
