@@ -16,13 +16,13 @@ lint: setup
 	$(BIN)/mypy
 
 # Two workers (pytest-xdist; a file's tests stay on one worker, and every test of the
-# multi-host lab on one worker, first: tests/conftest.py), branch coverage of the
+# multi-host lab on one worker, first: LabFirst in tests/conftest.py), branch coverage of the
 # tests, the `virtlife` subprocesses they run and the real-QEMU tests, then its summary.
 # pytest exit code 5 means "no tests collected": a failure for us.
 PYTEST_WORKERS ?= 2
 test: lint
 	@rm -f .coverage .coverage.*; \
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 -p no:cacheprovider \
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --durations=15 -p no:cacheprovider \
 	  -m "not postcopy" --cov --cov-report=; rc=$$?; \
 	$(BIN)/coverage combine -q 2>/dev/null; \
 	$(BIN)/coverage report --skip-covered --sort=cover; \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,26 +39,52 @@ def lifecycle(tmp_path: Path) -> Iterator[object]:
     store.close()
 
 
-LAB_GROUP = "lab"
+# The test files that use the multi-host lab (``lab_session``): the lab is one per
+# machine, so they all run on one xdist worker (``LabFirst``), and first, while the other
+# worker takes every other file. Collection refuses a lab test outside this list.
+LAB_FILES = (
+    "tests/integration/test_migrate_checks_real.py",
+    "tests/integration/test_migrate_policy_real.py",
+    "tests/integration/test_migrate_real.py",
+    "tests/integration/test_migrate_transport_real.py",
+    "tests/integration/test_migrate_api_real.py",
+    "tests/integration/test_migrate_postcopy_real.py",
+    # the lab's own up/down tests take it down and kill it: after those that only use it
+    "tests/integration/test_lab_hosts.py",
+)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For ``--dist loadgroup``: every test that needs the multi-host lab goes to one
-    worker (the ``lab`` group: the lab is one per machine, brought up once per session),
-    first, so that the other worker takes everything else meanwhile; every other test
-    file is a group of its own (as ``--dist loadfile``, so module fixtures are made once).
-    """
-    def needs_lab(item: pytest.Item) -> bool:
-        return "lab_session" in getattr(item, "fixturenames", ())
-
+    """The lab's tests first, in ``LAB_FILES`` order (the order ``LabFirst`` hands them
+    to one worker); refuse a test that needs the lab from a file not listed there."""
     for item in items:
-        group = LAB_GROUP if needs_lab(item) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    def order(item: pytest.Item) -> int:
-        if not needs_lab(item):
-            return 2
-        # the lab's own tests take it down and kill it: after the tests that only use it
-        return 1 if item.nodeid.startswith("tests/integration/test_lab_hosts.py") else 0
+        if "lab_session" in getattr(item, "fixturenames", ()) and \
+                _file_of(item.nodeid) not in LAB_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses the lab: add its file to "
+                                    "LAB_FILES in tests/conftest.py")
 
-    items.sort(key=order)  # stable: the lab's tests first, in file order
+    def order(item: pytest.Item) -> int:
+        path = _file_of(item.nodeid)
+        return LAB_FILES.index(path) if path in LAB_FILES else len(LAB_FILES)
+
+    items.sort(key=order)  # stable: file order kept within each file
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Like ``--dist loadfile`` (a file's tests stay on one worker, so its module fixtures
+    are made once), with every lab file in one unit: the lab comes up once per session
+    and no worker idles waiting for another's lab. (xdist's ``loadgroup`` would do it, but
+    its group suffix on node ids has no effect under pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LabFirst(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = _file_of(nodeid)
+            return "lab" if path in LAB_FILES else path
+
+    return LabFirst(config, log)

@@ -216,43 +216,37 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
                 '</section>'
                 '<section id="snapshots"><h2>Snapshots</h2><div class="body">Loading…</div>'
                 '</section>'
-                '<section id="migrate"><h2>Migrate</h2><div class="body">'
-                '<p class="muted">Migration from the browser comes with the migration '
-                'routes; until then use <code>virtlife migrate</code>.</p></div></section>'
+                '<section id="migrate"><h2>Migrate</h2><div class="body">Loading…</div>'
+                '</section>'
                 '<section id="history"><h2>History</h2><div class="body">Loading…</div>'
                 '</section>')
         return page(name, body, user=user, scripts=("/static/vm.js",),
                     data={"host": host, "name": name})
 
-    @app.get("/vm/{host}/{name}/vnc", include_in_schema=False)
-    def vnc_page(request: Request, host: str, name: str) -> Response:
+    def console_page(request: Request, host: str, name: str, kind: str) -> Response:
+        """The page of one console: ``vnc`` (noVNC) or ``serial`` (xterm.js)."""
         user = page_user(request)
         if isinstance(user, Response):
             return user
-        missing = novnc_missing()
+        vnc = kind == "vnc"
+        missing = novnc_missing() if vnc else xterm_missing()
+        extra = ('<button id="cad" disabled>Ctrl-Alt-Del</button>' if vnc
+                 else '<button id="takeover" hidden>Take over</button>')
         body = (f'<p class="crumbs"><a href="/">Fleet</a> / {esc(host)} / '
                 f'<a href="{esc(vm_path(host, name))}">{esc(name)}</a></p>'
                 '<div class="console-bar"><span id="status" role="status">Connecting…</span>'
-                '<button id="reconnect" hidden>Reconnect</button>'
-                '<button id="cad" disabled>Ctrl-Alt-Del</button></div>'
-                + (missing_section(missing) if missing else '<div id="screen"></div>'))
-        return page(f"{name} VNC", body, user=user,
-                    scripts=() if missing else ("/static/vnc.js",),
+                f'<button id="reconnect" hidden>Reconnect</button>{extra}</div>'
+                + (missing_section(missing) if missing
+                   else f'<div id="{"screen" if vnc else "terminal"}"></div>'))
+        styles = () if missing or vnc else ("/vendor/xterm/xterm/css/xterm.css",)
+        return page(f"{name} {'VNC' if vnc else 'serial'}", body, user=user,
+                    scripts=() if missing else (f"/static/{kind}.js",), styles=styles,
                     data={"host": host, "name": name})
+
+    @app.get("/vm/{host}/{name}/vnc", include_in_schema=False)
+    def vnc_page(request: Request, host: str, name: str) -> Response:
+        return console_page(request, host, name, "vnc")
 
     @app.get("/vm/{host}/{name}/serial", include_in_schema=False)
     def serial_page(request: Request, host: str, name: str) -> Response:
-        user = page_user(request)
-        if isinstance(user, Response):
-            return user
-        missing = xterm_missing()
-        body = (f'<p class="crumbs"><a href="/">Fleet</a> / {esc(host)} / '
-                f'<a href="{esc(vm_path(host, name))}">{esc(name)}</a></p>'
-                '<div class="console-bar"><span id="status" role="status">Connecting…</span>'
-                '<button id="reconnect" hidden>Reconnect</button>'
-                '<button id="takeover" hidden>Take over</button></div>'
-                + (missing_section(missing) if missing else '<div id="terminal"></div>'))
-        return page(f"{name} serial", body, user=user,
-                    scripts=() if missing else ("/static/serial.js",),
-                    styles=() if missing else ("/vendor/xterm/xterm/css/xterm.css",),
-                    data={"host": host, "name": name})
+        return console_page(request, host, name, "serial")

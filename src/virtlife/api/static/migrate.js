@@ -1,14 +1,10 @@
 // The migrate dialog of a VM's page: choose a destination and a kind of move, see the
 // pre-flight report (POST .../migrate/check), and only when every check passed start
-// the move (POST .../migrate) and follow its phases. Shown only when the server has
-// the migration routes; the checks, not this page, decide what may move.
+// the move (POST .../migrate) and follow its phases. The checks, not this page, decide
+// what may move.
 import { api, el, readOnly, track, vmApi } from './common.js';
 
-const CHECK = '/api/vms/{host}/{name}/migrate/check';
-
 export async function setupMigrate(host, name, section) {
-  const spec = await api('GET', '/openapi.json');
-  if (!spec.paths || !spec.paths[CHECK]) return; // keep the placeholder
   const hosts = (await api('GET', '/api/hosts')).filter((h) => h.name !== host);
   if (!hosts.length) {
     section.replaceChildren(el('p', { class: 'muted' },
