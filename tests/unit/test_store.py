@@ -477,3 +477,35 @@ def test_running_entries_are_oldest_first(store: Store) -> None:
                             actor=Actor("u"), lock_key=f"h/vm{n}",
                             started_at=T0 + timedelta(hours=hours))
     assert [e.op_id for e in store.journal.running()] == ["op1", "op2", "op0"]
+
+
+def test_begin_and_record_return_the_row_as_it_reads_back_without_reading_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.store import journal as journal_module
+    from virtlife.store.journal import Actor
+
+    reads = []
+    monkeypatch.setattr(journal_module.Journal, "get",
+                        lambda self, op_id: reads.append(op_id))  # never needed
+    begun = store.journal.begin(op_id="op-b", host="h", vm="vm1", operation="save",
+                                actor=Actor("u", "server"), lock_key="h/vm1", uuid="u-1",
+                                domid=7, started_at=T0)
+    recorded = store.journal.record("h", "vm2", "start", "refused", 0.5, "it is running",
+                                    started_at=T0, uuid="u-2", domid=3)
+    assert reads == []
+    monkeypatch.undo()
+    assert begun == store.journal.get("op-b")
+    assert recorded == store.journal.get(recorded.op_id)
+
+
+def test_this_process_is_read_once_per_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.store import journal as journal_module
+
+    first = journal_module.this_process()
+    monkeypatch.setattr(journal_module, "start_time", lambda pid: pytest.fail("read again"))
+    assert journal_module.this_process() == first
+    monkeypatch.setattr(journal_module.os, "getpid", lambda: first.pid + 1)  # as in a fork
+    monkeypatch.setattr(journal_module, "start_time", lambda pid: 42)
+    assert journal_module.this_process().pid_start == 42
+    monkeypatch.undo()
+    journal_module._this.clear()

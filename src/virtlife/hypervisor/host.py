@@ -214,6 +214,7 @@ class Host:
         self._last_release: _Connection | None = None
         self._subs_lock = threading.Lock()
         self._subscribers: list[_Subscriber] = []
+        self._taps: tuple[Listener, ...] = ()  # called on the publishing thread
 
     def __repr__(self) -> str:
         return f"Host({self.name}, {self.uri})"
@@ -269,6 +270,7 @@ class Host:
                 self._attempt.abandoned = True
         with self._subs_lock:
             subscribers, self._subscribers = self._subscribers, []
+            self._taps = ()
         for sub in subscribers:
             sub.stop()
         if current is not None:
@@ -562,9 +564,32 @@ class Host:
                     sub.stop()
                     return
 
+    def add_tap(self, tap: Listener) -> None:
+        """Hand every event to ``tap`` at once, on the thread that publishes it (libvirt's
+        event thread for domain events), in order, across reconnects.
+
+        A tap is a queue's ``put``, not a listener: it must only store the event and wake
+        its reader, never block nor call libvirt (an exception it raises is logged). It
+        costs no thread: ``services.wait`` routes a host's events to the VMs being waited
+        for through one tap per Host.
+        """
+        with self._subs_lock:
+            if not self._closed:
+                self._taps = (*self._taps, tap)
+
+    def remove_tap(self, tap: Listener) -> None:
+        with self._subs_lock:
+            self._taps = tuple(t for t in self._taps if t != tap)
+
     def _publish(self, event: DomainEvent) -> None:
         with self._subs_lock:
-            subscribers = list(self._subscribers)
+            subscribers, taps = list(self._subscribers), self._taps
+        for tap in taps:
+            try:
+                tap(event)
+            except Exception:
+                logger.exception("event tap %s on host %s failed on event %s",
+                                 _callable_name(tap), self.name, event)
         for sub in subscribers:
             sub.offer(event)
 

@@ -1,16 +1,20 @@
 """Waiting for a VM to reach a state, or for its guest agent, driven by libvirt events.
 
-A ``Watch`` subscribes to the host's events *before* an operation is issued, so no
-event can slip between the call and the wait (the Host delivers them on the Watch's
-own thread, and keeps delivering across a reconnect). Each event for the VM wakes the
-waiter, which then reads the state once; a slow safety re-read (every few seconds)
-covers a lost event. Nothing here decides policy or prints.
+A ``Watch`` is opened *before* an operation is issued and collects the VM's events
+from that moment, so no event can slip between the call and the wait. Watches cost no
+thread and no libvirt call: each ``Host`` gets one ``_Router``, tapped into the Host
+once for its whole life (across reconnects), which files every event under the VM it
+names, on the publishing thread, as a plain append (the Watch's list is its queue; the
+waiting thread reads it). Each event for the VM wakes the waiter, which then reads the
+state once; a slow safety re-read (every few seconds) covers a lost event. Nothing
+here decides policy or prints.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
@@ -25,6 +29,58 @@ SAFETY_RECHECK_S = 2.0
 T = TypeVar("T")
 
 
+class _Router:
+    """One Host's events, filed under the open watches of the VM each names.
+
+    Tapped into the Host once; ``route`` runs on the thread that publishes the event and
+    only appends (a host event, such as ``disconnected``, goes to every watch).
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._lock = threading.Lock()
+        self._watches: dict[str, tuple[Watch, ...]] = {}
+        host.add_tap(self.route)
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches[watch.vm] = (*self._watches.get(watch.vm, ()), watch)
+
+    def remove(self, watch: Watch) -> None:
+        with self._lock:
+            left = tuple(w for w in self._watches.get(watch.vm, ()) if w is not watch)
+            if left:
+                self._watches[watch.vm] = left
+            else:
+                self._watches.pop(watch.vm, None)
+
+    @property
+    def watching(self) -> int:
+        with self._lock:
+            return sum(len(ws) for ws in self._watches.values())
+
+    def route(self, event: DomainEvent) -> None:
+        with self._lock:
+            if event.kind is EventKind.HOST:
+                targets = tuple(w for ws in self._watches.values() for w in ws)
+            else:
+                targets = self._watches.get(event.vm, ())
+        for watch in targets:
+            watch.offer(event)
+
+
+_routers_lock = threading.Lock()
+_routers: weakref.WeakKeyDictionary[Host, _Router] = weakref.WeakKeyDictionary()
+
+
+def router_of(host: Host) -> _Router:
+    """The Host's one router (tapped in on first use, kept for the Host's life)."""
+    with _routers_lock:
+        router = _routers.get(host)
+        if router is None:
+            router = _routers[host] = _Router(host)
+        return router
+
+
 class Watch:
     """Events for one VM on one host, collected from the moment of creation."""
 
@@ -33,17 +89,17 @@ class Watch:
         self.vm = vm
         self.events: list[DomainEvent] = []
         self._cond = threading.Condition()
-        host.add_listener(self._on_event)
+        self._router = router_of(host)
+        self._router.add(self)
 
-    def _on_event(self, event: DomainEvent) -> None:
-        if event.vm != self.vm and event.kind is not EventKind.HOST:
-            return
+    def offer(self, event: DomainEvent) -> None:
+        """Collect ``event`` (called on the publishing thread: only appends and wakes)."""
         with self._cond:
             self.events.append(event)
             self._cond.notify_all()
 
     def close(self) -> None:
-        self.host.remove_listener(self._on_event)
+        self._router.remove(self)
 
     def __enter__(self) -> Watch:
         return self

@@ -86,10 +86,18 @@ def _machine() -> tuple[str, str]:
     return socket.gethostname(), _boot_id()
 
 
+_this: list[ProcessRef] = []  # this process, read once per pid (a fork gets its own)
+
+
 def this_process() -> ProcessRef:
-    machine, boot = _machine()
     pid = os.getpid()
-    return ProcessRef(machine, boot, pid, start_time(pid) or 0)
+    known = _this[0] if _this else None
+    if known is not None and known.pid == pid:
+        return known
+    machine, boot = _machine()
+    ref = ProcessRef(machine, boot, pid, start_time(pid) or 0)
+    _this[:] = [ref]
+    return ref
 
 
 def is_dead(ref: ProcessRef) -> bool:
@@ -196,7 +204,8 @@ class Journal:
     def _insert(self, conn: sqlite3.Connection, *, op_id: str, started: str,
                 finished: str | None, host: str, vm: str, uuid: str, domid: int | None,
                 operation: str, outcome: str, duration_s: float, detail: str,
-                actor: Actor, lock_key: str | None) -> int:
+                actor: Actor, lock_key: str | None) -> JournalEntry:
+        """Insert one row; return it as ``get`` would read it (without reading it)."""
         proc = this_process()
         cursor = conn.execute(
             "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid,"
@@ -208,7 +217,12 @@ class Journal:
              proc.boot_id, proc.pid, proc.pid_start, lock_key),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
-        return cursor.lastrowid
+        return JournalEntry(
+            id=cursor.lastrowid, started_at=self._db.parse_ts(started), host=host, vm=vm,
+            operation=operation, outcome=outcome, duration_s=float(duration_s),
+            detail=detail, op_id=op_id, uuid=uuid,
+            finished_at=self._db.parse_ts(finished) if finished is not None else None,
+            domid=domid, actor=actor, process=proc)
 
     def record(
         self,
@@ -234,13 +248,11 @@ class Journal:
         finished_text = self._db.format_ts(datetime.now(UTC))
         op_id = op_id or new_op_id()
         with self._db.transaction() as conn:
-            self._insert(conn, op_id=op_id, started=started_text, finished=finished_text,
-                         host=host, vm=vm, uuid=uuid, domid=domid, operation=operation,
-                         outcome=outcome, duration_s=duration_s, detail=detail,
-                         actor=actor or Actor.current(), lock_key=None)
-        found = self.get(op_id)
-        assert found is not None
-        return found
+            return self._insert(conn, op_id=op_id, started=started_text,
+                                finished=finished_text, host=host, vm=vm, uuid=uuid,
+                                domid=domid, operation=operation, outcome=outcome,
+                                duration_s=duration_s, detail=detail,
+                                actor=actor or Actor.current(), lock_key=None)
 
     def begin(self, *, op_id: str, host: str, vm: str, operation: str, actor: Actor,
               lock_key: str | None, uuid: str = "", domid: int | None = None,
@@ -252,11 +264,11 @@ class Journal:
         for _attempt in range(2):
             try:
                 with self._db.transaction() as conn:
-                    self._insert(conn, op_id=op_id, started=started_text, finished=None,
-                                 host=host, vm=vm, uuid=uuid, domid=domid,
-                                 operation=operation, outcome=RUNNING, duration_s=0.0,
-                                 detail="", actor=actor, lock_key=lock_key)
-                break
+                    return self._insert(conn, op_id=op_id, started=started_text,
+                                        finished=None, host=host, vm=vm, uuid=uuid,
+                                        domid=domid, operation=operation, outcome=RUNNING,
+                                        duration_s=0.0, detail="", actor=actor,
+                                        lock_key=lock_key)
             except sqlite3.IntegrityError:
                 holder = self.holder(lock_key or "")
                 if holder is None:
@@ -264,11 +276,8 @@ class Journal:
                 if not is_dead(holder.process):
                     raise Held(holder) from None
                 self._interrupt([holder], "its process ended while it ran")
-        else:  # pragma: no cover - two holders dying under us in a row
-            raise Held(self.holder(lock_key or "") or self._missing(lock_key))
-        found = self.get(op_id)
-        assert found is not None
-        return found
+        raise Held(  # pragma: no cover - two holders dying under us in a row
+            self.holder(lock_key or "") or self._missing(lock_key))
 
     @staticmethod
     def _missing(lock_key: str | None) -> JournalEntry:  # pragma: no cover - see begin
