@@ -1,9 +1,11 @@
 """The fleet: every configured host, reached concurrently, and VM name resolution.
 
 ``Fleet`` keeps one ``Host`` per inventory entry (each owns its one connection, opened
-with a deadline and remembered as unreachable for a few seconds after a failure),
-asks all hosts at once with a deadline so that an unreachable host is reported and
-never hides the others, and resolves ``NAME`` or ``HOST/NAME`` to exactly one
+with a deadline and remembered as unreachable for a few seconds after a failure) and
+one caller thread per host (``hostcalls``: a host that never answers holds one thread,
+never one more per call), asks all hosts at once with a deadline so that an
+unreachable host is reported and never hides the others (a listing: one bulk read per
+host, 2 s by default), and resolves ``NAME`` or ``HOST/NAME`` to exactly one
 ``Guest``. Given a callable instead of a list, it re-reads the hosts on each use: a
 host added to the inventory is seen at once, and a removed host's connection is
 closed. It never prints; a bug in a host's thread is re-raised, never reported as an
@@ -17,11 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, Host
 from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RETRY_AFTER_S
+from virtlife.hypervisor.listing import list_domains
+from virtlife.services.hostcalls import Busy, Call, HostCaller
 from virtlife.services.observe import observed_state
 from virtlife.states import StateInfo, VMState
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_LIST_DEADLINE_S",
     "DEFAULT_RETRY_AFTER_S",
     "Fleet",
     "FleetListing",
@@ -43,6 +49,8 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
+# How long a listing waits for a host before it shows it unreachable (and returns).
+DEFAULT_LIST_DEADLINE_S = 2.0
 # each_host waits this long past the connect deadline, so that a connect that timed
 # out is reported with its own message rather than as a host that did not answer.
 JOIN_GRACE_S = 0.25
@@ -92,6 +100,11 @@ class FleetListing:
     answered: list[str] = field(default_factory=list)  # the hosts that were listed
 
 
+def _connected_call(host: Host, fn: Callable[[Host], T]) -> T:
+    host.connect()
+    return fn(host)
+
+
 def split_ref(ref: str) -> tuple[str | None, str]:
     """``"web1"`` -> (None, "web1"); ``"hostA/web1"`` -> ("hostA", "web1").
 
@@ -113,6 +126,7 @@ class Fleet:
     def __init__(self, hosts: HostSource, *,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                  retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+                 list_deadline_s: float = DEFAULT_LIST_DEADLINE_S,
                  journal: Journal | None = None) -> None:
         self._source: Callable[[], Iterable[HostRef]] | None = None
         self._fixed: dict[str, HostRef] = {}
@@ -123,13 +137,18 @@ class Fleet:
         self.journal = journal
         self.connect_timeout_s = connect_timeout_s
         self.retry_after_s = retry_after_s
+        self.list_deadline_s = list_deadline_s
         self._hosts: dict[str, Host] = {}
+        self._callers: dict[str, tuple[Host, HostCaller]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close every host's connection; nothing stays cached (the fleet may be reused)."""
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
+            callers, self._callers = list(self._callers.values()), {}
+        for _host, caller in callers:
+            caller.stop()
         for host in hosts:  # all at once, then wait for them under one deadline
             host.close(timeout_s=0)
         deadline = time.monotonic() + 5.0
@@ -159,6 +178,10 @@ class Fleet:
                     if name not in current or current[name].uri != h.uri]
             for h in gone:
                 del self._hosts[h.name]
+            stopped = [c for name, (h, c) in self._callers.items() if h in gone]
+            self._callers = {n: e for n, e in self._callers.items() if e[0] not in gone}
+        for caller in stopped:
+            caller.stop()
         for h in gone:
             logger.info("host %s (%s) left the inventory; closing its connection",
                         h.name, h.uri)
@@ -206,80 +229,89 @@ class Fleet:
         ref = self.ref(name)
         return self._connected(ref) if connect else self._host(ref)
 
+    def _caller(self, name: str, host: Host) -> HostCaller:
+        """The one caller thread of ``host`` (a replaced Host gets a new one)."""
+        with self._lock:
+            entry = self._callers.get(name)
+            if entry is not None and entry[0] is host:
+                return entry[1]
+            caller = HostCaller(name)
+            self._callers[name] = (host, caller)
+        if entry is not None:
+            entry[1].stop()
+        return caller
+
     def each_host(
-        self, fn: Callable[[Host], T], names: Iterable[str] | None = None
+        self, fn: Callable[[Host], T], names: Iterable[str] | None = None, *,
+        deadline_s: float | None = None,
     ) -> tuple[dict[str, T], list[HostProblem]]:
         """Run ``fn`` on every host at once; collect results and per-host problems.
 
-        Each host gets its own daemon thread; a host that has not answered within the
-        connect timeout is reported unreachable while its thread is left behind. An
+        Each host's calls run on its one ``HostCaller`` thread (made on first use and
+        kept), so a host that never answers holds one thread, however often it is
+        asked. The caller waits at most ``deadline_s`` (default: the connect timeout
+        and a grace) for them all; a host that has not answered by then is reported,
+        and one still busy with a call given up earlier is reported at once. An
         exception that is not a ``VirtlifeError`` is a bug: it is re-raised here.
         """
         refs = self.refs
         wanted = [self._ref_in(refs, n) for n in (names if names is not None else sorted(refs))]
-        hosts = {ref.name: self._host(ref) for ref in wanted}
-        results: dict[str, T] = {}
+        limit = deadline_s if deadline_s is not None else self.connect_timeout_s + JOIN_GRACE_S
+        shown = deadline_s if deadline_s is not None else self.connect_timeout_s
+        end = time.monotonic() + limit
+        calls: dict[str, Call[T]] = {}
         problems: dict[str, HostProblem] = {}
-        bugs: dict[str, Exception] = {}
-        lock = threading.Lock()
-
-        def work(ref: HostRef) -> None:
-            try:
-                host = hosts[ref.name]
-                host.connect()
-                value = fn(host)
-            except errors.VirtlifeError as err:
-                with lock:
-                    problems[ref.name] = HostProblem(ref.name, ref.uri, str(err))
-            except Exception as err:  # a bug: the caller re-raises it
-                with lock:
-                    bugs[ref.name] = err
+        for ref in wanted:
+            host = self._host(ref)
+            pending = self._caller(ref.name, host).submit(partial(_connected_call, host, fn))
+            if isinstance(pending, Busy):
+                problems[ref.name] = HostProblem(ref.name, ref.uri, pending.reason)
             else:
-                with lock:
-                    results[ref.name] = value
-
-        threads = [threading.Thread(target=work, args=(r,), daemon=True,
-                                    name=f"fleet-{r.name}") for r in wanted]
-        for t in threads:
-            t.start()
-        # join with a timeout: the caller's thread stays interruptible by Ctrl-C
-        deadline = time.monotonic() + self.connect_timeout_s + JOIN_GRACE_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        with lock:
-            bug = next((bugs[r.name] for r in wanted if r.name in bugs), None)
-            for ref in wanted:
-                if ref.name not in results and ref.name not in problems:
-                    problems[ref.name] = HostProblem(
-                        ref.name, ref.uri,
-                        f"host {ref.name} ({ref.uri}) did not answer within "
-                        f"{self.connect_timeout_s:g} s",
-                    )
-            found = dict(results)
-            reported = [problems[r.name] for r in wanted if r.name in problems]
+                calls[ref.name] = pending
+        for call in calls.values():
+            # Event.wait with a timeout: the caller's thread stays interruptible by Ctrl-C
+            call.done.wait(max(0.0, end - time.monotonic()))
+        results: dict[str, T] = {}
+        bug: BaseException | None = None
+        for ref in wanted:
+            if ref.name not in calls:
+                continue
+            call = calls[ref.name]
+            if call.abandon():
+                problems[ref.name] = HostProblem(
+                    ref.name, ref.uri,
+                    f"host {ref.name} ({ref.uri}) did not answer within {shown:g} s")
+            elif isinstance(call.error, errors.VirtlifeError):
+                problems[ref.name] = HostProblem(ref.name, ref.uri, str(call.error))
+            elif call.error is not None:
+                bug = bug or call.error
+            else:
+                results[ref.name] = call.value  # type: ignore[assignment]
         if bug is not None:
             raise bug
-        return found, reported
+        return results, [problems[r.name] for r in wanted if r.name in problems]
 
     # -- VMs -------------------------------------------------------------------------
 
-    def list_vms(self, *, include_inactive: bool = True,
-                 host: str | None = None) -> FleetListing:
+    def list_vms(self, *, include_inactive: bool = True, host: str | None = None,
+                 deadline_s: float | None = None) -> FleetListing:
+        """Every VM of every host (or of ``host``): one bulk read per host, all hosts at
+        once, on connections kept for the next call. A host that has not answered
+        within ``deadline_s`` (default: the fleet's ``list_deadline_s``) is listed as
+        unreachable, and the listing returns without it."""
         def rows_of(h: Host) -> list[VMRow]:
             rows = []
-            for guest in h.guests():
-                try:
-                    info = guest.info()
-                except errors.VMNotFound:  # a transient VM that ended while we listed
+            for d in list_domains(h):
+                if not include_inactive and not d.state.state.is_active:
                     continue
-                if not include_inactive and not info.state.state.is_active:
-                    continue
-                state = observed_state(guest, self.journal, info.state)
-                rows.append(VMRow(h.name, guest.name, state, info.vcpus,
-                                  info.max_memory_mib, info.persistent))
+                state = observed_state(d.guest, self.journal, d.state)
+                rows.append(VMRow(h.name, d.guest.name, state, d.vcpus, d.max_memory_mib,
+                                  d.persistent))
             return rows
 
-        results, problems = self.each_host(rows_of, [host] if host else None)
+        limit = self.list_deadline_s if deadline_s is None else deadline_s
+        results, problems = self.each_host(rows_of, [host] if host else None,
+                                           deadline_s=limit)
         rows = [row for name in sorted(results) for row in results[name]]
         rows.sort(key=lambda r: (r.host, r.name))
         return FleetListing(rows, problems, sorted(results))
