@@ -4,7 +4,8 @@ One ``Services`` per server process: its fleet keeps one connection per host, re
 by every request and reopened after a libvirtd restart (``services.fleet``). Routes
 run in the server's thread pool; what they share (the fleet, the store, ``Jobs``) is
 safe across threads. At start-up the event ``Feed`` begins following every host into
-the ``Hub``; at shutdown it stops and the services close.
+the ``Hub`` and the CLI's local socket (``api.local``) opens beside the store; at
+shutdown both stop and the services close.
 
 ``check_listen`` is the rule for where the server may listen: loopback by default;
 anywhere else only with TLS settings or an explicit ``--insecure``.
@@ -32,6 +33,7 @@ from virtlife.api import (
 )
 from virtlife.api.auth import Tickets
 from virtlife.api.hub import Feed, Hub
+from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
 from virtlife.services.context import Services
 
@@ -80,14 +82,32 @@ def check_listen(listen: Listen, *, tls: bool, insecure: bool) -> str | None:
             "network in clear text")
 
 
+def local_socket_path(services: Services) -> Path | None:
+    """Where the CLI's local socket goes: beside the store, when the server serves the
+    inventory (with ``-c`` the CLI would not ask it: it answers for other hosts)."""
+    if services.store is None or services.connect_uri is not None:
+        return None
+    return services.store.path.parent / SOCKET_NAME
+
+
 def create_app(services: Services, *, follow_events: bool = True,
-               static_root: Path | None = None) -> FastAPI:
+               static_root: Path | None = None,
+               local_socket: Path | bool = True) -> FastAPI:
     """The application over ``services`` (which it closes at shutdown).
 
-    ``follow_events`` False leaves the event feed off (unit tests of single routes).
+    ``follow_events`` False leaves the event feed off (unit tests of single routes),
+    and with it the CLI's local socket, which answers from the feed's cache.
+    ``local_socket``: True puts it beside the store (``local_socket_path``), a path
+    there, False nowhere.
     """
     hub = Hub()
     feed = Feed(services.fleet, hub)
+    where: Path | None = None
+    if isinstance(local_socket, Path):
+        where = local_socket
+    elif local_socket:
+        where = local_socket_path(services)
+    local = LocalServer(services, feed.cache, where) if where and follow_events else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,9 +116,16 @@ def create_app(services: Services, *, follow_events: bool = True,
         hub.attach(asyncio.get_running_loop())
         if follow_events:
             feed.start()
+        if local is not None:
+            try:
+                local.start()
+            except OSError as err:  # the API still serves; the CLI reads for itself
+                log.warning("cannot listen on %s for the CLI: %s", local.path, err)
         try:
             yield
         finally:
+            if local is not None:
+                local.close()
             feed.close()
             services.close()
 
@@ -109,6 +136,7 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.state.services = services
     app.state.hub = hub
     app.state.feed = feed
+    app.state.local = local
     app.state.metrics = Metrics()
     app.state.tickets = Tickets()
     problems.install(app)

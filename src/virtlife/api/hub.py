@@ -9,7 +9,9 @@ is dropped, so one slow browser never holds up the others or grows memory.
 ``Feed`` connects the hub to the fleet: domain and host events as they come, and,
 after each lifecycle event, the VM's new state and the operations that state allows,
 read on the feed's own thread (never on libvirt's event loop or a follower thread).
-Those states are also kept as the server's cache (``Feed.states``).
+Those states are also kept as the server's cache: ``Feed.states`` (the last message
+per VM) and ``Feed.cache`` (``services.statecache``: each host listed once its event
+stream connects, then kept by the events; what the CLI's served path answers from).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from virtlife import errors
 from virtlife.services.events import DomainEvent, EventKind, stream_events
 from virtlife.services.fleet import Fleet
+from virtlife.services.statecache import StateCache
 from virtlife.states import StateInfo, allowed_operations
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,8 @@ class Feed:
         self.stop = threading.Event()
         self.states: dict[tuple[str, str], Message] = {}
         self.hosts: dict[str, str] = {}  # host -> its last connection event
+        self.cache = StateCache(fleet)
+        # (host, VM) to re-read after its event; (host, "") to list a host that connected
         self._lookups: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
@@ -130,7 +135,11 @@ class Feed:
         self.hub.publish({"type": "event", **event.as_dict()})
         if event.kind is EventKind.HOST:
             self.hosts[event.host] = event.event
+            self.cache.host_event(event.host, event.event)
+            if event.event == "connected":
+                self._lookups.put((event.host, ""))
         elif event.kind in (EventKind.LIFECYCLE, EventKind.PM):
+            self.cache.vm_event(event.host, event.vm)
             self._lookups.put((event.host, event.vm))
 
     def _read_states(self) -> None:
@@ -139,8 +148,11 @@ class Feed:
             if item is None or self.stop.is_set():
                 return
             host, vm = item
+            if not vm:
+                self.cache.fill(host)
+                continue
             try:
-                state = self.fleet.state_of(host, vm)
+                state = self.cache.refresh(host, vm)
             except errors.VirtlifeError as err:
                 log.info("state of %s/%s after an event: %s", host, vm, err)
                 continue

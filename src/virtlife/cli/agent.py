@@ -28,7 +28,6 @@ from virtlife.cli.app import (
 )
 from virtlife.cli.params import SECONDS
 from virtlife.errors import InvalidInput
-from virtlife.services.clock import describe_offset, parse_time
 
 AGENT_TIMEOUT = click.IntRange(min=1, max=3600)
 
@@ -216,6 +215,8 @@ def time(app: App, set_to: str | None, sync: bool, as_json: bool) -> None:
     """
     if set_to is not None and sync:
         raise InvalidInput("give --set or --sync, not both")
+    from virtlife.services.clock import describe_offset, parse_time
+
     s = app.services.agent
     if set_to is None and not sync:
         reading = s.time(group_vm())

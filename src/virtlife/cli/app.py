@@ -1,41 +1,33 @@
 """The per-invocation application state shared by CLI commands, and output helpers.
 
 ``App`` opens the services lazily (so ``--help`` and ``lab`` commands never touch
-libvirt or the store) and closes them when the command ends; ``app.call`` is what
-every operation takes per call (its progress sink, whether to queue behind another
-operation on the VM). ``on_interrupt`` marks the running operations of this process
-``interrupted`` when Ctrl-C ends it. The helpers print results as one line, a table,
-or JSON, with the warnings beside them.
+libvirt or the store; this module imports no service at load time) and closes them
+when the command ends; ``app.call`` is what every operation takes per call (its
+progress sink, whether to queue behind another operation on the VM).
+``on_interrupt`` marks the running operations of this process ``interrupted`` when
+Ctrl-C ends it. The helpers print results as one line, a table, or JSON, with the
+warnings beside them.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from virtlife.services.context import Services, open_services
-from virtlife.services.lifecycle import Call, OperationResult
-from virtlife.services.progress import Update
+if TYPE_CHECKING:
+    from virtlife.services.context import Services
+    from virtlife.services.lifecycle import Call, OperationResult
+    from virtlife.services.progress import Update
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # How long ``--queue`` waits for another operation on the VM to end.
 QUEUE_S = 3600.0
 _current: App | None = None
-
-
-@functools.cache
-def _console() -> Any:
-    """Rich's console, imported only when a table is printed (it costs ~30 ms)."""
-    from rich.console import Console
-
-    # Wide output when piped, so that tables never wrap inside a cell in logs and tests.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 
 
 class App:
@@ -54,11 +46,15 @@ class App:
     @property
     def call(self) -> Call:
         """What each operation of this command takes besides its own arguments."""
+        from virtlife.services.base import Call
+
         return Call(progress=self._progress, queue_s=QUEUE_S if self.queue else None)
 
     @property
     def services(self) -> Services:
         if self._services is None:
+            from virtlife.services.context import open_services
+
             self._services = open_services(self.connect_uri)
             for message in self._services.warnings:
                 warn(message)
@@ -84,7 +80,9 @@ pass_app = click.make_pass_decorator(App)
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    from virtlife.cli.quick import emit_json as emit
+
+    emit(data)
 
 
 def emit_json_line(data: Any) -> None:
@@ -103,12 +101,10 @@ def show_result(result: OperationResult, as_json: bool = False) -> None:
 
 def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
                *, title: str | None = None) -> None:
-    from rich.table import Table
+    """Print a table (Rich's layout; Rich itself is imported only when needed)."""
+    from virtlife.cli.table import print_table
 
-    table = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    _console().print(table)
+    print_table(columns, rows, title=title)
 
 
 def group_vm() -> str:

@@ -20,15 +20,17 @@ import termios
 import threading
 import tty
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from virtlife.cli.agent import read_password
 from virtlife.cli.app import App, emit_json, fail, json_option, pass_app, show_result
 from virtlife.cli.params import SECONDS, FilePath, timeout_option
-from virtlife.services.consoles import SerialSession
 from virtlife.xml.graphics import KEEP, Keep
+
+if TYPE_CHECKING:
+    from virtlife.services.consoles import SerialSession
 
 ESCAPE = b"\x1d"  # Ctrl-]
 # How long ``viewer`` watches remote-viewer for an immediate failure.

@@ -20,15 +20,13 @@ import click
 
 from virtlife import errors
 from virtlife.cli.app import show_table
-from virtlife.services import provision
-from virtlife.services.context import Services, open_services
-from virtlife.services.lifecycle import OperationResult
 from virtlife.services.migration.checks import CheckOptions, MigrationKind
 from virtlife.states import ShutdownMode
 from virtlife.xml.domain import DomainSpec
 
 if TYPE_CHECKING:
     from virtlife.lab.guest import GuestImage
+    from virtlife.services.context import Services
 
 T = TypeVar("T")
 DEMO_VM = "virtlife-demo"
@@ -40,6 +38,8 @@ def _step(label: str, fn: Callable[[], T]) -> T:
     t0 = time.monotonic()
     result = fn()
     dt = time.monotonic() - t0
+    from virtlife.services.operations import OperationResult
+
     text = str(result) if isinstance(result, OperationResult) else "done"
     click.echo(f"{text}  [{dt:.2f} s]")
     return result
@@ -66,6 +66,8 @@ def _clean_leftover(s: Services, ref: str) -> bool:
 
 
 def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
+    from virtlife.services import provision
+
     life = s.lifecycle
     host = s.default_host()
     ref = f"{host}/{DEMO_VM}"
@@ -160,6 +162,7 @@ def _web_leg() -> None:
     import uvicorn
 
     from virtlife.api.app import create_app
+    from virtlife.services.context import open_services
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -240,6 +243,8 @@ def _migration_leg(image: GuestImage) -> None:
     back, then the lab taken down (and everything the leg made removed)."""
     from virtlife.lab import cluster
     from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
+    from virtlife.services.context import open_services
 
     if cluster.status() is not None:
         click.echo("-> migration: a lab is up already; leaving it alone (skipped)")
@@ -293,6 +298,7 @@ def demo(test_driver: bool) -> None:
     Example: make demo
     """
     from virtlife.lab.hostprep import can_run_real_stack
+    from virtlife.services.context import open_services
 
     real, why = can_run_real_stack()
     if test_driver:

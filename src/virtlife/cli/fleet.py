@@ -1,18 +1,24 @@
-"""Fleet commands: ``list``, ``host add/list/remove``, ``events`` and ``history``."""
+"""Fleet commands: ``list``, ``host add/list/remove``, ``events`` and ``history``.
+
+The services are imported inside the commands, so that ``--help`` never loads libvirt.
+``list``'s common forms usually run without click at all (``cli.quick``); this command
+prints through the same ``quick.show_listing``.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
 from virtlife.cli.params import COUNT, SECONDS
-from virtlife.errors import HostUnreachable
-from virtlife.services.events import DomainEvent, EventKind, stream_events
-from virtlife.services.hosts import add_host, remove_host
+
+if TYPE_CHECKING:
+    from virtlife.services.events import DomainEvent
 
 
 @click.command("list")
@@ -28,24 +34,10 @@ def list_vms(app: App, show_all: bool, host: str | None, as_json: bool) -> None:
 
     Example: virtlife list --all
     """
-    listing = app.services.fleet.list_vms(include_inactive=show_all, host=host)
-    if as_json:
-        emit_json({
-            "vms": [r.as_dict() for r in listing.rows],
-            "unreachable": [{"host": p.host, "uri": p.uri, "error": p.message}
-                            for p in listing.unreachable],
-        })
-    else:
-        show_table(
-            ["HOST", "NAME", "STATE", "REASON", "VCPUS", "MEMORY"],
-            [(r.host, r.name, r.state.state.label, r.state.reason, r.vcpus,
-              f"{r.memory_mib} MiB") for r in listing.rows]
-            + [(p.host, "-", "unreachable", p.message, "-", "-")
-               for p in listing.unreachable],
-        )
-    if listing.unreachable and not listing.answered:
-        names = ", ".join(p.host for p in listing.unreachable)
-        raise HostUnreachable(f"no host answered ({names}); nothing could be listed")
+    from virtlife.cli.quick import listing_answer, show_listing
+
+    answer = listing_answer(app.services.fleet.list_vms(include_inactive=show_all, host=host))
+    show_listing(answer["vms"], answer["unreachable"], answer["answered"], as_json)
 
 
 @click.group()
@@ -62,6 +54,8 @@ def host_add(app: App, name: str, uri: str) -> None:
 
     Example: virtlife host add hv2 qemu+tcp://10.0.0.2/system
     """
+    from virtlife.services.hosts import add_host
+
     services = app.services
     added = add_host(services.need_store(), name, uri,
                      connect_timeout_s=services.fleet.connect_timeout_s)
@@ -102,6 +96,8 @@ def host_remove(app: App, name: str) -> None:
 
     Example: virtlife host remove hv2
     """
+    from virtlife.services.hosts import remove_host
+
     record = remove_host(app.services.need_store(), name)
     click.echo(f"removed host {record.name} ({record.uri})")
 
@@ -122,6 +118,8 @@ def events(app: App, hosts: tuple[str, ...], count: int | None, timeout_s: float
 
     Example: virtlife events --json --count 5
     """
+    from virtlife.services.events import EventKind, stream_events
+
     fleet = app.services.fleet
     stop = threading.Event()
     seen = 0

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from virtlife import config, errors
-from virtlife.cli import labhosts
+from virtlife.cli import labhosts, lablight
 from virtlife.cli.app import App, host_option, json_option, pass_app, show_result
 from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME
-from virtlife.services import provision
 
 if TYPE_CHECKING:
     from virtlife.lab.guest import GuestImage
@@ -120,6 +119,7 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None,
     from virtlife.lab import cluster
     from virtlife.lab.guest import build_guest
     from virtlife.lab.spec import lab_guest_spec
+    from virtlife.services import provision
 
     s = app.services
     target = host or s.default_host()
@@ -135,6 +135,8 @@ def lab_create(app: App, name: str, memory_mib: int, dirty_mib: int | None,
 
 
 for _command in labhosts.COMMANDS:  # up, down, status: the multi-host lab
+    lab.add_command(_command)
+for _command in lablight.COMMANDS:  # light-up: many cheap hosts (lab down ends them too)
     lab.add_command(_command)
 
 COMMANDS = [lab]

@@ -1,32 +1,24 @@
-"""Entry point of the ``virtlife`` command: the click group and the one error boundary.
+"""Entry point of the ``virtlife`` command: the served fast path, then the command in a
+worker thread.
 
-Every ``VirtlifeError`` becomes one line on stderr and its exit code; a usage error
-(click's) is one line and exit 64; anything else is a bug and keeps its traceback.
-The command runs in a worker thread while the main thread waits for it: a libvirt
-call blocked in C never returns to Python on SIGINT, but the main thread does, so
-Ctrl-C always ends the command at once (exit 130), after asking ``cli.app`` to mark
-this process's running operations as interrupted.
+Nothing heavy is imported here: ``virtlife list`` and ``virtlife state`` are first
+offered to a running ``virtlife serve`` (``cli.quick``, which needs neither click nor
+libvirt); otherwise the command runs in a worker thread while the main thread waits
+for it: a libvirt call blocked in C never returns to Python on SIGINT, but the main
+thread does, so Ctrl-C always ends the command at once (exit 130), after asking
+``cli.app`` (when it was loaded) to mark this process's running operations as
+interrupted. The click group and its error boundary live in ``cli.root``; ``cli`` and
+``EPILOG`` are still importable from here.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
-import click
-
-from virtlife import __version__
-from virtlife.cli import agent, console, demo, fleet, lab, media, migrate, ops, serve, snapshot, vm
-from virtlife.cli import app as app_module
-from virtlife.cli.app import App
-from virtlife.errors import VirtlifeError, exit_codes
-from virtlife.logs import reset_logging, setup_logging
-
-log = logging.getLogger(__name__)
+from virtlife.errors import exit_codes
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,58 +33,28 @@ INTERRUPT_GRACE_S = 0.2
 # How often the main thread wakes up to notice a Ctrl-C that another thread received.
 SIGNAL_POLL_S = 0.1
 
-# click >= 8.2 raises this for a bare group; it carries the help text to show.
-_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
-    click.exceptions, "NoArgsIsHelpError", ())
 
-EPILOG = """\b
-Exit codes:
-  0 done            4 host unreachable    64  bad usage or input
-  1 failed          5 timed out           130 interrupted (Ctrl-C)
-  2 not found       6 busy (another operation runs on the VM)
-  3 refused by the VM's state             7 store unavailable
-  8 guest agent unavailable               9 guest agent refused or failed the command
-"""
+def __getattr__(name: str) -> Any:
+    """``cli`` and ``EPILOG`` from ``cli.root``, imported (with click) when asked for."""
+    if name in ("cli", "EPILOG"):
+        from virtlife.cli import root
+
+        return getattr(root, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.option("-c", "--connect", "connect_uri", default=None, metavar="URI",
-              help="Talk to this libvirt URI directly, without the inventory "
-                   "(e.g. test:///default).")
-@click.option("-v", "--verbose", count=True,
-              help="Print progress while waiting and log INFO to stderr; -vv logs DEBUG.")
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="PATH", help="Also append the log to PATH (INFO; DEBUG with -vv).")
-@click.option("--queue", is_flag=True,
-              help="When another operation runs on the VM, wait for it to end instead of "
-                   "being refused (exit 6).")
-@click.version_option(__version__, prog_name="virtlife")
-@click.pass_context
-def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
-        log_file: Path | None, queue: bool) -> None:
-    """virtlife: manage the whole life of KVM/QEMU VMs on libvirt hosts.
-
-    VMs are named NAME or HOST/NAME. Example: virtlife -c test:///default list --all
-    """
-    setup_logging(verbose, log_file)
-    log.debug("virtlife %s: %s", __version__, ctx.invoked_subcommand)
-    app = App(connect_uri, verbose > 0, queue)
-    ctx.obj = app
-    ctx.call_on_close(app.close)
+def echo_err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
-for module in (vm, agent, console, snapshot, migrate, fleet, lab, ops, media, serve, demo):
-    for command in module.COMMANDS:
-        cli.add_command(command)
-
-
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` with control characters escaped (``\\n``), so that it stays one line."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-def _one_line(text: str) -> str:
-    return _printable(" ".join(text.split()))
+def one_line(text: str) -> str:
+    return printable(" ".join(text.split()))
 
 
 def _bad_argument(args: Sequence[str]) -> str | None:
@@ -108,46 +70,28 @@ def _bad_argument(args: Sequence[str]) -> str | None:
     return None
 
 
-def _usage_error(err: click.UsageError) -> int:
-    if isinstance(err, _NO_ARGS_IS_HELP):
-        err.show()  # the help text: what to type
-        return EXIT_USAGE
-    command = err.ctx.command_path if err.ctx is not None else "virtlife"
-    click.echo(f"virtlife: {_one_line(err.format_message())} (see '{command} --help')",
-               err=True)
-    return EXIT_USAGE
-
-
 def _run(args: list[str]) -> int:
     """Run the command; every expected ending becomes an exit code and at most one line."""
-    try:
-        result = cli.main(args=args, prog_name="virtlife", standalone_mode=False)
-    except click.UsageError as err:
-        return _usage_error(err)
-    except click.exceptions.Abort:
-        click.echo("virtlife: aborted", err=True)
-        return EXIT_INTERRUPTED
-    except click.ClickException as err:
-        click.echo(f"virtlife: {_one_line(err.format_message())}", err=True)
-        return err.exit_code
-    except VirtlifeError as err:
-        click.echo(f"virtlife: {_printable(str(err))}", err=True)
-        return err.exit_code
-    except SystemExit as exit_:  # sys.exit() in a command: keep its code
-        if exit_.code is None or isinstance(exit_.code, int):
-            return exit_.code or EXIT_OK
-        click.echo(f"virtlife: {_printable(str(exit_.code))}", err=True)
-        return EXIT_FAILED
-    return result if isinstance(result, int) else EXIT_OK
+    from virtlife.cli import quick
+
+    request = quick.parse(args)
+    if request is not None:
+        return quick.run_direct(request)
+    from virtlife.cli.root import run_click
+
+    return run_click(args)
 
 
 def _mark_interrupted() -> None:
     """Call ``cli.app.on_interrupt`` (if it exists), for at most ``INTERRUPT_HOOK_S``.
 
     It runs in a thread of its own: the command's thread may hold what it needs, and a
-    second Ctrl-C, or the time limit, leaves it behind.
+    second Ctrl-C, or the time limit, leaves it behind. A process that never loaded
+    ``cli.app`` started no operation: there is nothing to mark.
     """
-    hook = getattr(app_module, "on_interrupt", None)
+    import threading
+
+    hook = getattr(sys.modules.get("virtlife.cli.app"), "on_interrupt", None)
     if not callable(hook):
         return
     problems: list[BaseException] = []
@@ -167,12 +111,12 @@ def _mark_interrupted() -> None:
     if marker.is_alive():
         problems.append(TimeoutError(f"no answer within {INTERRUPT_HOOK_S:.0f} s"))
     for err in problems:
-        click.echo("virtlife: warning: could not mark the interrupted operation in the "
-                   f"journal: {err}", err=True)
+        echo_err("virtlife: warning: could not mark the interrupted operation in the "
+                 f"journal: {err}")
 
 
-def _interrupted(worker: threading.Thread) -> int:
-    click.echo("virtlife: interrupted", err=True)
+def _interrupted(worker: Any) -> int:
+    echo_err("virtlife: interrupted")
     _mark_interrupted()
     try:
         worker.join(INTERRUPT_GRACE_S)
@@ -190,13 +134,33 @@ def _interrupted(worker: threading.Thread) -> int:
     return EXIT_INTERRUPTED
 
 
+def _served(args: list[str]) -> int | None:
+    """The exit code of the command answered by a running ``virtlife serve``, or None
+    when it is not one the server answers, or no server answered (then run it here)."""
+    from virtlife.cli import quick
+
+    request = quick.parse(args)
+    if request is None or request.connect_uri is not None:
+        return None
+    return quick.run_served(request)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``virtlife ARGV`` and return its exit code (one of ``EXIT_CODES``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     problem = _bad_argument(args)
     if problem is not None:
-        click.echo(f"virtlife: {problem}", err=True)
+        echo_err(f"virtlife: {problem}")
         return EXIT_USAGE
+    try:
+        served = _served(args)
+    except KeyboardInterrupt:
+        echo_err("virtlife: interrupted")
+        return EXIT_INTERRUPTED
+    if served is not None:
+        return served
+    import threading
+
     outcome: dict[str, int] = {}
     bug: list[BaseException] = []
 
@@ -218,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(worker)
     finally:
         if not worker.is_alive():
-            reset_logging()
+            logs = sys.modules.get("virtlife.logs")
+            if logs is not None:
+                logs.reset_logging()
     if bug:
         raise bug[0]
     return outcome["code"]

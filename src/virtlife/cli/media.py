@@ -14,8 +14,10 @@ import click
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, warn
 from virtlife.cli.params import FilePath, timeout_option
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
-from virtlife.services.media import CdromBus, Media
 
+# services.media.CdromBus's values, without loading libvirt for --help (a unit test
+# keeps the two equal)
+BUSES = ("scsi", "sata", "ide")
 
 @click.command("windows-drivers-iso")
 @click.option("--drivers", type=click.Path(path_type=Path), required=True, metavar="DIR",
@@ -51,7 +53,7 @@ def windows_drivers_iso(drivers: Path, out: Path, force: bool, label: str,
 @click.command("attach-iso")
 @click.argument("vm", metavar="VM")
 @click.argument("iso", metavar="FILE.iso", type=FilePath())
-@click.option("--bus", type=click.Choice([b.value for b in CdromBus]), default=None,
+@click.option("--bus", type=click.Choice(BUSES), default=None,
               help="The CD-ROM's bus [default: scsi]: scsi (virtio-scsi, hot-pluggable; the "
                    "guest needs its driver), sata or ide (read by Windows without drivers; "
                    "shut-off VMs only; ide on i440fx pc machines only).")
@@ -78,6 +80,8 @@ def attach_iso(app: App, vm: str, iso: Path, bus: str | None, detach: bool,
     if detach and bus is not None:
         raise click.UsageError("--bus is for attaching: --detach finds the CD-ROM on any bus")
     s = app.services
+    from virtlife.services.media import CdromBus, Media
+
     media = Media(s.fleet, s.lifecycle.ops)
     if detach:
         result = media.detach_iso(vm, iso, timeout_s=timeout_s, **app.call)

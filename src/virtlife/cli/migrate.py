@@ -18,7 +18,6 @@ from virtlife.services.migration.checks import (
     Report,
 )
 from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction
-from virtlife.services.migration.service import MigrationOutcome, MoveOptions
 from virtlife.services.progress import Update
 
 
@@ -90,6 +89,8 @@ def migrate(app: App, vm: str, dest: str, check_only: bool, offline: bool, suspe
                            copy_storage=CopyStorage(copy_storage) if copy_storage else None,
                            shutdown_first=shutdown_first, postcopy=PostcopyMode(postcopy),
                            compressed=compressed)
+    from virtlife.services.migration.service import MigrationOutcome, MoveOptions
+
     move = MoveOptions(keep_source=keep_source, parallel=parallel, tunnelled=tunnelled,
                        bandwidth_mib_s=bandwidth_mib_s)
     s = app.services.migrations

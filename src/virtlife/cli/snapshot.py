@@ -9,6 +9,8 @@ what each kind of snapshot is and what libvirt can do with it is in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from virtlife.cli.app import (
@@ -22,7 +24,9 @@ from virtlife.cli.app import (
     sync_time_option,
 )
 from virtlife.cli.params import SECONDS
-from virtlife.services.snapshots import SnapshotInfo
+
+if TYPE_CHECKING:
+    from virtlife.services.snapshots import SnapshotInfo
 
 
 @click.group()

@@ -1,7 +1,9 @@
 """Lifecycle commands: one click command per operation, each a call into ``Lifecycle``.
 
 Input is checked before any host or the store is touched: option values by the types
-of ``cli.params``, a domain XML file by its size and encoding (``xml.domain``).
+of ``cli.params``, a domain XML file by its size and encoding (``xml.domain``). The
+services are imported inside the commands (``--help`` never loads libvirt); ``state``'s
+common forms usually run without click (``cli.quick``), printing as this one does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from virtlife.cli.app import (
 )
 from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME, VCPUS, FilePath, timeout_option
 from virtlife.errors import InvalidInput
-from virtlife.services import provision
 from virtlife.states import PMTarget, ShutdownMode
 from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
@@ -105,6 +106,8 @@ def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None
         disks=tuple(d.resolve() for d in disks), nics=nics, agent=not no_agent,
         vnc=not no_vnc,
     )
+    from virtlife.services import provision
+
     s = app.services
     show_result(provision.create(s.lifecycle, spec, host=host or s.default_host(),
                                  facts=s.facts,
@@ -386,12 +389,10 @@ def state(app: App, vm: str, as_json: bool) -> None:
 
     Example: virtlife state web1
     """
+    from virtlife.cli.quick import show_state
+
     host, current = app.services.lifecycle.state(vm)
-    if as_json:
-        emit_json({"host": host, "vm": vm, "state": current.state.value,
-                   "label": current.state.label, "reason": current.reason})
-    else:
-        click.echo(str(current))
+    show_state(vm, host, current.state.value, current.state.label, current.reason, as_json)
 
 
 @click.command()

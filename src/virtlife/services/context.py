@@ -1,5 +1,6 @@
 """One object holding what a front end needs: store, fleet, operations, lifecycle, the
-agent, snapshots, migrations and consoles.
+agent, snapshots, migrations and consoles, each built (and its modules imported) only
+when a command first uses it: ``virtlife list`` never loads the migration code.
 
 The CLI builds one per command; the REST API builds one per process. With
 ``connect_uri`` the fleet is that single libvirt URI (like ``virsh -c``) and a store
@@ -11,39 +12,132 @@ while the inventory is empty.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from virtlife import config, errors
-from virtlife.services import freeze
-from virtlife.services.agent import GuestAgent
-from virtlife.services.consoles import Consoles
 from virtlife.services.fleet import Fleet, HostRef
-from virtlife.services.lifecycle import Lifecycle
-from virtlife.services.migration.service import Migrations
-from virtlife.services.migration.service import abort_active as abort_migrations
-from virtlife.services.operations import Jobs, Operations
-from virtlife.services.snapshots import Snapshots
 from virtlife.store import Store, open_store
-from virtlife.store.facts import Facts
-from virtlife.store.journal import Actor
+
+if TYPE_CHECKING:
+    from virtlife.services.agent import GuestAgent
+    from virtlife.services.consoles import Consoles
+    from virtlife.services.freeze import FreezeGuard
+    from virtlife.services.lifecycle import Lifecycle
+    from virtlife.services.migration.service import Migrations
+    from virtlife.services.operations import Jobs, Operations
+    from virtlife.services.snapshots import Snapshots
+    from virtlife.store.facts import Facts
+    from virtlife.store.journal import Actor, Journal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-@dataclass
 class Services:
-    store: Store | None
-    fleet: Fleet
-    lifecycle: Lifecycle
-    connect_uri: str | None
-    jobs: Jobs
-    agent: GuestAgent
-    snapshots: Snapshots
-    migrations: Migrations
-    consoles: Consoles
-    settings: config.Settings = field(default_factory=config.Settings)
-    warnings: list[str] = field(default_factory=list)  # what the user should know
+    """The services over one fleet and store; each is built (and its modules imported)
+    on first use, so that a command pays only for what it calls."""
+
+    def __init__(self, store: Store | None, fleet: Fleet, connect_uri: str | None, *,
+                 actor: Actor | None = None, settings: config.Settings | None = None,
+                 warnings: list[str] | None = None) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.connect_uri = connect_uri
+        self.actor = actor
+        self.settings = settings if settings is not None else config.Settings()
+        self.warnings = warnings if warnings is not None else []  # what the user should know
+        # each part is built once, also when two server threads ask for it at once: two
+        # ``Operations`` would each hold their own "one operation per VM" lock
+        self._parts: dict[str, object] = {}
+        self._lock = threading.RLock()
+
+    def _part(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._parts:
+                self._parts[name] = build()
+            return cast(T, self._parts[name])
+
+    @property
+    def journal(self) -> Journal | None:
+        return self.store.journal if self.store is not None else None
+
+    @property
+    def guard(self) -> FreezeGuard:
+        def build() -> FreezeGuard:
+            from virtlife.services import freeze
+
+            return freeze.FreezeGuard(self.journal,
+                                      self.store.freezes if self.store is not None else None)
+
+        return self._part("guard", build)
+
+    @property
+    def operations(self) -> Operations:
+        def build() -> Operations:
+            from virtlife.services.operations import Operations
+
+            return Operations(self.journal, self.actor, on_touch=self.guard.recover)
+
+        return self._part("operations", build)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        def build() -> Lifecycle:
+            from virtlife.services.lifecycle import Lifecycle
+
+            return Lifecycle(self.fleet, self.journal, operations=self.operations,
+                             sync_time=self.settings.sync_time)
+
+        return self._part("lifecycle", build)
+
+    @property
+    def jobs(self) -> Jobs:
+        def build() -> Jobs:
+            from virtlife.services.operations import Jobs
+
+            return Jobs(self.journal)
+
+        return self._part("jobs", build)
+
+    @property
+    def agent(self) -> GuestAgent:
+        def build() -> GuestAgent:
+            from virtlife.services.agent import GuestAgent
+
+            return GuestAgent(self.fleet, self.operations, self.guard)
+
+        return self._part("agent", build)
+
+    @property
+    def snapshots(self) -> Snapshots:
+        def build() -> Snapshots:
+            from virtlife.services.snapshots import Snapshots
+
+            return Snapshots(self.fleet, self.operations, self.guard, self.settings)
+
+        return self._part("snapshots", build)
+
+    @property
+    def migrations(self) -> Migrations:
+        def build() -> Migrations:
+            from virtlife.services.migration.service import Migrations
+
+            return Migrations(self.fleet, self.operations, self.lifecycle)
+
+        return self._part("migrations", build)
+
+    @property
+    def consoles(self) -> Consoles:
+        def build() -> Consoles:
+            from virtlife.services.consoles import Consoles
+
+            return Consoles(self.fleet, self.operations)
+
+        return self._part("consoles", build)
 
     def default_host(self) -> str:
         """The host to act on when none is named: the only one, else an error."""
@@ -67,11 +161,16 @@ class Services:
 
     def interrupted(self) -> int:
         """Thaw the guests this process froze, abort its migrations, and mark its running
-        operations ``interrupted`` (Ctrl-C); how many operations."""
-        thawed = freeze.thaw_active()
+        operations ``interrupted`` (Ctrl-C); how many operations.
+
+        A module never imported has frozen or started nothing: it is not imported now.
+        """
+        freeze = sys.modules.get("virtlife.services.freeze")
+        thawed = freeze.thaw_active() if freeze is not None else 0
         if thawed:
             log.warning("thawed %d guest(s) frozen by an interrupted operation", thawed)
-        aborted = abort_migrations()
+        migration = sys.modules.get("virtlife.services.migration.service")
+        aborted = migration.abort_active() if migration is not None else 0
         if aborted:
             log.warning("aborted %d migration(s) of an interrupted operation", aborted)
         if self.store is None:
@@ -138,10 +237,5 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     except errors.InvalidInput as err:
         settings = config.Settings()
         warnings.append(f"{err} (using the defaults)")
-    guard = freeze.FreezeGuard(journal, store.freezes if store is not None else None)
-    ops = Operations(journal, actor, on_touch=guard.recover)
-    lifecycle = Lifecycle(fleet, journal, operations=ops, sync_time=settings.sync_time)
-    return Services(store, fleet, lifecycle, connect_uri, Jobs(journal),
-                    GuestAgent(fleet, ops, guard), Snapshots(fleet, ops, guard, settings),
-                    Migrations(fleet, ops, lifecycle), Consoles(fleet, ops),
-                    settings, warnings)
+    return Services(store, fleet, connect_uri, actor=actor, settings=settings,
+                    warnings=warnings)

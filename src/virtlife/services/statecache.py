@@ -1,0 +1,230 @@
+"""The server's event-fed cache of VM rows, and the answers it gives from them.
+
+``StateCache`` holds each host's VMs (state, vCPUs, memory) as one listing left them
+when the host's event stream (re)connected, kept up to date by re-reading a VM after
+each of its lifecycle events. Its owner (the API's ``Feed``) calls ``host_event`` and
+``vm_event`` on the event threads, and ``fill``/``refresh`` on one reader thread.
+
+It never answers with a state older than the last event received:
+
+- a host is served from the cache only while its stream is ``connected`` and a listing
+  completed since that connection (``fresh``); otherwise its part is read live;
+- a VM with an event whose re-read has not finished yet (``pending``) is read live;
+- states that change without a lifecycle event are always read live: ``in shutdown``
+  (it turns ``dying`` with age), ``saved`` (``managedsave-remove`` sends no event) and
+  ``idle``/``dying`` (libvirt's scheduler view), each through ``observed_state`` with
+  the journal, as ``virtlife state`` does.
+
+A live read that fails reports the host unreachable as the direct listing does. A
+vCPU count changed by a live hot-plug (no lifecycle event) shows after the VM's next
+event. It holds no libvirt object and never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from virtlife import errors
+from virtlife.services.fleet import Fleet, FleetListing, HostProblem, VMRow, split_ref
+from virtlife.services.observe import observed_state
+from virtlife.states import StateInfo, VMState
+
+if TYPE_CHECKING:
+    from virtlife.hypervisor import Host
+    from virtlife.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+# States that change only with a lifecycle event: the cache may answer them.
+CACHEABLE = frozenset({VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED,
+                       VMState.PMSUSPENDED})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A listing, the hosts read live for it (their streams not fresh) and how many
+    VMs were read live (a pending event, or a state that changes without one)."""
+
+    listing: FleetListing
+    live_hosts: list[str]
+    live_vms: int
+
+    @property
+    def source(self) -> str:
+        """``cache`` (no host read live), ``live`` (every host) or ``mixed``."""
+        if not self.live_hosts:
+            return "cache"
+        return "live" if not self.listing.answered or set(self.live_hosts) >= set(
+            self.listing.answered) | {p.host for p in self.listing.unreachable} else "mixed"
+
+
+def rows_of(host: Host, journal: Journal | None, *, observe: bool,
+            include_inactive: bool = True) -> list[VMRow]:
+    """Every VM of ``host`` as a row; with ``observe``, states as the operator sees them
+    (``observed_state``), else libvirt's own."""
+    rows = []
+    for guest in host.guests():
+        try:
+            info = guest.info()
+        except errors.VMNotFound:  # a transient VM that ended while we listed
+            continue
+        if not include_inactive and not info.state.state.is_active:
+            continue
+        state = observed_state(guest, journal, info.state) if observe else info.state
+        rows.append(VMRow(host.name, guest.name, state, info.vcpus, info.max_memory_mib,
+                          info.persistent))
+    return rows
+
+
+class StateCache:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._lock = threading.Lock()
+        self._rows: dict[str, dict[str, VMRow]] = {}  # host -> VM name -> row (raw state)
+        self._links: dict[str, str] = {}  # host -> its last connection event
+        self._generation: dict[str, int] = {}  # host -> connection events so far
+        self._fresh: set[str] = set()  # listed since the stream last connected
+        self._pending: dict[tuple[str, str], int] = {}  # events whose re-read is due
+
+    # -- fed by the events ---------------------------------------------------------------
+
+    def host_event(self, host: str, event: str) -> None:
+        """A host's stream ``connected``, ``disconnected``, ``unreachable`` or ``removed``;
+        until ``fill`` lists it after a connection, the host is read live."""
+        with self._lock:
+            self._links[host] = event
+            self._generation[host] = self._generation.get(host, 0) + 1
+            self._fresh.discard(host)
+            if event == "removed":
+                self._rows.pop(host, None)
+
+    def vm_event(self, host: str, vm: str) -> None:
+        """A lifecycle event of ``host/vm``: read live until ``refresh`` re-reads it."""
+        with self._lock:
+            self._pending[(host, vm)] = self._pending.get((host, vm), 0) + 1
+
+    # -- the reader thread ---------------------------------------------------------------
+
+    def fill(self, host: str) -> None:
+        """List ``host`` (after its stream connected); fresh if no host event came since."""
+        with self._lock:
+            generation = self._generation.get(host, 0)
+        try:
+            rows = rows_of(self.fleet.host(host), self.fleet.journal, observe=False)
+        except errors.VirtlifeError as err:
+            log.info("cannot list %s for the state cache: %s", host, err)
+            return
+        with self._lock:
+            if (self._generation.get(host, 0) != generation
+                    or self._links.get(host) != "connected"):
+                return  # the stream dropped (or reconnected) meanwhile: the next fill will do
+            self._rows[host] = {row.name: row for row in rows}
+            self._fresh.add(host)
+
+    def refresh(self, host: str, vm: str) -> StateInfo:
+        """Re-read ``host/vm`` after its event; its state (``undefined`` once gone)."""
+        with self._lock:
+            seen = self._pending.get((host, vm), 0)
+        row: VMRow | None = None
+        failed = False
+        try:
+            guest = self.fleet.host(host).find(vm)
+            if guest is not None:
+                info = guest.info()
+                row = VMRow(host, vm, info.state, info.vcpus, info.max_memory_mib,
+                            info.persistent)
+        except errors.VMNotFound:
+            row = None
+        except errors.VirtlifeError as err:
+            log.info("state of %s/%s after an event: %s", host, vm, err)
+            failed = True  # leave it pending: answered live until a later read works
+        with self._lock:
+            if not failed:
+                left = self._pending.get((host, vm), 0) - seen
+                if left > 0:
+                    self._pending[(host, vm)] = left
+                else:
+                    self._pending.pop((host, vm), None)
+                rows = self._rows.setdefault(host, {})
+                if row is None:
+                    rows.pop(vm, None)
+                else:
+                    rows[vm] = row
+        if failed:
+            raise errors.HostUnreachable(f"cannot read the state of {host}/{vm}")
+        return row.state if row is not None else StateInfo(VMState.UNDEFINED, "")
+
+    # -- answers -------------------------------------------------------------------------
+
+    def fresh(self, host: str | None = None) -> bool:
+        """Whether ``host`` (default: every host) may be answered from the cache now."""
+        try:
+            names = [host] if host is not None else sorted(self.fleet.refs)
+        except errors.VirtlifeError:
+            return False
+        with self._lock:
+            return bool(names) and all(name in self._fresh for name in names)
+
+    def _usable(self, host: str, row: VMRow) -> bool:
+        return row.state.state in CACHEABLE and not self._pending.get((host, row.name))
+
+    def state(self, ref: str) -> tuple[str, StateInfo] | None:
+        """``ref``'s host and state from the cache, or None when it must be read live
+        (not cached, ambiguous, unknown: the live read gives the exact answer or error)."""
+        try:
+            host, name = split_ref(ref)
+            hosts = [host] if host is not None else sorted(self.fleet.refs)
+        except errors.VirtlifeError:
+            return None
+        with self._lock:
+            if not hosts or any(h not in self._fresh for h in hosts):
+                return None
+            found = [row for h in hosts if (row := self._rows.get(h, {}).get(name))]
+            if len(found) != 1 or not self._usable(found[0].host, found[0]):
+                return None
+            return found[0].host, found[0].state
+
+    def listing(self, *, include_inactive: bool = True, host: str | None = None) -> Answer:
+        """The fleet's VMs (``Fleet.list_vms``'s answer), from the cache where it may."""
+        names = [self.fleet.ref(host).name] if host is not None else sorted(self.fleet.refs)
+        rows: list[VMRow] = []
+        stale_rows: list[VMRow] = []
+        live: list[str] = []
+        with self._lock:
+            for name in names:
+                if name not in self._fresh:
+                    live.append(name)
+                    continue
+                for row in self._rows.get(name, {}).values():
+                    (rows if self._usable(name, row) else stale_rows).append(row)
+        problems: list[HostProblem] = []
+        answered = [n for n in names if n not in live]
+        if live:
+            found, problems = self.fleet.each_host(
+                lambda h: rows_of(h, self.fleet.journal, observe=True), live)
+            answered += list(found)
+            rows += [row for name in found for row in found[name]]
+        for row in stale_rows:
+            current = self._observed(row)
+            if current is not None:
+                rows.append(current)
+        if not include_inactive:
+            rows = [row for row in rows if row.state.state.is_active]
+        rows.sort(key=lambda r: (r.host, r.name))
+        return Answer(FleetListing(rows, problems, sorted(answered)), live, len(stale_rows))
+
+    def _observed(self, row: VMRow) -> VMRow | None:
+        """``row`` read live, its state as the operator sees it; None once it is gone."""
+        try:
+            guest = self.fleet.host(row.host).find(row.name)
+            if guest is None:
+                return None
+            info = guest.info()
+        except errors.VMNotFound:
+            return None
+        state = observed_state(guest, self.fleet.journal, info.state)
+        return replace(row, state=state, vcpus=info.vcpus, memory_mib=info.max_memory_mib,
+                       persistent=info.persistent)
