@@ -135,7 +135,10 @@ def wait_for_agent(dom: Any, timeout: float = AGENT_TIMEOUT_S) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            agent(dom, "guest-ping", timeout=1)
+            # not 1 s: a ping that times out under load leaves libvirt's agent "not
+            # available for now" for the next command (seen in CI); an agent that is not
+            # connected yet fails at once whatever the timeout
+            agent(dom, "guest-ping", timeout=5)
             return time.monotonic() - start
         except libvirt.libvirtError:
             time.sleep(0.1)

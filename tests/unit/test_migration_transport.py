@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from virtlife.services.migration.checks import CheckOptions, CopyStorage
-from virtlife.services.migration.service import MoveOptions, PreflightFailed, _refuse_transport
+from virtlife.services.migration.service import MoveOptions, PreflightFailed, refuse_transport
 
 GUEST: Any = SimpleNamespace(name="web1")
 
@@ -22,7 +22,7 @@ GUEST: Any = SimpleNamespace(name="web1")
 def test_tunnelled_with_multifd_or_a_disk_copy_is_refused_in_one_line(
         move: MoveOptions, copy: CopyStorage | None, clash: str) -> None:
     with pytest.raises(PreflightFailed) as err:
-        _refuse_transport(GUEST, "lab-b", CheckOptions(copy_storage=copy), move)
+        refuse_transport(GUEST, "lab-b", CheckOptions(copy_storage=copy), move)
     assert str(err.value) == (
         f"cannot migrate web1 to lab-b: --tunnelled and {clash} do not go together "
         "(libvirt carries a tunnelled migration in one stream over its own connection); "
@@ -35,4 +35,4 @@ def test_tunnelled_with_multifd_or_a_disk_copy_is_refused_in_one_line(
 ])
 def test_each_transport_option_alone_or_multifd_with_a_disk_copy_passes(
         move: MoveOptions, copy: CopyStorage | None) -> None:
-    _refuse_transport(GUEST, "lab-b", CheckOptions(copy_storage=copy), move)
+    refuse_transport(GUEST, "lab-b", CheckOptions(copy_storage=copy), move)
