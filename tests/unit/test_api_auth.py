@@ -141,3 +141,44 @@ def test_a_ticket_expires(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_error_status_and_code(err: errors.VirtlifeError, status: int, code: str) -> None:
     assert (status_of(err), code_of(type(err))) == (status, code)
+
+
+def test_a_tokens_use_is_recorded_at_most_once_a_minute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import virtlife.store.tokens as tokens_module
+
+    with open_store(tmp_path / "s.db") as store:
+        secret = store.tokens.create("alice")
+        store.tokens.check(secret)
+        first = store.tokens.list()[0].last_used_at
+        store.tokens.check(secret)
+        assert store.tokens.list()[0].last_used_at == first  # no write per request
+        monkeypatch.setattr(tokens_module, "TOUCH_EVERY_S", 0.0)
+        store.tokens.check(secret)
+        later = store.tokens.list()[0].last_used_at
+        assert first is not None and later is not None and later > first
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_an_empty_one_is_no_token() -> None:
+    from starlette.requests import Request
+
+    from virtlife.api.auth import COOKIE, presented_token
+
+    def request(headers: dict[str, str]) -> Request:
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        return Request({"type": "http", "headers": raw})
+
+    assert presented_token(request({"Authorization": "bearer vl_x"})) == "vl_x"
+    assert presented_token(request({"Authorization": "BEARER  vl_y "})) == "vl_y"
+    assert presented_token(request({"Authorization": "Bearer "})) is None
+    assert presented_token(request({"Authorization": "Basic abc"})) is None
+    assert presented_token(request({"Cookie": f"{COOKIE}=vl_z"})) == "vl_z"
+    assert presented_token(request({"Authorization": "Bearer vl_h",
+                                    "Cookie": f"{COOKIE}=vl_c"})) == "vl_h"
+    assert presented_token(request({})) is None
+
+
+def test_an_overlong_secret_is_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.db") as store:
+        store.tokens.create("alice")
+        assert store.tokens.check("vl_" + "a" * 300) is None
