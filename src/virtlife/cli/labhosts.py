@@ -115,7 +115,7 @@ def lab_up(app: App, n: int, segment: IPv4Network, owner_pid: int | None,
 @click.command("down")
 @pass_app
 def lab_down(app: App) -> None:
-    """Take the lab down, or clean up what a dead or killed lab left.
+    """Take the lab (and the light lab) down, or clean up what a dead or killed lab left.
 
     Stops exactly the processes the lab started (its daemons and the VMs they run),
     deletes its network namespaces, veths and bridge, and removes its hosts from the
@@ -124,16 +124,21 @@ def lab_down(app: App) -> None:
 
     Example: virtlife lab down
     """
-    from virtlife.lab import cluster, labnet
+    from virtlife.lab import cluster, labnet, light
     from virtlife.services.hosts import remove_host
 
     record, actions = cluster.down()
+    light_record, light_actions = light.down()
+    actions += light_actions
     segments = [labnet.SEGMENT, *([IPv4Network(record.segment)] if record else [])]
+    light_segments = [light.SEGMENT, *([IPv4Network(light_record.segment)]
+                                       if light_record else [])]
     removed: list[str] = []
     try:
         store = app.services.need_store()
         for r in store.hosts.list():
-            if cluster.is_lab_row(r.name, r.uri, segments):
+            if cluster.is_lab_row(r.name, r.uri, segments) or \
+                    light.is_light_row(r.name, r.uri, light_segments):
                 removed.append(remove_host(store, r.name).name)
     except errors.StoreUnavailable as err:
         warn(f"the lab is down, but its hosts could not be removed from the inventory: {err}")
