@@ -40,6 +40,9 @@ TARGETS = {"help": 4.0, "list": 5.0, "state": 5.0, "served list": 2.0, "served s
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    # as installed: bytecode cached (with PYTHONDONTWRITEBYTECODE, a module edited since
+    # its .pyc was written is compiled again by every run)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["VIRTLIFE_HOME"] = str(home)
     return env
 

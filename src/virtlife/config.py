@@ -18,7 +18,6 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,10 +87,16 @@ def load_settings(path: Path | None = None) -> Settings:
     """The settings file's values over the defaults; ``InvalidInput`` for a bad file."""
     where = path or settings_path()
     try:
-        data = tomllib.loads(where.read_text())
+        text = where.read_text()
     except FileNotFoundError:
         return Settings()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"cannot read the settings in {where}: {err}") from err
+    import tomllib  # only when there is a file to read: it costs every command ~5 ms
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise InvalidInput(f"cannot read the settings in {where}: {err}") from err
     agent = data.get("agent", {})
     unknown = (set(data) - {"agent"}) | (set(agent) - {"sync_time", "freeze_bound_s"})

@@ -11,9 +11,7 @@ error (click's) is one line and exit 64; anything else is a bug and keeps its tr
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 
 import click
 
@@ -27,8 +25,6 @@ from virtlife.cli.main import (
     printable,
 )
 from virtlife.errors import VirtlifeError
-
-log = logging.getLogger(__name__)
 
 # click >= 8.2 raises this for a bare group; it carries the help text to show.
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
@@ -194,7 +190,7 @@ class LazyGroup(click.Group):
                    "(e.g. test:///default).")
 @click.option("-v", "--verbose", count=True,
               help="Print progress while waiting and log INFO to stderr; -vv logs DEBUG.")
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="Also append the log to PATH (INFO; DEBUG with -vv).")
 @click.option("--queue", is_flag=True,
               help="When another operation runs on the VM, wait for it to end instead of "
@@ -202,16 +198,19 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="virtlife")
 @click.pass_context
 def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
-        log_file: Path | None, queue: bool) -> None:
+        log_file: str | None, queue: bool) -> None:
     """virtlife: manage the whole life of KVM/QEMU VMs on libvirt hosts.
 
     VMs are named NAME or HOST/NAME. Example: virtlife -c test:///default list --all
     """
+    import logging
+    from pathlib import Path  # here: pathlib costs ~5 ms that --help need not pay
+
     from virtlife.cli.app import App
     from virtlife.logs import setup_logging
 
-    setup_logging(verbose, log_file)
-    log.debug("virtlife %s: %s", __version__, ctx.invoked_subcommand)
+    setup_logging(verbose, Path(log_file) if log_file is not None else None)
+    logging.getLogger(__name__).debug("virtlife %s: %s", __version__, ctx.invoked_subcommand)
     app = App(connect_uri, verbose > 0, queue)
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 WIDTH = 240  # the console width ``cli.app`` gives Rich when stdout is not a terminal
 GAP = "  "  # Rich's padding (0, 1) between two cells, none at the edges

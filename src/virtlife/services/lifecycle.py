@@ -31,7 +31,7 @@ from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_after
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.ladder import STEPS, Step, climb
-from virtlife.services.observe import MANAGED_SAVE_REMOVED, observed_state
+from virtlife.services.observe import MANAGED_SAVE_REMOVED, current_state, observed_state
 from virtlife.services.operations import (
     AGENT_TIMEOUT_S,
     DEFAULT_TIMEOUTS,
@@ -132,8 +132,7 @@ class Lifecycle(OperationService):
     # -- reads ----------------------------------------------------------------------------
 
     def state(self, ref: str) -> tuple[str, StateInfo]:
-        guest = self.fleet.resolve(ref)
-        return guest.host.name, observed_state(guest, self.journal)
+        return current_state(self.fleet, self.journal, ref)
 
     def info(self, ref: str) -> GuestInfo:
         guest = self.fleet.resolve(ref)

@@ -31,6 +31,7 @@ from virtlife.states import (
 )
 
 if TYPE_CHECKING:
+    from virtlife.services.fleet import Fleet
     from virtlife.store.journal import Journal, JournalEntry
 
 MANAGED_SAVE_REMOVED = StateInfo(VMState.SHUTOFF, REASON_MANAGED_SAVE_REMOVED)
@@ -81,3 +82,10 @@ def observed_state(guest: Guest, journal: Journal | None,
             saved is None or saved.started_at < removed.started_at):
         return MANAGED_SAVE_REMOVED
     return current
+
+
+def current_state(fleet: Fleet, journal: Journal | None, ref: str) -> tuple[str, StateInfo]:
+    """The host and observed state of the VM ``ref`` (``NAME`` or ``HOST/NAME``): what
+    ``virtlife state`` prints, read without loading the lifecycle operations."""
+    guest = fleet.resolve(ref)
+    return guest.host.name, observed_state(guest, journal)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from virtlife import config
 from virtlife.errors import StoreUnavailable
@@ -31,7 +31,9 @@ from virtlife.store.facts import Facts
 from virtlife.store.freezes import Freezes
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
-from virtlife.store.tokens import Tokens
+
+if TYPE_CHECKING:
+    from virtlife.store.tokens import Tokens
 
 # How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S: Final = 10.0
@@ -288,7 +290,17 @@ class Store:
         self.journal = Journal(db)
         self.facts = Facts(db)
         self.freezes = Freezes(db)
-        self.tokens = Tokens(db)
+        self._tokens: Tokens | None = None
+
+    @property
+    def tokens(self) -> Tokens:
+        """The API's tokens; imported on first use (hashlib and secrets cost every CLI
+        command a few ms otherwise)."""
+        if self._tokens is None:
+            from virtlife.store.tokens import Tokens
+
+            self._tokens = Tokens(self._db)
+        return self._tokens
 
     def close(self) -> None:
         self._db.close()
