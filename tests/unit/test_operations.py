@@ -22,7 +22,13 @@ from support import NODE_URI
 from virtlife import errors
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.lifecycle import Lifecycle
-from virtlife.services.operations import Jobs, Operations, job_conflict, outcome_of
+from virtlife.services.operations import (
+    Jobs,
+    OperationRun,
+    Operations,
+    job_conflict,
+    outcome_of,
+)
 from virtlife.services.progress import Update
 from virtlife.states import Operation, VMState
 from virtlife.store import Store, open_store
@@ -512,3 +518,58 @@ def test_a_state_that_never_comes_times_out_within_the_operations_time(
     assert str(err.value).startswith("vm-running did not reach never within 0.5 s: it is ")
     entry = store.journal.get("timeout00001")
     assert entry is not None and entry.outcome == "error" and entry.finished_at is not None
+
+
+# -- the confirming event: the wait takes it instead of reading the state again ------------
+
+
+def _events_arrive(run: OperationRun, count: int) -> None:
+    watch = run.watch
+    deadline = time.monotonic() + 5
+    while len(watch.events) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(watch.events) >= count
+
+
+def test_a_confirming_event_ends_the_wait_without_reading_the_state(
+        life: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = life.fleet.resolve("vm-running")
+    with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest) as run:
+        guest.suspend()
+        _events_arrive(run, 1)
+        monkeypatch.setattr(guest, "status", lambda: pytest.fail("the state was read"))
+        assert str(run.wait()) == "paused (user)"
+    assert run.result is not None and str(run.result.state) == "paused (user)"
+    monkeypatch.undo()
+    assert str(life.state("vm-running")[1]) == "paused (user)"
+
+
+def test_a_newer_event_than_the_confirming_one_makes_the_wait_read_the_state(
+        life: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = life.fleet.resolve("vm-running")
+    reads: list[str] = []
+    real_status = guest.status
+    with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest) as run:
+        guest.suspend()
+        guest.resume()  # another actor, say: the VM runs again
+        guest.suspend()
+        guest.resume()
+        _events_arrive(run, 4)
+        monkeypatch.setattr(guest, "status", lambda: reads.append("read") or real_status())
+        with pytest.raises(errors.OperationTimeout, match="it is running"):
+            run.timeout_s = 0.3
+            run.wait()
+    assert reads  # the newest event was "resumed": the state was read, and told
+
+
+def test_without_its_event_yet_the_wait_reads_the_state(
+        life: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = life.fleet.resolve("vm-running")
+    reads: list[str] = []
+    real_status = guest.status
+    with life.ops.run(Operation.SUSPEND, guest.host, guest.name, guest) as run:
+        monkeypatch.setattr(run.watch, "latest", lambda: None)  # nothing has come yet
+        guest.suspend()
+        monkeypatch.setattr(guest, "status", lambda: reads.append("read") or real_status())
+        assert str(run.wait()) == "paused (user)"
+    assert reads == ["read"]

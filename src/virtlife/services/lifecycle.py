@@ -126,8 +126,8 @@ class Lifecycle(OperationService):
         before and after go into the note (so the output and the journal)."""
         if not (self.sync_time if sync_time is None else sync_time):
             return None
-        guest = run.target()
-        return sync_after(run, guest, guest.status())
+        guest = run.target()  # the state the wait just established: not read again
+        return sync_after(run, guest, run.final if run.final is not None else guest.status())
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
+from virtlife.hypervisor.events import EventKind
 from virtlife.services.observe import observed_state
 from virtlife.services.progress import Progress, Update
 from virtlife.services.wait import Watch
@@ -60,6 +61,17 @@ DEFAULT_TIMEOUTS: dict[Operation, float] = {
 }
 AGENT_TIMEOUT_S = 120.0
 QUEUE_POLL_S = 0.2
+
+# The lifecycle event libvirt sends as an operation completes, and the state it confirms
+# (libvirt sets that state and reason in the same step as it queues the event). When it
+# is the newest event the watch holds once the call returned, as nearly always, the wait
+# takes it instead of reading the state again: the confirmation costs no round trip.
+# Shut-off states are always read (a managed-save image or the journal change what they
+# mean), and so is any state whose event has not come yet.
+CONFIRMING_EVENTS: dict[Operation, tuple[tuple[str, str], StateInfo]] = {
+    Operation.SUSPEND: (("suspended", "paused"), StateInfo(VMState.PAUSED, "user")),
+    Operation.RESUME: (("resumed", "unpaused"), StateInfo(VMState.RUNNING, "unpaused")),
+}
 
 # Errors that mean "refused, nothing was done" rather than "tried and failed".
 _REFUSALS = (errors.InvalidTransition, errors.AlreadyExists, errors.OperationBusy,
@@ -159,13 +171,19 @@ class OperationRun:
 
     def wait(self, accept: Callable[[StateInfo], bool] | None = None,
              describe: str | None = None) -> StateInfo:
-        """Wait (by events) for a state ``accept`` takes, by default one the rule reaches."""
+        """Wait (by events) for a state ``accept`` takes, by default one the rule reaches
+        (confirmed by the operation's own event when it has come, see CONFIRMING_EVENTS)."""
+        confirmed = None
         if accept is None:
+            confirmed = self._confirmed()
             reaches = self.rule.reaches
             accept = lambda s: s.state in reaches  # noqa: E731
             describe = describe or " or ".join(sorted(s.label for s in reaches))
         what = describe or "the expected state"
         self.report("wait", f"waiting for {self.vm} to be {what}")
+        if confirmed is not None:
+            self.final = confirmed
+            return confirmed
         try:
             self.final = self.watch.until_state(self.target(), accept, self.remaining(),
                                                 describe=what)
@@ -174,6 +192,20 @@ class OperationRun:
                 f"{self.vm} did not reach {what} within {self.timeout_s:g} s: it is "
                 f"{self.target().status()}") from None
         return self.final
+
+    def _confirmed(self) -> StateInfo | None:
+        """The state this operation's confirming event stands for, when that event is the
+        newest the watch holds and the state one the rule reaches; None otherwise."""
+        confirming = CONFIRMING_EVENTS.get(self.operation)
+        if confirming is None:
+            return None
+        (event_name, detail), state = confirming
+        event = self.watch.latest()
+        if (event is None or event.kind is not EventKind.LIFECYCLE
+                or (event.event, event.detail) != (event_name, detail)
+                or state.state not in self.rule.reaches):
+            return None
+        return state
 
     def wait_event(self, match: Callable[[DomainEvent], bool], describe: str) -> DomainEvent:
         self.report("wait", f"waiting for {describe}")

@@ -101,6 +101,15 @@ class Watch:
     def close(self) -> None:
         self._router.remove(self)
 
+    def latest(self) -> DomainEvent | None:
+        """The newest lifecycle or host event collected so far (agent, reboot and power
+        management events aside); None before any."""
+        with self._cond:
+            for event in reversed(self.events):
+                if event.kind in (EventKind.LIFECYCLE, EventKind.HOST):
+                    return event
+        return None
+
     def __enter__(self) -> Watch:
         return self
 
