@@ -9,7 +9,8 @@ not answer within ``REPLY_S`` (it may say it needs longer, for a live read of a 
 with a ``working`` line naming its own deadline). The caller then does the work itself.
 
 It imports nothing but the standard library's socket and json (no click, no
-libvirt, no services): a served command costs little more than Python's start-up.
+libvirt, no services), and those only once a socket file is there: a served command
+costs little more than Python's start-up, and a command without a server nothing.
 Protocol, version 1 (one line each way, UTF-8 JSON)::
 
     -> {"v": 1, "op": "state", "vm": "web1"}
@@ -21,9 +22,7 @@ Protocol, version 1 (one line each way, UTF-8 JSON)::
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import stat
 import time
 
@@ -68,6 +67,9 @@ def ask(request: dict[str, Any], *, path: str | None = None,
     where = path or socket_path()
     if not _ours(where):
         return None
+    import json  # only now: without a server, the CLI need not pay for them
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_S)
