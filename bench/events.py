@@ -1,0 +1,351 @@
+"""Event latency benchmark: from a VM's end to `virtlife events` and to `virtlife serve`.
+
+Three ways a VM ends, several rounds each: `virsh destroy`, QEMU killed (SIGKILL) and a
+guest kernel panic (an NMI injected into a guest told to panic on one; the test guest's
+panic device then reports it). For each, it measures the time from the trigger (just
+before `virsh` is launched, the signal sent or the NMI injected) to:
+
+- a running `virtlife events --json` printing the VM's lifecycle event (its new state:
+  ``stopped``/``crashed`` with the reason), read from the process's stdout;
+- a running `virtlife serve` sending the VM's ``state`` message on /api/events (the
+  state read after the event, with the operations it allows).
+
+Both observers are separate processes that run through all rounds, started once, as an
+operator runs them; both see the same rounds. Target: the median of each ≤ 200 ms.
+The VM and both processes are removed at the end, also on failure.
+
+    .venv/bin/python bench/events.py [--rounds N]
+
+Needs the real stack (root, libvirtd running, the test guest built; `make setup`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import URI, prepare, remove_vm
+
+from virtlife.hypervisor.libvirt_api import ensure_event_loop, libvirt
+from virtlife.lab.spec import lab_guest_spec
+from virtlife.services import provision
+from virtlife.services.context import Services, open_services
+
+VM = f"vl-bench-ev-{os.getpid()}"
+HOST = "local"
+TARGET_MS = 200.0
+WAIT_S = 15.0  # how long a round waits for an observer before it counts as a miss
+Message = dict[str, Any]
+Stamped = tuple[float, Message]
+
+
+def virtlife_cmd(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("virtlife")), *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Observer:
+    """Messages of one observer process, stamped (monotonic) as this process reads them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: queue.Queue[Stamped] = queue.Queue()
+
+    def put(self, message: Message) -> None:
+        self.messages.put((time.monotonic(), message))
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.messages.get_nowait()
+            except queue.Empty:
+                return
+
+    def wait_for(self, match: Callable[[Message], bool], timeout_s: float) -> float | None:
+        """The stamp of the first message ``match`` takes; None if none within the time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                stamp, message = self.messages.get(timeout=left)
+            except queue.Empty:
+                return None
+            if match(message):
+                return stamp
+
+
+def follow_cli(proc: subprocess.Popen[str], observer: Observer) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            observer.put(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+
+
+def follow_sse(base: str, token: str, observer: Observer, stop: threading.Event) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=None) as client, \
+            client.stream("GET", "/api/events") as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("data: "):
+                observer.put(json.loads(line[6:]))
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"virtlife serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"virtlife serve did not answer at {base} within {timeout_s:g} s")
+
+
+def cli_ended(message: Message) -> bool:
+    return (message.get("vm") == VM and message.get("kind") == "lifecycle"
+            and message.get("event") in ("stopped", "crashed"))
+
+
+def cli_started(message: Message) -> bool:
+    return (message.get("vm") == VM and message.get("kind") == "lifecycle"
+            and message.get("event") == "started")
+
+
+def served_ended(message: Message) -> bool:
+    return (message.get("type") == "state" and message.get("name") == VM
+            and message.get("state") in ("shutoff", "crashed"))
+
+
+def served_running(message: Message) -> bool:
+    return (message.get("type") == "state" and message.get("name") == VM
+            and message.get("state") == "running")
+
+
+def destroy_by_virsh() -> None:
+    subprocess.run(["virsh", "-q", "-c", URI, "destroy", VM], check=True,
+                   capture_output=True)
+
+
+def kill_qemu() -> None:
+    pid = int(Path(f"/run/libvirt/qemu/{VM}.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+
+class RawEvents:
+    """The floor: the same lifecycle events on a raw libvirt-python connection in this
+    process (libvirt's own time from the trigger to its event)."""
+
+    def __init__(self, observer: Observer) -> None:
+        ensure_event_loop()
+        self.conn = libvirt.open(URI)
+        names = ("defined", "undefined", "started", "suspended", "resumed", "stopped",
+                 "shutdown", "pmsuspended", "crashed")
+
+        def lifecycle(_c: Any, dom: Any, event: int, _detail: int, _o: Any) -> None:
+            name = names[event] if 0 <= event < len(names) else str(event)
+            observer.put({"vm": dom.name(), "kind": "lifecycle", "event": name})
+
+        self.callback = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+
+    def close(self) -> None:
+        self.conn.domainEventDeregisterAny(self.callback)
+        self.conn.close()
+
+
+class Panic:
+    """A guest panic on cue: the guest is told to panic on an unknown NMI (through its
+    agent, before the clock starts), then the NMI is injected."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.conn = libvirt.open(URI)
+
+    def prepare(self) -> None:
+        from virtlife.hypervisor.agent import Agent
+
+        agent = Agent(self.services.fleet.resolve(f"{HOST}/{VM}"))
+        pid = agent.exec_start("/bin/sh",
+                               ["-c", "echo 1 > /proc/sys/kernel/unknown_nmi_panic"])
+        deadline = time.monotonic() + 10
+        status = agent.exec_status(pid)
+        while not status.exited and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = agent.exec_status(pid)
+        if status.exit_code != 0:
+            raise RuntimeError(f"the guest cannot be told to panic on an NMI: {status}")
+
+    def __call__(self) -> None:
+        self.conn.lookupByName(VM).injectNMI(0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def ms(seconds: float | None) -> float:
+    return math.nan if seconds is None else seconds * 1000
+
+
+Samples = tuple[list[float], list[float], list[float]]  # events, serve, raw libvirt (ms)
+
+
+def run_rounds(services: Services, cli: Observer, served: Observer, raw: Observer,
+               rounds: int) -> dict[str, Samples]:
+    life = services.lifecycle
+    panic = Panic(services)
+    triggers: list[tuple[str, Callable[[], None], bool]] = [
+        ("virsh destroy", destroy_by_virsh, False),
+        ("QEMU killed (SIGKILL)", kill_qemu, False),
+        ("guest panic (NMI)", panic, True),
+    ]
+    results: dict[str, Samples] = {}
+    try:
+        for name, trigger, needs_agent in triggers:
+            via_cli, via_serve, via_raw = results.setdefault(name, ([], [], []))
+            for _ in range(rounds):
+                life.start(f"{HOST}/{VM}", wait_agent=needs_agent)  # each round ends it
+                if needs_agent:
+                    panic.prepare()
+                # both observers have caught up with the start before the clock starts
+                if (cli.wait_for(cli_started, WAIT_S) is None
+                        or served.wait_for(served_running, WAIT_S) is None):
+                    raise RuntimeError("an observer did not report the VM's start")
+                time.sleep(0.2)
+                for observer in (cli, served, raw):
+                    observer.drain()
+                t0 = time.monotonic()
+                trigger()
+                for observer, ended, into in ((cli, cli_ended, via_cli),
+                                              (served, served_ended, via_serve),
+                                              (raw, cli_ended, via_raw)):
+                    stamp = observer.wait_for(ended, WAIT_S)
+                    into.append(ms(None if stamp is None else stamp - t0))
+                guest = services.fleet.resolve(f"{HOST}/{VM}")
+                if guest.status().state.is_active:  # crashed: preserved by on_crash
+                    guest.destroy()
+            print(f"  {name}: virtlife events "
+                  + " ".join(f"{v:.0f}" for v in via_cli) + " ms; serve "
+                  + " ".join(f"{v:.0f}" for v in via_serve) + " ms; raw libvirt "
+                  + " ".join(f"{v:.0f}" for v in via_raw) + " ms", flush=True)
+    finally:
+        panic.close()
+    return results
+
+
+def median_ms(values: list[float]) -> float:
+    """The median, a missed round counting as infinitely late."""
+    return statistics.median(math.inf if math.isnan(v) else v for v in values)
+
+
+def added_ms(ours: list[float], raw: list[float]) -> float:
+    """The median of what virtlife adds to libvirt's own time, round by round."""
+    return median_ms([a - b for a, b in zip(ours, raw, strict=True)])
+
+
+def report(results: dict[str, Samples], rounds: int) -> list[str]:
+    lines = [f"{'trigger':<24} {'virtlife events':>16} {'serve /api/events':>18} "
+             f"{'raw libvirt':>12} {'added (events/serve)':>21}  "
+             f"target ≤ {TARGET_MS:.0f} ms (medians of {rounds})"]
+    for name, (via_cli, via_serve, via_raw) in results.items():
+        a, b, c = median_ms(via_cli), median_ms(via_serve), median_ms(via_raw)
+        added = f"{added_ms(via_cli, via_raw):.1f} / {added_ms(via_serve, via_raw):.1f} ms"
+        verdict = "pass" if max(a, b) <= TARGET_MS else "MISS"
+        lines.append(f"{name:<24} {a:14.1f}ms {b:16.1f}ms {c:10.1f}ms {added:>21}  {verdict}")
+    lines.append("(raw libvirt: the same event on a libvirt-python connection of this "
+                 "process, the floor libvirt itself sets; added: what virtlife adds to it)")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    rounds = parser.parse_args().rounds
+    image = prepare()
+    if image is None:
+        return 1
+    procs: list[subprocess.Popen[str]] = []
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["VIRTLIFE_HOME"] = home  # this process and the observers: a store of ours
+        with open_services(None) as services:
+            store = services.need_store()
+            store.hosts.add(HOST, URI)
+            token = store.tokens.create("bench-events", read_only=True)
+            provision.create(services.lifecycle, lab_guest_spec(image, VM), host=HOST)
+            try:
+                cli, served = Observer("virtlife events"), Observer("virtlife serve")
+                events_proc = subprocess.Popen(
+                    virtlife_cmd("events", "--json", "--host", HOST), text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                procs.append(events_proc)
+                threading.Thread(target=follow_cli, args=(events_proc, cli),
+                                 daemon=True).start()
+                port = free_port()
+                serve_proc = subprocess.Popen(
+                    virtlife_cmd("serve", "--listen", f"127.0.0.1:{port}"), text=True,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs.append(serve_proc)
+                base = f"http://127.0.0.1:{port}"
+                wait_healthy(base, serve_proc)
+                threading.Thread(target=follow_sse, args=(base, token, served, stop),
+                                 daemon=True).start()
+                if cli.wait_for(lambda m: m.get("kind") == "host"
+                                and m.get("event") == "connected", 30) is None:
+                    raise RuntimeError("virtlife events did not connect within 30 s")
+                time.sleep(0.5)  # the stream's subscription is open
+                raw = Observer("raw libvirt")
+                raw_events = RawEvents(raw)
+                try:
+                    results = run_rounds(services, cli, served, raw, rounds)
+                finally:
+                    raw_events.close()
+            finally:
+                stop.set()
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                remove_vm(services, VM)
+    lines = report(results, rounds)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
