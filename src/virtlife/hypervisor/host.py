@@ -9,7 +9,10 @@ is remembered for a few seconds, so that a dead host fails fast instead of being
 re-dialled; a connection closed by the peer is closed on our side too, with its
 callbacks removed, and replaced on next use. libvirt's callbacks only put events on
 per-listener queues; each listener's own thread delivers them, so a slow or failing
-listener never delays another one nor libvirt's event loop (keepalives).
+listener never delays another one nor libvirt's event loop (keepalives). The domain
+event callbacks are registered on a connection only once someone listens (a listener
+or a tap): a connection opened only to read, like a fleet listing's, saves their
+round trips on open and on close.
 
 The Host is the one place where "no such domain" becomes ``VMNotFound`` and where a
 failed or lost connection becomes ``HostUnreachable``. It holds no policy: which
@@ -90,6 +93,8 @@ class _Connection:
         self.lost: str | None = None  # why it stopped working, once it did
         self.retired = False  # no longer the Host's connection: its events are ignored
         self.released = threading.Event()  # set once closed on our side
+        self.events_lock = threading.Lock()  # held while the event callbacks register
+        self.events_on = False  # the domain event callbacks are registered
         self._lock = threading.Lock()
         self._announced = False
         self._disposing = False
@@ -379,6 +384,8 @@ class Host:
             elif isinstance(error, errors.VirtlifeError) and not attempt.abandoned:
                 self._remember(str(error))
             attempt.done.set()
+        if record is not None and late is None and self._wants_events():
+            self._events_on(record)  # a listener came while it opened: it was not seen
         if late is not None:
             logger.info("the connection to host %s came %.1f s after it was given up; "
                         "closing it", self.name, time.monotonic() - attempt.started)
@@ -407,8 +414,8 @@ class Host:
                 conn.registerCloseCallback(
                     lambda _c, reason, _o: self._on_close(record, reason), None)
             record.close_callback = True
-            if self._events:
-                self._register_events(record)
+            if self._wants_events():
+                self._events_on(record)
         except BaseException:
             self._dispose(record)
             raise
@@ -554,6 +561,9 @@ class Host:
                     subscriber.stop()
                     return
                 self._subscribers.append(subscriber)
+            current = self._current
+        if current is not None and self._events:
+            self._events_on(current)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop delivering to ``listener`` (events still queued for it are dropped)."""
@@ -576,6 +586,9 @@ class Host:
         with self._subs_lock:
             if not self._closed:
                 self._taps = (*self._taps, tap)
+        current = self._current
+        if current is not None and self._events:
+            self._events_on(current)
 
     def remove_tap(self, tap: Listener) -> None:
         with self._subs_lock:
@@ -592,6 +605,21 @@ class Host:
                                  _callable_name(tap), self.name, event)
         for sub in subscribers:
             sub.offer(event)
+
+    def _wants_events(self) -> bool:
+        """Whether domain events must flow: someone listens (a connection opened only to
+        read, like a listing's, saves the callbacks' round trips on open and close)."""
+        with self._subs_lock:
+            return self._events and bool(self._subscribers or self._taps)
+
+    def _events_on(self, record: _Connection) -> None:
+        """Register the domain event callbacks on ``record`` once; a caller that comes
+        while another registers waits until the events flow."""
+        with record.events_lock:
+            if record.events_on or record.retired:
+                return
+            record.events_on = True
+            self._register_events(record)
 
     def _register_events(self, record: _Connection) -> None:
         name = self.name
