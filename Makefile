@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/lifecycle.py
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/boot.py
 	$(BIN)/python bench/migration.py
 
