@@ -54,6 +54,14 @@ def list_domains(host: Host) -> list[DomainRow]:
     return [row for row in rows if row is not None]
 
 
+def managed_saved(host: Host) -> set[str]:
+    """The names of ``host``'s domains that have a managed-save image (one round trip)."""
+    conn = host.conn
+    with calling(f"list the managed-saved VMs on {host.name}"):
+        return {d.name() for d in conn.listAllDomains(
+            libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)}
+
+
 def _bulk_stats(conn: Any) -> list[tuple[Any, Mapping[str, Any]]]:
     try:
         return list(conn.getAllDomainStats(STATS, STATS_FLAGS))

@@ -13,7 +13,9 @@ It never answers with a state older than the last event received:
 - states that change without a lifecycle event are always read live: ``in shutdown``
   (it turns ``dying`` with age), ``saved`` (``managedsave-remove`` sends no event) and
   ``idle``/``dying`` (libvirt's scheduler view), each through ``observed_state`` with
-  the journal, as ``virtlife state`` does.
+  the journal, as ``virtlife state`` does; a managed-saved VM is confirmed with one
+  round trip per host (the host's managed-save list), and read again only when its
+  image is gone.
 
 A live read that fails reports the host unreachable as the direct listing does. A
 vCPU count changed by a live hot-plug (no lifecycle event) shows after the VM's next
@@ -28,10 +30,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from virtlife import errors
-from virtlife.hypervisor.listing import list_domains
+from virtlife.hypervisor.listing import list_domains, managed_saved
 from virtlife.services.fleet import Fleet, FleetListing, HostProblem, VMRow, split_ref
 from virtlife.services.observe import observed_state
-from virtlife.states import StateInfo, VMState
+from virtlife.states import SaveKind, StateInfo, VMState
 
 if TYPE_CHECKING:
     from virtlife.hypervisor import Host
@@ -189,6 +191,7 @@ class StateCache:
         names = [self.fleet.ref(host).name] if host is not None else sorted(self.fleet.refs)
         rows: list[VMRow] = []
         stale_rows: list[VMRow] = []
+        saved_rows: list[VMRow] = []  # managed-saved, no event since: still saved?
         live: list[str] = []
         with self._lock:
             for name in names:
@@ -196,7 +199,13 @@ class StateCache:
                     live.append(name)
                     continue
                 for row in self._rows.get(name, {}).values():
-                    (rows if self._usable(name, row) else stale_rows).append(row)
+                    if self._usable(name, row):
+                        rows.append(row)
+                    elif (row.state.save_kind is SaveKind.MANAGED
+                          and not self._pending.get((name, row.name))):
+                        saved_rows.append(row)
+                    else:
+                        stale_rows.append(row)
         problems: list[HostProblem] = []
         answered = [n for n in names if n not in live]
         if live:
@@ -204,6 +213,14 @@ class StateCache:
                 lambda h: rows_of(h, self.fleet.journal, observe=True), live)
             answered += list(found)
             rows += [row for name in found for row in found[name]]
+        if saved_rows:  # one round trip per host: which still have their image
+            images, failed = self.fleet.each_host(
+                managed_saved, sorted({row.host for row in saved_rows}),
+                deadline_s=self.fleet.list_deadline_s)
+            if failed:
+                raise errors.HostUnreachable(failed[0].message)
+            for row in saved_rows:  # an image removed (no event): its state read again
+                (rows if row.name in images[row.host] else stale_rows).append(row)
         if stale_rows:  # read again live: one bulk read per host that has any
             stale: dict[str, set[str]] = {}
             for row in stale_rows:
