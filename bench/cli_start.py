@@ -3,8 +3,9 @@
 Cold (no server): ``virtlife --help``, ``virtlife list --all`` (one host: the local
 qemu:///system, from a throwaway inventory) and ``virtlife state VM``, each paired with
 its virsh counterpart and timed alternately ``--rounds`` times; the medians, the
-ratio, and beside it the floor: bare Python and Python + ``import libvirt`` against
-the same virsh figure (no command that needs libvirt can start faster). Then the
+ratio, and beside it the floors: bare Python, Python + ``import libvirt`` (no command
+that needs libvirt can start faster) and Python + ``import click`` (nor one that click
+parses, such as ``--help``), against the same virsh figure. Then the
 same list/state while a ``virtlife serve`` runs (the served path: the CLI asks the
 server's local socket and imports neither libvirt nor the services). Then where the
 start-up time goes (``python -X importtime``). The benchmark defines its own VM (never
@@ -147,7 +148,8 @@ def main() -> int:
     subprocess.run([str(BIN), "host", "add", "local", URI], env=env, check=True,
                    capture_output=True)
     define_vm()
-    floor = {"python": [PYTHON, "-c", "pass"], "python+libvirt": [PYTHON, "-c", "import libvirt"]}
+    floor = {"python": [PYTHON, "-c", "pass"], "python+libvirt": [PYTHON, "-c", "import libvirt"],
+             "python+click": [PYTHON, "-c", "import click"]}
     virsh = {"help": ["virsh", "--help"], "list": ["virsh", "-c", URI, "list", "--all"],
              "state": ["virsh", "-c", URI, "domstate", "--reason", VM]}
     ours = {"help": [str(BIN), "--help"], "list": [str(BIN), "list", "--all"],
@@ -169,6 +171,7 @@ def main() -> int:
                 "baseline ms": vsh * 1000, "ratio": ratios[name],
                 "floor: python": cold["python"] / vsh,
                 "floor: python+libvirt": cold["python+libvirt"] / vsh,
+                "floor: python+click": cold["python+click"] / vsh,
             })
         server = start_server(env, home)
         try:
@@ -185,7 +188,7 @@ def main() -> int:
                 "baseline": " ".join(virsh[name]), "baseline ms": hot[f"virsh {name}"] * 1000,
                 "ratio": ratios[f"served {name}"],
                 "floor: python": cold["python"] / hot[f"virsh {name}"],
-                "floor: python+libvirt": float("nan"),
+                "floor: python+libvirt": float("nan"), "floor: python+click": float("nan"),
             })
         breakdown = {what: importtime(cmd, env, args.top) for what, cmd in
                      (("--help", ["--help"]), ("list --all", ["list", "--all"]))}
@@ -193,11 +196,11 @@ def main() -> int:
         remove_vm()
         subprocess.run(["rm", "-rf", str(home)])
     print(f"{'path':<7} {'command':<34} {'virtlife':>9} {'baseline':>9} {'ratio':>6} "
-          f"{'floor py':>9} {'floor py+libvirt':>17}")
+          f"{'floor py':>9} {'py+libvirt':>11} {'py+click':>9}")
     for r in rows:
         print(f"{r['path']:<7} {r['command']:<34} {r['virtlife ms']:8.1f}ms "
               f"{r['baseline ms']:8.1f}ms {r['ratio']:5.2f}x {r['floor: python']:8.2f}x "
-              f"{r['floor: python+libvirt']:16.2f}x")
+              f"{r['floor: python+libvirt']:10.2f}x {r['floor: python+click']:8.2f}x")
     notes = []
     for what, entries in breakdown.items():
         print(f"\nimport time of `virtlife {what}` (cumulative ms, top {args.top}):")
@@ -219,8 +222,9 @@ def main() -> int:
     record("CLI cold start and served path", rows,
            [(what, measured, limit, measured <= limit) for what, measured, limit in targets],
            notes=f"Medians of {args.rounds} paired runs each (commands timed in rotating "
-                 "order, outputs piped). Floors: bare Python, and Python + `import libvirt`, "
-                 "over the same virsh time.\n\n" + "\n\n".join(notes))
+                 "order, outputs piped). Floors: bare Python, Python + `import libvirt` and "
+                 "Python + `import click` (what the click path cannot go below), over the "
+                 "same virsh time.\n\n" + "\n\n".join(notes))
     return 0
 
 
