@@ -197,10 +197,15 @@ def main() -> int:
         subprocess.run(["rm", "-rf", str(home)])
     print(f"{'path':<7} {'command':<34} {'virtlife':>9} {'baseline':>9} {'ratio':>6} "
           f"{'floor py':>9} {'py+libvirt':>11} {'py+click':>9}")
+    def floor(value: float, width: int) -> str:
+        """A floor's ratio, or "-" where it does not apply (the served path loads
+        neither libvirt nor click)."""
+        return f"{'-':>{width}} " if value != value else f"{value:{width}.2f}x"
+
     for r in rows:
         print(f"{r['path']:<7} {r['command']:<34} {r['virtlife ms']:8.1f}ms "
               f"{r['baseline ms']:8.1f}ms {r['ratio']:5.2f}x {r['floor: python']:8.2f}x "
-              f"{r['floor: python+libvirt']:10.2f}x {r['floor: python+click']:8.2f}x")
+              f"{floor(r['floor: python+libvirt'], 10)} {floor(r['floor: python+click'], 8)}")
     notes = []
     for what, entries in breakdown.items():
         print(f"\nimport time of `virtlife {what}` (cumulative ms, top {args.top}):")
