@@ -56,6 +56,15 @@ def ref_of(host: str, name: str) -> str:
     return f"{host}/{name}"
 
 
+def refuse_now(request: Request, host: str, name: str, op: Operation) -> str:
+    """The VM's reference, once its state allows ``op`` (404 or 409 otherwise, at once,
+    with nothing started; the operation checks again when it runs)."""
+    ref = ref_of(host, name)
+    _, current = services_of(request).lifecycle.state(ref)
+    check_transition(op, name, current)
+    return ref
+
+
 def update_dict(update: Update) -> dict[str, Any]:
     return {"op_id": update.op_id, "vm": update.vm, "stage": update.stage,
             "message": update.message, "fraction": update.fraction,
@@ -264,13 +273,8 @@ def vm_action(request: Request, host: HostName, name: VMName, action: Action,
     ``refused`` (see ``GET /api/operations/{id}``).
     """
     kwargs = action_kwargs(action, options or ActionOptions())
-    svc = services_of(request)
-    ref = ref_of(host, name)
-    # Refused now (404, 409) rather than as a failed operation: nothing is started. The
-    # operation checks again when it runs (the state may change in between).
-    _, current = svc.lifecycle.state(ref)
-    check_transition(Operation(action.value), name, current)
-    method = getattr(svc.lifecycle, action.value.replace("-", "_"))
+    ref = refuse_now(request, host, name, Operation(action.value))
+    method = getattr(services_of(request).lifecycle, action.value.replace("-", "_"))
     return submit(request, f"{action.value} {ref}", ref,
                   lambda call: method(ref, **kwargs, **call))
 

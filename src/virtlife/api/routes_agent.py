@@ -25,8 +25,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from virtlife import errors
-from virtlife.api.routes import HostName, Reader, VMName, Writer, ref_of, services_of
-from virtlife.api.routes_more import ACCEPTED, Reply, refuse_now, run_or_accept
+from virtlife.api.routes import (
+    HostName,
+    Reader,
+    VMName,
+    Writer,
+    ref_of,
+    refuse_now,
+    services_of,
+)
+from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
 from virtlife.services.agent import MAX_EXEC_TIMEOUT_S, parse_command
 from virtlife.services.base import Call
 from virtlife.services.clock import parse_time

@@ -35,9 +35,10 @@ from virtlife.api.routes import (
     VMName,
     Writer,
     ref_of,
+    refuse_now,
     services_of,
 )
-from virtlife.api.routes_more import ACCEPTED, Reply, refuse_now, run_or_accept
+from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
 from virtlife.services import provision
 from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host

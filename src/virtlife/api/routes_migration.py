@@ -27,10 +27,11 @@ from virtlife.api.routes import (
     VMName,
     Writer,
     ref_of,
+    refuse_now,
     services_of,
     submit,
 )
-from virtlife.api.routes_more import ACCEPTED, Reply, refuse_now, run_or_accept
+from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
 from virtlife.services.base import Call
 from virtlife.services.migration.checks import CheckOptions, CopyStorage, MigrationKind
 from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutAction

@@ -34,6 +34,7 @@ from virtlife.api.routes import (
     Writer,
     accepted,
     ref_of,
+    refuse_now,
     services_of,
     start_operation,
     submit,
@@ -60,15 +61,6 @@ class Reply:
 
     def as_dict(self) -> dict[str, object]:
         return self.body
-
-
-def refuse_now(request: Request, host: str, name: str, op: Operation) -> str:
-    """The VM's reference, once its state allows ``op`` (404 or 409 otherwise, at once,
-    with nothing started; the operation checks again when it runs)."""
-    ref = ref_of(host, name)
-    _, current = services_of(request).lifecycle.state(ref)
-    check_transition(op, name, current)
-    return ref
 
 
 def run_or_accept(request: Request, description: str, vm: str,
