@@ -9,9 +9,9 @@ is dropped, so one slow browser never holds up the others or grows memory.
 ``Feed`` connects the hub to the fleet: domain and host events as they come, and,
 after each lifecycle event, the VM's new state and the operations that state allows,
 read on the feed's own thread (never on libvirt's event loop or a follower thread).
-Those states are also kept as the server's cache: ``Feed.states`` (the last message
-per VM) and ``Feed.cache`` (``services.statecache``: each host listed once its event
-stream connects, then kept by the events; what the CLI's served path answers from).
+Those states are also kept as the server's cache, ``Feed.cache``
+(``services.statecache``: each host listed once its event stream connects, then kept
+by the events; what the CLI's served path answers from).
 """
 
 from __future__ import annotations
@@ -107,13 +107,12 @@ def state_dict(host: str, vm: str, state: StateInfo) -> Message:
 
 
 class Feed:
-    """Follows the fleet's events into ``hub`` until ``stop``; keeps the last states."""
+    """Follows the fleet's events into ``hub`` until ``stop``; keeps ``cache`` current."""
 
     def __init__(self, fleet: Fleet, hub: Hub) -> None:
         self.fleet = fleet
         self.hub = hub
         self.stop = threading.Event()
-        self.states: dict[tuple[str, str], Message] = {}
         self.hosts: dict[str, str] = {}  # host -> its last connection event
         self.cache = StateCache(fleet)
         # (host, VM) to re-read after its event; (host, "") to list a host that connected
@@ -156,6 +155,4 @@ class Feed:
             except errors.VirtlifeError as err:
                 log.info("state of %s/%s after an event: %s", host, vm, err)
                 continue
-            message = state_dict(host, vm, state)
-            self.states[(host, vm)] = message
-            self.hub.publish({"type": "state", **message})
+            self.hub.publish({"type": "state", **state_dict(host, vm, state)})
