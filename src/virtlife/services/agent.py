@@ -304,11 +304,7 @@ class GuestAgent(OperationService):
         """Add the agent channel to the VM's definition (it applies at the next boot)."""
         guest = self._resolve(Operation.AGENT_ENABLE, ref)
         with self._operation(Operation.AGENT_ENABLE, guest, None, call) as run:
-            if not guest.is_persistent():
-                raise errors.InvalidTransition(
-                    f"cannot enable the agent channel of {guest.name}: it is a transient "
-                    "VM with no definition to change; define it first")
-            xml = guest.xml(inactive=True, secure=True)
+            xml = self._definition(guest, "enable the agent channel")
             if has_agent_channel(xml):
                 raise errors.AlreadyExists(
                     f"{guest.name} already has the guest-agent channel "

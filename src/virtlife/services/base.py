@@ -53,6 +53,16 @@ class OperationService:
             self.ops.record_failure(op, name, vm, err)
             raise
 
+    @staticmethod
+    def _definition(guest: Guest, doing: str) -> str:
+        """The VM's persistent XML (secrets included) for an operation that rewrites it;
+        ``InvalidTransition`` for a transient VM (``doing``: "change the graphics")."""
+        if not guest.is_persistent():
+            raise errors.InvalidTransition(
+                f"cannot {doing} of {guest.name}: it is a transient VM with no definition "
+                "to change; define it first")
+        return guest.xml(inactive=True, secure=True)
+
     def _operation(self, op: Operation, guest: Guest, timeout_s: float | None,
                    call: Call) -> AbstractContextManager[OperationRun]:
         return self._run_on(op, guest.host, guest.name, guest, timeout_s, call)

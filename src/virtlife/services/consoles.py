@@ -333,11 +333,7 @@ class Consoles(OperationService):
             check_vnc_password(password)
         guest = self._resolve(Operation.GRAPHICS, ref)
         with self._operation(Operation.GRAPHICS, guest, timeout_s, call) as run:
-            if not guest.is_persistent():
-                raise errors.InvalidTransition(
-                    f"cannot change the graphics of {guest.name}: it is a transient VM "
-                    "with no definition to change; define it first")
-            xml = guest.xml(inactive=True, secure=True)
+            xml = self._definition(guest, "change the graphics")
             before = vnc(xml)
             guest.host.define(with_vnc(xml, listen=listen, password=password))
             changes = []
