@@ -194,8 +194,8 @@ def test_a_bug_is_a_json_500_not_a_text_page(api: Served, client: httpx.Client,
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services.fleet, "list_vms", broken)
-    response = client.get("/api/vms")
+    monkeypatch.setattr(services.lifecycle, "info", broken)
+    response = client.get("/api/vms/local/test")
     assert response.status_code == 500
     assert _error(response)["code"] == "internal_error"
     assert "RuntimeError" in _error(response)["message"]

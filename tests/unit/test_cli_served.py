@@ -230,3 +230,40 @@ def test_concurrent_clients_each_get_their_answer(api: Served) -> None:
     for t in threads:
         t.join(10)
     assert len(answers) == 8 and all(a and a["state"] == "crashed" for a in answers)
+
+
+def test_the_apis_listings_come_from_the_cache_while_the_stream_is_fresh(
+        api: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/api/vms, /api/hosts and /metrics answer from the event-fed cache (a scrape of a
+    big fleet reads no host), and read live once the host's stream is lost."""
+    fleet = api.app.state.services.fleet
+    live_reads: list[str] = []  # the host reads other than the managed-save check
+    each_host = fleet.each_host
+
+    def counted(fn: Any, *a: Any, **k: Any) -> Any:
+        if getattr(fn, "__name__", "") != "managed_saved":  # one cheap round trip
+            live_reads.append(getattr(fn, "__name__", repr(fn)))
+        return each_host(fn, *a, **k)
+
+    monkeypatch.setattr(fleet, "each_host", counted)
+    with api.client() as http:
+        vms = http.get("/api/vms").json()
+        assert {(v["name"], v["state"]) for v in vms["vms"]} >= {
+            ("vm-running", "running"), ("vm-paused", "paused")}
+        hosts = http.get("/api/hosts").json()
+        assert [(h["name"], h["reachable"], h["vms"]) for h in hosts] == [
+            ("t", True, len(vms["vms"]))]
+        assert 'virtlife_vms{host="t",state="running"}' in http.get("/metrics").text
+        assert live_reads == []
+        guest = fleet.host("t").lookup("vm-running")
+        guest.suspend()  # seen by the cache through the server's own event stream
+        try:
+            assert wait_for(lambda: ("vm-running", "paused") in {
+                (v["name"], v["state"]) for v in http.get("/api/vms").json()["vms"]})
+            assert live_reads == []
+            api.app.state.feed.cache.host_event("t", "disconnected")
+            assert ("vm-running", "paused") in {
+                (v["name"], v["state"]) for v in http.get("/api/vms").json()["vms"]}
+            assert live_reads, "a host without its stream was answered from the cache"
+        finally:
+            guest.resume()

@@ -25,7 +25,7 @@ from typing import Any
 
 from virtlife import errors
 from virtlife.services.events import DomainEvent, EventKind, stream_events
-from virtlife.services.fleet import Fleet
+from virtlife.services.fleet import Fleet, FleetListing
 from virtlife.services.statecache import StateCache
 from virtlife.states import StateInfo, allowed_operations
 
@@ -102,6 +102,23 @@ def state_dict(host: str, vm: str, state: StateInfo) -> Message:
     return {"host": host, "name": vm, "state": state.state.value,
             "label": state.state.label, "reason": state.reason,
             "allowed": [op.value for op in allowed_operations(state)]}
+
+
+def cached_listing(cache: StateCache, *, include_inactive: bool = True,
+                   host: str | None = None,
+                   on_live: Callable[[], None] | None = None) -> tuple[FleetListing, str]:
+    """The fleet's VMs from ``cache`` where it may, and where they came from (``cache``,
+    ``mixed`` or ``live``). A cached part that cannot be confirmed (its host stopped
+    answering) is listed live, as ``Fleet.list_vms`` does, its errors included (``on_live``
+    is called first): what the server's routes, ``/metrics`` and the CLI's served path
+    answer with."""
+    try:
+        found = cache.listing(include_inactive=include_inactive, host=host)
+    except errors.VirtlifeError:
+        if on_live is not None:
+            on_live()
+        return cache.fleet.list_vms(include_inactive=include_inactive, host=host), "live"
+    return found.listing, found.source
 
 
 class Feed:

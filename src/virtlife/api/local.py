@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from virtlife import errors
+from virtlife.api.hub import cached_listing
 from virtlife.services.context import Services
 from virtlife.services.statecache import StateCache
 
@@ -186,14 +187,8 @@ class LocalServer:
     def _list(self, include_inactive: bool, host: str | None, working: Any) -> dict[str, Any]:
         if not self.cache.fresh(host):
             working()  # a host to read live: it may take up to the connect deadline
-        try:
-            found = self.cache.listing(include_inactive=include_inactive, host=host)
-            listing, source = found.listing, found.source
-        except errors.VirtlifeError:  # what the direct listing says, error included
-            working()
-            listing = self.services.fleet.list_vms(include_inactive=include_inactive,
-                                                   host=host)
-            source = "live"
+        listing, source = cached_listing(self.cache, include_inactive=include_inactive,
+                                         host=host, on_live=working)
         return {"vms": [r.as_dict() for r in listing.rows],
                 "unreachable": [{"host": p.host, "uri": p.uri, "error": p.message}
                                 for p in listing.unreachable],

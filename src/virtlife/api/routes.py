@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from virtlife import __version__, errors
 from virtlife.api.auth import reader, writer
-from virtlife.api.hub import Hub, state_dict
+from virtlife.api.hub import Hub, cached_listing, state_dict
 from virtlife.services.base import Call
 from virtlife.services.context import Services
 from virtlife.services.lifecycle import OperationResult
@@ -136,7 +136,7 @@ def health(request: Request) -> dict[str, object]:
 def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
     """Every host of the inventory, and whether it answers now."""
     svc = services_of(request)
-    listing = svc.fleet.list_vms(include_inactive=True)
+    listing, _source = cached_listing(request.app.state.feed.cache)
     down = {p.host: p.message for p in listing.unreachable}
     counts: dict[str, int] = {}
     for row in listing.rows:
@@ -158,7 +158,8 @@ def vms(request: Request, _t: Reader, all: bool = True,
     svc = services_of(request)
     if host is not None:
         svc.fleet.ref(host)  # 404 for an unknown host
-    listing = svc.fleet.list_vms(include_inactive=all, host=host)
+    listing, _source = cached_listing(request.app.state.feed.cache, include_inactive=all,
+                                      host=host)
     return {"vms": [_row(r) for r in listing.rows],
             "unreachable": [{"host": p.host, "uri": p.uri, "message": p.message}
                             for p in listing.unreachable]}
@@ -342,6 +343,6 @@ async def events(request: Request, _t: Reader) -> StreamingResponse:
 def metrics(request: Request, _t: Reader) -> PlainTextResponse:
     """Prometheus text format: VMs per state and host, host reachability, operations."""
     svc = services_of(request)
-    listing = svc.fleet.list_vms(include_inactive=True)
+    listing, _source = cached_listing(request.app.state.feed.cache)
     text = request.app.state.metrics.render(listing, sorted(svc.fleet.refs))
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
