@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from virtlife.errors import LabError
-from virtlife.lab import cluster, hostprep, labnet, privhost
+from virtlife.lab import cluster, hostprep, labnet, privhost, reaper
 from virtlife.lab.cluster import HostStatus, LabStatus, Record
 from virtlife.lab.labnet import Link, NetView
 from virtlife.lab.privhost import Proc
@@ -288,7 +288,7 @@ def test_libvirtd_gets_its_options_after_the_launcher(
     monkeypatch.setattr(hostprep, "_start_daemon", start)
     hostprep.ensure_daemons(5.0, paths)
     assert started == [["nsenter", "--", "/usr/sbin/virtlogd"],
-                       ["nsenter", "--", "/usr/sbin/libvirtd", "--listen"]]
+                       ["nsenter", "--", *reaper.command(), "/usr/sbin/libvirtd", "--listen"]]
 
 
 def test_the_shared_pool_must_stay_visible_to_every_host() -> None:

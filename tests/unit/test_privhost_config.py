@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from virtlife.errors import LabError
-from virtlife.lab import hostprep, privhost
+from virtlife.lab import hostprep, privhost, reaper
 from virtlife.lab.hostprep import DaemonPaths
 
 
@@ -142,7 +142,8 @@ def test_ensure_daemons_starts_a_lab_hosts_daemons_through_its_launcher(
     monkeypatch.setattr(hostprep, "_start_daemon", start)
     actions = hostprep.ensure_daemons(5.0, paths)
     assert started == [["nsenter", "--target=42", "--mount", "--", "/usr/sbin/virtlogd"],
-                       ["nsenter", "--target=42", "--mount", "--", "/usr/sbin/libvirtd"]]
+                       ["nsenter", "--target=42", "--mount", "--", *reaper.command(),
+                        "/usr/sbin/libvirtd"]]
     assert actions == [
         f"started virtlogd ({tmp_path}/run/libvirt/virtlogd-sock was absent)",
         f"started libvirtd ({tmp_path}/run/libvirt/libvirt-sock was absent)"]
