@@ -5,13 +5,14 @@ Role: ``start`` builds a host directory under the lab state directory, starts a 
 process in a new mount namespace, binds the host's own trees over /etc/libvirt (a copy
 without the system's domains, networks, pools and secrets), /var/lib/libvirt,
 /var/log/libvirt, /var/cache/libvirt and /run there, and starts the host's daemons
-with its own ``host_uuid``. The root namespace reaches it through the socket
-``STATE/NAME/run/libvirt/libvirt-sock`` (``PrivateHost.uri``). Everything else (the
-guest's kernel and initrd, the images directory) is the same file system for both.
-``PRIVATE_DIR`` exists only inside the host. ``stop`` kills exactly the processes it
-started (recorded by pid and start time) and what runs inside the host's namespace
-(the QEMUs its libvirtd started), then removes the host directory; the next ``start``
-or ``sweep`` cleans up after a host whose owner or holder died.
+with its own ``host_uuid`` (libvirtd under virtlife's ``reaper``, which reaps the QEMUs
+it orphans, as ``hostprep.ensure_daemons`` starts it). The root namespace reaches it
+through the socket ``STATE/NAME/run/libvirt/libvirt-sock`` (``PrivateHost.uri``).
+Everything else (the guest's kernel and initrd, the images directory) is the same file
+system for both. ``PRIVATE_DIR`` exists only inside the host. ``stop`` kills exactly
+the processes it started (recorded by pid and start time) and what runs inside the
+host's namespace (the reaper, the QEMUs its libvirtd started), then removes the host
+directory; the next ``start`` or ``sweep`` cleans up after a host whose owner or holder died.
 
 It must not import libvirt (it talks to the daemons only through their sockets and
 processes, like ``hostprep``), touch the system's daemons, guests or configuration,
