@@ -1,7 +1,8 @@
 """Entry point of the ``virtlife`` command: the served fast path, then the command in a
 worker thread.
 
-Nothing heavy is imported here: ``virtlife list`` and ``virtlife state`` are first
+Nothing heavy is imported here: ``virtlife --help`` (or a bare ``virtlife``) is printed
+by ``cli.roothelp`` without click; ``virtlife list`` and ``virtlife state`` are first
 offered to a running ``virtlife serve`` (``cli.quick``, which needs neither click nor
 libvirt); otherwise the command runs in a worker thread while the main thread waits
 for it: a libvirt call blocked in C never returns to Python on SIGINT, but the main
@@ -155,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         echo_err(f"virtlife: {problem}")
         return EXIT_USAGE
+    if args in ([], ["--help"], ["-h"]):  # click's page, printed without click
+        from virtlife.cli.roothelp import print_help
+
+        print_help(to_stderr=not args)  # bare: click's usage error, on stderr
+        return EXIT_OK if args else EXIT_USAGE
     try:
         served = _served(args)
     except KeyboardInterrupt:

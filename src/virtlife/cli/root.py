@@ -1,9 +1,12 @@
 """The ``virtlife`` click group, loading each command's module only when it is used.
 
-``virtlife --help`` lists every command from ``INDEX`` (name, module, one-line help)
-without importing any command module; ``virtlife list ...`` imports ``cli.fleet`` and
-nothing else of the CLI. ``tests/unit/test_cli_imports.py`` fails when ``INDEX`` and
-the commands' own help drift apart. ``run_click`` is the error boundary of the click
+Its help lists every command from ``INDEX`` (``cli.roothelp``: name, module, one-line
+help) without importing any command module; ``virtlife list ...`` imports ``cli.fleet``
+and nothing else of the CLI. A plain ``virtlife --help`` does not even come here: the
+same strings are printed by ``cli.roothelp`` without click.
+``tests/unit/test_cli_imports.py`` fails when ``INDEX`` and the commands' own help
+drift apart, ``tests/unit/test_cli_roothelp.py`` when this group's help and
+``cli.roothelp``'s rendering of it do. ``run_click`` is the error boundary of the click
 path: every ``VirtlifeError`` becomes one line on stderr and its exit code; a usage
 error (click's) is one line and exit 64; anything else is a bug and keeps its traceback.
 """
@@ -24,109 +27,14 @@ from virtlife.cli.main import (
     one_line,
     printable,
 )
+from virtlife.cli.roothelp import EPILOG, HELP, INDEX, OPTIONS
 from virtlife.errors import VirtlifeError
+
+__all__ = ["EPILOG", "INDEX", "LazyGroup", "cli", "run_click"]
 
 # click >= 8.2 raises this for a bare group; it carries the help text to show.
 _NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
     click.exceptions, "NoArgsIsHelpError", ())
-
-EPILOG = """\b
-Exit codes:
-  0 done            4 host unreachable    64  bad usage or input
-  1 failed          5 timed out           130 interrupted (Ctrl-C)
-  2 not found       6 busy (another operation runs on the VM)
-  3 refused by the VM's state             7 store unavailable
-  8 guest agent unavailable               9 guest agent refused or failed the command
-"""
-
-# Every top-level command: name -> (module under virtlife.cli, attribute, the first
-# sentence of its help, which is all ``virtlife --help`` shows of it).
-INDEX: dict[str, tuple[str, str, str]] = {
-    "agent": ("agent", "agent",
-        'Use the QEMU guest agent of VM (the qemu-guest-agent service in the guest).'),
-    "attach-iso": ("media", "attach_iso",
-        "Attach an ISO file (a path on the VM's host) to a VM as a CD-ROM."),
-    "console": ("console", "console",
-        "Attach this terminal to a running VM's serial console (Ctrl-] leaves)."),
-    "create": ("vm", "create",
-        'Define a new VM from a small spec (agent channel and VNC on by default).'),
-    "define": ("vm", "define",
-        "Define a VM from a domain XML file (or update an existing VM's definition)."),
-    "demo": ("demo", "demo",
-        'Walk a VM through its whole life on this host (or on the test driver).'),
-    "destroy": ("vm", "destroy",
-        'Stop the VM at once (pull the plug).'),
-    "dumpxml": ("vm", "dumpxml",
-        "Print the VM's domain XML."),
-    "events": ("fleet", "events",
-        'Stream lifecycle and guest-agent events from all hosts (Ctrl-C stops).'),
-    "graphics": ("console", "graphics",
-        "Show or change a VM's VNC graphics (its definition; a VM without any gets them)."),
-    "history": ("fleet", "history",
-        'Show the journal of operations, newest first.'),
-    "host": ("fleet", "host",
-        'Manage the host inventory.'),
-    "info": ("vm", "info",
-        'Print what libvirt knows about the VM.'),
-    "lab": ("lab", "lab",
-        'The test lab: host preparation, the tiny test guest, and N libvirt hosts on '
-        'this machine for migrations (lab up / down / status).'),
-    "list": ("fleet", "list_vms",
-        'List the VMs of every host (hosts are asked at once).'),
-    "managedsave": ("vm", "managedsave",
-        "Save the VM's RAM to libvirt's managed image; the next start restores it."),
-    "managedsave-remove": ("vm", "managedsave_remove",
-        "Delete the VM's managed-save image (the next start boots fresh)."),
-    "migrate": ("migrate", "migrate",
-        'Move VM to host DEST: live by default, checked first.'),
-    "migrate-abort": ("migrate", "migrate_abort",
-        'Abort the migration running on VM (started by any process); it stays at its '
-        'source, running.'),
-    "operation": ("ops", "operation",
-        'Show one operation by its id (as printed by --json results and `operations`).'),
-    "operations": ("ops", "operations",
-        'List the operations running on any VM now, from every virtlife process.'),
-    "pmsuspend": ("vm", "pmsuspend",
-        'Ask the guest (through its agent) to suspend itself.'),
-    "pmwakeup": ("vm", "pmwakeup",
-        'Wake a pmsuspended guest, then set its clock right.'),
-    "reboot": ("vm", "reboot",
-        'Ask the guest to reboot, and wait until it resets.'),
-    "reset": ("vm", "reset",
-        'Hard-reset the VM (like pressing the reset button).'),
-    "restore": ("vm", "restore",
-        'Restore a VM from a save FILE, then set its clock right. A failed restore keeps '
-        'the file.'),
-    "resume": ("vm", "resume",
-        'Resume a paused VM, then set its clock right through the agent.'),
-    "save": ("vm", "save",
-        "Save the VM's RAM to FILE and stop it."),
-    "serve": ("serve", "serve",
-        'Serve the REST API and the web UI until Ctrl-C.'),
-    "shutdown": ("vm", "shutdown",
-        'Ask the guest to power off and wait until it is shut off.'),
-    "snapshot": ("snapshot", "snapshot",
-        'Take, list, revert to and delete snapshots of VM.'),
-    "start": ("vm", "start",
-        'Start a shut-off VM (from its managed save when it has one, then the guest '
-        'clock is set right).'),
-    "state": ("vm", "state",
-        'Print the VM\'s state and libvirt\'s reason, e.g. "paused (user)".'),
-    "suspend": ("vm", "suspend",
-        "Pause the VM's vCPUs (RAM stays in the host)."),
-    "token": ("serve", "token",
-        'Bearer tokens of the REST API and web UI.'),
-    "undefine": ("vm", "undefine",
-        "Remove a shut-off VM's definition (its disks stay)."),
-    "viewer": ("console", "viewer",
-        "Open a running VM's VNC console in remote-viewer (virt-viewer)."),
-    "viewer-file": ("console", "viewer_file",
-        "Write a remote-viewer (virt-viewer) connection file for a running VM's VNC."),
-    "vnc": ("console", "vnc",
-        "Where a running VM's VNC server is: address:port and display."),
-    "windows-drivers-iso": ("media", "windows_drivers_iso",
-        'Build the virtio-win driver ISO for Windows guests from a driver tree.'),
-}
 
 
 class LazyCommands(MutableMapping[str, click.Command]):
@@ -184,25 +92,19 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=EPILOG)
+             help=HELP, epilog=EPILOG)
 @click.option("-c", "--connect", "connect_uri", default=None, metavar="URI",
-              help="Talk to this libvirt URI directly, without the inventory "
-                   "(e.g. test:///default).")
-@click.option("-v", "--verbose", count=True,
-              help="Print progress while waiting and log INFO to stderr; -vv logs DEBUG.")
+              help=OPTIONS["-c, --connect URI"])
+@click.option("-v", "--verbose", count=True, help=OPTIONS["-v, --verbose"])
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
-              metavar="PATH", help="Also append the log to PATH (INFO; DEBUG with -vv).")
-@click.option("--queue", is_flag=True,
-              help="When another operation runs on the VM, wait for it to end instead of "
-                   "being refused (exit 6).")
-@click.version_option(__version__, prog_name="virtlife")
+              metavar="PATH", help=OPTIONS["--log-file PATH"])
+@click.option("--queue", is_flag=True, help=OPTIONS["--queue"])
+@click.version_option(__version__, prog_name="virtlife", help=OPTIONS["--version"])
 @click.pass_context
 def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
         log_file: str | None, queue: bool) -> None:
-    """virtlife: manage the whole life of KVM/QEMU VMs on libvirt hosts.
-
-    VMs are named NAME or HOST/NAME. Example: virtlife -c test:///default list --all
-    """
+    """The root group (its help is ``cli.roothelp.HELP``): set up logging and the
+    ``App`` every command finds in ``ctx.obj``."""
     import logging
     from pathlib import Path  # here: pathlib costs ~5 ms that --help need not pay
 
