@@ -207,7 +207,8 @@ def answer_direct(request: Request) -> dict[str, Any]:
     """What the server would answer to ``request``, read here through the services."""
     from virtlife.services.context import open_services
 
-    with open_services(request.connect_uri) as services:
+    services = open_services(request.connect_uri)
+    try:
         for message in services.warnings:
             sys.stderr.write(f"virtlife: warning: {message}\n")
         if request.op == "list":
@@ -218,6 +219,8 @@ def answer_direct(request: Request) -> dict[str, Any]:
         host, state = current_state(services.fleet, services.journal, request.vm)
         return {"host": host, "state": state.state.value, "label": state.state.label,
                 "reason": state.reason}
+    finally:  # the process ends after this answer: its connections are not awaited
+        services.close(wait=False)
 
 
 def listing_answer(listing: Any) -> dict[str, Any]:

@@ -181,8 +181,9 @@ class Services:
             log.warning("cannot mark interrupted operations: %s", err)
             return 0
 
-    def close(self) -> None:
-        self.fleet.close()
+    def close(self, *, wait: bool = True) -> None:
+        """``wait=False``: the process is ending; host connections are not awaited."""
+        self.fleet.close(wait=wait)
         if self.store is not None:
             self.store.close()
 

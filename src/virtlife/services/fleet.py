@@ -142,8 +142,14 @@ class Fleet:
         self._callers: dict[str, tuple[Host, HostCaller]] = {}
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        """Close every host's connection; nothing stays cached (the fleet may be reused)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Close every host's connection; nothing stays cached (the fleet may be reused).
+
+        The connections close all at once, on threads of their own; with ``wait`` (the
+        default) this returns once they are closed (5 s at most). A process about to
+        end passes ``wait=False``: the closes are started, not awaited (libvirt's close
+        is a round trip per host; the daemons see the sockets close at exit anyway).
+        """
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
             callers, self._callers = list(self._callers.values()), {}
@@ -151,6 +157,8 @@ class Fleet:
             caller.stop()
         for host in hosts:  # all at once, then wait for them under one deadline
             host.close(timeout_s=0)
+        if not wait:
+            return
         deadline = time.monotonic() + 5.0
         for host in hosts:
             host.wait_closed(deadline - time.monotonic())
