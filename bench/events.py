@@ -14,7 +14,17 @@ Both observers are separate processes that run through all rounds, started once,
 operator runs them; both see the same rounds. Target: the median of each ≤ 200 ms.
 The VM and both processes are removed at the end, also on failure.
 
-    .venv/bin/python bench/events.py [--rounds N]
+Where: libvirt reports a destroyed or killed domain only once its QEMU process is gone,
+zombie included, and QEMU is an orphan (libvirtd daemonizes it): whatever reaps orphans
+is in the destroy and SIGKILL rows. On a real host that is systemd, at once; the lab
+starts libvirtd under virtlife's reaper (``virtlife.lab.reaper``), which does the same.
+A system libvirtd left to a PID 1 that reaps late (a container's or microVM's init; it
+was started before the reaper existed) would make those rows measure PID 1, so
+``--on auto`` (the default) says so, with how to restart it, and measures on a private
+lab host (``virtlife.lab.privhost``, its libvirtd under the reaper) instead;
+``--on system`` measures the system libvirtd anyway, ``--on private`` the private host.
+
+    .venv/bin/python bench/events.py [--rounds N] [--on auto|system|private]
 
 Needs the real stack (root, libvirtd running, the test guest built; `make setup`).
 """
@@ -34,7 +44,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +54,7 @@ from common import URI, prepare, remove_vm
 from results import record
 
 from virtlife.hypervisor.libvirt_api import ensure_event_loop, libvirt
+from virtlife.lab import hostprep, privhost
 from virtlife.lab.spec import lab_guest_spec
 from virtlife.services import provision
 from virtlife.services.context import Services, open_services
@@ -50,6 +63,7 @@ VM = f"vl-bench-ev-{os.getpid()}"
 HOST = "local"
 TARGET_MS = 200.0
 WAIT_S = 15.0  # how long a round waits for an observer before it counts as a miss
+PROMPT_REAP_S = 0.05  # a PID 1 that reaps a killed orphan within this reaps "at once"
 Message = dict[str, Any]
 Stamped = tuple[float, Message]
 
@@ -62,6 +76,75 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Where:
+    """The libvirtd the rounds run on, and what reaps the QEMUs it orphans."""
+
+    label: str
+    uri: str
+    run_dir: Path  # its /run, as this process sees it (QEMU pid files)
+    parent: hostprep.Parentage | None
+
+    def qemu_pid(self) -> int:
+        return int((self.run_dir / "libvirt" / "qemu" / f"{VM}.pid").read_text())
+
+    def reaping(self, reap_s: float) -> str:
+        """Who reaps its QEMUs, in words."""
+        if self.parent is None:
+            return "libvirtd's parent is unknown (no pid file)"
+        if self.parent.parent == 1:
+            return (f"libvirtd's parent is PID 1 ({self.parent.parent_comm}), which reaped "
+                    f"a killed orphan after {reap_s * 1000:.0f} ms")
+        return f"libvirtd: {self.parent.describe()}"
+
+
+def pid1_bound(parent: hostprep.Parentage | None, reap_s: float) -> bool:
+    """Whether QEMU's end waits for a PID 1 that reaps late (a destroy measured there
+    measures PID 1)."""
+    return (parent is not None and not parent.reaped and parent.parent == 1
+            and reap_s > PROMPT_REAP_S)
+
+
+def running_vms(uri: str) -> int:
+    done = subprocess.run(["virsh", "-q", "-c", uri, "list", "--name"], capture_output=True,
+                          text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    return len(done.stdout.split())
+
+
+def pid1_warning(parent: hostprep.Parentage, reap_s: float) -> str:
+    pid_file = hostprep.LOCAL_DAEMONS.pid_file("libvirtd")
+    return (f"the system libvirtd (pid {parent.pid}) runs without virtlife's reaper: its "
+            f"parent is PID 1 ({parent.parent_comm}), which reaped a killed orphan after "
+            f"{reap_s * 1000:.0f} ms. libvirt reports a destroyed or killed VM only once "
+            "its QEMU is reaped, so there the destroy and SIGKILL rows measure PID 1. "
+            f"To restart it under the reaper when no VM runs on it ({running_vms(URI)} "
+            f"run now): kill $(cat {pid_file}); .venv/bin/virtlife lab setup")
+
+
+@contextmanager
+def libvirtd_for(on: str, reap_s: float) -> Iterator[Where]:
+    """The libvirtd to measure (``--on``): the system's, or a private lab host's under
+    the reaper, stopped at the end."""
+    system = Where("the system libvirtd", URI, hostprep.LOCAL_DAEMONS.run_dir,
+                   hostprep.parentage("libvirtd"))
+    bound = pid1_bound(system.parent, reap_s)
+    if bound and system.parent is not None:
+        print(f"NOTE: {pid1_warning(system.parent, reap_s)}", flush=True)
+    if on == "system" or (on == "auto" and not bound):
+        yield system
+        return
+    if on == "auto":
+        print("measuring on a private lab host, its libvirtd under virtlife's reaper, "
+              "instead (--on system measures the system libvirtd anyway)", flush=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="vl-bench-", dir="/tmp"))
+    try:
+        host = privhost.start("bench-events", state_dir=state_dir, owner_pid=os.getpid())
+        yield Where(f"private lab host {host.name}", host.uri, host.dir / "run",
+                    hostprep.parentage("libvirtd", host.daemon_paths))
+    finally:
+        privhost.stop_all(state_dir)
 
 
 class Observer:
@@ -159,23 +242,26 @@ def served_running(message: Message) -> bool:
             and message.get("state") == "running")
 
 
-def destroy_by_virsh() -> None:
-    subprocess.run(["virsh", "-q", "-c", URI, "destroy", VM], check=True,
-                   capture_output=True)
+def destroy_by_virsh(where: Where) -> Callable[[], None]:
+    def destroy() -> None:
+        subprocess.run(["virsh", "-q", "-c", where.uri, "destroy", VM], check=True,
+                       capture_output=True)
+    return destroy
 
 
-def kill_qemu() -> None:
-    pid = int(Path(f"/run/libvirt/qemu/{VM}.pid").read_text())
-    os.kill(pid, signal.SIGKILL)
+def kill_qemu(where: Where) -> Callable[[], None]:
+    def kill() -> None:
+        os.kill(where.qemu_pid(), signal.SIGKILL)
+    return kill
 
 
 class RawEvents:
     """The floor: the same lifecycle events on a raw libvirt-python connection in this
     process (libvirt's own time from the trigger to its event)."""
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, uri: str) -> None:
         ensure_event_loop()
-        self.conn = libvirt.open(URI)
+        self.conn = libvirt.open(uri)
         names = ("defined", "undefined", "started", "suspended", "resumed", "stopped",
                  "shutdown", "pmsuspended", "crashed")
 
@@ -195,9 +281,9 @@ class Panic:
     """A guest panic on cue: the guest is told to panic on an unknown NMI (through its
     agent, before the clock starts), then the NMI is injected."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, uri: str) -> None:
         self.services = services
-        self.conn = libvirt.open(URI)
+        self.conn = libvirt.open(uri)
 
     def prepare(self) -> None:
         from virtlife.hypervisor.agent import Agent
@@ -255,13 +341,13 @@ def ms(seconds: float | None) -> float:
 Samples = tuple[list[float], list[float], list[float]]  # events, serve, raw libvirt (ms)
 
 
-def run_rounds(services: Services, cli: Observer, served: Observer, raw: Observer,
-               rounds: int) -> dict[str, Samples]:
+def run_rounds(services: Services, where: Where, cli: Observer, served: Observer,
+               raw: Observer, rounds: int) -> dict[str, Samples]:
     life = services.lifecycle
-    panic = Panic(services)
+    panic = Panic(services, where.uri)
     triggers: list[tuple[str, Callable[[], None], bool]] = [
-        ("virsh destroy", destroy_by_virsh, False),
-        ("QEMU killed (SIGKILL)", kill_qemu, False),
+        ("virsh destroy", destroy_by_virsh(where), False),
+        ("QEMU killed (SIGKILL)", kill_qemu(where), False),
         ("guest panic (NMI)", panic, True),
     ]
     results: dict[str, Samples] = {}
@@ -322,7 +408,7 @@ def report(results: dict[str, Samples], rounds: int) -> list[str]:
     return lines
 
 
-def save(results: dict[str, Samples], rounds: int, reap_s: float) -> None:
+def save(results: dict[str, Samples], rounds: int, reap_s: float, where: Where) -> None:
     """The table and the targets into bench/RESULTS.md."""
     rows: list[dict[str, object]] = []
     targets: list[tuple[str, float, float, bool]] = []
@@ -342,28 +428,43 @@ def save(results: dict[str, Samples], rounds: int, reap_s: float) -> None:
         "and to the `state` message of a running `virtlife serve`. `raw libvirt`: the "
         "same lifecycle event on a libvirt-python connection of the benchmark's process, "
         "libvirt's own time; `added`: the median of virtlife's time minus it, round by "
-        f"round. This machine's PID 1 reaped a killed orphan process after "
-        f"{reap_s * 1000:.0f} ms: QEMU is such an orphan (it daemonizes), and libvirt "
-        "reports a destroy, or a QEMU that died, only once the QEMU process is gone (it "
-        "polls `kill(pid, 0)` every 200 ms, which a zombie still answers). Where PID 1 "
-        "reaps at once (systemd), a destroy still waits at least one such poll after its "
-        "SIGTERM."))
+        f"round. Measured on {where.label}: {where.reaping(reap_s)}. This matters "
+        "because QEMU is an orphan (libvirtd daemonizes it), and libvirt reports a "
+        "destroy, or a QEMU that died, only once the QEMU process is gone, zombie "
+        "included (it polls `kill(pid, 0)` every 200 ms, which a zombie still answers): "
+        "under a PID 1 that reaps late, the destroy and SIGKILL rows measure PID 1. The "
+        "lab starts libvirtd under virtlife's reaper (a child subreaper, "
+        "`virtlife.lab.reaper`), as systemd would reap it. Even reaped at once, the "
+        "floor is libvirt's: a destroy sends SIGTERM and then finds QEMU gone at the "
+        "earliest at its first poll 200 ms later (virProcessKillPainfully), and after "
+        "a SIGKILL libvirt hears the monitor close while QEMU is still exiting, so its "
+        "stop also waits one poll: the raw libvirt column is that floor, and `added` "
+        "is all virtlife can change."
+        + (f" NOTE: {pid1_warning(where.parent, reap_s)}."
+           if where.uri == URI and where.parent is not None
+           and pid1_bound(where.parent, reap_s) else "")))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--on", choices=("auto", "system", "private"), default="auto",
+                        help="the libvirtd to measure (auto: the system's, unless it is "
+                        "left to a PID 1 that reaps late; then a private lab host's)")
+    args = parser.parse_args()
+    rounds = args.rounds
     image = prepare()
     if image is None:
         return 1
+    reap = orphan_reap_s()
     procs: list[subprocess.Popen[str]] = []
     stop = threading.Event()
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, libvirtd_for(args.on, reap) as where:
+        print(f"measuring on {where.label}: {where.reaping(reap)}", flush=True)
         os.environ["VIRTLIFE_HOME"] = home  # this process and the observers: a store of ours
         with open_services(None) as services:
             store = services.need_store()
-            store.hosts.add(HOST, URI)
+            store.hosts.add(HOST, where.uri)
             token = store.tokens.create("bench-events", read_only=True)
             provision.create(services.lifecycle, lab_guest_spec(image, VM), host=HOST)
             try:
@@ -388,9 +489,9 @@ def main() -> int:
                     raise RuntimeError("virtlife events did not connect within 30 s")
                 time.sleep(0.5)  # the stream's subscription is open
                 raw = Observer("raw libvirt")
-                raw_events = RawEvents(raw)
+                raw_events = RawEvents(raw, where.uri)
                 try:
-                    results = run_rounds(services, cli, served, raw, rounds)
+                    results = run_rounds(services, where, cli, served, raw, rounds)
                 finally:
                     raw_events.close()
             finally:
@@ -403,12 +504,10 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         proc.kill()
                 remove_vm(services, VM)
-    reap = orphan_reap_s()
     print("\n".join(report(results, rounds)))
-    print(f"this machine's PID 1 reaped a killed orphan after {reap * 1000:.0f} ms "
-          "(libvirt waits for QEMU's zombie to go before it reports a destroy or a "
-          "killed QEMU)")
-    save(results, rounds, reap)
+    print(f"measured on {where.label}: {where.reaping(reap)} (libvirt waits for QEMU's "
+          "zombie to go before it reports a destroy or a killed QEMU)")
+    save(results, rounds, reap, where)
     return 0
 
 
