@@ -139,6 +139,17 @@ def measure(rounds: int, image: GuestImage) -> list[Row]:
             ours, raw = paired([lambda: s.fleet.list_vms(), list_raw], rounds * 3)
             (vsh,) = paired([lambda: virsh("list", "--all")], rounds)
             rows.append(("list --all", ours, raw, NAN, vsh, True))
+
+            # what a VMRow holds: also the persistence and the managed-save image
+            def list_raw_full() -> None:
+                for d in raw_conn.listAllDomains(0):
+                    d.info()
+                    d.state()
+                    d.isPersistent()
+                    d.hasManagedSaveImage(0)
+
+            ours, raw = paired([lambda: s.fleet.list_vms(), list_raw_full], rounds * 3)
+            rows.append(("list --all, same fields", ours, raw, NAN, NAN, False))
             ours, raw, held = paired(
                 [lambda: life.state(VM), lambda: raw_conn.lookupByName(VM).state(),
                  lambda: dom.state()], rounds * 3)
@@ -180,7 +191,10 @@ NOTES = ("Medians of paired runs (contenders interleaved round by round). `raw p
          "call; `held dom` reuses one domain handle. The service layer also checks the "
          "transition and any libvirt job (a state and a job read), writes the journal's "
          "running and finished rows, and confirms the state reached (its own lifecycle "
-         "event, or a read).")
+         "event, or a read). `list --all`'s raw baseline reads state, reason, vCPUs and "
+         "memory (`info` + `state` per domain), not the persistence and managed-save image "
+         "a listing row also shows; `list --all, same fields` adds those two calls per "
+         "domain to it.")
 
 
 def save(rows: list[Row]) -> None:
