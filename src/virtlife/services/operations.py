@@ -178,6 +178,9 @@ class OperationRun:
             confirmed = self._confirmed()
             reaches = self.rule.reaches
             accept = lambda s: s.state in reaches  # noqa: E731
+            if confirmed is not None and self._progress is None:
+                self.final = confirmed  # nothing to say, nothing to wait for
+                return confirmed
             describe = describe or " or ".join(sorted(s.label for s in reaches))
         what = describe or "the expected state"
         self.report("wait", f"waiting for {self.vm} to be {what}")
@@ -343,17 +346,20 @@ class Operations:
                 run = OperationRun(op, op_id, host, vm, guest, current, rule, watch, timeout,
                                    progress)
                 run.warnings = warnings
-                run.report("request", f"{op.value} {vm} on {host.name} (operation {op_id})")
+                if progress is not None:
+                    run.report("request", f"{op.value} {vm} on {host.name} (operation {op_id})")
                 yield run
                 state = run.final if run.final is not None else run.target().status()
             duration = time.monotonic() - t0
-            final_uuid = uuid or (run.guest.uuid() if run.guest is not None else "")
+            # the UUID of a VM that did not exist at the start (define, restore) is
+            # filled in; the running row has the rest
+            learnt = run.guest.uuid() if not uuid and run.guest is not None else None
             detail = f"{state}; {run.note}" if run.note else str(state)
-            self._finish(op_id, "ok", detail, duration, warnings, vm, final_uuid)
+            self._finish(op_id, "ok", detail, duration, warnings, learnt)
         except BaseException as err:
             if began:
                 self._finish(op_id, outcome_of(err), _detail(err), time.monotonic() - t0,
-                             warnings, vm, uuid)
+                             warnings, None)
             elif isinstance(err, errors.OperationBusy | errors.HostUnreachable):
                 self.record_failure(op, host.name, vm, err, started_at=started_at, uuid=uuid)
             if isinstance(err, errors.VirtlifeError):
@@ -363,15 +369,16 @@ class Operations:
         finally:
             if locked and key is not None:
                 self._release_locally(key)
-        run.report("done", f"{vm}: {state}", 1.0)
+        if progress is not None:
+            run.report("done", f"{vm}: {state}", 1.0)
         where = run.guest.host.name if run.guest is not None else host.name  # moved
         run.result = OperationResult(where, vm, op, state, duration, run.note, op_id,
                                      tuple(warnings))
 
     def _finish(self, op_id: str, outcome: str, detail: str, duration: float,
-                warnings: list[str], vm: str, uuid: str) -> None:
+                warnings: list[str], uuid: str | None) -> None:
         self._journal_safely(warnings, "record its outcome", lambda j: j.finish(
-            op_id, outcome, detail, duration, vm=vm, uuid=uuid or None))
+            op_id, outcome, detail, duration, uuid=uuid or None))
 
 
 def _detail(err: BaseException) -> str:

@@ -4,7 +4,8 @@
 holds the inventory and the journal, brings its schema up to date and hands back a
 ``Store``. A ``Store`` may be shared by worker threads (one connection, one lock) and
 several processes may open the same file at once (WAL mode, a busy timeout, and every
-write in a ``BEGIN IMMEDIATE`` transaction). This module must not import libvirt nor
+write in a ``BEGIN IMMEDIATE`` transaction, or one statement that takes the write lock
+the same way). This module must not import libvirt nor
 know anything about VMs: it only owns the file; ``inventory`` and ``journal`` own the
 tables' meaning.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,9 +176,10 @@ def _statements(script: str) -> Iterator[str]:
 class Database:
     """One SQLite connection and the lock that serialises threads over it.
 
-    ``read()``, ``transaction()`` and the timestamp codec are what ``Inventory`` and
-    ``Journal`` use; nothing else should touch the connection. (They import this class
-    for typing only, so the store's modules have no import cycle at runtime.)
+    ``read()``, ``transaction()``, ``write()`` and the timestamp codec are what
+    ``Inventory`` and ``Journal`` use; nothing else should touch the connection. (They
+    import this class for typing only, so the store's modules have no import cycle at
+    runtime.)
     """
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
@@ -224,6 +226,22 @@ class Database:
                     conn.execute("ROLLBACK")
                 raise
 
+    def write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        """One write statement, its own transaction: what ``transaction()`` does for a
+        single statement, in one call to SQLite instead of three.
+
+        In autocommit mode a write statement is atomic, and it takes the write lock as
+        it starts, before reading anything, as ``BEGIN IMMEDIATE`` does: a concurrent
+        writer in another process is waited for (up to the busy timeout), never raced.
+        The hot path of every operation (the journal's running and finished rows) is
+        two such statements.
+        """
+        with self._lock:
+            try:
+                return self._connection.execute(sql, params)
+            except sqlite3.OperationalError as exc:  # as _store_errors, without its frames
+                raise _unavailable(self._path, exc) from exc
+
     def close(self) -> None:
         with self._lock:
             self._connection.close()
@@ -236,10 +254,13 @@ def _store_errors(path: Path | None) -> Iterator[None]:
     try:
         yield
     except sqlite3.OperationalError as exc:
-        where = f" {path}" if path is not None else ""
-        raise StoreUnavailable(
-            f"the virtlife store{where} cannot be used: {exc}; "
-            "check its permissions and free space, or set VIRTLIFE_HOME") from exc
+        raise _unavailable(path, exc) from exc
+
+
+def _unavailable(path: Path | None, exc: sqlite3.OperationalError) -> StoreUnavailable:
+    where = f" {path}" if path is not None else ""
+    return StoreUnavailable(f"the virtlife store{where} cannot be used: {exc}; "
+                            "check its permissions and free space, or set VIRTLIFE_HOME")
 
 
 def _enable_wal(connection: sqlite3.Connection) -> None:

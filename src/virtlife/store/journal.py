@@ -24,7 +24,6 @@ import getpass
 import os
 import socket
 import sqlite3
-import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,11 @@ RUNNING: Final = "running"
 INTERRUPTED: Final = "interrupted"
 ALL_OUTCOMES: Final = (RUNNING, *OUTCOMES, INTERRUPTED)
 
+_INSERT: Final = (
+    "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid, operation,"
+    " outcome, duration_s, detail, actor_user, actor_proc, machine, boot_id, pid,"
+    " pid_start, lock_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _COLUMNS: Final = (
     "id, op_id, started_at, finished_at, host, vm, uuid, domid, operation, outcome, "
     "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start"
@@ -114,7 +118,7 @@ def is_dead(ref: ProcessRef) -> bool:
 
 def new_op_id() -> str:
     """A short, unique operation id (what ``GET /operations/{id}`` will take)."""
-    return uuidlib.uuid4().hex[:12]
+    return os.urandom(6).hex()
 
 
 @dataclass(frozen=True)
@@ -201,27 +205,26 @@ class Journal:
 
     # -- writing --------------------------------------------------------------------------
 
-    def _insert(self, conn: sqlite3.Connection, *, op_id: str, started: str,
-                finished: str | None, host: str, vm: str, uuid: str, domid: int | None,
-                operation: str, outcome: str, duration_s: float, detail: str,
-                actor: Actor, lock_key: str | None) -> JournalEntry:
-        """Insert one row; return it as ``get`` would read it (without reading it)."""
+    def _insert(self, *, op_id: str, started: datetime, finished: datetime | None,
+                host: str, vm: str, uuid: str, domid: int | None, operation: str,
+                outcome: str, duration_s: float, detail: str, actor: Actor,
+                lock_key: str | None) -> JournalEntry:
+        """Insert one row, one statement (``Database.write``); return it as ``get`` would
+        read it (without reading it)."""
         proc = this_process()
-        cursor = conn.execute(
-            "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid,"
-            " operation, outcome, duration_s, detail, actor_user, actor_proc, machine,"
-            " boot_id, pid, pid_start, lock_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (op_id, started, finished, host, vm, uuid, domid, operation, outcome,
-             float(duration_s), detail, actor.user, actor.process, proc.machine,
-             proc.boot_id, proc.pid, proc.pid_start, lock_key),
+        fmt = self._db.format_ts
+        cursor = self._db.write(
+            _INSERT,
+            (op_id, fmt(started), fmt(finished) if finished is not None else None, host, vm,
+             uuid, domid, operation, outcome, float(duration_s), detail, actor.user,
+             actor.process, proc.machine, proc.boot_id, proc.pid, proc.pid_start, lock_key),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
         return JournalEntry(
-            id=cursor.lastrowid, started_at=self._db.parse_ts(started), host=host, vm=vm,
+            id=cursor.lastrowid, started_at=started.astimezone(UTC), host=host, vm=vm,
             operation=operation, outcome=outcome, duration_s=float(duration_s),
             detail=detail, op_id=op_id, uuid=uuid,
-            finished_at=self._db.parse_ts(finished) if finished is not None else None,
+            finished_at=finished.astimezone(UTC) if finished is not None else None,
             domid=domid, actor=actor, process=proc)
 
     def record(
@@ -244,15 +247,11 @@ class Journal:
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
         if duration_s < 0:
             raise ValueError(f"journal duration must not be negative, got {duration_s}")
-        started_text = self._db.format_ts(started_at or datetime.now(UTC))
-        finished_text = self._db.format_ts(datetime.now(UTC))
-        op_id = op_id or new_op_id()
-        with self._db.transaction() as conn:
-            return self._insert(conn, op_id=op_id, started=started_text,
-                                finished=finished_text, host=host, vm=vm, uuid=uuid,
-                                domid=domid, operation=operation, outcome=outcome,
-                                duration_s=duration_s, detail=detail,
-                                actor=actor or Actor.current(), lock_key=None)
+        finished = datetime.now(UTC)
+        return self._insert(op_id=op_id or new_op_id(), started=started_at or finished,
+                            finished=finished, host=host, vm=vm, uuid=uuid, domid=domid,
+                            operation=operation, outcome=outcome, duration_s=duration_s,
+                            detail=detail, actor=actor or Actor.current(), lock_key=None)
 
     def begin(self, *, op_id: str, host: str, vm: str, operation: str, actor: Actor,
               lock_key: str | None, uuid: str = "", domid: int | None = None,
@@ -260,15 +259,13 @@ class Journal:
         """Write the ``running`` row of a starting operation; with ``lock_key``, take the
         VM: ``Held`` if another live operation has it (a dead holder is marked
         ``interrupted`` first and the VM taken)."""
-        started_text = self._db.format_ts(started_at or datetime.now(UTC))
+        started = started_at or datetime.now(UTC)
         for _attempt in range(2):
             try:
-                with self._db.transaction() as conn:
-                    return self._insert(conn, op_id=op_id, started=started_text,
-                                        finished=None, host=host, vm=vm, uuid=uuid,
-                                        domid=domid, operation=operation, outcome=RUNNING,
-                                        duration_s=0.0, detail="", actor=actor,
-                                        lock_key=lock_key)
+                return self._insert(op_id=op_id, started=started, finished=None, host=host,
+                                    vm=vm, uuid=uuid, domid=domid, operation=operation,
+                                    outcome=RUNNING, duration_s=0.0, detail="", actor=actor,
+                                    lock_key=lock_key)
             except sqlite3.IntegrityError:
                 holder = self.holder(lock_key or "")
                 if holder is None:
@@ -286,18 +283,21 @@ class Journal:
 
     def finish(self, op_id: str, outcome: str, detail: str, duration_s: float,
                *, vm: str | None = None, uuid: str | None = None) -> None:
-        """Complete a running entry (and release its VM). ``vm``/``uuid`` fill in what
-        was not known at the start (a restore learns its VM from the file)."""
+        """Complete a running entry (and release its VM), one statement. ``vm``/``uuid``
+        fill in what was not known at the start (a restore learns its VM from the file);
+        leave them None when the row has them already (rewriting them rewrites their
+        indexes: pages the commit writes for nothing)."""
         if outcome not in (*OUTCOMES, INTERRUPTED):
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
-        with self._db.transaction() as conn:
-            conn.execute(
-                "UPDATE journal SET outcome = ?, detail = ?, duration_s = ?,"
-                " finished_at = ?, lock_key = NULL, vm = COALESCE(?, vm),"
-                " uuid = COALESCE(?, uuid) WHERE op_id = ? AND outcome = ?",
-                (outcome, detail, max(0.0, float(duration_s)),
-                 self._db.format_ts(datetime.now(UTC)), vm, uuid, op_id, RUNNING),
-            )
+        fills = "".join(f", {column} = ?" for column, value in (("vm", vm), ("uuid", uuid))
+                        if value is not None)
+        self._db.write(
+            "UPDATE journal SET outcome = ?, detail = ?, duration_s = ?, finished_at = ?,"
+            f" lock_key = NULL{fills} WHERE op_id = ? AND outcome = ?",
+            (outcome, detail, max(0.0, float(duration_s)),
+             self._db.format_ts(datetime.now(UTC)),
+             *(value for value in (vm, uuid) if value is not None), op_id, RUNNING),
+        )
 
     def _interrupt(self, entries: builtins.list[JournalEntry], why: str) -> None:
         now = datetime.now(UTC)
