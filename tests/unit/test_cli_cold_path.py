@@ -38,3 +38,97 @@ def test_the_root_help_loads_neither_click_nor_libvirt(args: list[str], code: in
     assert returncode == code
     assert not _under(modules, "click", "libvirt", "rich", "virtlife.cli.root",
                       "virtlife.services", "virtlife.hypervisor", "virtlife.store")
+
+
+# What the hot forms of list and state have no use for: click and Rich, the operations
+# and the services behind them, the agent, snapshot and migration wrappers, the API's
+# tokens, the settings parser (no settings file here) and, for a table, json.
+NOT_ON_THE_HOT_PATH = (
+    "click", "rich", "tomllib", "virtlife.cli.root", "virtlife.cli.app",
+    "virtlife.cli.roothelp", "virtlife.services.operations", "virtlife.services.lifecycle",
+    "virtlife.services.agent", "virtlife.services.snapshots", "virtlife.services.consoles",
+    "virtlife.services.migration", "virtlife.services.freeze", "virtlife.services.events",
+    "virtlife.store.tokens", "virtlife.hypervisor.agent", "virtlife.hypervisor.snapshot",
+    "virtlife.hypervisor.migration", "virtlife.hypervisor.hostfacts", "virtlife.xml",
+)
+
+
+@pytest.mark.parametrize("args", [["list", "--all"], ["list"], ["state", "vm-running"],
+                                  ["state", "vm-saved"]])
+def test_the_hot_forms_load_only_what_they_read(args: list[str], node_uri: str) -> None:
+    code, modules, out = _modules("-c", node_uri, *args)
+    assert code == 0, out
+    assert "libvirt" in modules and "virtlife.services.fleet" in modules  # read directly
+    assert not _under(modules, *NOT_ON_THE_HOT_PATH, "json")
+
+
+def test_the_hot_forms_load_json_only_to_print_it(node_uri: str) -> None:
+    code, modules, out = _modules("-c", node_uri, "state", "vm-running", "--json")
+    assert code == 0
+    assert '"label": "running"' in out
+    assert "json" in modules
+    assert not _under(modules, *NOT_ON_THE_HOT_PATH)
+
+
+# ``main()`` as the ``virtlife`` script calls it (no argv): what it leaves of the collector.
+GC_PROBE = """
+import gc, sys
+from virtlife.cli.main import main
+sys.argv = ["virtlife", *sys.argv[1:]]
+code = main()
+sys.stderr.write(f"GC {gc.isenabled()} {gc.get_freeze_count() > 0}\\n")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(("args", "short_lived"), [
+    (["list", "--all"], True), (["state", "vm-running"], True),
+    (["--version"], False), (["list", "--help"], False), (["--help"], False),
+])
+def test_only_the_hot_forms_run_without_the_cyclic_collector(
+        args: list[str], short_lived: bool, node_uri: str) -> None:
+    run = subprocess.run([sys.executable, "-c", GC_PROBE, "-c", node_uri, *args]
+                         if args[0] in ("list", "state") else
+                         [sys.executable, "-c", GC_PROBE, *args],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    line = [x for x in run.stderr.splitlines() if x.startswith("GC ")][-1]
+    # a hot form: collector off, and what is left frozen for the exit; others untouched
+    assert line == ("GC False True" if short_lived else "GC True False")
+
+
+def test_main_with_argv_leaves_the_collector_alone(node_uri: str) -> None:
+    import gc
+
+    from virtlife.cli.main import main
+
+    before = gc.get_freeze_count()
+    assert main(["-c", node_uri, "state", "vm-running"]) == 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == before
+
+
+@pytest.mark.parametrize(("module", "not_loaded"), [
+    ("virtlife.hypervisor.events", ("libvirt", "virtlife.hypervisor.host")),
+    ("virtlife.states", ("libvirt", "virtlife.hypervisor")),
+    ("virtlife.store.inventory", ("virtlife.store.journal", "virtlife.store.db")),
+])
+def test_a_package_loads_only_the_modules_asked_for(module: str,
+                                                    not_loaded: tuple[str, ...]) -> None:
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert not _under(set(run.stdout.split()), *not_loaded)
+
+
+def test_the_packages_still_export_their_names() -> None:
+    from virtlife import hypervisor, store
+    from virtlife.hypervisor.guest import Guest
+    from virtlife.store.db import open_store
+
+    assert hypervisor.Guest is Guest and store.open_store is open_store
+    for package in (hypervisor, store):
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+        with pytest.raises(AttributeError):
+            package.nothing_of_the_kind  # noqa: B018

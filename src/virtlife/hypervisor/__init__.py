@@ -3,10 +3,33 @@
 ``Host`` owns a connection and its events, ``Guest`` wraps one domain, and
 ``libvirt_api`` is the one module importing libvirt and translating its errors.
 Callers get virtlife errors, ``StateInfo`` values and ``DomainEvent`` values back.
+
+The names below are imported from their modules on first use (PEP 562), so that
+importing one module of the package (``hypervisor.events``, ``hypervisor.listing``)
+does not load the others, nor libvirt when that module does not need it.
 """
 
-from virtlife.hypervisor.events import DomainEvent, Listener
-from virtlife.hypervisor.guest import Guest, GuestInfo
-from virtlife.hypervisor.host import Host, HostInfo
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from virtlife.hypervisor.events import DomainEvent, Listener
+    from virtlife.hypervisor.guest import Guest, GuestInfo
+    from virtlife.hypervisor.host import Host, HostInfo
 
 __all__ = ["DomainEvent", "Guest", "GuestInfo", "Host", "HostInfo", "Listener"]
+
+# Where each exported name lives (a module of this package).
+_HOMES = {"DomainEvent": "events", "Listener": "events", "Guest": "guest",
+          "GuestInfo": "guest", "Host": "host", "HostInfo": "host"}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -4,11 +4,32 @@
 ``Store`` with ``.hosts`` (``Inventory`` of ``HostRecord``) and ``.journal``
 (``Journal`` of ``JournalEntry``). This package uses only the standard library's
 ``sqlite3``: it must not import libvirt, talk to hosts, or import from ``services``,
-``cli`` or ``api`` (data flows down into it, never up out of it).
+``cli`` or ``api`` (data flows down into it, never up out of it). The names below are
+imported from their modules on first use (PEP 562): a module that needs one table's
+module does not load the others.
 """
 
-from virtlife.store.db import Store, open_store
-from virtlife.store.inventory import HostRecord, Inventory
-from virtlife.store.journal import Journal, JournalEntry
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from virtlife.store.db import Store, open_store
+    from virtlife.store.inventory import HostRecord, Inventory
+    from virtlife.store.journal import Journal, JournalEntry
 
 __all__ = ["HostRecord", "Inventory", "Journal", "JournalEntry", "Store", "open_store"]
+
+# Where each exported name lives (a module of this package).
+_HOMES = {"Store": "db", "open_store": "db", "HostRecord": "inventory",
+          "Inventory": "inventory", "Journal": "journal", "JournalEntry": "journal"}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # looked up once
+    return value
