@@ -4,7 +4,10 @@ A ``Host`` is the stable object for one host (name, URI). It owns at most one li
 connection at a time and manages it like Nova's ``libvirt/host.py``: the check and
 the reconnect happen under one per-host lock, so concurrent first uses open one
 connection; every connect runs in a daemon thread and is awaited with a deadline (a
-connect given up is closed when it finally returns, and never used); a recent failure
+connect given up, or one that returns after its deadline, is closed when it finally
+returns, and never used), except on a thread that enforces a deadline of its own (the
+fleet's one caller thread per host, which connects there itself: no thread per
+connect, and no more threads for a dead host than that caller); a recent failure
 is remembered for a few seconds, so that a dead host fails fast instead of being
 re-dialled; a connection closed by the peer is closed on our side too, with its
 callbacks removed, and replaced on next use. libvirt's callbacks only put events on
@@ -28,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -236,13 +240,21 @@ class Host:
         host.connect()
         return host
 
-    def connect(self) -> None:
+    def connect(self, *, in_this_thread: bool = False) -> None:
         """Make sure a working connection is open: reuse it, or open one with the deadline.
 
         Raises ``HostUnreachable`` when the host refused, did not answer within
         ``connect_timeout_s``, or failed within the last ``retry_after_s`` seconds.
+
+        ``in_this_thread``: open it on the calling thread instead of a connect thread.
+        Only for a thread whose own caller enforces a deadline (``services.hostcalls``):
+        this call then blocks as long as libvirt does (a stopped daemon: until its TCP
+        connection fails), and a connection that comes after ``connect_timeout_s`` is
+        closed and not used, as one that a waiter gave up on. Others who need the host
+        meanwhile join that connect with their deadline, as always. Ignored on the main
+        thread, which must stay interruptible (Ctrl-C).
         """
-        self._connection()
+        self._connection(in_this_thread=in_this_thread)
 
     @property
     def conn(self) -> Any:
@@ -266,6 +278,16 @@ class Host:
         A connect still in flight is closed when it returns. Waits up to ``timeout_s``
         for libvirt to close the connection (it then finishes in the background).
         """
+        finish = self.begin_close()
+        if finish is not None:
+            threading.Thread(target=finish, daemon=True, name=f"close-{self.name}").start()
+        self.wait_closed(timeout_s)
+
+    def begin_close(self) -> Callable[[], None] | None:
+        """``close()`` but for the connection's own close, which it returns (None when
+        no connection is open) for the caller to run on a thread of its choice: it may
+        block as long as the peer does. The Host is closed at once, for good, and
+        ``wait_closed`` waits for that returned close."""
         with self._lock:
             self._closed = True
             current, self._current = self._current, None
@@ -278,10 +300,10 @@ class Host:
             self._taps = ()
         for sub in subscribers:
             sub.stop()
-        if current is not None:
-            self._last_release = current
-            self._release(current)
-        self.wait_closed(timeout_s)
+        if current is None:
+            return None
+        self._last_release = current
+        return partial(self._dispose, current)
 
     def wait_closed(self, timeout_s: float) -> bool:
         """Wait until the connection closed by ``close()`` is released; False on timeout."""
@@ -298,8 +320,9 @@ class Host:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connection(self) -> _Connection:
+    def _connection(self, *, in_this_thread: bool = False) -> _Connection:
         stale: _Connection | None = None
+        mine = False
         with self._lock:
             if self._closed:
                 raise errors.HostUnreachable(f"the connection to host {self.name} is closed")
@@ -319,10 +342,16 @@ class Host:
                 if failure is not None and time.monotonic() < failure.retry_at:
                     raise errors.HostUnreachable(failure.fail_fast(pending=False))
                 attempt = self._attempt = _Attempt(self.connect_timeout_s)
-                threading.Thread(target=self._run_attempt, args=(attempt,), daemon=True,
-                                 name=f"connect-{self.name}").start()
+                # never on the main thread: a blocked connect there would not see Ctrl-C
+                mine = in_this_thread and (threading.current_thread()
+                                           is not threading.main_thread())
+                if not mine:
+                    threading.Thread(target=self._run_attempt, args=(attempt,), daemon=True,
+                                     name=f"connect-{self.name}").start()
         if stale is not None:  # found dead without a close callback: closed the same way
             self._release(stale)
+        if mine:
+            self._run_attempt(attempt)  # done once it returns: _await does not wait
         return self._await(attempt)
 
     def _await(self, attempt: _Attempt) -> _Connection:
@@ -335,10 +364,7 @@ class Host:
                 error = attempt.error
             else:
                 error = None
-                if not attempt.abandoned:
-                    attempt.abandoned = True
-                    self._remember(f"host {self.name} ({self.uri}) did not answer within "
-                                   f"{self.connect_timeout_s:g} s")
+                self._give_up(attempt)
             failure = self._failure
         if error is not None and not isinstance(error, errors.VirtlifeError):
             raise error  # a bug in the connect path: never disguised as "unreachable"
@@ -346,10 +372,35 @@ class Host:
             raise errors.HostUnreachable(str(error)) from error
         if self._closed:
             raise errors.HostUnreachable(f"the connection to host {self.name} is closed")
-        if failure is not None and not attempt.done.is_set():
-            raise errors.HostUnreachable(failure.reason)
+        if failure is not None and (attempt.abandoned or not attempt.done.is_set()):
+            raise errors.HostUnreachable(failure.reason)  # given up at its deadline
         raise errors.HostUnreachable(f"the connection to host {self.name} was lost as it "
                                      f"opened; try again")
+
+    def connecting_until(self) -> float | None:
+        """The deadline (``time.monotonic``) of the connect in flight, while it is not
+        given up; None when no connect is in flight."""
+        attempt = self._attempt
+        return None if attempt is None or attempt.abandoned else attempt.deadline
+
+    def give_up_overdue_connect(self) -> str | None:
+        """Give up the connect in flight when its deadline has passed, as a waiter would
+        (the failure is remembered, and the connection is closed when it comes), for
+        whoever waits for a thread that connects itself (``connect(in_this_thread=True)``).
+        The failure's reason; None when no connect is overdue."""
+        with self._lock:
+            attempt = self._attempt
+            if attempt is None or attempt.done.is_set() or time.monotonic() < attempt.deadline:
+                return None
+            self._give_up(attempt)
+            return self._failure.reason if self._failure is not None else None
+
+    def _give_up(self, attempt: _Attempt) -> None:
+        """Give up ``attempt`` at its deadline, once (call with the lock held)."""
+        if not attempt.abandoned:
+            attempt.abandoned = True
+            self._remember(f"host {self.name} ({self.uri}) did not answer within "
+                           f"{self.connect_timeout_s:g} s")
 
     def _remember(self, reason: str) -> None:
         """Record a failed connect and tell the listeners (call with the lock held)."""
@@ -374,6 +425,13 @@ class Host:
         with self._lock:
             if self._attempt is attempt:
                 self._attempt = None
+            if (record is not None and not attempt.abandoned
+                    and time.monotonic() > attempt.deadline):
+                # nobody waited to give it up (connected in the caller's thread, or the
+                # waiter not awake yet): past its deadline it is given up all the same
+                self._give_up(attempt)
+                error = errors.HostUnreachable(self._failure.reason if self._failure
+                                               else f"host {self.name} did not answer")
             attempt.error = error
             if record is not None and (attempt.abandoned or self._closed):
                 late, record.retired = record, True

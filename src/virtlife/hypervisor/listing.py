@@ -48,7 +48,7 @@ _NO_BULK = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
             libvirt.VIR_ERR_INVALID_ARG}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DomainRow:
     """One domain as the bulk read saw it."""
 
@@ -82,7 +82,8 @@ def list_domains(host: Host) -> list[DomainRow]:
         on = any(not s.shut_off for s in seen)
         saved = _names(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE) if off else set()
         transient = _names(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT) if on else set()
-        rows = [_row(host, s, saved, transient) for s in seen]
+        classified: dict[tuple[int, int, bool], StateInfo] = {}  # a host has few kinds
+        rows = [_row(host, s, saved, transient, classified) for s in seen]
     return [row for row in rows if row is not None]
 
 
@@ -130,8 +131,11 @@ def _size_of(stats: Mapping[str, Any]) -> tuple[int, int] | None:
     return None if vcpus is None or max_kib is None else (int(vcpus), int(max_kib))
 
 
-def _row(host: Host, seen: _Seen, saved: set[str], transient: set[str]) -> DomainRow | None:
-    """The row of one domain; None when it ended while we read (a transient one)."""
+def _row(host: Host, seen: _Seen, saved: set[str], transient: set[str],
+         classified: dict[tuple[int, int, bool], StateInfo]) -> DomainRow | None:
+    """The row of one domain; None when it ended while we read (a transient one).
+    ``classified``: the states classified so far (a ``StateInfo`` is immutable, so the
+    rows of one kind share one)."""
     dom, state, size = seen.dom, seen.state, seen.size
     guest = Guest(host, dom)
     if state is None or size is None:
@@ -147,6 +151,8 @@ def _row(host: Host, seen: _Seen, saved: set[str], transient: set[str]) -> Domai
         if size is None:
             size = (int(info[3]), int(info[1]))
     # classify counts a managed-save image only for a shut-off domain
-    classified = classify(state[0], state[1], has_managed_save=guest.name in saved)
-    return DomainRow(guest, classified, size[0], size[1] // 1024,
-                     guest.name not in transient)
+    key = (state[0], state[1], guest.name in saved)
+    kind = classified.get(key)
+    if kind is None:
+        kind = classified[key] = classify(state[0], state[1], has_managed_save=key[2])
+    return DomainRow(guest, kind, size[0], size[1] // 1024, guest.name not in transient)

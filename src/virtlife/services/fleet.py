@@ -54,6 +54,9 @@ DEFAULT_LIST_DEADLINE_S = 2.0
 # each_host waits this long past the connect deadline, so that a connect that timed
 # out is reported with its own message rather than as a host that did not answer.
 JOIN_GRACE_S = 0.25
+# How often each_host looks whether a connect (made on a host's caller thread) has
+# passed its deadline, when that deadline may come before each_host's own.
+CONNECT_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ HostSource = Iterable[HostRef] | Callable[[], Iterable[HostRef]]
 """A fixed list of hosts, or a callable that returns the current ones (the inventory)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VMRow:
     host: str
     name: str
@@ -101,8 +104,29 @@ class FleetListing:
 
 
 def _connected_call(host: Host, fn: Callable[[Host], T]) -> T:
-    host.connect()
+    # on the host's caller thread, whose caller (each_host) enforces the deadline: it
+    # connects here, with no connect thread of its own (see Host.connect)
+    host.connect(in_this_thread=True)
     return fn(host)
+
+
+def _await_call(call: Call[T], host: Host, end: float) -> None:
+    """Wait until ``call`` is done, ``end`` (monotonic) has come, or the connect that
+    the call makes on its thread has passed the host's connect deadline."""
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            return
+        if host.connect_timeout_s >= end - now:  # no connect deadline can come first
+            # Event.wait with a timeout: the caller's thread stays interruptible by Ctrl-C
+            call.done.wait(end - now)
+            return
+        until = host.connecting_until()
+        if until is not None and now >= until:
+            return
+        step = min(end, until if until is not None else end) - now
+        if call.done.wait(min(step, CONNECT_POLL_S)):
+            return
 
 
 def split_ref(ref: str) -> tuple[str | None, str]:
@@ -145,18 +169,22 @@ class Fleet:
     def close(self, *, wait: bool = True) -> None:
         """Close every host's connection; nothing stays cached (the fleet may be reused).
 
-        The connections close all at once, on threads of their own; with ``wait`` (the
-        default) this returns once they are closed (5 s at most). A process about to
-        end passes ``wait=False``: the closes are started, not awaited (libvirt's close
-        is a round trip per host; the daemons see the sockets close at exit anyway).
+        The connections close all at once, each on its host's caller thread (after the
+        call it may still run; a host never called through ``each_host`` gets a thread
+        for it); with ``wait`` (the default) this returns once they are closed (5 s at
+        most). A process about to end passes ``wait=False``: the closes are started,
+        not awaited (libvirt's close is a round trip per host; the daemons see the
+        sockets close at exit anyway).
         """
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
             callers, self._callers = list(self._callers.values()), {}
-        for _host, caller in callers:
-            caller.stop()
+        for host, caller in callers:
+            caller.stop(then=host.begin_close() if host in hosts else None)
+        called = {id(host) for host, _caller in callers}
         for host in hosts:  # all at once, then wait for them under one deadline
-            host.close(timeout_s=0)
+            if id(host) not in called:
+                host.close(timeout_s=0)
         if not wait:
             return
         deadline = time.monotonic() + 5.0
@@ -268,17 +296,22 @@ class Fleet:
         shown = deadline_s if deadline_s is not None else self.connect_timeout_s
         end = time.monotonic() + limit
         calls: dict[str, Call[T]] = {}
+        hosts: dict[str, Host] = {}
         problems: dict[str, HostProblem] = {}
+        callers: dict[str, HostCaller] = {}
         for ref in wanted:
-            host = self._host(ref)
-            pending = self._caller(ref.name, host).submit(partial(_connected_call, host, fn))
+            host = hosts[ref.name] = self._host(ref)
+            callers[ref.name] = self._caller(ref.name, host)
+            callers[ref.name].start()  # all threads up before any call runs (see start)
+        for ref in wanted:
+            host = hosts[ref.name]
+            pending = callers[ref.name].submit(partial(_connected_call, host, fn))
             if isinstance(pending, Busy):
                 problems[ref.name] = HostProblem(ref.name, ref.uri, pending.reason)
             else:
                 calls[ref.name] = pending
-        for call in calls.values():
-            # Event.wait with a timeout: the caller's thread stays interruptible by Ctrl-C
-            call.done.wait(max(0.0, end - time.monotonic()))
+        for name, call in calls.items():
+            _await_call(call, hosts[name], end)
         results: dict[str, T] = {}
         bug: BaseException | None = None
         for ref in wanted:
@@ -286,8 +319,9 @@ class Fleet:
                 continue
             call = calls[ref.name]
             if call.abandon():
+                overdue = hosts[ref.name].give_up_overdue_connect()
                 problems[ref.name] = HostProblem(
-                    ref.name, ref.uri,
+                    ref.name, ref.uri, overdue or
                     f"host {ref.name} ({ref.uri}) did not answer within {shown:g} s")
             elif isinstance(call.error, errors.VirtlifeError):
                 problems[ref.name] = HostProblem(ref.name, ref.uri, str(call.error))

@@ -11,7 +11,9 @@ the other and stays for the next ones (the host's connection is reused with it).
 A caller that gives up on a call (its deadline passed) ``abandon``\\ s it: a call not
 started yet is then skipped, and while an abandoned call still runs, new calls are
 refused at once (``Busy``) instead of being queued behind it. The thread count is
-thus bounded by the number of hosts, however often a dead host is asked.
+thus bounded by the number of hosts, however often a dead host is asked. ``stop``
+may hand the thread a last call (the fleet closes the host's connection there), so
+that closing a fleet starts no thread per host either.
 
 It knows nothing of libvirt or hosts beyond a name; it never prints.
 """
@@ -88,6 +90,7 @@ class HostCaller:
         self._running: Call[object] | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._last: Callable[[], object] | None = None  # run by the thread as it ends
 
     def __repr__(self) -> str:
         return f"HostCaller({self.name})"
@@ -105,22 +108,49 @@ class HostCaller:
                             "until that call returns")
             call: Call[T] = Call(fn)
             self._queue.append(call)  # type: ignore[arg-type]
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name=f"fleet-{self.name}")
-                self._thread.start()
+            self._start()
             self._cond.notify()
             return call
 
-    def stop(self) -> None:
-        """End the thread once its current call (if any) returns; queued calls are dropped."""
+    def start(self) -> None:
+        """Start the thread now, idle until a call comes (``submit`` starts it otherwise).
+
+        Starting a thread waits until it runs; a thread that starts idle gives the
+        interpreter back at once. So a caller about to ask many hosts starts all their
+        threads first, then submits: no start waits behind the calls already running.
+        """
         with self._cond:
+            if not self._stopped:
+                self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:  # (lock held)
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"fleet-{self.name}")
+            self._thread.start()
+
+    def stop(self, then: Callable[[], object] | None = None) -> None:
+        """End the thread once its current call (if any) returns; queued calls are dropped.
+
+        ``then`` (the host's close, say) runs on that thread as its last act, after the
+        call that still runs, so it costs no thread (it gets one of its own when this
+        caller never had a thread, or was already stopped). An exception it raises is
+        logged.
+        """
+        with self._cond:
+            already = self._stopped
             self._stopped = True
             dropped = list(self._queue)
             self._queue.clear()
+            on_thread = not already and self._thread is not None
+            if on_thread:
+                self._last = then
             self._cond.notify()
         for call in dropped:
             call._finish(None, RuntimeError(f"the caller of host {self.name} was stopped"))
+        if then is not None and not on_thread:
+            threading.Thread(target=self._run_last, args=(then,), daemon=True,
+                             name=f"fleet-{self.name}-last").start()
 
     @property
     def alive(self) -> bool:
@@ -133,7 +163,8 @@ class HostCaller:
                 while not self._queue and not self._stopped:
                     self._cond.wait()
                 if self._stopped:
-                    return
+                    last, self._last = self._last, None
+                    break
                 call = self._queue.popleft()
                 if not call._claim():
                     continue  # its caller gave up before it started
@@ -150,3 +181,11 @@ class HostCaller:
             if call.abandoned:
                 logger.info("a call to host %s returned %.1f s after it was given up",
                             self.name, time.monotonic() - (call.started or 0.0))
+        if last is not None:
+            self._run_last(last)
+
+    def _run_last(self, last: Callable[[], object]) -> None:
+        try:
+            last()
+        except Exception:
+            logger.exception("the last call of host %s's caller failed", self.name)
