@@ -205,8 +205,11 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, _store_errors(self._path):
-            yield self._connection
+        with self._lock:
+            try:
+                yield self._connection
+            except sqlite3.OperationalError as exc:  # _store_errors, one frame less
+                raise _unavailable(self._path, exc) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -289,15 +289,17 @@ class Journal:
         indexes: pages the commit writes for nothing)."""
         if outcome not in (*OUTCOMES, INTERRUPTED):
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
-        fills = "".join(f", {column} = ?" for column, value in (("vm", vm), ("uuid", uuid))
-                        if value is not None)
-        self._db.write(
-            "UPDATE journal SET outcome = ?, detail = ?, duration_s = ?, finished_at = ?,"
-            f" lock_key = NULL{fills} WHERE op_id = ? AND outcome = ?",
-            (outcome, detail, max(0.0, float(duration_s)),
-             self._db.format_ts(datetime.now(UTC)),
-             *(value for value in (vm, uuid) if value is not None), op_id, RUNNING),
-        )
+        sets = ("UPDATE journal SET outcome = ?, detail = ?, duration_s = ?, finished_at = ?,"
+                " lock_key = NULL")
+        params: builtins.list[object] = [outcome, detail, max(0.0, float(duration_s)),
+                                         self._db.format_ts(datetime.now(UTC))]
+        if vm is not None:
+            sets += ", vm = ?"
+            params.append(vm)
+        if uuid is not None:
+            sets += ", uuid = ?"
+            params.append(uuid)
+        self._db.write(f"{sets} WHERE op_id = ? AND outcome = ?", (*params, op_id, RUNNING))
 
     def _interrupt(self, entries: builtins.list[JournalEntry], why: str) -> None:
         now = datetime.now(UTC)
