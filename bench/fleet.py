@@ -6,7 +6,8 @@ managed-saved ones), and takes it down at the end, also when it fails. For each 
 size, in the same run and in turns (median of ``--rounds``):
 
 * baseline: the sequential loop ``for each host: virsh -c URI list --all``;
-* cold: ``virtlife list --all`` as a new process each time (inventory of that size);
+* cold: ``virtlife list --all`` as a new process each time (inventory of that size),
+  its table piped as the virsh loop's is (``--json`` is checked once, untimed);
 * served: the same while ``virtlife serve`` runs and the CLI asks it over its Unix
   socket (when this checkout's CLI has the served path; said otherwise);
 * library, warm: ``Fleet.list_vms`` on connections already open (for reading only).
@@ -66,6 +67,19 @@ def virtlife_list(home: Path, *, expect_rows: int | None = None) -> dict[str, ob
     if expect_rows is not None and isinstance(rows, list) and len(rows) != expect_rows:
         raise RuntimeError(f"virtlife listed {len(rows)} VMs, not {expect_rows}")
     return listing
+
+
+def virtlife_table(home: Path, *, expect_rows: int) -> None:
+    """``virtlife list --all`` as an operator types it (output piped: the plain table),
+    checked for one line per VM under its header."""
+    done = subprocess.run([VIRTLIFE, "list", "--all"], capture_output=True, text=True,
+                          env={**os.environ, "VIRTLIFE_HOME": str(home)},
+                          stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"virtlife list failed ({done.returncode}): {done.stderr[-500:]}")
+    lines = done.stdout.splitlines()
+    if not lines or lines[0].split()[:2] != ["HOST", "NAME"] or len(lines) - 1 != expect_rows:
+        raise RuntimeError(f"virtlife listed {len(lines) - 1} VMs, not {expect_rows}")
 
 
 def make_home(root: Path, hosts: list[light.LightHost]) -> Path:
@@ -130,7 +144,7 @@ def run_size(root: Path, hosts: list[light.LightHost], vms: int, rounds: int,
     base, cold = [], []
     for _ in range(rounds):  # in turns: both see the same machine
         base.append(timed(lambda: virsh_loop(hosts)))
-        cold.append(timed(lambda: virtlife_list(home, expect_rows=expect)))
+        cold.append(timed(lambda: virtlife_table(home, expect_rows=expect)))
     out: dict[str, float | str] = {"virsh": statistics.median(base),
                                    "cold": statistics.median(cold)}
     with Fleet([HostRef(h.name, h.uri) for h in hosts]) as fleet:
@@ -143,7 +157,7 @@ def run_size(root: Path, hosts: list[light.LightHost], vms: int, rounds: int,
             if why is None:
                 times = []
                 for _ in range(rounds):
-                    times.append(timed(lambda: virtlife_list(home, expect_rows=expect)))
+                    times.append(timed(lambda: virtlife_table(home, expect_rows=expect)))
                 out["served"] = statistics.median(times)
             else:
                 out["served_note"] = why
