@@ -108,3 +108,45 @@ def test_a_hook_that_fails_is_a_warning_beside_the_interruption(
     assert err == ["virtlife: interrupted",
                    "virtlife: warning: could not mark the interrupted operation in the "
                    "journal: journal locked"]
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does_and_returns_143(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    release = threading.Event()
+    hooked: list[str] = []
+
+    def stuck(_args: list[str]) -> int:
+        release.wait(10)
+        return 0
+
+    def on_interrupt() -> None:
+        hooked.append("marked")
+        release.set()
+
+    monkeypatch.setattr(main_module, "_run", stuck)
+    monkeypatch.setattr(app_module, "on_interrupt", on_interrupt, raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+    threading.Timer(0.2, signal.pthread_kill, (main_thread, signal.SIGTERM)).start()
+    assert main_module.main(["state", "x"]) == 143
+    assert hooked == ["marked"]
+    assert capsys.readouterr().err == "virtlife: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_the_apps_stop_functions_run_before_the_journal_is_marked(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    order: list[str] = []
+    app = app_module.App(None, verbose=False)
+
+    class Marked:
+        def interrupted(self) -> None:
+            order.append("journal")
+
+    monkeypatch.setattr(app, "_services", Marked())
+    app.on_stop.append(lambda: order.append("server"))
+    app.on_stop.append(lambda: (_ for _ in ()).throw(RuntimeError("socket busy")))
+    app_module.on_interrupt()
+    assert order == ["server", "journal"]  # a failing stop does not skip the journal
+    assert "could not stop cleanly: socket busy" in capsys.readouterr().err

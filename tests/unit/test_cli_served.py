@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from api_support import Served, served
-from support import NODE_URI, UNREACHABLE_URI
+from api_support import Served, free_port, served
+from support import NODE_URI, UNREACHABLE_URI, VIRTLIFE
 from virtlife.cli import served as client
 from virtlife.cli.main import main
+from virtlife.store import open_store
 
 
 def wait_for(check: Any, timeout_s: float = 10.0) -> Any:
@@ -216,6 +218,35 @@ def test_the_server_removes_its_socket_when_it_stops(isolated_home: Path) -> Non
     with served(isolated_home / "virtlife.db", {"t": NODE_URI}):
         assert (isolated_home / client.SOCKET_NAME).exists()
     assert not (isolated_home / client.SOCKET_NAME).exists()
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "virtlife: terminated"),
+                                              (signal.SIGINT, 130, "virtlife: interrupted")])
+def test_a_signalled_virtlife_serve_removes_its_socket_and_ends(
+        isolated_home: Path, sig: signal.Signals, code: int, said: str) -> None:
+    """``kill`` (a service manager's stop) or Ctrl-C: the socket goes at once (later
+    commands must not ask a server that is gone), the process ends with its code."""
+    store = open_store(isolated_home / "virtlife.db")
+    try:
+        store.hosts.add("t", NODE_URI)
+    finally:
+        store.close()
+    sock = isolated_home / client.SOCKET_NAME
+    server = subprocess.Popen(
+        [*VIRTLIFE, "serve", "--listen", f"127.0.0.1:{free_port()}"],
+        env={**os.environ, "VIRTLIFE_HOME": str(isolated_home)}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(sock.exists, 30), "virtlife serve never opened its socket"
+        server.send_signal(sig)
+        _out, err = server.communicate(timeout=15)
+        assert server.returncode == code, err
+        assert said in err.splitlines()
+        assert not sock.exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def test_concurrent_clients_each_get_their_answer(api: Served) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,9 @@ from virtlife.services.context import Services
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+# How long a stop waits for the server to shut down (within the CLI's 2 s for its
+# interrupt hook: the journal is marked after it).
+STOP_WAIT_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,39 @@ def create_app(services: Services, *, follow_events: bool = True,
 
 
 def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
-          tls_key: Path | None = None, log_level: str = "info") -> None:
-    """Run the server until SIGINT/SIGTERM."""
+          tls_key: Path | None = None, log_level: str = "info",
+          stoppers: list[Callable[[], None]] | None = None) -> None:
+    """Run the server until it is stopped.
+
+    Run from the main thread, uvicorn stops on SIGINT/SIGTERM itself. The CLI runs it on
+    a worker thread (its main thread owns the signals), so ``stoppers`` gets a stop
+    function to call on Ctrl-C or SIGTERM: it removes the CLI's local socket at once
+    (later commands must not ask a server that is going), tells the server to shut down
+    and waits for it a bounded time (``STOP_WAIT_S``).
+    """
+    import threading
+
     import uvicorn
 
     app = create_app(services)
-    uvicorn.run(app, host=listen.host, port=listen.port, log_level=log_level,
-                ssl_certfile=str(tls_cert) if tls_cert else None,
-                ssl_keyfile=str(tls_key) if tls_key else None,
-                proxy_headers=False, server_header=False, ws="websockets-sansio",
-                timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=listen.host, port=listen.port, log_level=log_level,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        proxy_headers=False, server_header=False, ws="websockets-sansio",
+        timeout_graceful_shutdown=5))
+    ended = threading.Event()
+
+    def stop() -> None:
+        local: LocalServer | None = app.state.local
+        if local is not None:
+            local.close()
+        server.should_exit = True
+        ended.wait(STOP_WAIT_S)
+
+    if stoppers is not None:
+        stoppers.append(stop)
+    try:
+        server.run()
+    finally:
+        ended.set()

@@ -37,6 +37,8 @@ class App:
         self.verbose = verbose
         self.queue = queue
         self._services: Services | None = None
+        # What the command serves, stopped first when it is interrupted (``virtlife serve``)
+        self.on_stop: list[Callable[[], None]] = []
         _current = self
 
     def _progress(self, update: Update) -> None:
@@ -61,6 +63,11 @@ class App:
         return self._services
 
     def interrupted(self) -> None:
+        for stop in self.on_stop:
+            try:
+                stop()
+            except Exception as err:  # the journal below must still be marked
+                warn(f"could not stop cleanly: {err}")
         if self._services is not None:
             self._services.interrupted()
 
@@ -71,7 +78,8 @@ class App:
 
 
 def on_interrupt() -> None:
-    """Ctrl-C ended the command: record its running operations as interrupted."""
+    """Ctrl-C or SIGTERM ended the command: stop what it serves, record its running
+    operations as interrupted."""
     if _current is not None:
         _current.interrupted()
 

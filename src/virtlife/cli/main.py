@@ -7,9 +7,10 @@ offered to a running ``virtlife serve`` (``cli.quick``, which needs neither clic
 libvirt); otherwise the command runs in a worker thread while the main thread waits
 for it: a libvirt call blocked in C never returns to Python on SIGINT, but the main
 thread does, so Ctrl-C always ends the command at once (exit 130), after asking
-``cli.app`` (when it was loaded) to mark this process's running operations as
-interrupted. The click group and its error boundary live in ``cli.root``; ``cli`` and
-``EPILOG`` are still importable from here.
+``cli.app`` (when it was loaded) to stop what the command serves and mark this
+process's running operations as interrupted. SIGTERM ends it the same way (exit 143).
+The click group and its error boundary live in ``cli.root``; ``cli`` and ``EPILOG``
+are still importable from here.
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 64  # BSD's EX_USAGE; click's own 2 would read as "not found"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 # Every exit code the command may end with (virtlife.errors documents their meaning).
-EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED} | exit_codes())
+EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED} | exit_codes())
 # How long Ctrl-C waits for the journal to mark the running operations interrupted,
 # then for the command to end by itself before the process exits without it.
 INTERRUPT_HOOK_S = 2.0
 INTERRUPT_GRACE_S = 0.2
 # How often the main thread wakes up to notice a Ctrl-C that another thread received.
 SIGNAL_POLL_S = 0.1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a service manager's stop): ended as Ctrl-C ends a command."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated()
 
 
 def __getattr__(name: str) -> Any:
@@ -119,8 +129,8 @@ def _mark_interrupted() -> None:
                  f"journal: {err}")
 
 
-def _interrupted(worker: Any) -> int:
-    echo_err("virtlife: interrupted")
+def _interrupted(worker: Any, terminated: bool = False) -> int:
+    echo_err("virtlife: terminated" if terminated else "virtlife: interrupted")
     _mark_interrupted()
     try:
         worker.join(INTERRUPT_GRACE_S)
@@ -134,8 +144,8 @@ def _interrupted(worker: Any) -> int:
                 stream.flush()
             except Exception:  # a closed pipe must not keep us from exiting
                 pass
-        os._exit(EXIT_INTERRUPTED)
-    return EXIT_INTERRUPTED
+        os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _served(args: list[str]) -> int | None:
@@ -229,6 +239,10 @@ def _main(args: list[str]) -> int:
             bug.append(err)
 
     worker = threading.Thread(target=work, name="virtlife-command", daemon=True)
+    import signal
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         worker.start()
         # Wake up now and then: the kernel may hand SIGINT to a thread blocked in C,
@@ -236,9 +250,11 @@ def _main(args: list[str]) -> int:
         # plain join() would then sleep through Ctrl-C until the command ends.
         while worker.is_alive():
             worker.join(SIGNAL_POLL_S)
-    except KeyboardInterrupt:
-        return _interrupted(worker)
+    except KeyboardInterrupt as stop:
+        return _interrupted(worker, terminated=isinstance(stop, Terminated))
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, before)
         if not worker.is_alive():
             logs = sys.modules.get("virtlife.logs")
             if logs is not None:

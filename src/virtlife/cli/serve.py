@@ -28,7 +28,7 @@ from virtlife.errors import InvalidInput
 @pass_app
 def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
           insecure: bool) -> None:
-    """Serve the REST API and the web UI until Ctrl-C.
+    """Serve the REST API and the web UI until Ctrl-C or SIGTERM.
 
     Every route but /api/health needs a token: `virtlife token create NAME`.
     The API's description is at /docs (OpenAPI at /openapi.json).
@@ -55,7 +55,7 @@ def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
     click.echo(f"virtlife serve: {scheme}://{where}/ (API docs at /docs); Ctrl-C stops",
                err=True)
     run_server(services, where, tls_cert=tls_cert, tls_key=tls_key,
-               log_level="info" if app.verbose else "warning")
+               log_level="info" if app.verbose else "warning", stoppers=app.on_stop)
 
 
 @click.group()
