@@ -107,10 +107,10 @@ def parse(args: list[str]) -> Request | None:
 # -- output, shared with the click commands -----------------------------------------------
 
 def emit_json(data: Any) -> None:
-    """The CLI's JSON output (``cli.app.emit_json``)."""
-    import json
+    """The CLI's JSON output (``cli.app.emit_json``): ``json.dumps(indent=2)``'s text."""
+    from virtlife.cli.jsonout import dumps
 
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(dumps(data) + "\n")
     sys.stdout.flush()
 
 
