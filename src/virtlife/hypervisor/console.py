@@ -15,13 +15,15 @@ console may be opened, and which address a client should use, is decided in
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import LibvirtError, calling, libvirt, translate
+
+if TYPE_CHECKING:
+    import socket
 
 log = logging.getLogger(__name__)
 
@@ -183,4 +185,6 @@ def open_graphics_socket(dom: Any, index: int, what: str) -> socket.socket:
     authentication skipped (libvirt hands QEMU the other end; local connections only)."""
     with calling(f"open {what}"):
         fd = dom.openGraphicsFD(index, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+    import socket  # only here: the CLI's list and state need no socket module
+
     return socket.socket(fileno=int(fd))

@@ -7,7 +7,6 @@ an operation is allowed or wait for its result: ``services.lifecycle`` does that
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,8 @@ from virtlife.states import (
 )
 
 if TYPE_CHECKING:
+    import socket
+
     from virtlife.hypervisor.host import Host
 
 SHUTDOWN_MODES: dict[ShutdownMode, int] = {

@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
-import libvirt_qemu
 
 from virtlife import errors
+
+if TYPE_CHECKING:
+    import libvirt_qemu
 
 __all__ = [
     "LibvirtError",
@@ -33,6 +35,17 @@ __all__ = [
 LibvirtError = libvirt.libvirtError
 
 logger = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    """``libvirt_qemu`` (the guest agent's binding), imported when first asked for: the
+    CLI's list and state never use it."""
+    if name == "libvirt_qemu":
+        import libvirt_qemu
+
+        globals()[name] = libvirt_qemu
+        return libvirt_qemu
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

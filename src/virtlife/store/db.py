@@ -22,18 +22,19 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 from virtlife import config
 from virtlife.errors import StoreUnavailable
-from virtlife.store.facts import Facts
-from virtlife.store.freezes import Freezes
 from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
 
 if TYPE_CHECKING:
+    from virtlife.store.facts import Facts
+    from virtlife.store.freezes import Freezes
     from virtlife.store.tokens import Tokens
 
 # How long a writer waits for another process's transaction before giving up.
@@ -312,9 +313,22 @@ class Store:
         self._db = db
         self.hosts = Inventory(db)
         self.journal = Journal(db)
-        self.facts = Facts(db)
-        self.freezes = Freezes(db)
         self._tokens: Tokens | None = None
+
+    @cached_property
+    def facts(self) -> Facts:
+        """The hosts' probed facts; imported on first use (list and state never read
+        them)."""
+        from virtlife.store.facts import Facts
+
+        return Facts(self._db)
+
+    @cached_property
+    def freezes(self) -> Freezes:
+        """The guests' recorded freezes; imported on first use, as ``facts``."""
+        from virtlife.store.freezes import Freezes
+
+        return Freezes(self._db)
 
     @property
     def tokens(self) -> Tokens:

@@ -20,9 +20,7 @@ services layer decides what to record and what it means. SQLite failures surface
 from __future__ import annotations
 
 import builtins
-import getpass
 import os
-import socket
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,6 +59,8 @@ class Actor:
 
     @classmethod
     def current(cls, process: str = "cli") -> Actor:
+        import getpass  # only when an operation is recorded, not for list/state
+
         try:
             user = getpass.getuser()
         except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER
@@ -87,6 +87,8 @@ def _boot_id() -> str:
 
 @cache
 def _machine() -> tuple[str, str]:
+    import socket  # only when a process is compared: not on every command's path
+
     return socket.gethostname(), _boot_id()
 
 
