@@ -195,7 +195,7 @@ def run_direct(request: Request) -> int:
     """Answer ``request`` from the hosts themselves (libvirt, through the services)."""
     from virtlife.logs import setup_logging
 
-    setup_logging(0, None)
+    setup_logging(0, None, defer=True)  # logging loaded only if a record needs it
     try:
         show(request, answer_direct(request))
     except VirtlifeError as err:

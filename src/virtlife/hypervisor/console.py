@@ -14,18 +14,18 @@ console may be opened, and which address a client should use, is decided in
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import LibvirtError, calling, libvirt, translate
+from virtlife.lazylog import get_logger
 
 if TYPE_CHECKING:
     import socket
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # logging imported only when needed
 
 # A non-blocking recv that found nothing is tried again at least this often, even when
 # libvirt's readable event never comes (a missed wake-up costs this much latency).

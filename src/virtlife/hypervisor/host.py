@@ -24,7 +24,6 @@ operation is allowed is decided in ``services``.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -48,8 +47,9 @@ from virtlife.hypervisor.events import (
 )
 from virtlife.hypervisor.guest import Guest
 from virtlife.hypervisor.libvirt_api import calling, ensure_event_loop, libvirt, translate
+from virtlife.lazylog import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logging imported only when needed
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0  # how long a connect may take before the host is unreachable
 DEFAULT_RETRY_AFTER_S = 3.0  # how long a failed connect is remembered (calls fail fast)

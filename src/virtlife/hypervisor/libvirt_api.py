@@ -8,7 +8,6 @@ via the ``calling`` context manager). Code above ``hypervisor`` never sees libvi
 from __future__ import annotations
 
 import errno
-import logging
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from virtlife import errors
+from virtlife.lazylog import get_logger
 
 if TYPE_CHECKING:
     import libvirt_qemu
@@ -34,7 +34,7 @@ __all__ = [
 
 LibvirtError = libvirt.libvirtError
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logging imported only when needed
 
 
 def __getattr__(name: str) -> Any:

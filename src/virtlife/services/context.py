@@ -11,7 +11,6 @@ while the inventory is empty.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from virtlife import config, errors
+from virtlife.lazylog import get_logger
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.store import Store, open_store
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from virtlife.store.facts import Facts
     from virtlife.store.journal import Actor, Journal
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # logging imported only when needed
 T = TypeVar("T")
 
 

@@ -14,7 +14,6 @@ unreachable host.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from virtlife import errors
 from virtlife.hypervisor import Guest, Host
 from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RETRY_AFTER_S
 from virtlife.hypervisor.listing import list_domains
+from virtlife.lazylog import get_logger
 from virtlife.services.hostcalls import Busy, Call, HostCaller
 from virtlife.services.observe import observed_state
 from virtlife.states import StateInfo, VMState
@@ -47,7 +47,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logging imported only when needed
 
 # How long a listing waits for a host before it shows it unreachable (and returns).
 DEFAULT_LIST_DEADLINE_S = 2.0

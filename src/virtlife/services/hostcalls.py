@@ -20,7 +20,6 @@ It knows nothing of libvirt or hosts beyond a name; it never prints.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -29,9 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from virtlife.lazylog import get_logger
+
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logging imported only when needed
 
 
 class Call(Generic[T]):
