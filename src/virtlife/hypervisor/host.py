@@ -24,7 +24,6 @@ operation is allowed is decided in ``services``.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -147,6 +146,8 @@ class _Subscriber:
     """One listener with its own bounded queue and delivery thread."""
 
     def __init__(self, host: str, listener: Listener, size: int) -> None:
+        import queue  # only with a listener: list and state never start one
+
         self.host = host
         self.listener = listener
         self.stopped = False
@@ -160,6 +161,8 @@ class _Subscriber:
         """Queue ``event`` without ever blocking (libvirt's event thread calls this)."""
         if self.stopped:
             return
+        import queue  # loaded by __init__
+
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -172,6 +175,8 @@ class _Subscriber:
 
     def stop(self) -> None:
         self.stopped = True
+        import queue  # loaded by __init__
+
         try:
             self._queue.put_nowait(None)
         except queue.Full:  # the thread sees ``stopped`` after its current event
