@@ -114,7 +114,7 @@ INDEX: dict[str, tuple[str, str, str]] = {
     "save": ("vm", "save",
         "Save the VM's RAM to FILE and stop it."),
     "serve": ("serve", "serve",
-        'Serve the REST API and the web UI until Ctrl-C.'),
+        'Serve the REST API and the web UI until Ctrl-C or SIGTERM.'),
     "shutdown": ("vm", "shutdown",
         'Ask the guest to power off and wait until it is shut off.'),
     "snapshot": ("snapshot", "snapshot",
