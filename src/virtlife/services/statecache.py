@@ -27,17 +27,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from virtlife import errors
-from virtlife.hypervisor.listing import list_domains, managed_saved
-from virtlife.services.fleet import Fleet, FleetListing, HostProblem, VMRow, split_ref
-from virtlife.services.observe import observed_state
+from virtlife.hypervisor.listing import managed_saved
+from virtlife.services.fleet import (
+    Fleet,
+    FleetListing,
+    HostProblem,
+    VMRow,
+    rows_of,
+    split_ref,
+)
 from virtlife.states import SaveKind, StateInfo, VMState
-
-if TYPE_CHECKING:
-    from virtlife.hypervisor import Host
-    from virtlife.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,6 @@ class Answer:
             return "cache"
         return "live" if not self.listing.answered or set(self.live_hosts) >= set(
             self.listing.answered) | {p.host for p in self.listing.unreachable} else "mixed"
-
-
-def rows_of(host: Host, journal: Journal | None, *, observe: bool,
-            include_inactive: bool = True) -> list[VMRow]:
-    """Every VM of ``host`` as a row; with ``observe``, states as the operator sees them
-    (``observed_state``), else libvirt's own."""
-    rows = []
-    for d in list_domains(host):  # one bulk read, not five calls per VM
-        if not include_inactive and not d.state.state.is_active:
-            continue
-        state = observed_state(d.guest, journal, d.state) if observe else d.state
-        rows.append(VMRow(host.name, d.guest.name, state, d.vcpus, d.max_memory_mib,
-                          d.persistent))
-    return rows
 
 
 class StateCache:
