@@ -6,6 +6,7 @@ measured by ``bench/cli_start.py``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -21,9 +22,13 @@ sys.exit(code)
 
 
 def _modules(*args: str) -> tuple[int, set[str], str]:
-    """Exit code, every module loaded, and stdout of ``virtlife ARGS`` run cold."""
+    """Exit code, every module loaded, and stdout of ``virtlife ARGS`` run cold.
+
+    Without ``make test``'s coverage of subprocesses: coverage, started in the child by
+    its ``.pth`` hook, imports socket, tomllib and traceback itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     run = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env=env)
     line = [x for x in run.stderr.splitlines() if x.startswith("MODULES ")][-1]
     return run.returncode, set(line.split()[1:]), run.stdout
 
