@@ -11,6 +11,8 @@ does not load the others, nor libvirt when that module does not need it.
 
 from __future__ import annotations
 
+from virtlife.lazyexports import lazy_exports
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from virtlife.hypervisor.events import DomainEvent, Listener
@@ -24,12 +26,4 @@ _HOMES = {"DomainEvent": "events", "Listener": "events", "Guest": "guest",
           "GuestInfo": "guest", "Host": "host", "HostInfo": "host"}
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)

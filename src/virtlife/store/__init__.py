@@ -11,6 +11,8 @@ module does not load the others.
 
 from __future__ import annotations
 
+from virtlife.lazyexports import lazy_exports
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from virtlife.store.db import Store, open_store
@@ -24,12 +26,4 @@ _HOMES = {"Store": "db", "open_store": "db", "HostRecord": "inventory",
           "Inventory": "inventory", "Journal": "journal", "JournalEntry": "journal"}
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)
