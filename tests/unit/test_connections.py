@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,18 +21,6 @@ from virtlife.hypervisor import Host
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.hosts import add_host
 from virtlife.store import open_store
-
-
-@pytest.fixture
-def opens(monkeypatch: pytest.MonkeyPatch) -> Opens:
-    return Opens(monkeypatch)
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    with silent_host() as uri:
-        yield uri
-
 
 # -- one connection per host ---------------------------------------------------------
 

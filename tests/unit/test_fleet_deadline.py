@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from libvirt_faults import silent_host
 from support import NODE2_URI, NODE_URI
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.hostcalls import Busy, HostCaller
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    with silent_host() as uri:
-        yield uri
 
 
 def test_a_silent_host_is_unreachable_at_the_deadline_and_the_others_are_listed(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,17 +22,6 @@ from virtlife import errors
 from virtlife.hypervisor import Host
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.hostcalls import Busy, HostCaller
-
-
-@pytest.fixture
-def opens(monkeypatch: pytest.MonkeyPatch) -> Opens:
-    return Opens(monkeypatch)
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    with silent_host() as uri:
-        yield uri
 
 
 def _threads_of(host: str) -> list[str]:
