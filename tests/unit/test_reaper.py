@@ -20,7 +20,9 @@ import pytest
 from virtlife.lab import reaper
 from virtlife.procs import start_time
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_CHILD_SUBREAPER")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux",
+    reason="a child subreaper (prctl PR_SET_CHILD_SUBREAPER) exists on Linux only")
 
 FAKE_DAEMON = r'''
 import os, signal, sys, time
