@@ -1,5 +1,6 @@
-"""Shared fixtures: an isolated store per test and the test-driver node URIs; how the
-tests are spread over pytest-xdist workers."""
+"""Shared fixtures: an isolated store per test, the test-driver node URIs, recorded
+libvirt opens and a silent host (connection tests); how the tests are spread over
+pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from libvirt_faults import Opens, silent_host
 from support import NODE_URI
 
 
@@ -23,6 +25,19 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def node_uri() -> str:
     return NODE_URI
+
+
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> Opens:
+    """``libvirt.open`` calls recorded (and made to fail or stall on demand)."""
+    return Opens(monkeypatch)
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """The URI of a host that accepts TCP connections and never answers."""
+    with silent_host() as uri:
+        yield uri
 
 
 @pytest.fixture
