@@ -128,6 +128,16 @@ def test_cells_rich_would_change_go_to_rich() -> None:
         "qemu+tcp://h/system\n"
 
 
+def test_rich_prints_cells_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """A MAC address holding ":ab:" is no emoji code, a name with brackets no markup (the
+    agent's ifaddr table showed a MAC as "52:54:00🆎23:53")."""
+    from virtlife.cli.table import rich_table
+
+    rich_table(["MAC", "NAME"], [["52:54:00:ab:23:53", "vm[bold]x[/bold]"]], title="t")
+    out = capsys.readouterr().out
+    assert "52:54:00:ab:23:53  vm[bold]x[/bold]" in out
+
+
 # -- the hot forms ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -72,4 +72,6 @@ def rich_table(columns: Sequence[str], rows: Sequence[Sequence[str]],
     for row in rows:
         table.add_row(*row)
     # Wide output when piped, so that tables never wrap inside a cell in logs and tests.
-    Console(highlight=False, width=None if sys.stdout.isatty() else WIDTH).print(table)
+    # cells are data (names, addresses, messages): never markup nor emoji codes
+    Console(highlight=False, markup=False, emoji=False,
+            width=None if sys.stdout.isatty() else WIDTH).print(table)
