@@ -72,10 +72,10 @@ class LocalServer:
         old = os.umask(0o177)  # created 0600: no window where others could connect
         try:
             sock.bind(str(self.path))
+            self._inode = os.stat(self.path).st_ino  # ours, from the moment it exists
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        self._inode = os.stat(self.path).st_ino
         sock.listen(64)
         sock.settimeout(ACCEPT_POLL_S)
         self._sock = sock
@@ -96,16 +96,18 @@ class LocalServer:
             probe.close()
 
     def close(self) -> None:
+        """Stop answering: the socket's name goes first (no new client finds it), then
+        the accept thread."""
         self.stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        if self._sock is not None:
-            self._sock.close()
         try:  # only our own file: a later server may have replaced it
             if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 self.path.unlink()
         except OSError:
             pass
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._sock is not None:
+            self._sock.close()
 
     def _accept(self) -> None:
         assert self._sock is not None
