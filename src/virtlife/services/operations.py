@@ -244,7 +244,7 @@ class Operations:
         try:
             call(self.journal)
         except errors.StoreUnavailable as err:
-            log.warning("journal: cannot %s: %s", what, err)
+            log.info("journal: cannot %s: %s", what, err)  # told once, as a warning
             warnings.append(f"the journal could not {what}: {err}")
 
     def record_failure(self, op: Operation, host: str, vm: str, err: BaseException,
@@ -297,7 +297,7 @@ class Operations:
                     raise errors.OperationBusy(busy_message(op, vm, held.holder)) from None
                 time.sleep(min(QUEUE_POLL_S, left))
             except errors.StoreUnavailable as err:
-                log.warning("journal: cannot record the start of %s: %s", op_id, err)
+                log.info("journal: cannot record the start of %s: %s", op_id, err)
                 run_warnings.append(
                     f"the journal could not record it ({err}); other processes were not "
                     "kept off this VM while it ran")

@@ -209,7 +209,9 @@ class Database:
         with self._lock:
             try:
                 yield self._connection
-            except sqlite3.OperationalError as exc:  # _store_errors, one frame less
+            except _CALLERS_OWN:
+                raise
+            except sqlite3.DatabaseError as exc:  # _store_errors, one frame less
                 raise _unavailable(self._path, exc) from exc
 
     @contextmanager
@@ -243,7 +245,9 @@ class Database:
         with self._lock:
             try:
                 return self._connection.execute(sql, params)
-            except sqlite3.OperationalError as exc:  # as _store_errors, without its frames
+            except _CALLERS_OWN:
+                raise
+            except sqlite3.DatabaseError as exc:  # as _store_errors, without its frames
                 raise _unavailable(self._path, exc) from exc
 
     def close(self) -> None:
@@ -254,17 +258,31 @@ class Database:
 @contextmanager
 def _store_errors(path: Path | None) -> Iterator[None]:
     """SQLite's operational errors (read-only file, disk full, locked too long, a
-    directory we cannot write) become ``StoreUnavailable`` naming the file."""
+    directory we cannot write) and a damaged file (a corrupt page found after the store
+    opened) become ``StoreUnavailable`` naming the file."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
+    except _CALLERS_OWN:
+        raise
+    except sqlite3.DatabaseError as exc:
         raise _unavailable(path, exc) from exc
 
 
-def _unavailable(path: Path | None, exc: sqlite3.OperationalError) -> StoreUnavailable:
+# A constraint the caller relies on (the journal's per-VM lock, a token's unique name)
+# or a misuse of the API: the caller's to handle, never "the store cannot be used".
+_CALLERS_OWN: Final = (sqlite3.IntegrityError, sqlite3.ProgrammingError)
+
+
+def _unavailable(path: Path | None, exc: sqlite3.DatabaseError) -> StoreUnavailable:
+    """A fault of the file (operational, or a damaged page) as ``StoreUnavailable``."""
     where = f" {path}" if path is not None else ""
-    return StoreUnavailable(f"the virtlife store{where} cannot be used: {exc}; "
-                            "check its permissions and free space, or set VIRTLIFE_HOME")
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT,
+                                                      sqlite3.SQLITE_NOTADB):
+        fix = ("the file is damaged: move it away to start afresh (`sqlite3 FILE .recover`"
+               " may save its rows), or set VIRTLIFE_HOME")
+    else:
+        fix = "check its permissions and free space, or set VIRTLIFE_HOME"
+    return StoreUnavailable(f"the virtlife store{where} cannot be used: {exc}; {fix}")
 
 
 def _enable_wal(connection: sqlite3.Connection) -> None:
