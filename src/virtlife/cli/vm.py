@@ -31,6 +31,10 @@ from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
 VM = click.argument("vm", metavar="VM")
 MODES = click.Choice([m.value for m in ShutdownMode])
+ignore_unreachable_option = click.option(
+    "--ignore-unreachable", is_flag=True,
+    help="Go ahead although a host where this VM was last seen cannot be asked whether "
+         "it runs there (you know it does not).")
 force_option = click.option(
     "--force", is_flag=True,
     help="If every step is ignored, end it by force (destroy; reset for reboot).")
@@ -49,19 +53,22 @@ def read_xml_file(path: Path) -> str:
 @click.command()
 @click.argument("xml_file", type=FilePath(exists=True))
 @host_option
+@ignore_unreachable_option
 @json_option
 @pass_app
-def define(app: App, xml_file: Path, host: str | None, as_json: bool) -> None:
+def define(app: App, xml_file: Path, host: str | None, ignore_unreachable: bool,
+           as_json: bool) -> None:
     """Define a VM from a domain XML file (or update an existing VM's definition).
 
-    A malformed or rejected XML changes nothing.
+    A malformed or rejected XML changes nothing; a UUID active on another host is
+    refused.
 
     Example: virtlife define web1.xml
     """
     xml = read_xml_file(xml_file)
     s = app.services
     show_result(s.lifecycle.define(xml, host=host or s.default_host(),
-                                   **app.call),
+                                   ignore_unreachable=ignore_unreachable, **app.call),
                 as_json)
 
 
@@ -120,23 +127,29 @@ def create(app: App, name: str, memory_mib: int, vcpus: int, kernel: Path | None
 @VM
 @click.option("--paused", is_flag=True, help="Start with the vCPUs paused.")
 @click.option("--force-boot", is_flag=True, help="Boot fresh, discarding a managed save.")
+@click.option("--discard-saved", is_flag=True,
+              help="Boot fresh although the VM was saved to a file, and mark that image "
+                   "stale (it can never be restored).")
+@ignore_unreachable_option
 @wait_agent_option
 @no_wait_option
 @sync_time_option
 @timeout_option
 @json_option
 @pass_app
-def start(app: App, vm: str, paused: bool, force_boot: bool, wait_agent: bool,
-          no_wait: bool, sync_time: bool | None, timeout_s: float | None,
-          as_json: bool) -> None:
+def start(app: App, vm: str, paused: bool, force_boot: bool, discard_saved: bool,
+          ignore_unreachable: bool, wait_agent: bool, no_wait: bool, sync_time: bool | None,
+          timeout_s: float | None, as_json: bool) -> None:
     """Start a shut-off VM (from its managed save when it has one, then the guest
-    clock is set right).
+    clock is set right). Refused while the VM was saved to a file it has not been
+    restored from, and while the same VM is active on another host.
 
     Example: virtlife start web1 --wait-agent
     """
     show_result(app.services.lifecycle.start(
         vm, paused=paused, force_boot=force_boot, wait=not no_wait, wait_agent=wait_agent,
-        timeout_s=timeout_s, sync_time=sync_time, **app.call), as_json)
+        timeout_s=timeout_s, sync_time=sync_time, discard_saved=discard_saved,
+        ignore_unreachable=ignore_unreachable, **app.call), as_json)
 
 
 @click.command()
@@ -236,17 +249,19 @@ def suspend(app: App, vm: str, timeout_s: float | None, as_json: bool) -> None:
 
 @click.command()
 @VM
+@ignore_unreachable_option
 @sync_time_option
 @timeout_option
 @json_option
 @pass_app
-def resume(app: App, vm: str, sync_time: bool | None, timeout_s: float | None,
-           as_json: bool) -> None:
+def resume(app: App, vm: str, ignore_unreachable: bool, sync_time: bool | None,
+           timeout_s: float | None, as_json: bool) -> None:
     """Resume a paused VM, then set its clock right through the agent.
 
     Example: virtlife resume web1
     """
     show_result(app.services.lifecycle.resume(vm, timeout_s=timeout_s, sync_time=sync_time,
+                                              ignore_unreachable=ignore_unreachable,
                                               **app.call), as_json)
 
 
@@ -270,20 +285,23 @@ def save(app: App, vm: str, file: Path, timeout_s: float | None, as_json: bool) 
 @wait_agent_option
 @sync_time_option
 @host_option
+@ignore_unreachable_option
 @timeout_option
 @json_option
 @pass_app
 def restore(app: App, file: Path, paused: bool, wait_agent: bool, sync_time: bool | None,
-            host: str | None, timeout_s: float | None, as_json: bool) -> None:
+            host: str | None, ignore_unreachable: bool, timeout_s: float | None,
+            as_json: bool) -> None:
     """Restore a VM from a save FILE, then set its clock right. A failed restore keeps
-    the file.
+    the file; a stale image (the VM ran since the save) is refused.
 
     Example: virtlife restore /var/lib/libvirt/save/web1.sav
     """
     s = app.services
     show_result(s.lifecycle.restore(file, host=host or s.default_host(), paused=paused,
                                     wait_agent=wait_agent, timeout_s=timeout_s,
-                                    sync_time=sync_time, **app.call),
+                                    sync_time=sync_time, ignore_unreachable=ignore_unreachable,
+                                    **app.call),
                 as_json)
 
 

@@ -9,9 +9,11 @@ absent, a save image, or something else. This module reads only; it never writes
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from virtlife.hypervisor.host import is_remote
 from virtlife.hypervisor.libvirt_api import libvirt, translate
 
 if TYPE_CHECKING:
@@ -43,3 +45,15 @@ def probe_path(host: Host, path: str) -> HostPath:
             return HostPath(path, True)  # e.g. "failed to read qemu header": some file
         raise translate(err, f"look at {path} on {host.name}") from err
     return HostPath(path, True, xml)
+
+
+def local_identity(host: Host, path: str) -> tuple[int, int] | None:
+    """The size and mtime (ns) of ``path`` where ``host`` is this machine (its file
+    system is ours); None on a remote host, or when nothing is there."""
+    if is_remote(host.uri):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns

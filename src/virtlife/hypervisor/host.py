@@ -576,6 +576,17 @@ class Host:
         except errors.VMNotFound:
             return None
 
+    def find_uuid(self, uuid: str) -> Guest | None:
+        """The domain whose UUID is ``uuid``, or None when this host has none."""
+        conn = self.conn
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(err, f"look up the VM {uuid} on {self.name}") from err
+        return Guest(self, dom)
+
     def guests(self) -> list[Guest]:
         conn = self.conn
         with calling(f"list VMs on {self.name}"):

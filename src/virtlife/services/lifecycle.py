@@ -32,6 +32,7 @@ from virtlife.services.clock import ClockSync, sync_after
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.ladder import STEPS, Step, climb
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, current_state, observed_state
+from virtlife.services.oneplace import OnePlace
 from virtlife.services.operations import (
     AGENT_TIMEOUT_S,
     DEFAULT_TIMEOUTS,
@@ -39,6 +40,7 @@ from virtlife.services.operations import (
     OperationRun,
     Operations,
 )
+from virtlife.services.saved import SavedImageGuard
 from virtlife.states import (
     REASON_MANAGED_SAVE,
     Operation,
@@ -49,7 +51,8 @@ from virtlife.states import (
     VMState,
     parse_enum,
 )
-from virtlife.xml.domain import domain_name
+from virtlife.store.images import SavedImages
+from virtlife.xml.domain import domain_name, domain_uuid
 
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal, JournalEntry
@@ -110,10 +113,26 @@ class Lifecycle(OperationService):
     """Lifecycle operations over a ``Fleet``; journalled when a journal is given."""
 
     def __init__(self, fleet: Fleet, journal: Journal | None = None, *,
-                 operations: Operations | None = None, sync_time: bool = True) -> None:
+                 operations: Operations | None = None, sync_time: bool = True,
+                 images: SavedImages | None = None) -> None:
         super().__init__(fleet, operations or Operations(journal))
         self.journal = journal
         self.sync_time = sync_time  # the settings' default for calls that do not say
+        if images is None and journal is not None:  # kept beside the journal
+            images = SavedImages(journal.database)
+        self.saved = SavedImageGuard(images, journal, fleet)
+        self.oneplace = OnePlace(fleet, journal, images)
+
+    def _ran(self, run: OperationRun, guest: Guest, how: str) -> None:
+        """The VM ran after ``how`` (started, resumed): its save images are stale."""
+        self.saved.ran(guest.uuid(), f"{guest.name} was {how} (operation {run.op_id})")
+
+    def _check_one_place(self, run: OperationRun, uuid: str, doing: str,
+                         ignore_unreachable: bool, *, copies: bool = True) -> None:
+        note = self.oneplace.check(uuid, run.vm, run.host.name, doing=doing,
+                                   ignore_unreachable=ignore_unreachable, copies=copies)
+        if note:
+            run.warnings.append(note)
 
     def _then_agent(self, run: OperationRun, wait_agent: bool) -> None:
         if wait_agent:
@@ -161,24 +180,42 @@ class Lifecycle(OperationService):
 
     # -- operations -------------------------------------------------------------------------
 
-    def define(self, xml: str, *, host: str, **call: Unpack[Call]) -> OperationResult:
-        """Define a VM from XML, or replace an existing VM's persistent definition."""
+    def define(self, xml: str, *, host: str, ignore_unreachable: bool = False,
+               **call: Unpack[Call]) -> OperationResult:
+        """Define a VM from XML, or replace an existing VM's persistent definition.
+        Refused while a VM of the same UUID is active on another host (``OnePlace``);
+        a copy a migration left here is the VM again once defined anew."""
         name = domain_name(xml)  # a malformed or oversized document never reaches libvirt
         h = self._host(Operation.DEFINE, host, name)
         with self._run_on(Operation.DEFINE, h, name, h.find(name), None, call) as run:
+            uuid = domain_uuid(xml) or (run.guest.uuid() if run.guest is not None else "")
+            self._check_one_place(run, uuid, "define", ignore_unreachable, copies=False)
             run.guest = h.define(xml)
+            self.oneplace.defined_anew(run.guest.uuid(), h.name)
         assert run.result is not None
         return run.result
 
     def start(self, ref: str, *, paused: bool = False, force_boot: bool = False,
               wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
-              sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
+              sync_time: bool | None = None, discard_saved: bool = False,
+              ignore_unreachable: bool = False, **call: Unpack[Call]) -> OperationResult:
         """Boot the VM, or restore its managed-save image (then the guest clock is set
-        right, see ``_then_sync``)."""
+        right, see ``_then_sync``).
+
+        Refused while the same VM is active on another host (``OnePlace``), and a fresh
+        boot while virtlife knows of a save image the VM has not run since
+        (``SavedImageGuard``; ``discard_saved`` boots anyway and marks it stale)."""
         guest = self._resolve(Operation.START, ref)
         with self._operation(Operation.START, guest, timeout_s, call) as run:
             from_image = run.current.save_kind is SaveKind.MANAGED and not force_boot
+            self._check_one_place(run, guest.uuid(), "start", ignore_unreachable)
+            if not from_image:
+                discarded = self.saved.before_start(guest, discard=discard_saved,
+                                                    op_id=run.op_id)
+                if discarded:
+                    run.add_note(discarded)
             guest.start(paused=paused, force_boot=force_boot)
+            self._ran(run, guest, "started")
             if wait:
                 run.wait()
                 self._then_agent(run, wait_agent and not paused)
@@ -339,10 +376,14 @@ class Lifecycle(OperationService):
         return run.result
 
     def resume(self, ref: str, *, wait: bool = True, timeout_s: float | None = None,
-               sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
+               sync_time: bool | None = None, ignore_unreachable: bool = False,
+               **call: Unpack[Call]) -> OperationResult:
+        """Resume a paused VM (refused while the same VM is active on another host)."""
         guest = self._resolve(Operation.RESUME, ref)
         with self._operation(Operation.RESUME, guest, timeout_s, call) as run:
+            self._check_one_place(run, guest.uuid(), "resume", ignore_unreachable)
             guest.resume()
+            self._ran(run, guest, "resumed")
             if wait:
                 run.wait()
                 self._then_sync(run, sync_time)
@@ -358,17 +399,22 @@ class Lifecycle(OperationService):
                 raise errors.AlreadyExists(
                     f"cannot save {guest.name} to {target} on {guest.host.name}: the file "
                     "exists; remove it or choose another path")
+            self.saved.saving(run.op_id, guest, target)
             guest.save(target)
             if wait:
                 run.wait()
+                self.saved.saved(run.op_id, guest.host, target)
         assert run.result is not None
         return run.result
 
     def restore(self, path: str | Path, *, host: str, paused: bool = False,
                 wait: bool = True, wait_agent: bool = False, timeout_s: float | None = None,
-                sync_time: bool | None = None, **call: Unpack[Call]) -> OperationResult:
+                sync_time: bool | None = None, ignore_unreachable: bool = False,
+                **call: Unpack[Call]) -> OperationResult:
         """Restore a save file on ``host``; the VM is named by the file. A failed restore
-        (no such file, not a save image) is journalled and keeps the file."""
+        (no such file, not a save image) is journalled and keeps the file. Refused for
+        a stale image (the VM ran since the save: ``SavedImageGuard``) and while the
+        same VM is active on another host (``OnePlace``)."""
         h = self._host(Operation.RESTORE, host, "")
         try:
             source = host_path(h, path)
@@ -383,7 +429,12 @@ class Lifecycle(OperationService):
             self.ops.record_failure(Operation.RESTORE, host, "", err)
             raise
         with self._run_on(Operation.RESTORE, h, name, h.find(name), timeout_s, call) as run:
+            uuid = domain_uuid(found.save_xml)
+            self._check_one_place(run, uuid, "restore", ignore_unreachable)
+            image = self.saved.before_restore(h, source, found.save_xml)
             h.restore(source, paused=paused)
+            self.saved.ran(uuid, f"{name} was restored from {source} (operation "
+                                 f"{run.op_id})", restored=image)
             if wait:
                 run.wait()
                 self._then_agent(run, wait_agent and not paused)
@@ -451,7 +502,9 @@ class Lifecycle(OperationService):
                 raise errors.InvalidTransition(
                     f"cannot undefine {guest.name}: it has {count} snapshot(s); pass "
                     "--snapshots-metadata to drop their metadata too")
+            uuid = guest.uuid()
             guest.undefine(managed_save=managed_save, snapshots=snapshots, nvram=nvram)
             run.wait()
+            self.oneplace.defined_anew(uuid, guest.host.name)
         assert run.result is not None
         return run.result

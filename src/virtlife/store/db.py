@@ -35,6 +35,7 @@ from virtlife.store.journal import Journal
 if TYPE_CHECKING:
     from virtlife.store.facts import Facts
     from virtlife.store.freezes import Freezes
+    from virtlife.store.images import SavedImages
     from virtlife.store.tokens import Tokens
 
 # How long a writer waits for another process's transaction before giving up.
@@ -155,6 +156,43 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
             read_only    INTEGER NOT NULL,
             created_at   TEXT NOT NULL,
             last_used_at TEXT
+        );
+        """,
+    ),
+    (
+        # Save images virtlife wrote (by the save's operation id) and what became of them,
+        # so that a VM is never booted over its saved RAM nor restored from an image its
+        # disk has moved on from; and where migrations put VMs: the host a VM arrived on,
+        # and a definition left behind (--keep-source, a post-copy that completed late),
+        # which must not start again.
+        "0007_saved_images_vm_places",
+        """
+        CREATE TABLE saved_images (
+            op_id      TEXT PRIMARY KEY,
+            uuid       TEXT NOT NULL,
+            host       TEXT NOT NULL,
+            vm         TEXT NOT NULL,
+            path       TEXT NOT NULL,
+            size       INTEGER,
+            mtime_ns   INTEGER,
+            saved_at   TEXT NOT NULL,
+            status     TEXT NOT NULL CHECK (status IN
+                           ('saving', 'saved', 'restored', 'stale', 'failed')),
+            why        TEXT NOT NULL DEFAULT '',
+            changed_at TEXT NOT NULL
+        );
+        CREATE INDEX saved_images_by_uuid ON saved_images (uuid, status);
+        CREATE INDEX saved_images_by_path ON saved_images (host, path, saved_at);
+        CREATE TABLE vm_places (
+            uuid      TEXT NOT NULL,
+            host      TEXT NOT NULL,
+            vm        TEXT NOT NULL,
+            kind      TEXT NOT NULL CHECK (kind IN ('left-copy', 'arrived')),
+            other     TEXT NOT NULL,
+            op_id     TEXT NOT NULL,
+            why       TEXT NOT NULL,
+            marked_at TEXT NOT NULL,
+            PRIMARY KEY (uuid, host)
         );
         """,
     ),
@@ -347,6 +385,13 @@ class Store:
         from virtlife.store.freezes import Freezes
 
         return Freezes(self._db)
+
+    @cached_property
+    def images(self) -> SavedImages:
+        """The save images virtlife wrote, and the left-behind copies of migrated VMs."""
+        from virtlife.store.images import SavedImages
+
+        return SavedImages(self._db)
 
     @property
     def tokens(self) -> Tokens:

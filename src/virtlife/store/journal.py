@@ -177,6 +177,11 @@ class Journal:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def database(self) -> Database:
+        """The file this journal is kept in (the store's other tables are beside it)."""
+        return self._db
+
     def _entry(self, row: sqlite3.Row) -> JournalEntry:
         finished = row["finished_at"]
         domid = row["domid"]
@@ -363,6 +368,15 @@ class Journal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
         return self._select(where, params, "ORDER BY started_at DESC, id DESC LIMIT ?")
+
+    def newest_by_host(self, uuid: str, limit: int = 1000) -> dict[str, JournalEntry]:
+        """The newest entry of the VM ``uuid`` on each host it has rows on (among its
+        ``limit`` newest rows): where virtlife last saw it, and what it did there."""
+        newest: dict[str, JournalEntry] = {}
+        for entry in self._select("WHERE uuid = ?", (uuid, limit),
+                                  "ORDER BY started_at DESC, id DESC LIMIT ?"):
+            newest.setdefault(entry.host, entry)
+        return newest
 
     def last(self, vm: str, host: str, operation: str | builtins.list[str],
              *, uuid: str = "") -> JournalEntry | None:

@@ -220,3 +220,9 @@ def domain_name(xml: str) -> str:
     if not name or not name.strip():
         raise InvalidDefinition("the domain XML has no <name>")
     return name.strip()
+
+
+def domain_uuid(xml: str) -> str:
+    """The ``<uuid>`` of a domain XML document, lower case ("" when it has none: libvirt
+    then makes one up at define time)."""
+    return (parse_domain(xml).findtext("uuid") or "").strip().lower()
