@@ -48,8 +48,10 @@ from virtlife.services.migration.policy import (
     stalled_for,
     watchdog,
 )
+from virtlife.services.oneplace import OnePlace
 from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation, StateInfo, VMState
+from virtlife.store.images import SavedImages
 
 SAMPLE_S = 0.5
 RESUME_GIVE_UP_S = 30.0  # how long a stalled resume, paused again, may take to end
@@ -114,6 +116,26 @@ class Migrations(OperationService):
                  ) -> None:
         super().__init__(fleet, ops)
         self.lifecycle = lifecycle
+
+    @property
+    def oneplace(self) -> OnePlace:
+        """Where migrations put VMs (``services.oneplace``): the lifecycle's, or one
+        over this service's journal."""
+        if self.lifecycle is not None:
+            return self.lifecycle.oneplace
+        journal = self.ops.journal
+        return OnePlace(self.fleet, journal,
+                        SavedImages(journal.database) if journal is not None else None)
+
+    def _placed(self, run: OperationRun, moved: Guest, source: str, *,
+                kept_source: bool) -> None:
+        """The move completed: ``moved`` is the VM now; a definition kept at ``source``
+        is a left-behind copy that must not start (issue 15 B)."""
+        self.oneplace.moved(moved.uuid(), moved.name, source=source, dest=moved.host.name,
+                            op_id=run.op_id, kept_source=kept_source)
+        if kept_source:
+            run.add_note(f"the definition kept on {source} is marked as a left-behind copy: "
+                         "it will not start while the VM lives here")
 
     def check(self, ref: str, dest: str, options: CheckOptions | None = None) -> Report:
         guest = self.fleet.resolve(ref)
@@ -180,6 +202,7 @@ class Migrations(OperationService):
             outcome.state = state
             run.final = self._verify(run, guest, dst, req)
             run.guest = moved = dst.lookup(guest.name)
+            self._placed(run, moved, guest.host.name, kept_source=move.keep_source)
             outcome.wall_s = time.monotonic() - t0
             outcome.stats = None if req.offline else _completed(moved, outcome, state)
             if outcome.stats is not None:
@@ -221,6 +244,7 @@ class Migrations(OperationService):
             outcome.state = state
             run.final = self._verify(run, guest, dst, req)
             run.guest = moved = dst.lookup(guest.name)
+            self._placed(run, moved, guest.host.name, kept_source=move.keep_source)
             outcome.wall_s = time.monotonic() - t0
             outcome.stats = _completed(moved, outcome, state)
             run.add_note("post-copy resumed; " + _summary(outcome, state))
