@@ -20,6 +20,7 @@ Every message says what was wanted, what was found and, where it helps, what to 
     ├── AgentUnavailable             the guest agent cannot be reached (exit 8)
     │   ├── AgentNotConfigured       the VM has no agent channel: `virtlife agent enable VM`
     │   ├── AgentNotConnected        no agent listens in the guest: install and start it
+    │   ├── AgentStillFrozen         a freeze's thaw was not confirmed: the guest may be frozen
     │   └── AgentTimeout             the agent did not answer in time (exit 5)
     ├── AgentCommandFailed           the agent answered, but did not do it (exit 9)
     │   ├── AgentCommandUnsupported  the guest's agent lacks the command or disabled it
@@ -110,6 +111,10 @@ class AgentNotConfigured(AgentUnavailable):
 
 class AgentNotConnected(AgentUnavailable):
     pass
+
+
+class AgentStillFrozen(AgentUnavailable):
+    """The agent did not confirm a thaw: the guest's file systems may still be frozen."""
 
 
 class AgentTimeout(AgentUnavailable):

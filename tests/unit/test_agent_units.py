@@ -52,6 +52,10 @@ AGENT_CASES = [
     (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, QEMU,
      "Guest agent is not responding: Guest agent not available for now",
      errors.AgentTimeout, 5, "did not answer in time"),
+    # after a reply over libvirt's 10 MiB cap: the channel is broken, not slow
+    (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, QEMU,
+     "Guest agent is not responding: QEMU guest agent is not available due to an error",
+     errors.AgentUnavailable, 8, "restart qemu-guest-agent inside the guest"),
     (libvirt.VIR_ERR_INTERNAL_ERROR, QEMU,
      "internal error: unable to execute QEMU agent command 'guest-nope': The command "
      "guest-nope has not been found", errors.AgentCommandUnsupported, 9,
@@ -296,12 +300,12 @@ class FakeAgent:
     def freeze_status(self) -> str:
         return "frozen" if self.frozen else "thawed"
 
-    def freeze(self, mountpoints: list[str] | None = None) -> int:
+    def freeze(self, mountpoints: list[str] | None = None, **_bounds: float) -> int:
         self.calls.append("freeze")
         self.frozen = True
         return 1
 
-    def thaw(self, mountpoints: list[str] | None = None) -> int:
+    def thaw(self, mountpoints: list[str] | None = None, **_bounds: float) -> int:
         self.calls.append("thaw")
         if self.thaw_fails:
             self.thaw_fails -= 1
@@ -480,7 +484,7 @@ def test_an_already_frozen_guest_is_refused_untouched(store: Any) -> None:
 def test_a_failed_thaw_keeps_the_mark_for_the_next_command(store: Any) -> None:
     agent = FakeAgent()
     agent.thaw_fails = freeze.THAW_ATTEMPTS
-    with pytest.raises(errors.AgentUnavailable, match="still frozen"), \
+    with pytest.raises(errors.AgentUnavailable, match="may still be frozen"), \
             freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
                                   host="h"):
         pass
@@ -548,11 +552,39 @@ def test_a_failed_thaw_says_why_and_how_to_thaw(store: Any,
             freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
                                   host="h"):
         pass
+    assert type(err.value) is errors.AgentStillFrozen and err.value.exit_code == 8
     assert str(err.value) == (
-        "the file systems of web1 are still frozen: thawing failed (cannot thaw: the agent "
-        "did not answer in time); the next virtlife command on it retries, or run "
-        "`virtlife agent web1 thaw`")
+        "the file systems of web1 may still be frozen: the guest agent did not confirm the "
+        "thaw (the agent did not answer in time); writes in the guest wait until they are "
+        "thawed. Run `virtlife agent web1 thaw` (the next virtlife command on web1 also "
+        "tries); if its agent stays hung, restart qemu-guest-agent in the guest from its "
+        "console (`virtlife console web1`), or reset the VM")
     assert sum(fake.sleeps) <= 1.5
+    # every try was bounded, and all of them together stay within 5 s of the bound
+    assert sum(d for _a, d in freeze.THAW_DEADLINES_S) + sum(fake.sleeps) < 5
+
+
+def test_a_hung_freeze_is_thawed_and_said_to_be_maybe_frozen(store: Any) -> None:
+    """The agent froze the guest but never answered: the freeze's deadline ends it, the
+    thaw is tried, and when that is not confirmed either the error says so."""
+    agent = FakeAgent()
+    bounds: list[dict[str, float]] = []
+
+    def hung_freeze(mountpoints: list[str] | None = None, **bound: float) -> int:
+        bounds.append(bound)
+        agent.frozen = True
+        raise errors.AgentTimeout("cannot freeze: the guest agent did not answer within 3 s")
+
+    agent.freeze = hung_freeze  # type: ignore[method-assign]
+    agent.thaw_fails = freeze.THAW_ATTEMPTS
+    body = []
+    with pytest.raises(errors.AgentStillFrozen, match="may still be frozen"), \
+            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
+                                  host="h", bound_s=3):
+        body.append("ran")
+    assert body == [] and bounds == [{"timeout_s": 3, "deadline_s": 3}]
+    assert agent.calls == ["thaw"] * freeze.THAW_ATTEMPTS
+    assert store.freezes.get("u1") is not None  # the next command thaws it
 
 
 class BrokenFreezes:

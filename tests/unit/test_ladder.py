@@ -29,17 +29,19 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 class Guest:
     """A scripted guest: which requests can be asked, and which one it obeys."""
 
-    def __init__(self, refuse: dict[Step, str] | None = None,
+    def __init__(self, refuse: dict[Step, str | errors.VirtlifeError] | None = None,
                  obeys: Step | None = None, ask_s: dict[Step, float] | None = None) -> None:
         self.refuse = refuse or {}
         self.obeys = obeys
         self.ask_s = ask_s or {}  # how long asking takes (an agent's answer timeout)
         self.asked: list[Step] = []
         self.bounds: list[float] = []
+        self.shares: list[float] = []
         self.forced = False
 
-    def ask(self, step: Step) -> str | None:
+    def ask(self, step: Step, share: float = 0.0) -> str | errors.VirtlifeError | None:
         self.asked.append(step)
+        self.shares.append(share)
         Clock.now += self.ask_s.get(step, 0.0)
         return self.refuse.get(step)
 
@@ -165,9 +167,43 @@ def test_attempts_as_json() -> None:
 def test_each_step_says_how_long_it_took() -> None:
     guest = Guest(ask_s={Step.AGENT: 0.5})
     result = run(guest, total=9.5, force=True)
+    # each step has a third: asking the agent spent 0.5 s of its own share
+    third = pytest.approx(9.5 / 3)
     assert [(a.step, a.seconds) for a in result.attempts] == [
-        (Step.AGENT, 3.5), (Step.ACPI, 3.0), (Step.ACPI_AGAIN, 3.0), (Step.FORCE, 9.5)]
+        (Step.AGENT, third), (Step.ACPI, third), (Step.ACPI_AGAIN, third),
+        (Step.FORCE, 9.5)]
+    assert guest.bounds == [pytest.approx(9.5 / 3 - 0.5), third, third]
     assert result.note("powered off").startswith("powered off by force after 9.5 s (")
+
+
+def test_asking_spends_the_step_s_own_share_and_the_next_step_keeps_its_own() -> None:
+    # a hung agent: its ping and request are cut off at the step's share (30 s here)
+    hung = errors.AgentTimeout("cannot ping: the guest agent did not answer within 30 s")
+    guest = Guest(refuse={Step.AGENT: hung}, ask_s={Step.AGENT: 30.0}, obeys=Step.ACPI)
+    result = run(guest, total=90)
+    assert guest.shares == [pytest.approx(30), pytest.approx(30)]
+    assert guest.bounds == [pytest.approx(30)]  # the ACPI press waits its whole share
+    assert result.winner is not None and result.winner.step is Step.ACPI
+    assert result.note("powered off").endswith(
+        "(guest agent: the guest agent did not answer within 30 s)")
+
+
+def test_a_hung_agent_in_agent_mode_is_a_timeout_and_a_missing_one_unavailable() -> None:
+    hung = errors.AgentTimeout("cannot ping web1: the guest agent did not answer in time")
+    with pytest.raises(errors.AgentTimeout) as caught:
+        run(Guest(refuse={Step.AGENT: hung}), ShutdownMode.AGENT, force=True)
+    assert caught.value.exit_code == 5
+    assert str(caught.value) == ("cannot power off web1: guest agent: the guest agent did "
+                                 "not answer in time")
+    gone = errors.AgentNotConnected("cannot ping web1: no agent listens in the guest; "
+                                    "install it")
+    with pytest.raises(errors.AgentNotConnected) as missing:
+        run(Guest(refuse={Step.AGENT: gone}), ShutdownMode.AGENT)
+    assert missing.value.exit_code == 8
+    # a driver without any way to ask is still unsupported
+    with pytest.raises(errors.Unsupported):
+        run(Guest(refuse={Step.AGENT: errors.Unsupported("cannot: no agent here")}),
+            ShutdownMode.AGENT)
 
 
 def test_the_fallback_says_how_long_it_took() -> None:

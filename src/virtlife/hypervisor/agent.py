@@ -8,6 +8,12 @@ guest-fsfreeze-status) and the operator's own commands. Every libvirt error beco
 typed agent error (``errors.AgentNotConfigured`` ... ``AgentGuestError``) in
 ``libvirt_api.translate``. A password given to ``set_password`` never reaches an error
 message. Nothing here decides whether a call is allowed or waits for anything.
+
+Every call has a client-side deadline (``within``): a hung agent, or libvirt's domain
+lock held by another stuck agent call (libvirt waits 30 s for it, and its typed
+``fsFreeze``/``fsThaw`` wait for the agent forever), costs the caller that deadline,
+never more. Freeze and thaw therefore go through the raw command with a timeout; the
+typed calls run on a worker that is abandoned at the deadline (libvirt ends it later).
 """
 
 from __future__ import annotations
@@ -15,17 +21,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from virtlife import errors
 from virtlife.hypervisor.libvirt_api import calling, libvirt, libvirt_qemu, translate
 from virtlife.hypervisor.part import DomainPart
 
-if TYPE_CHECKING:
-    pass
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 5  # the answer timeout of a raw command, as libvirt's own calls
+# What a call may take beyond the agent's own answer timeout (the connection's round
+# trip, libvirt's guest-sync) before the client gives up on it.
+MARGIN_S = 2.0
+# The deadline of a typed call: libvirt's agent answer timeout (5 s) and the margin.
+TYPED_DEADLINE_S = DEFAULT_TIMEOUT_S + MARGIN_S
 _GUEST_INFO = {
     "os": libvirt.VIR_DOMAIN_GUEST_INFO_OS,
     "timezone": libvirt.VIR_DOMAIN_GUEST_INFO_TIMEZONE,
@@ -110,6 +123,34 @@ class ExecStatus:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def within(call: Callable[[], T], seconds: float, what: str) -> T:
+    """``call()`` on a worker thread, waited for at most ``seconds``; its error, if it
+    ended, is raised here. A call still running then is abandoned (libvirt ends it by
+    itself) and ``AgentTimeout`` says so: this is how a hung agent, or a domain lock held
+    by a stuck agent call, costs the caller ``seconds`` and not libvirt's 30 s or more."""
+    done = threading.Event()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(call())
+        except BaseException as err:  # handed to the caller below
+            failure.append(err)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="agent-call", daemon=True).start()
+    if not done.wait(max(0.0, seconds)):
+        raise errors.AgentTimeout(
+            f"cannot {what}: the guest agent did not answer within {seconds:.3g} s; it may "
+            "be hung, or another call to it may still hold the VM (libvirt lets later "
+            "agent calls wait for it)")
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def _family(kind: int) -> str:
     return "ipv6" if kind == libvirt.VIR_IP_ADDR_TYPE_IPV6 else "ipv4"
 
@@ -126,18 +167,26 @@ def _b64(data: object) -> bytes:
 class Agent(DomainPart):
     """The guest agent of one domain."""
 
-    def _calling(self, verb: str) -> Any:
-        return calling(self._what(verb), vm=self.vm)
-
     # -- raw QMP ---------------------------------------------------------------------
 
+    def _typed(self, verb: str, call: Callable[[], T]) -> T:
+        """A typed libvirt agent call, translated, within ``TYPED_DEADLINE_S``."""
+        what = self._what(verb)
+
+        def translated() -> T:
+            with calling(what, vm=self.vm):
+                return call()
+
+        return within(translated, TYPED_DEADLINE_S, what)
+
     def command(self, name: str, arguments: dict[str, Any] | None = None, *,
-                timeout_s: int = DEFAULT_TIMEOUT_S) -> Any:
+                timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float | None = None) -> Any:
         """Run one agent command and return its ``return`` value."""
         payload: dict[str, Any] = {"execute": name}
         if arguments is not None:
             payload["arguments"] = arguments
-        reply = self.command_text(json.dumps(payload), timeout_s=timeout_s, name=name)
+        reply = self.command_text(json.dumps(payload), timeout_s=timeout_s, name=name,
+                                  deadline_s=deadline_s)
         try:
             return json.loads(reply).get("return")
         except (ValueError, AttributeError) as err:
@@ -145,14 +194,25 @@ class Agent(DomainPart):
                 f"the agent of {self.vm} answered {name} with something that is not a "
                 f"QMP reply: {reply[:200]!r}") from err
 
-    def command_text(self, text: str, *, timeout_s: int = DEFAULT_TIMEOUT_S,
-                     name: str = "a command") -> str:
-        """Send a QMP command as JSON text; return the agent's reply as JSON text."""
-        with self._calling(f"run agent command {name} in"):
-            return str(libvirt_qemu.qemuAgentCommand(self._dom, text, timeout_s, 0))
+    def command_text(self, text: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                     name: str = "a command", deadline_s: float | None = None) -> str:
+        """Send a QMP command as JSON text; return the agent's reply as JSON text.
 
-    def ping(self, *, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
-        self.command("guest-ping", timeout_s=timeout_s)
+        The agent has ``timeout_s`` to answer (whole seconds for libvirt, at least 1);
+        the caller waits at most ``deadline_s`` (default: ``timeout_s`` + ``MARGIN_S``)."""
+        what = self._what(f"run agent command {name} in")
+        seconds = max(1, math.ceil(timeout_s))
+        dom = self._dom
+
+        def send() -> str:
+            with calling(what, vm=self.vm):
+                return str(libvirt_qemu.qemuAgentCommand(dom, text, seconds, 0))
+
+        return within(send, timeout_s + MARGIN_S if deadline_s is None else deadline_s, what)
+
+    def ping(self, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+             deadline_s: float | None = None) -> None:
+        self.command("guest-ping", timeout_s=timeout_s, deadline_s=deadline_s)
 
     def info(self) -> AgentInfo:
         got = self.command("guest-info") or {}
@@ -161,25 +221,46 @@ class Agent(DomainPart):
              for c in got.get("supported_commands", [])), key=lambda c: c.name))
         return AgentInfo(str(got.get("version", "")), commands)
 
-    def freeze_status(self) -> str:
+    def freeze_status(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
         """``frozen`` or ``thawed``, as the agent says."""
-        return str(self.command("guest-fsfreeze-status"))
+        return str(self.command("guest-fsfreeze-status", timeout_s=timeout_s))
+
+    def freeze(self, mountpoints: list[str] | None = None, *,
+               timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float | None = None) -> int:
+        """Freeze the guest's file systems (all, or these); the number frozen. Through the
+        raw command: libvirt's typed fsFreeze waits for the agent without end."""
+        if mountpoints:
+            got = self.command("guest-fsfreeze-freeze-list", {"mountpoints": mountpoints},
+                               timeout_s=timeout_s, deadline_s=deadline_s)
+        else:
+            got = self.command("guest-fsfreeze-freeze", timeout_s=timeout_s,
+                               deadline_s=deadline_s)
+        return int(got or 0)
+
+    def thaw(self, mountpoints: list[str] | None = None, *,
+             timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float | None = None) -> int:
+        """Thaw the guest's file systems (the agent thaws all of them); how many. Through
+        the raw command, bounded: libvirt's typed fsThaw has no timeout."""
+        return int(self.command("guest-fsfreeze-thaw", timeout_s=timeout_s,
+                                deadline_s=deadline_s) or 0)
 
     # -- typed libvirt calls ------------------------------------------------------------
 
     def guest_info(self, kind: str) -> dict[str, Any]:
         """libvirt's guestInfo for one kind (os, timezone, users, filesystem)."""
-        with self._calling(f"read the guest {kind} of"):
-            return dict(self._dom.guestInfo(_GUEST_INFO[kind], 0))
+        dom = self._dom
+        return dict(self._typed(f"read the guest {kind} of",
+                                lambda: dom.guestInfo(_GUEST_INFO[kind], 0)))
 
     def hostname(self) -> str:
-        with self._calling("read the hostname of"):
-            return str(self._dom.hostname(libvirt.VIR_DOMAIN_GET_HOSTNAME_AGENT))
+        dom = self._dom
+        return str(self._typed("read the hostname of",
+                               lambda: dom.hostname(libvirt.VIR_DOMAIN_GET_HOSTNAME_AGENT)))
 
     def interfaces(self) -> list[Interface]:
-        with self._calling("read the network addresses of"):
-            found = self._dom.interfaceAddresses(
-                libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0) or {}
+        dom = self._dom
+        found = self._typed("read the network addresses of", lambda: dom.interfaceAddresses(
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)) or {}
         return [Interface(name, str(nic.get("hwaddr") or ""), tuple(
                     Address(_family(int(a["type"])), str(a["addr"]), int(a["prefix"]))
                     for a in nic.get("addrs") or ()))
@@ -187,8 +268,8 @@ class Agent(DomainPart):
 
     def filesystems(self) -> list[Filesystem]:
         """``domfsinfo``, with each file system's size from guestInfo where it has one."""
-        with self._calling("read the file systems of"):
-            mounts = self._dom.fsInfo(0)
+        dom = self._dom
+        mounts = self._typed("read the file systems of", lambda: dom.fsInfo(0))
         sizes: dict[str, tuple[int | None, int | None]] = {}
         try:
             info = self.guest_info("filesystem")
@@ -205,35 +286,30 @@ class Agent(DomainPart):
 
     def time(self) -> float:
         """The guest's clock, in seconds since the epoch."""
-        with self._calling("read the clock of"):
-            got = self._dom.getTime(0)
+        dom = self._dom
+        got = self._typed("read the clock of", lambda: dom.getTime(0))
         return int(got["seconds"]) + int(got.get("nseconds", 0)) / 1e9
 
     def set_time(self, when: float | None) -> None:
         """Set the guest clock to ``when``; None: from the guest's RTC (libvirt's sync),
         which QEMU keeps on its host's clock."""
-        with self._calling("set the clock of"):
-            if when is None:
-                self._dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
-            else:
-                seconds = int(when)
-                self._dom.setTime({"seconds": seconds,
-                                   "nseconds": min(999_999_999, round((when - seconds) * 1e9))}, 0)
-
-    def freeze(self, mountpoints: list[str] | None = None) -> int:
-        """Freeze the guest's file systems (all, or these); the number frozen."""
-        with self._calling("freeze the file systems of"):
-            return int(self._dom.fsFreeze(mountpoints or None, 0))
-
-    def thaw(self, mountpoints: list[str] | None = None) -> int:
-        with self._calling("thaw the file systems of"):
-            return int(self._dom.fsThaw(mountpoints or None, 0))
+        dom = self._dom
+        if when is None:
+            self._typed("set the clock of",
+                        lambda: dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC))
+        else:
+            seconds = int(when)
+            nanos = min(999_999_999, round((when - seconds) * 1e9))
+            self._typed("set the clock of",
+                        lambda: dom.setTime({"seconds": seconds, "nseconds": nanos}, 0))
 
     def set_password(self, user: str, password: str, *, crypted: bool = False) -> None:
         """Set ``user``'s password in the guest; the password never reaches an error."""
         flags = libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED if crypted else 0
+        dom = self._dom
         try:
-            self._dom.setUserPassword(user, password, flags)
+            within(lambda: dom.setUserPassword(user, password, flags), TYPED_DEADLINE_S,
+                   self._what(f"set the password of {user} in"))
         except libvirt.libvirtError as err:
             scrubbed = translate(err, self._what(f"set the password of {user} in"), vm=self.vm)
             text = str(scrubbed)

@@ -172,6 +172,15 @@ def _agent_error(code: int, domain: int, line: str, what: str,
         return errors.AgentNotConnected(
             f"{msg}: no agent listens in the guest (or it has not started yet); "
             f"{AGENT_INSTALL_HINT}")
+    if code in _AGENT_CODES and "not available due to an error" in lower:
+        # libvirt saw an error on the agent's channel (a reply over its 10 MiB cap, or
+        # garbage) and will not use the channel again until the agent reconnects
+        return errors.AgentUnavailable(
+            f"{msg}: libvirt stopped using the guest agent's channel after an error on it "
+            "(for instance a reply over libvirt's 10 MiB limit, such as a large guest-exec "
+            "output); every agent call fails until the agent reconnects: restart "
+            "qemu-guest-agent inside the guest (`systemctl restart qemu-guest-agent`, or "
+            f"through the console), or shut {vm} down and start it again")
     if code in _AGENT_CODES:
         return errors.AgentTimeout(
             f"{msg}: the guest agent did not answer in time; it may be hung or busy "

@@ -160,7 +160,8 @@ class Services:
         return self.store
 
     def interrupted(self) -> int:
-        """Thaw the guests this process froze, abort its migrations, and mark its running
+        """Thaw the guests this process froze, say which snapshots libvirt made anyway
+        (``snapshots.interrupt_creates``), abort its migrations, and mark its running
         operations ``interrupted`` (Ctrl-C); how many operations.
 
         A module never imported has frozen or started nothing: it is not imported now.
@@ -169,6 +170,9 @@ class Services:
         thawed = freeze.thaw_active() if freeze is not None else 0
         if thawed:
             log.warning("thawed %d guest(s) frozen by an interrupted operation", thawed)
+        snapshots = sys.modules.get("virtlife.services.snapshots")
+        for said in snapshots.interrupt_creates() if snapshots is not None else ():
+            log.warning("%s", said)
         migration = sys.modules.get("virtlife.services.migration.service")
         aborted = migration.abort_active() if migration is not None else 0
         if aborted:

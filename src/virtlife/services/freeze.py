@@ -10,6 +10,10 @@ program:
   CLI's interrupt hook calls, since Ctrl-C ends the process before the body does);
 - a watchdog thaws it once ``bound_s`` has passed (default 10 s, the Windows VSS
   window), whatever the body is doing; the body then learns that the freeze broke;
+- the bound holds from this side too: the freeze gets ``bound_s`` to answer and each
+  thaw a few seconds (``THAW_DEADLINES_S``), each call abandoned at its deadline. A
+  thaw that cannot be confirmed (a hung agent) ends the operation within the bound and
+  5 s, saying the guest may still be frozen and what to do (``errors.AgentStillFrozen``);
 - ``FreezeGuard.recover`` runs when the next virtlife command touches the VM: a
   bounded freeze whose operation is no longer running is checked with
   ``guest-fsfreeze-status`` and thawed, saying so.
@@ -38,7 +42,12 @@ from virtlife.store.journal import Journal
 log = logging.getLogger(__name__)
 
 DEFAULT_BOUND_S = 10.0
-THAW_ATTEMPTS = 3
+# The thaw's tries: the agent's answer timeout and the client's deadline of each, all
+# of them with the pause between within 5 s. When none is confirmed the mark stays and
+# the next command tries again.
+THAW_DEADLINES_S: tuple[tuple[float, float], ...] = ((2.0, 2.5), (1.0, 1.5))
+THAW_ATTEMPTS = len(THAW_DEADLINES_S)
+THAW_PAUSE_S = 0.2
 
 
 @dataclass
@@ -54,6 +63,7 @@ class ActiveFreeze:
     thawed_after_s: float | None = None
     by_watchdog: bool = False
     thaw_error: str = ""
+    thaw_failure: errors.VirtlifeError | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -67,26 +77,40 @@ _active_lock = threading.Lock()
 
 
 def _thaw(freeze: ActiveFreeze, *, watchdog: bool = False) -> None:
-    """Thaw once (a few tries: the agent may be briefly busy); idempotent."""
+    """Thaw once (a second try: the agent may be briefly busy), each try bounded;
+    idempotent, and not tried again once it failed (the caller says so)."""
     with freeze.lock:
-        if freeze.thawed_after_s is not None:
+        if freeze.thawed_after_s is not None or freeze.thaw_failure is not None:
             return
         last: errors.VirtlifeError | None = None
-        for attempt in range(THAW_ATTEMPTS):
+        for attempt, (answer_s, deadline_s) in enumerate(THAW_DEADLINES_S):
+            if attempt:
+                time.sleep(THAW_PAUSE_S)
             try:
-                freeze.agent.thaw()
+                freeze.agent.thaw(timeout_s=answer_s, deadline_s=deadline_s)
             except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
                 last = err
-                if attempt + 1 < THAW_ATTEMPTS:  # no wait after the last one
-                    time.sleep(0.2 * (attempt + 1))
                 continue
             except errors.InvalidTransition:
                 pass  # the VM stopped: nothing is frozen any more
             freeze.thawed_after_s = time.monotonic() - freeze.started
             freeze.by_watchdog = watchdog
             return
+        freeze.thaw_failure = last
         freeze.thaw_error = str(last)
         log.error("cannot thaw %s (operation %s): %s", freeze.agent.vm, freeze.op_id, last)
+
+
+def still_frozen(vm: str, failure: errors.VirtlifeError | None) -> errors.AgentStillFrozen:
+    """The error of a freeze whose thaw could not be confirmed: the guest may still be
+    frozen, and what to do about it."""
+    why = errors.reason_of(failure) if failure is not None else "no answer"
+    return errors.AgentStillFrozen(
+        f"the file systems of {vm} may still be frozen: the guest agent did not confirm "
+        f"the thaw ({why}); writes in the guest wait until they are thawed. Run "
+        f"`virtlife agent {vm} thaw` (the next virtlife command on {vm} also tries); if "
+        "its agent stays hung, restart qemu-guest-agent in the guest from its console "
+        f"(`virtlife console {vm}`), or reset the VM")
 
 
 def thaw_active() -> int:
@@ -117,26 +141,28 @@ def bounded_freeze(agent: Agent, freezes: Freezes | None, *, op_id: str, uuid: s
     with _active_lock:
         _active[op_id] = freeze
     timer: threading.Timer | None = None
+    failed: BaseException | None = None
     try:
-        freeze.frozen = agent.freeze(mountpoints)
+        # the guest starts freezing now: the bound counts from here, freeze included
         freeze.started = time.monotonic()
         timer = threading.Timer(bound_s, _thaw, (freeze,), {"watchdog": True})
         timer.daemon = True
         timer.start()
+        freeze.frozen = agent.freeze(mountpoints, timeout_s=bound_s, deadline_s=bound_s)
         yield freeze
+    except BaseException as err:
+        failed = err
+        raise
     finally:
         if timer is not None:
             timer.cancel()
         _thaw(freeze)
         with _active_lock:
             _active.pop(op_id, None)
-        if marked and not freeze.thaw_error:
+        if marked and freeze.thaw_failure is None:
             _remove(freezes, uuid, op_id, warn)
-    if freeze.thaw_error:
-        raise errors.AgentUnavailable(
-            f"the file systems of {agent.vm} are still frozen: thawing failed "
-            f"({freeze.thaw_error}); the next virtlife command on it retries, or run "
-            f"`virtlife agent {agent.vm} thaw`")
+        if freeze.thaw_failure is not None and isinstance(failed, Exception | None):
+            raise still_frozen(agent.vm, freeze.thaw_failure) from failed
 
 
 def _put(freezes: Freezes | None, mark: FreezeMark,

@@ -1,17 +1,21 @@
 """The shutdown and reboot ladder: agent, then the ACPI button twice, then (if asked) force.
 
 ``climb`` is plain policy over three callables, so it is unit-tested without libvirt:
-``ask(step)`` makes one request and returns None, or why it could not be made (the
-agent is not connected); ``settled(seconds)`` waits up to that long for the result (the
-VM powered off, or the guest reset) and says whether it came; ``force()`` destroys or
-resets. Each step gets its own bound: what is left of the whole timeout, shared by the
-steps still to come, so a missing agent costs its few seconds of answer timeout and
-gives the rest to the ACPI presses. Without ``force`` a guest that ignores everything
+``ask(step, share_s)`` makes one request within ``share_s`` seconds and returns None,
+or why it could not be made (a reason, or the error saying it: the agent is not
+connected, or did not answer within its share); ``settled(seconds)`` waits up to that
+long for the result (the VM powered off, or the guest reset) and says whether it came;
+``force()`` destroys or resets. Each step gets its own share: what is left of the whole
+timeout, shared by the steps still to come. Asking spends from that share, and a step
+whose share is spent falls through to the next, so a missing or hung agent (even one
+whose stuck call holds libvirt's lock on the VM) costs its share and gives the rest
+to the ACPI presses. Without ``force`` a guest that ignores everything
 ends in ``OperationTimeout`` naming each step and why it failed; the VM is left as it is.
 When no step could even be asked (a driver without agent or ACPI button), ``auto``
 makes one request in libvirt's own way instead (the ``fallback``); if that cannot be
-asked either, or the mode named one way only, it is ``Unsupported``, and ``force`` is
-not used: nothing was tried that the guest ignored.
+asked either, or the mode named one way only, it is ``Unsupported`` (or, when the
+agent was the only way and it failed, that agent error: ``AgentTimeout``, exit 5, for
+a hung one), and ``force`` is not used: nothing was tried that the guest ignored.
 """
 
 from __future__ import annotations
@@ -92,24 +96,48 @@ class Climb:
                 for a in self.attempts]
 
 
-def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str | None],
+Refusal = str | errors.VirtlifeError | None  # what ``ask`` returns: None when asked
+
+
+def _cannot(what: str, vm: str, result: Climb,
+            failures: list[errors.VirtlifeError]) -> errors.VirtlifeError:
+    """Nothing could be asked: ``Unsupported``, unless only the agent was tried and
+    failed (hung: ``AgentTimeout``, exit 5; unavailable: exit 8)."""
+    text = f"cannot {what} {vm}: {result.failures()}"
+    agent = [f for f in failures if isinstance(f, errors.AgentUnavailable)]
+    if agent and len(agent) == len(result.attempts):
+        timed_out = [f for f in agent if isinstance(f, errors.AgentTimeout)]
+        return type(timed_out[0] if timed_out else agent[0])(text)
+    return errors.Unsupported(text)
+
+
+def climb(steps: tuple[Step, ...], total_s: float, *,
+          ask: Callable[[Step, float], Refusal],
           settled: Callable[[float], bool], force: Callable[[], None] | None,
           what: str, vm: str, fallback: Step | None = None) -> Climb:
     """Take ``steps`` within ``total_s``; ``what`` is the goal (``power off``).
     ``fallback`` is the one request made when no step could be asked at all."""
     start = time.monotonic()
     result = Climb()
+    failures: list[errors.VirtlifeError] = []
 
     def left() -> float:
         return max(0.0, total_s - (time.monotonic() - start))
 
+    def refused(step: Step, why_not: str | errors.VirtlifeError, t0: float) -> None:
+        if isinstance(why_not, errors.VirtlifeError):
+            failures.append(why_not)
+            why_not = errors.reason_of(why_not)
+        result.attempts.append(Attempt(step, why_not, time.monotonic() - t0))
+
     for index, step in enumerate(steps):
         t0 = time.monotonic()
-        why_not = ask(step)
+        share = left() / (len(steps) - index)
+        why_not = ask(step, share)
         if why_not is not None:
-            result.attempts.append(Attempt(step, why_not, time.monotonic() - t0))
+            refused(step, why_not, t0)
             continue
-        bound = left() / (len(steps) - index)
+        bound = max(0.0, share - (time.monotonic() - t0))
         if settled(bound):
             result.attempts.append(Attempt(step, "worked", time.monotonic() - start))
             return result
@@ -120,11 +148,11 @@ def climb(steps: tuple[Step, ...], total_s: float, *, ask: Callable[[Step], str 
         # request in the way libvirt chooses, else it is not a guest that ignored us
         t0 = time.monotonic()
         if fallback is None:
-            raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
-        why_not = ask(fallback)
+            raise _cannot(what, vm, result, failures)
+        why_not = ask(fallback, left())
         if why_not is not None:  # the fallback's own reason is part of the answer
-            result.attempts.append(Attempt(fallback, why_not, time.monotonic() - t0))
-            raise errors.Unsupported(f"cannot {what} {vm}: {result.failures()}")
+            refused(fallback, why_not, t0)
+            raise _cannot(what, vm, result, failures)
         if settled(left()):
             result.attempts.append(Attempt(fallback, "worked", time.monotonic() - start))
             return result

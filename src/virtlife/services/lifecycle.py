@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -241,7 +242,7 @@ class Lifecycle(OperationService):
                     if why_not is None:
                         run.note = f"asked by the {step}"
                         break
-                    tried.append(f"{step}: {why_not}")
+                    tried.append(f"{step}: {errors.reason_of(why_not)}")
                 else:
                     raise errors.Unsupported(
                         f"cannot shut down {guest.name}: {'; '.join(tried)}")
@@ -264,26 +265,37 @@ class Lifecycle(OperationService):
                settled: Callable[[float], bool], force: Callable[[], None] | None) -> None:
         """The ladder of ``how`` within the operation's timeout; its note says how."""
         result = climb(STEPS[how], run.timeout_s,
-                       ask=lambda step: self._ask(guest, step, run, reboot=reboot),
+                       ask=lambda step, share: self._ask(guest, step, run, reboot=reboot,
+                                                         share_s=share),
                        settled=settled, force=force, what="reset" if reboot else "power off",
                        vm=guest.name, fallback=_fallback(how))
         run.note = result.note("rebooted" if reboot else "powered off")
 
-    def _ask(self, guest: Guest, step: Step, run: OperationRun, *, reboot: bool) -> str | None:
-        """Make one ladder request; None when made, else why it could not be."""
+    def _ask(self, guest: Guest, step: Step, run: OperationRun, *, reboot: bool,
+             share_s: float = AGENT_ANSWER_S * 3) -> errors.VirtlifeError | None:
+        """Make one ladder request within ``share_s``; None when made, else the error
+        that says why it could not be. The agent's ping and the request are each cut
+        off at their deadline: a hung agent, or libvirt's lock on the VM held by a
+        stuck agent call (libvirt waits 30 s for it), costs this step's share only."""
+        t0 = time.monotonic()
         run.report("step", f"{'reboot' if reboot else 'shutdown'} by the {step}")
         mode = {Step.AGENT: ShutdownMode.AGENT, Step.ACPI: ShutdownMode.ACPI,
                 Step.ACPI_AGAIN: ShutdownMode.ACPI}.get(step, ShutdownMode.DEFAULT)
         if step is Step.AGENT:
+            answer = min(float(AGENT_ANSWER_S), share_s)
             try:  # a missing or hung agent costs seconds here, not libvirt's minute
-                Agent(guest).ping(timeout_s=AGENT_ANSWER_S)
+                Agent(guest).ping(timeout_s=answer, deadline_s=answer)
             except _STEP_FAILURES as err:
-                return errors.reason_of(err)
+                return err
         act = guest.reboot if reboot else guest.shutdown
+        left = min(AGENT_ANSWER_S * 2.0, share_s - (time.monotonic() - t0))
+        if left <= 0:
+            return errors.AgentTimeout(f"cannot ask the {step}: its {share_s:.1f} s share "
+                                       "of the timeout was spent")
         try:
-            _bounded(lambda: act(mode), AGENT_ANSWER_S * 2)
+            _bounded(lambda: act(mode), left)
         except _STEP_FAILURES as err:
-            return errors.reason_of(err)
+            return err
         return None
 
     @staticmethod

@@ -21,13 +21,19 @@ What libvirt 9.0 does with a qcow2 disk, and so what virtlife offers:
   freeze broke (the watchdog thawed) before the snapshot was taken, the snapshot is
   not consistent: it is deleted and the operation fails.
 
+Ctrl-C cannot stop a snapshot libvirt is taking: ``interrupt_creates`` (the CLI's
+interrupt hook) keeps any from starting after it, waits briefly for those under way and
+says, by name, which were made.
+
 After a revert to a running snapshot the guest clock is set right through the agent
 (its time jumped back), as ``Lifecycle`` does after a resume. Nothing here prints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Unpack
 
@@ -168,12 +174,29 @@ class Snapshots(OperationService):
                 snap = self._quiesced(run, guest, snaps, xml, name, bound, no_quiesce_ok)
             else:
                 run.report("snapshot", f"taking snapshot {name} of {guest.name}")
-                snap = snaps.create(xml, name, disk_only=disk_only)
+                snap = self._create(snaps, xml, name, disk_only=disk_only)
             run.note = _describe_new(parse_snapshot(snap.xml()), run.note)
             if quiesce and not disk_only:
                 run.add_note(WHY_DISK_ONLY)
         assert run.result is not None
         return run.result
+
+    @staticmethod
+    def _create(snaps: DomainSnapshots, xml: str, name: str, *, disk_only: bool) -> Snapshot:
+        """``snaps.create``, known to ``interrupt_creates`` while libvirt takes it."""
+        taking = _Taking(snaps.vm, name)
+        with _taking_lock:
+            if _stopping.is_set():  # Ctrl-C came first: take nothing
+                raise KeyboardInterrupt
+            _taking.append(taking)
+        try:
+            snap = snaps.create(xml, name, disk_only=disk_only)
+            taking.made = True
+            return snap
+        finally:
+            taking.done.set()
+            with _taking_lock:
+                _taking.remove(taking)
 
     @staticmethod
     def _free_default_name(snaps: DomainSnapshots) -> str:
@@ -201,6 +224,7 @@ class Snapshots(OperationService):
                     + "pass --no-quiesce-ok to take it unquiesced")
         else:
             entered = False
+            made: Snapshot | None = None
             try:
                 with bounded_freeze(Agent(guest), self.guard.freezes, op_id=run.op_id,
                                     uuid=guest.uuid(), host=guest.host.name, bound_s=bound_s,
@@ -208,11 +232,15 @@ class Snapshots(OperationService):
                     entered = True
                     run.report("snapshot", f"{active.frozen} file system(s) of {guest.name} "
                                f"frozen; taking snapshot {name}")
-                    snap = snaps.create(xml, name, disk_only=True)
+                    made = snap = self._create(snaps, xml, name, disk_only=True)
                     with active.lock:  # a watchdog thaw either happened already, or waits
                         broken = active.broken
             except (errors.AgentUnavailable, errors.AgentCommandFailed) as err:
-                if entered:
+                if made is not None and isinstance(err, errors.AgentStillFrozen):
+                    raise errors.AgentStillFrozen(
+                        f"{err}. Snapshot {name} was taken while the file systems were "
+                        "frozen, and is kept") from err
+                if entered or isinstance(err, errors.AgentStillFrozen):
                     raise
                 if not no_quiesce_ok:
                     raise type(err)(f"{err} (or pass --no-quiesce-ok to take the snapshot "
@@ -226,7 +254,7 @@ class Snapshots(OperationService):
                             f"{seconds:.2f} s (bound {bound_s:g} s)")
                 return snap
         run.report("snapshot", f"taking snapshot {name} of {guest.name} unquiesced")
-        snap = snaps.create(xml, name, disk_only=True)
+        snap = self._create(snaps, xml, name, disk_only=True)
         run.note = f"not quiesced (--no-quiesce-ok): {why_not}"
         return snap
 
@@ -289,6 +317,46 @@ class Snapshots(OperationService):
                                          metadata_only=metadata_only)
         assert run.result is not None
         return run.result
+
+
+@dataclass
+class _Taking:
+    """A snapshot that libvirt is taking for this process."""
+
+    vm: str
+    name: str
+    made: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_taking: list[_Taking] = []
+_taking_lock = threading.Lock()
+_stopping = threading.Event()
+# How long Ctrl-C waits for a snapshot libvirt is taking, to say whether it was made
+# (the CLI gives its whole interrupt hook 2 s).
+INTERRUPT_WAIT_S = 1.5
+
+
+def interrupt_creates(wait_s: float = INTERRUPT_WAIT_S) -> list[str]:
+    """Ctrl-C: no snapshot is started from now on; of those libvirt is taking (it
+    cannot be stopped), wait up to ``wait_s`` and say which were made, by name."""
+    with _taking_lock:
+        _stopping.set()
+        pending = list(_taking)
+    deadline = time.monotonic() + wait_s
+    said: list[str] = []
+    for t in pending:
+        t.done.wait(max(0.0, deadline - time.monotonic()))
+        if t.made:
+            said.append(f"snapshot {t.name} of {t.vm} was made before the interrupt could "
+                        f"stop it, and is its current snapshot: keep it, or delete it with "
+                        f"`virtlife snapshot {t.vm} delete {t.name}`")
+        elif not t.done.is_set():
+            said.append(f"snapshot {t.name} of {t.vm} was being taken when interrupted, and "
+                        f"libvirt may still finish it: `virtlife snapshot {t.vm} list` shows "
+                        f"whether it did (then `virtlife snapshot {t.vm} delete {t.name}` "
+                        "removes it)")
+    return said
 
 
 def _describe_new(doc: SnapshotDoc, before: str) -> str:
