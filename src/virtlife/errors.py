@@ -15,6 +15,8 @@ Every message says what was wanted, what was found and, where it helps, what to 
     ├── InvalidTransition            operation not allowed in the VM's current state
     ├── InvalidDefinition            malformed or rejected domain XML / spec
     ├── HostUnreachable              cannot connect to, or lost, a libvirt host
+    │   └── ConnectionLost           the connection dropped during a call (libvirtd
+    │                                stopped or restarted); waits reconnect after it
     ├── OperationTimeout             the expected state was not reached in time
     ├── Unsupported                  the host's driver cannot do this operation
     ├── AgentUnavailable             the guest agent cannot be reached (exit 8)
@@ -26,6 +28,8 @@ Every message says what was wanted, what was found and, where it helps, what to 
     │   ├── AgentCommandUnsupported  the guest's agent lacks the command or disabled it
     │   └── AgentGuestError          the guest reported an error (its message shown)
     ├── OperationFailed              libvirt refused or failed the operation otherwise
+    │   └── HostRestarted            libvirtd restarted during the operation, and the VM
+    │                                is not in the state it was meant to reach
     ├── OperationBusy                another operation (or a libvirt job) is running on the VM
     ├── InvalidInput                 a name, path, file or option value that cannot be used
     ├── StoreUnavailable             the inventory/journal database cannot be opened or written
@@ -93,6 +97,11 @@ class HostUnreachable(VirtlifeError):
     exit_code = 4
 
 
+class ConnectionLost(HostUnreachable):
+    """An open connection dropped during a call: its libvirtd stopped or restarted (or
+    the link broke). ``services.wait`` reconnects after it within the operation's time."""
+
+
 class OperationTimeout(VirtlifeError):
     exit_code = 5
 
@@ -135,6 +144,11 @@ class AgentGuestError(AgentCommandFailed):
 
 class OperationFailed(VirtlifeError):
     pass
+
+
+class HostRestarted(OperationFailed):
+    """libvirtd restarted while an operation ran, and the VM, read again after the
+    reconnect, is not where the operation meant it to be; the message says where it is."""
 
 
 class OperationBusy(VirtlifeError):

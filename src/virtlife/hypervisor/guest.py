@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from virtlife import errors
 from virtlife.hypervisor.console import ConsoleStream, open_console, open_graphics_socket
 from virtlife.hypervisor.libvirt_api import calling, libvirt, translate
 from virtlife.states import (
@@ -105,6 +106,22 @@ class Guest:
 
     def uuid(self) -> str:
         return str(self._dom.UUIDString())
+
+    def reattach(self) -> None:
+        """Look the domain up again, by its UUID, on the Host's current connection (its
+        handle dies with the connection it came from: after a libvirtd restart every
+        call on it fails). ``VMNotFound`` when the host no longer has it; the name is
+        read again (libvirt's, should it have been renamed meanwhile)."""
+        uuid = self.uuid()  # kept in the handle: no call to the dead connection
+        conn = self.host.conn
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise errors.VMNotFound(
+                    f"no VM {self.name} (UUID {uuid}) on host {self.host.name}") from err
+            raise translate(err, self._what("look up again")) from err
+        self._dom, self.name = dom, dom.name()
 
     def domain_id(self) -> int | None:
         """libvirt's id of the running domain (a new one at every start); None when off."""

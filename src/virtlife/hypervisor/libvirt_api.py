@@ -98,6 +98,24 @@ _UNSUPPORTED_CODES = {
     libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
 }
 _AGENT_CODES = {libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED}
+# An open connection that broke under a call: the socket's errno as libvirt's RPC layer
+# reports it (EOF, a peer that hung up), and the words of the errors that carry none.
+_LOST_ERRNOS = {errno.EIO, errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN}
+_LOST_WORDS = ("end of file while reading data", "client socket is closed",
+               "keepalive timeout", "cannot recv data", "cannot write data")
+
+
+def connection_lost(code: int, domain: int, int1: int, text: str) -> bool:
+    """Whether a libvirt error says that an open connection broke (its libvirtd stopped
+    or restarted, or the link did), as opposed to a host that cannot be reached at all
+    (connect refused, no socket: ``HostUnreachable``)."""
+    if domain not in _UNREACHABLE_DOMAINS:
+        return False
+    if code == libvirt.VIR_ERR_SYSTEM_ERROR and int1 in _LOST_ERRNOS:
+        return True
+    lower = text.lower()
+    return code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR) and any(
+        words in lower for words in _LOST_WORDS)
 
 
 def translate(err: Any, what: str, *, vm: str = "VM") -> errors.VirtlifeError:
@@ -112,6 +130,10 @@ def translate(err: Any, what: str, *, vm: str = "VM") -> errors.VirtlifeError:
     text = (err.get_error_message() or str(err)).strip()
     first_line = text.splitlines()[0] if text else "unknown libvirt error"
     msg = f"cannot {what}: {first_line}"
+    if connection_lost(code, domain, err.get_int1() or 0, text):
+        return errors.ConnectionLost(
+            f"cannot {what}: the connection to the host was lost ({first_line}): its "
+            "libvirtd stopped or restarted, or the link to it broke")
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return errors.VMNotFound(msg)
     if code == libvirt.VIR_ERR_DOM_EXIST or "already exists with uuid" in text:

@@ -36,6 +36,7 @@ from typing import Any
 from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
 from virtlife.hypervisor.events import EventKind
+from virtlife.services import restarts
 from virtlife.services.observe import observed_state
 from virtlife.services.progress import Progress, Update
 from virtlife.services.wait import Watch
@@ -342,13 +343,18 @@ class Operations:
                 raise errors.OperationBusy(conflict)
             rule = check_transition(op, vm, current)
             timeout = timeout_s if timeout_s is not None else DEFAULT_TIMEOUTS[op]
-            with Watch(host, vm) as watch:
+            with Watch(host, vm, during=op.value) as watch:
                 run = OperationRun(op, op_id, host, vm, guest, current, rule, watch, timeout,
                                    progress)
                 run.warnings = warnings
                 if progress is not None:
                     run.report("request", f"{op.value} {vm} on {host.name} (operation {op_id})")
-                yield run
+                try:
+                    yield run
+                except errors.ConnectionLost as lost:  # a call of the body, not a wait
+                    raise _lost_call(run, lost) from lost
+                if watch.restarts:  # a wait reconnected: say so first
+                    run.note = "; ".join([*watch.restarts, *([run.note] if run.note else [])])
                 state = run.final if run.final is not None else run.target().status()
             duration = time.monotonic() - t0
             # the UUID of a VM that did not exist at the start (define, restore) is
@@ -379,6 +385,25 @@ class Operations:
                 warnings: list[str], uuid: str | None) -> None:
         self._journal_safely(warnings, "record its outcome", lambda j: j.finish(
             op_id, outcome, detail, duration, uuid=uuid or None))
+
+
+def _lost_call(run: OperationRun, lost: errors.ConnectionLost) -> errors.VirtlifeError:
+    """What to say when a call of the operation lost its connection (libvirtd restarted
+    under it): reconnect within the operation's time, read the VM again, and say where
+    it is. Its answer went with the connection, so the rest of the operation was not
+    done: an error even when the VM is where the operation meant it to be."""
+    guest = run.guest
+    if guest is None:  # nothing to read again (define, restore): what was lost says it
+        return lost
+    state = run.watch.reconnect(guest, run.started + run.timeout_s)
+    note = run.watch.restarts[-1]
+    wanted = " or ".join(sorted(s.label for s in run.rule.reaches))
+    if state.state in run.rule.reaches:
+        return errors.HostRestarted(
+            f"{run.vm}: {note}; libvirt's answer to the {run.operation.value} was lost "
+            f"with the connection, so the rest of it was not done; run it again if needed")
+    return restarts.restart_failure(run.host.name, run.operation.value, run.vm, state,
+                                    wanted)
 
 
 def _detail(err: BaseException) -> str:

@@ -6,8 +6,11 @@ thread and no libvirt call: each ``Host`` gets one ``_Router``, tapped into the 
 once for its whole life (across reconnects), which files every event under the VM it
 names, on the publishing thread, as a plain append (the Watch's list is its queue; the
 waiting thread reads it). Each event for the VM wakes the waiter, which then reads the
-state once; a slow safety re-read (every few seconds) covers a lost event. Nothing
-here decides policy or prints.
+state once; a slow safety re-read (every few seconds) covers a lost event. A wait
+whose connection is lost (libvirtd restarted: ``errors.ConnectionLost``) reconnects
+within its deadline, looks the VM up again by its UUID and reads its state; what that
+means (done, wait on, failed) is decided in ``services.restarts``, and the watch keeps
+what it found for the operation's result. Nothing here decides policy or prints.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Guest, Host
 from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
-from virtlife.states import StateInfo, VMState
+from virtlife.services.restarts import (
+    AfterRestart,
+    after_restart,
+    not_back,
+    restart_failure,
+    restart_note,
+)
+from virtlife.states import UNDEFINED, StateInfo, VMState
 
 SAFETY_RECHECK_S = 2.0
 T = TypeVar("T")
@@ -84,10 +94,12 @@ def router_of(host: Host) -> _Router:
 class Watch:
     """Events for one VM on one host, collected from the moment of creation."""
 
-    def __init__(self, host: Host, vm: str) -> None:
+    def __init__(self, host: Host, vm: str, *, during: str = "the wait") -> None:
         self.host = host
         self.vm = vm
+        self.during = during  # what runs, for what a reconnect says: "start"
         self.events: list[DomainEvent] = []
+        self.restarts: list[str] = []  # what each reconnect found, in the operator's words
         self._cond = threading.Condition()
         self._router = router_of(host)
         self._router.add(self)
@@ -138,13 +150,18 @@ class Watch:
                 self._cond.wait(remaining)
 
     def _until(self, probe: Callable[[], T | None], timeout_s: float,
-               timed_out: Callable[[], errors.VirtlifeError]) -> T:
+               timed_out: Callable[[], errors.VirtlifeError],
+               on_lost: Callable[[float], T | None]) -> T:
         """Run ``probe`` now and again after each event (or safety re-check) until it
-        returns a value; raise ``timed_out()`` once ``timeout_s`` has passed."""
+        returns a value; raise ``timed_out()`` once ``timeout_s`` has passed. When the
+        probe loses the connection, ``on_lost(deadline)`` reconnects and says instead."""
         deadline = time.monotonic() + timeout_s
         seen = 0
         while True:
-            found = probe()
+            try:
+                found = probe()
+            except errors.ConnectionLost:
+                found = on_lost(deadline)
             if found is not None:
                 return found
             remaining = deadline - time.monotonic()
@@ -161,8 +178,46 @@ class Watch:
             last[:] = [guest.status()]
             return last[0] if accept(last[0]) else None
 
+        def on_lost(deadline: float) -> StateInfo | None:
+            state = self.reconnect(guest, deadline)
+            last[:] = [state]
+            return self._decide(state, accept(state), describe)
+
         return self._until(probe, timeout_s, lambda: errors.OperationTimeout(
-            f"{self.vm} did not reach {describe} within {timeout_s:g} s: it is {last[0]}"))
+            f"{self.vm} did not reach {describe} within {timeout_s:g} s: it is {last[0]}"),
+            on_lost)
+
+    def reconnect(self, guest: Guest, deadline: float) -> StateInfo:
+        """After a lost connection: connect to the host again before ``deadline`` (each
+        failed try waits for the next host event, or until the host may be tried again),
+        look the VM up again by its UUID and return its state, noted in ``restarts``.
+        ``HostUnreachable`` when the host did not answer again in time."""
+        while True:
+            with self._cond:
+                seen = len(self.events)
+            try:
+                self.host.connect()
+                guest.reattach()
+                state = guest.status()
+            except errors.VMNotFound:
+                state = UNDEFINED  # undefined while libvirtd was away
+            except errors.HostUnreachable as err:  # still down, or lost again
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise not_back(self.host.name, self.during, self.vm,
+                                   errors.reason_of(err)) from err
+                self._wait_for_event(seen, min(left, self.host.retry_after_s))
+                continue
+            self.restarts.append(restart_note(self.host.name, self.during, state))
+            return state
+
+    def _decide(self, state: StateInfo, accepted: bool, wanted: str) -> StateInfo | None:
+        """``state`` once the wait is over after a reconnect; None to wait on; raises
+        ``HostRestarted`` when the VM will not get there by itself."""
+        decision = after_restart(state, accepted=accepted)
+        if decision is AfterRestart.FAILED:
+            raise restart_failure(self.host.name, self.during, self.vm, state, wanted)
+        return state if decision is AfterRestart.DONE else None
 
     def until_agent(self, guest: Guest, timeout_s: float) -> float:
         """Wait until the guest agent answers ``guest-ping``; return seconds waited.
@@ -188,5 +243,11 @@ class Watch:
                     f"the agent of {self.vm} cannot answer: the VM is {state}")
             return None
 
+        def on_lost(deadline: float) -> float | None:
+            self._decide(self.reconnect(guest, deadline), False,
+                         "running with its guest agent answering")
+            return None  # running again (or on its way): ping on
+
         return self._until(probe, timeout_s, lambda: errors.OperationTimeout(
-            f"the guest agent of {self.vm} did not answer within {timeout_s:g} s ({last[0]})"))
+            f"the guest agent of {self.vm} did not answer within {timeout_s:g} s ({last[0]})"),
+            on_lost)
