@@ -410,3 +410,19 @@ def test_vnc_of_a_vm_without_a_vnc_server_says_how_to_add_one(client: httpx.Clie
     r = client.get(f"{VM}/vnc")
     _refused(r, 404, "it has no VNC graphics; add them with `virtlife graphics test")
     assert json.loads(r.text)["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("field", ["path", "drivers", "out"])
+def test_a_path_field_with_a_control_character_is_refused_before_anything_runs(
+        node: httpx.Client, tmp_path: Path, field: str,
+        recorded: list[tuple[str, str, bool, bool]]) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    bad = str(work / "a\nb.iso")
+    if field == "path":
+        r = node.post("/api/vms/local/vm-off/media", json={"path": bad})
+    else:
+        body = {"drivers": str(work), "out": str(work / "o.iso"), field: bad}
+        r = node.post("/api/media/windows-drivers-iso", json=body)
+    _refused(r, 422, "holds a control character")
+    assert recorded == [] and sorted(work.iterdir()) == []

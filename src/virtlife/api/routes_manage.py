@@ -39,6 +39,7 @@ from virtlife.api.routes import (
     services_of,
 )
 from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
+from virtlife.paths import check_path
 from virtlife.services import provision
 from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host
@@ -70,7 +71,8 @@ InventoryName = Annotated[str, Path(min_length=1, max_length=255,
 
 def absolute(path: str, what: str) -> str:
     """``path`` if it is a usable absolute path; ``InvalidInput`` else."""
-    if "\0" in path or not os.path.isabs(path):
+    check_path(path, what)
+    if not os.path.isabs(path):
         raise errors.InvalidInput(
             f"{what} {path!r} is not an absolute path: give the full path on the VM's host "
             "(a relative one would be relative to where the server runs)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_result, warn
-from virtlife.cli.params import FilePath, timeout_option
+from virtlife.cli.params import CheckedPath, FilePath, timeout_option
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
 
 # services.media.CdromBus's values, without loading libvirt for --help (a unit test
@@ -20,7 +20,7 @@ from virtlife.services.isos import DEFAULT_LABEL, build_iso
 BUSES = ("scsi", "sata", "ide")
 
 @click.command("windows-drivers-iso")
-@click.option("--drivers", type=click.Path(path_type=Path), required=True, metavar="DIR",
+@click.option("--drivers", type=CheckedPath(), required=True, metavar="DIR",
               help="The virtio-win driver tree: the RPM's /usr/share/virtio-win/drivers "
                    "(guest-agent/ beside it is taken too) or the virtio-win ISO's contents.")
 @click.option("--out", type=FilePath(), required=True, metavar="FILE.iso",

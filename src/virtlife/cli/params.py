@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from virtlife.errors import InvalidInput
+from virtlife.paths import check_path
 from virtlife.xml.domain import validate_vm_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,11 +59,30 @@ class NewVMName(click.ParamType[str]):
             self.fail(str(err), param, ctx)
 
 
-class FilePath(click.Path):
-    """A file path (``click.Path``, never a directory) that is not empty."""
+class CheckedPath(click.Path):
+    """``click.Path`` (a ``pathlib.Path`` unless told otherwise) whose value passed
+    ``paths.check_path``: not empty, no control character. Every path option and
+    argument is one of these."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                check_path(value)
+            except InvalidInput as err:
+                self.fail(str(err), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class FilePath(CheckedPath):
+    """A file path (never a directory) that is not empty."""
 
     def __init__(self, *, exists: bool = False) -> None:
-        super().__init__(exists=exists, dir_okay=False, path_type=Path)
+        super().__init__(exists=exists, dir_okay=False)
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:

@@ -110,8 +110,14 @@ def cli(ctx: click.Context, connect_uri: str | None, verbose: int,
 
     from virtlife.cli.app import App
     from virtlife.logs import setup_logging
+    from virtlife.paths import check_path
 
-    setup_logging(verbose, Path(log_file) if log_file is not None else None)
+    if connect_uri is not None and not connect_uri.strip():
+        raise click.BadParameter(
+            "an empty URI names no host: give a libvirt URI (e.g. qemu:///system), or "
+            "leave -c out to use the inventory", param_hint="'-c'")
+    log_path = Path(check_path(log_file, "--log-file")) if log_file is not None else None
+    setup_logging(verbose, log_path)
     logging.getLogger(__name__).debug("virtlife %s: %s", __version__, ctx.invoked_subcommand)
     app = App(connect_uri, verbose > 0, queue)
     ctx.obj = app

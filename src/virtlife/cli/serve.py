@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
+from virtlife.cli.params import CheckedPath
 from virtlife.errors import InvalidInput
 
 
@@ -19,9 +20,9 @@ from virtlife.errors import InvalidInput
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="ADDR:PORT",
               help="Where to listen. Other than loopback needs --tls-cert/--tls-key or "
                    "--insecure.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--tls-cert", type=CheckedPath(exists=True, dir_okay=False),
               default=None, help="TLS certificate (PEM) for HTTPS.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--tls-key", type=CheckedPath(exists=True, dir_okay=False),
               default=None, help="TLS private key (PEM) for HTTPS.")
 @click.option("--insecure", is_flag=True,
               help="Allow a non-loopback address without TLS (a trusted network only).")

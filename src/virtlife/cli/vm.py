@@ -24,7 +24,14 @@ from virtlife.cli.app import (
     sync_time_option,
     wait_agent_option,
 )
-from virtlife.cli.params import MEMORY_MIB, NEW_VM_NAME, VCPUS, FilePath, timeout_option
+from virtlife.cli.params import (
+    MEMORY_MIB,
+    NEW_VM_NAME,
+    VCPUS,
+    CheckedPath,
+    FilePath,
+    timeout_option,
+)
 from virtlife.errors import InvalidInput
 from virtlife.states import PMTarget, ShutdownMode
 from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
@@ -77,10 +84,10 @@ def define(app: App, xml_file: Path, host: str | None, ignore_unreachable: bool,
 @click.option("--memory", "memory_mib", type=MEMORY_MIB, default=256, show_default=True,
               help="Memory in MiB.")
 @click.option("--vcpus", type=VCPUS, default=1, show_default=True)
-@click.option("--kernel", type=click.Path(path_type=Path), help="Kernel for direct boot.")
-@click.option("--initrd", type=click.Path(path_type=Path), help="Initrd for direct boot.")
+@click.option("--kernel", type=CheckedPath(), help="Kernel for direct boot.")
+@click.option("--initrd", type=CheckedPath(), help="Initrd for direct boot.")
 @click.option("--cmdline", default="", help="Kernel command line.")
-@click.option("--disk", "disks", multiple=True, type=click.Path(path_type=Path),
+@click.option("--disk", "disks", multiple=True, type=CheckedPath(),
               help="Disk image (repeatable; .qcow2 or raw). The first one is vda.")
 @click.option("--network", "networks", multiple=True, help="NIC on a libvirt network.")
 @click.option("--bridge", "bridges", multiple=True, help="NIC on a host bridge.")

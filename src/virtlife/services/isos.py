@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtlife import errors
+from virtlife.paths import check_path
 
 if TYPE_CHECKING:
     from pycdlib import PyCdlib
@@ -351,6 +352,8 @@ def build_iso(drivers: str | Path, out: str | Path, *, force: bool = False,
     from pycdlib.pycdlibexception import PyCdlibException
 
     volume = check_label(label)
+    check_path(os.fspath(drivers), "the driver tree")
+    check_path(os.fspath(out), "the ISO to write")
     tree = scan_drivers(drivers)
     target = _check_out(Path(out), force, tree.roots)
     iso = pycdlib.PyCdlib()

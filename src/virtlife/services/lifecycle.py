@@ -28,6 +28,7 @@ from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
 from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
+from virtlife.paths import check_path
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_after
 from virtlife.services.fleet import Fleet, split_ref
@@ -70,9 +71,7 @@ _STEP_FAILURES = (errors.AgentUnavailable, errors.AgentCommandFailed, errors.Uns
 
 def host_path(host: Host, path: str | Path) -> str:
     """``path`` as a path on ``host``: relative ones only make sense on this machine."""
-    text = os.fspath(path)
-    if "\0" in text or not text:
-        raise errors.InvalidInput(f"{text!r} is not a usable file path")
+    text = check_path(os.fspath(path))  # the one check of a path a caller gives
     if os.path.isabs(text):
         return os.path.normpath(text)
     if is_remote(host.uri):

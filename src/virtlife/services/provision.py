@@ -21,6 +21,7 @@ from typing import Unpack
 from virtlife import errors
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.probe import identity
+from virtlife.paths import check_path
 from virtlife.services.facts import host_facts
 from virtlife.services.lifecycle import Call, Lifecycle, OperationResult
 from virtlife.states import Operation
@@ -169,6 +170,15 @@ def _discard_unused(host: Host, vm: str, made: list[Path]) -> list[Path]:
     return kept
 
 
+def _paths(spec: DomainSpec) -> list[tuple[str, Path]]:
+    """Every file path ``spec`` names, with what it is."""
+    named = [("the kernel", spec.kernel), ("the initrd", spec.initrd),
+             ("the serial log", spec.serial_log)]
+    named += [("a disk", d) for d in spec.disks]
+    named += [("a disk's source", c.source) for c in spec.disk_copies]
+    return [(what, path) for what, path in named if path is not None]
+
+
 def create(lifecycle: Lifecycle, spec: DomainSpec, *, host: str,
            virt_type: str | None = None, start: bool = False,
            wait_agent: bool = False, facts: Facts | None = None,
@@ -182,6 +192,8 @@ def create(lifecycle: Lifecycle, spec: DomainSpec, *, host: str,
     """
     try:
         validate_vm_name(spec.name)
+        for what, path in _paths(spec):
+            check_path(os.fspath(path), what)
         h = lifecycle.fleet.host(host)
         if h.find(spec.name) is not None:
             raise errors.VMAlreadyExists(
