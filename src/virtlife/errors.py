@@ -39,7 +39,8 @@ Exit codes (the CLI's contract; one meaning each):
     0 done  1 failed  2 not found  3 refused by the VM's state  4 host unreachable
     5 timed out  6 busy (another operation runs on the VM)  7 store unavailable
     8 guest agent unavailable  9 the guest agent refused or failed the command
-    64 bad usage or input  130 interrupted (Ctrl-C)  143 terminated (SIGTERM)
+    64 bad usage or input  129 hung up (SIGHUP: the terminal or ssh session closed)
+    130 interrupted (Ctrl-C)  143 terminated (SIGTERM)
 """
 
 from __future__ import annotations

@@ -135,6 +135,38 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_and_returns_143(
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
 
 
+def test_sighup_ends_a_command_as_sigterm_does_and_returns_129(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A closed terminal or a dropped ssh session (issue 15, E): the hook runs (it aborts
+    this process's migrations and marks its operations), as for SIGTERM; Python's
+    default for SIGHUP would end the process with no hook at all."""
+    release = threading.Event()
+    hooked: list[str] = []
+
+    def stuck(_args: list[str]) -> int:
+        release.wait(10)
+        return 0
+
+    def on_interrupt() -> None:
+        hooked.append("marked")
+        release.set()
+
+    monkeypatch.setattr(main_module, "_run", stuck)
+    monkeypatch.setattr(app_module, "on_interrupt", on_interrupt, raising=False)
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        main_thread = threading.main_thread().ident
+        assert main_thread is not None
+        threading.Timer(0.2, signal.pthread_kill, (main_thread, signal.SIGHUP)).start()
+        assert main_module.main(["state", "x"]) == 129
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # the caller's is back
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert hooked == ["marked"]
+    assert capsys.readouterr().err == "virtlife: hung up\n"
+    assert 129 in main_module.EXIT_CODES
+
+
 def test_the_apps_stop_functions_run_before_the_journal_is_marked(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     order: list[str] = []

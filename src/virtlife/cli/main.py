@@ -8,7 +8,9 @@ libvirt); otherwise the command runs in a worker thread while the main thread wa
 for it: a libvirt call blocked in C never returns to Python on SIGINT, but the main
 thread does, so Ctrl-C always ends the command at once (exit 130), after asking
 ``cli.app`` (when it was loaded) to stop what the command serves and mark this
-process's running operations as interrupted. SIGTERM ends it the same way (exit 143).
+process's running operations as interrupted. SIGTERM ends it the same way (exit 143),
+and so does SIGHUP (exit 129: a closed terminal or a dropped ssh session must not leave
+a migration running with nobody watching it).
 The click group and its error boundary live in ``cli.root``; ``cli`` and ``EPILOG``
 are still importable from here.
 """
@@ -30,8 +32,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 64  # BSD's EX_USAGE; click's own 2 would read as "not found"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HUNG_UP = 129  # 128 + SIGHUP
 # Every exit code the command may end with (virtlife.errors documents their meaning).
-EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED} | exit_codes())
+EXIT_CODES = frozenset({0, 1, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP}
+                       | exit_codes())
 # How long Ctrl-C waits for the journal to mark the running operations interrupted,
 # then for the command to end by itself before the process exits without it.
 INTERRUPT_HOOK_S = 2.0
@@ -43,9 +47,21 @@ SIGNAL_POLL_S = 0.1
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a service manager's stop): ended as Ctrl-C ends a command."""
 
+    code = EXIT_TERMINATED
+    said = "terminated"
 
-def _terminate(_signum: int, _frame: object) -> None:
-    raise Terminated()
+
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed, the ssh session dropped): ended as SIGTERM ends it."""
+
+    code = EXIT_HUNG_UP
+    said = "hung up"
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    import signal
+
+    raise HungUp() if signum == signal.SIGHUP else Terminated()
 
 
 def __getattr__(name: str) -> Any:
@@ -129,8 +145,13 @@ def _mark_interrupted() -> None:
                  f"journal: {err}")
 
 
-def _interrupted(worker: Any, terminated: bool = False) -> int:
-    echo_err("virtlife: terminated" if terminated else "virtlife: interrupted")
+def _interrupted(worker: Any, stop: KeyboardInterrupt | None = None) -> int:
+    code = stop.code if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    try:  # after SIGHUP the terminal may be gone: stderr then fails, the rest goes on
+        echo_err(f"virtlife: {stop.said}" if isinstance(stop, Terminated)
+                 else "virtlife: interrupted")
+    except OSError:
+        pass
     _mark_interrupted()
     try:
         worker.join(INTERRUPT_GRACE_S)
@@ -144,8 +165,8 @@ def _interrupted(worker: Any, terminated: bool = False) -> int:
                 stream.flush()
             except Exception:  # a closed pipe must not keep us from exiting
                 pass
-        os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
-    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        os._exit(code)
+    return code
 
 
 def _served(args: list[str]) -> int | None:
@@ -243,6 +264,7 @@ def _main(args: list[str]) -> int:
 
     on_main_thread = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    before_hup = signal.signal(signal.SIGHUP, _terminate) if on_main_thread else None
     try:
         worker.start()
         # Wake up now and then: the kernel may hand SIGINT to a thread blocked in C,
@@ -251,10 +273,11 @@ def _main(args: list[str]) -> int:
         while worker.is_alive():
             worker.join(SIGNAL_POLL_S)
     except KeyboardInterrupt as stop:
-        return _interrupted(worker, terminated=isinstance(stop, Terminated))
+        return _interrupted(worker, stop)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, before)
+            signal.signal(signal.SIGHUP, before_hup)
         if not worker.is_alive():
             logs = sys.modules.get("virtlife.logs")
             if logs is not None:

@@ -85,11 +85,12 @@ def params(req: MigrationRequest) -> dict[str, Any]:
 class Migration(DomainPart):
     """The migration job of one domain (``Migration(guest)``)."""
 
-    def start(self, dest_uri: str, req: MigrationRequest) -> None:
-        """Migrate to ``dest_uri`` (peer to peer); returns when libvirt is done."""
+    def start(self, dest_uri: str, req: MigrationRequest, *, dest: str = "") -> None:
+        """Migrate to ``dest_uri`` (peer to peer); returns when libvirt is done. ``dest``:
+        the destination's inventory name, for the error (its URI otherwise)."""
         if req.max_downtime_ms is not None and not req.offline:
             self.set_max_downtime(req.max_downtime_ms)
-        with calling(self._what(f"migrate to {dest_uri}")):
+        with calling(f"migrate {self.vm} from {self.guest.host.name} to {dest or dest_uri}"):
             self._dom.migrateToURI3(dest_uri, params(req), flags(req))
 
     def job_stats(self) -> dict[str, Any]:

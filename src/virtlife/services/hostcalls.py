@@ -154,6 +154,13 @@ class HostCaller:
                              name=f"fleet-{self.name}-last").start()
 
     @property
+    def stuck(self) -> bool:
+        """True while a call given up by its caller still runs (the host never answered
+        it): what comes after it on this thread, its close too, waits for it."""
+        with self._cond:
+            return self._running is not None and self._running.abandoned
+
+    @property
     def alive(self) -> bool:
         """True while its thread runs (it ends after ``stop``, once its call returned)."""
         return self._thread is not None and self._thread.is_alive()

@@ -335,6 +335,27 @@ class Journal:
             self._interrupt(mine, why)
         return len(mine)
 
+    def correct(self, op_id: str, outcome: str, detail: str) -> None:
+        """Rewrite how a finished entry ended, once what happened is known (a migration
+        whose process died, or whose end could not be confirmed: ``services`` asked the
+        hosts). A running entry is left alone."""
+        if outcome not in (*OUTCOMES, INTERRUPTED):
+            raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
+        self._db.write("UPDATE journal SET outcome = ?, detail = ? WHERE op_id = ? AND "
+                       "outcome != ?", (outcome, detail, op_id, RUNNING))
+
+    def marked(self, operations: Sequence[str], mark: str,
+               limit: int = 20) -> builtins.list[JournalEntry]:
+        """The newest finished entries of ``operations`` whose detail holds ``mark`` (an
+        end still to be confirmed), newest first."""
+        if not operations or limit < 1:
+            return []
+        marks = ", ".join("?" for _ in operations)
+        return self._select(
+            f"WHERE operation IN ({marks}) AND outcome IN (?, ?) AND instr(detail, ?) > 0",
+            (*operations, "error", INTERRUPTED, mark, limit),
+            "ORDER BY started_at DESC, id DESC LIMIT ?")
+
     # -- reading --------------------------------------------------------------------------
 
     def get(self, op_id: str) -> JournalEntry | None:

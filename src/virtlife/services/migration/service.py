@@ -28,12 +28,18 @@ from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import sync_clock
 from virtlife.services.fleet import Fleet
 from virtlife.services.lifecycle import Lifecycle
+from virtlife.services.migration import settle
 from virtlife.services.migration.checks import (
     CheckOptions,
     MigrationKind,
     Report,
     Status,
     run_checks,
+)
+from virtlife.services.migration.ending import (
+    UNCONFIRMED,
+    Sighting,
+    unconfirmed_message,
 )
 from virtlife.services.migration.gather import gather
 from virtlife.services.migration.phases import MigrationPhase, Progress, size_text
@@ -200,7 +206,7 @@ class Migrations(OperationService):
             t0 = time.monotonic()
             state = self._run(run, guest, dst, req, state, limits, outcome)
             outcome.state = state
-            run.final = self._verify(run, guest, dst, req)
+            run.final = self._verify(run, guest, dst, req, outcome)
             run.guest = moved = dst.lookup(guest.name)
             self._placed(run, moved, guest.host.name, kept_source=move.keep_source)
             outcome.wall_s = time.monotonic() - t0
@@ -242,7 +248,7 @@ class Migrations(OperationService):
             t0 = time.monotonic()
             state = self._run(run, guest, dst, req, state, Limits(), outcome)
             outcome.state = state
-            run.final = self._verify(run, guest, dst, req)
+            run.final = self._verify(run, guest, dst, req, outcome)
             run.guest = moved = dst.lookup(guest.name)
             self._placed(run, moved, guest.host.name, kept_source=move.keep_source)
             outcome.wall_s = time.monotonic() - t0
@@ -280,7 +286,7 @@ class Migrations(OperationService):
 
         def work() -> None:
             try:
-                job.start(dst.uri, req)
+                job.start(dst.uri, req, dest=dst.name)
             except BaseException as err:  # handed to the operation below
                 failure.append(err)
             finally:
@@ -314,6 +320,12 @@ class Migrations(OperationService):
                                           at_s=at)
                 if decision is not None and not _said(state, decision):
                     state = self._act(run, guest, job, decision, state)
+                    if decision.action is Action.ABORT:
+                        # not one "cancelled" line per sample while libvirt winds the
+                        # job down (over a cut link, for its ~28 s keepalive): once the
+                        # abort shows at the source, the move is over for us
+                        settle.wind_down(guest, job, done)
+                        break
                     if decision.action is Action.POSTCOPY_STALLED and req.postcopy_resume:
                         # a resume that moves nothing: back to where it was, and say so
                         _pause_quietly(job)
@@ -331,24 +343,58 @@ class Migrations(OperationService):
             with _active_lock:
                 _active.pop(key, None)
         if gave_up:
-            raise errors.OperationTimeout(f"{gave_up}; {_where(guest, dst)}")
-        if failure:
-            err = failure[0]
-            where = _where(guest, dst)
+            raise errors.OperationTimeout(f"{gave_up}; {self._where(guest, dst)[0]}")
+        ours = next((d for d in reversed(state.steps) if d.action is Action.ABORT), None)
+        if failure or (ours is not None and not done.is_set()):
+            err = failure[0] if failure else None
+            where, lost = self._where(guest, dst)
             if state.postcopy_started:
                 where += (f"; it was in post-copy: its memory is split between the hosts, "
                           f"so it cannot run until the move ends; once {dst.name} is "
                           f"reachable again: virtlife migrate {guest.host.name}/{guest.name} "
                           f"{dst.name} --postcopy-resume")
-            ours = next((d for d in reversed(state.steps) if d.action is Action.ABORT), None)
             if ours is not None:  # the watchdog or --timeout ended it: say why
-                raise errors.OperationTimeout(
-                    f"{guest.name} did not move to {dst.name}: {ours.reason}; {where}"
-                ) from err
+                # the destination lost (a cut link) is "host unreachable", as a lost source
+                stop: type[errors.VirtlifeError] = (errors.HostUnreachable if lost else
+                                                     errors.OperationTimeout)
+                raise stop(f"{guest.name} did not move to {dst.name}: {ours.reason}; {where}"
+                           ) from err
+            assert err is not None
             if isinstance(err, errors.VirtlifeError):
-                raise type(err)(f"{err}; {where}") from err
+                if lost and not _active_at_source(guest):
+                    # gone from the source, the destination silent: it may have moved
+                    raise self._unconfirmed(guest, dst, outcome, str(err),
+                                            libvirt_done=False) from err
+                kind = errors.HostUnreachable if lost else type(err)
+                raise kind(f"{err}; {where}") from err
             raise err
         return state
+
+    def _unconfirmed(self, guest: Guest, dst: Host, outcome: MigrationOutcome, why: str,
+                     *, libvirt_done: bool) -> errors.HostUnreachable:
+        """The error of a move whose end cannot be confirmed: what is known, and the
+        journal's mark so that a later look (``settle.reconcile``) corrects the row."""
+        try:
+            here = settle.sight(guest.host, guest.name)
+        except errors.VirtlifeError as err:
+            here = Sighting(guest.host.name, answered=False, why=str(err))
+        phase = outcome.samples[-1].phase if outcome.samples else None
+        text = unconfirmed_message(guest.name, guest.host.name, dst.name, phase=phase,
+                                   libvirt_done=libvirt_done, at_source=here, why=why)
+        return errors.HostUnreachable(f"{text} {UNCONFIRMED}")
+
+    def _where(self, guest: Guest, dst: Host) -> tuple[str, bool]:
+        """Where the VM is after a failed move, in words, and whether the destination
+        was lost (could not be asked: asked with a deadline, so that a cut link costs
+        seconds; its words tell a silent network from a libvirtd gone)."""
+        try:
+            left = _at_source(guest)
+        except errors.HostUnreachable:
+            left = f"{guest.host.name} cannot be asked where {guest.name} is"
+        there = settle.ask(self.fleet, [dst.name], guest.name)[0]
+        if not there.answered:
+            return f"{left}; {there.why}", True
+        return (left if there.state is None else f"{left}, and {there.describe()}"), False
 
     def abort(self, ref: str, **call: Unpack[Call]) -> OperationResult:
         """Abort the migration running on the VM (from any process); it stays at its
@@ -386,14 +432,18 @@ class Migrations(OperationService):
         return state.after(decision)
 
     def _verify(self, run: OperationRun, guest: Guest, dst: Host,
-                req: MigrationRequest) -> StateInfo:
+                req: MigrationRequest, outcome: MigrationOutcome) -> StateInfo:
         """The VM at the destination, as it must be after the move; else a failure."""
-        moved = dst.find(guest.name)
-        if moved is None:
+        try:
+            moved = dst.find(guest.name)
+            state = moved.status() if moved is not None else None
+        except errors.HostUnreachable as err:  # libvirt said done; the end is not seen
+            raise self._unconfirmed(guest, dst, outcome, str(err), libvirt_done=True
+                                    ) from err
+        if moved is None or state is None:
             raise errors.OperationFailed(
                 f"libvirt reported {guest.name} migrated, but {dst.name} has no such VM; "
-                f"{_where(guest, dst)}")
-        state = moved.status()
+                f"{self._where(guest, dst)[0]}")
         if req.offline:
             return state
         if state.state is VMState.CRASHED or (state.state is VMState.PAUSED
@@ -460,6 +510,15 @@ def _abort_quietly(job: Migration) -> None:
         pass  # no job left to abort
 
 
+def _active_at_source(guest: Guest) -> bool:
+    """Whether the VM still has a QEMU at the source (True when that cannot be told)."""
+    try:
+        here = guest.host.find(guest.name)
+        return here is not None and here.status().state.is_active
+    except errors.VirtlifeError:
+        return True
+
+
 def _at_source(guest: Guest) -> str:
     """Where the VM is at the source after a failed move; resumed there if the
     migration left it paused."""
@@ -476,20 +535,6 @@ def _at_source(guest: Guest) -> str:
         except errors.VirtlifeError:
             pass
     return f"{guest.name} is {state} on {guest.host.name}"
-
-
-def _where(guest: Guest, dst: Host) -> str:
-    """Where the VM is after a failed move, in words (a host that cannot be asked, its
-    libvirt gone, is said to be so)."""
-    try:
-        left = _at_source(guest)
-    except errors.HostUnreachable:
-        left = f"{guest.host.name} cannot be asked where {guest.name} is"
-    try:
-        there = dst.find(guest.name)
-    except errors.HostUnreachable:
-        return f"{left}; {dst.name} cannot be asked (its libvirt is gone)"
-    return left if there is None else f"{left}, and {there.status()} on {dst.name}"
 
 
 def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
