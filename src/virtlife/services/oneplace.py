@@ -125,14 +125,14 @@ class OnePlace:
         what to tell the operator ("" if nothing)."""
         if not uuid:
             return ""
-        copy = self._left_copy(uuid, here) if copies else None
-        if copy is not None:
-            raise errors.InvalidTransition(copy_refusal(vm, here, copy, doing))
-        seen = self.sightings(uuid, here)
+        seen = self.sightings(uuid, here)  # a copy active elsewhere is said first
         refusal = verdict(vm, here, seen, ignore_unreachable=ignore_unreachable,
                           doing=doing)
         if refusal is not None:
             raise errors.InvalidTransition(refusal)
+        copy = self._left_copy(uuid, here) if copies else None
+        if copy is not None:
+            raise errors.InvalidTransition(copy_refusal(vm, here, copy, doing))
         skipped = sorted(h for h in seen.unreachable if h in seen.held_before)
         if skipped:
             return (f"not checked on {', '.join(skipped)} (unreachable; "
