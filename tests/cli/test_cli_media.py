@@ -81,8 +81,35 @@ def test_an_existing_iso_needs_force(tmp_path: Path) -> None:
     assert out.read_text() == "keep me"
     forced = virtlife("windows-drivers-iso", "--drivers", str(tree), "--out", str(out),
                       "--force")
+    message = assert_one_line_error(forced, EXIT_USAGE)  # "keep me" is no ISO image
+    assert message.startswith(f"cannot replace {out}: it is not an ISO image")
+    assert out.read_text() == "keep me"
+    out.unlink()
+    assert_ok(virtlife("windows-drivers-iso", "--drivers", str(tree), "--out", str(out)))
+    first = out.stat().st_ino
+    forced = virtlife("windows-drivers-iso", "--drivers", str(tree), "--out", str(out),
+                      "--force", "--label", "NEWER")
     assert_ok(forced)
     assert out.read_bytes()[32769:32774] == b"CD001"  # an ISO9660 volume descriptor
+    assert out.stat().st_ino != first  # replaced
+
+
+def test_force_never_replaces_a_device_node_through_a_link(tmp_path: Path) -> None:
+    tree = driver_tree(tmp_path / "tree", "viostor")
+    out = tmp_path / "null.iso"
+    out.symlink_to("/dev/null")
+    run = virtlife("windows-drivers-iso", "--drivers", str(tree), "--out", str(out),
+                   "--force")
+    assert "symbolic link, not an ISO image" in assert_one_line_error(run, EXIT_USAGE)
+    assert out.is_symlink() and Path("/dev/null").is_char_device()
+
+
+def test_out_must_be_named_iso_like_the_apis(tmp_path: Path) -> None:
+    tree = driver_tree(tmp_path / "tree", "viostor")
+    run = virtlife("windows-drivers-iso", "--drivers", str(tree), "--out",
+                   str(tmp_path / "drivers.img"))
+    assert "does not end in .iso" in assert_one_line_error(run, EXIT_USAGE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"]
 
 
 def test_bad_driver_trees_are_bad_input_and_write_nothing(tmp_path: Path) -> None:

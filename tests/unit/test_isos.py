@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,10 +220,12 @@ def test_a_driver_tree_with_nothing_to_put_on_the_iso_is_bad_input(
 
 def test_an_existing_iso_is_kept_unless_forced(tmp_path: Path, opened: list[Iso]) -> None:
     tree = iso_layout(tmp_path / "tree")
-    out = _write(tmp_path / "out.iso", "an older file")
+    out = tmp_path / "out.iso"
+    build_iso(tree, out, label="older")
+    older = out.read_bytes()
     with pytest.raises(errors.AlreadyExists, match="pass --force"):
         build_iso(tree, out)
-    assert out.read_text() == "an older file"
+    assert out.read_bytes() == older
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.iso", "tree"]
     build_iso(tree, out, force=True, label="drivers-1.2")
     iso = _open(out, opened)
@@ -301,3 +304,60 @@ def test_joliet_names_stay_but_for_forbidden_characters_and_length() -> None:
     assert joliet_name(long, taken=taken) == "x" * 58 + "~1.inf"
     wide = joliet_name("é" * 40, taken=taken)  # two bytes each
     assert wide == "é" * 32
+
+
+def _other_things(where: Path) -> dict[str, Path]:
+    """Paths ending in .iso that --force must never replace: a text file, a disk image,
+    a FIFO, a socket, a device node and a link to one (as /dev/null was replaced)."""
+    import socket
+
+    things = {"text": _write(where / "notes.iso", "not an ISO\n"),
+              "qcow2": where / "disk.iso"}
+    things["qcow2"].write_bytes(b"QFI\xfb" + b"\0" * 40000)
+    os.mkfifo(where / "fifo.iso")
+    things["fifo"] = where / "fifo.iso"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(where / "sock.iso"))
+    sock.close()
+    things["socket"] = where / "sock.iso"
+    (where / "null.iso").symlink_to("/dev/null")
+    things["link to /dev/null"] = where / "null.iso"
+    if os.geteuid() == 0:
+        os.mknod(where / "dev.iso", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's
+        things["device node"] = where / "dev.iso"
+    return things
+
+
+def test_force_replaces_only_an_iso_image_never_a_device_socket_fifo_link_or_disk(
+        tmp_path: Path) -> None:
+    tree = iso_layout(tmp_path / "tree")
+    where = tmp_path / "out"
+    where.mkdir()
+    things = _other_things(where)
+    before = {name: os.lstat(path) for name, path in things.items()}
+    for name, path in things.items():
+        with pytest.raises(errors.InvalidInput, match="not an ISO image") as err:
+            build_iso(tree, path, force=True)
+        assert "--force replaces only" in str(err.value), name
+    after = {name: os.lstat(path) for name, path in things.items()}
+    assert [(a.st_ino, a.st_mode) for a in after.values()] == [
+        (b.st_ino, b.st_mode) for b in before.values()]
+    assert sorted(p.name for p in where.iterdir()) == sorted(p.name for p in things.values())
+    assert os.path.exists("/dev/null") and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_out_must_end_in_iso(tmp_path: Path) -> None:
+    tree = iso_layout(tmp_path / "tree")
+    with pytest.raises(errors.InvalidInput, match=r"does not end in \.iso"):
+        build_iso(tree, tmp_path / "drivers.img")
+    assert not (tmp_path / "drivers.img").exists()
+
+
+def test_an_iso_image_is_told_from_other_files(tmp_path: Path) -> None:
+    from virtlife.services.isos import is_iso_image
+
+    build_iso(iso_layout(tmp_path / "tree"), tmp_path / "a.iso")
+    assert is_iso_image(tmp_path / "a.iso")
+    others = tmp_path / "others"
+    others.mkdir()
+    assert not any(is_iso_image(p) for p in _other_things(others).values())

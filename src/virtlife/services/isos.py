@@ -327,16 +327,65 @@ def check_label(label: str) -> str:
     return label.upper()
 
 
+# ISO 9660: the volume descriptors start at sector 16 (of 2048 bytes); each one is a
+# type byte, then the standard identifier "CD001".
+_DESCRIPTOR_AT = 16 * 2048
+_ISO_MAGIC = b"CD001"
+
+
+def is_iso_image(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link to one) holding an ISO 9660 volume
+    descriptor; never opens anything else (a device, a FIFO, a socket)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
+            return False
+        return os.pread(fd, 6, _DESCRIPTOR_AT)[1:6] == _ISO_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _check_replaceable(target: Path) -> None:
+    """``--force`` replaces only an ISO image: never a device node, a socket, a FIFO, a
+    link, or a file of another kind (another VM's disk)."""
+    mode = os.lstat(target).st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a device node"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "not a regular file")
+        raise errors.InvalidInput(
+            f"cannot replace {target}: it is {kind}, not an ISO image; --force replaces "
+            "only an existing ISO file: choose another --out")
+    if not is_iso_image(target):
+        raise errors.InvalidInput(
+            f"cannot replace {target}: it is not an ISO image (no ISO 9660 volume "
+            "descriptor), and --force replaces only an ISO file: choose another --out, "
+            "or move the file away if it is really to go")
+
+
 def _check_out(out: Path, force: bool, roots: tuple[Path, ...]) -> Path:
     target = Path(os.path.abspath(out))
     if target.is_dir():
         raise errors.InvalidInput(f"{target} is a folder: --out names the ISO file to write")
+    if not target.name.lower().endswith(".iso"):
+        raise errors.InvalidInput(f"{target} does not end in .iso: name the ISO file to "
+                                  "write (e.g. /var/lib/libvirt/images/virtio-win.iso)")
     if not target.parent.is_dir():
         raise errors.InvalidInput(f"cannot write {target}: there is no folder "
                                   f"{target.parent}")
-    if (target.exists() or target.is_symlink()) and not force:
-        raise errors.AlreadyExists(f"{target} exists; pass --force to replace it, or choose "
-                                   "another --out")
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise errors.AlreadyExists(f"{target} exists; pass --force to replace it, or "
+                                       "choose another --out")
+        _check_replaceable(target)
     real = target.parent.resolve() / target.name
     for root in roots:
         if real.is_relative_to(root.resolve()):
@@ -404,6 +453,8 @@ def _write(iso: PyCdlib, target: Path, force: bool, lib_error: type[Exception]) 
 
 def _move(tmp: Path, target: Path, force: bool) -> None:
     if force:
+        if target.exists() or target.is_symlink():
+            _check_replaceable(target)  # again: it may have changed while the ISO was made
         os.replace(tmp, target)
     else:
         try:  # a link never replaces a file that appeared while the ISO was written
