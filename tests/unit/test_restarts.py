@@ -179,3 +179,27 @@ def test_a_call_that_loses_its_connection_says_where_the_vm_is_now(
     [last, *_] = lifecycle.journal.list(vm="vm-running")
     assert (last.operation, last.outcome) == ("suspend", "error")
     assert "restarted during suspend" in last.detail
+
+
+def test_a_wait_that_times_out_after_a_reconnect_says_libvirtd_restarted(
+        lifecycle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.hypervisor.guest import Guest
+
+    guest = lifecycle.fleet.resolve("vm-running")
+    reads: list[int] = []
+
+    def status(self: Guest) -> StateInfo:
+        reads.append(1)
+        if len(reads) == 1:
+            raise _lost("read the state of vm-running on t")
+        return RUNNING  # never paused
+
+    with pytest.raises(errors.OperationTimeout) as info:
+        with lifecycle.ops.run(Operation.SUSPEND, guest.host, guest.name, guest,
+                               timeout_s=0.2) as run:
+            monkeypatch.setattr(Guest, "status", status)
+            run.wait(lambda s: s.state is VMState.PAUSED, "paused")
+    monkeypatch.undo()
+    assert str(info.value) == (
+        "vm-running did not reach paused within 0.2 s: it is running (booted) (libvirtd "
+        "on t restarted during suspend; the guest is now running (booted))")

@@ -192,9 +192,10 @@ class OperationRun:
             self.final = self.watch.until_state(self.target(), accept, self.remaining(),
                                                 describe=what)
         except errors.OperationTimeout:  # say the operation's time, not what was left of it
+            restarted = "".join(f" ({note})" for note in self.watch.restarts)
             raise errors.OperationTimeout(
                 f"{self.vm} did not reach {what} within {self.timeout_s:g} s: it is "
-                f"{self.target().status()}") from None
+                f"{self.target().status()}{restarted}") from None
         return self.final
 
     def _confirmed(self) -> StateInfo | None:
