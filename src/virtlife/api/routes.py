@@ -229,16 +229,23 @@ class ActionOptions(BaseModel):
     target: Literal["mem", "disk", "hybrid"] | None = None
     managed_save: bool | None = None
     snapshots: bool | None = None
+    discard_saved: bool | None = Field(
+        default=None, description="start: boot fresh although the VM was saved to a file "
+        "(the image is marked stale)")
+    ignore_unreachable: bool | None = Field(
+        default=None, description="start, resume: go ahead although a host where the VM "
+        "was last seen cannot be asked whether it runs there")
 
 
 ACCEPTS: dict[Action, frozenset[str]] = {
-    Action.START: frozenset({"paused", "force_boot", "wait_agent", "timeout_s"}),
+    Action.START: frozenset({"paused", "force_boot", "wait_agent", "timeout_s",
+                             "discard_saved", "ignore_unreachable"}),
     Action.SHUTDOWN: frozenset({"mode", "force", "timeout_s"}),
     Action.REBOOT: frozenset({"mode", "force", "wait_agent", "timeout_s"}),
     Action.RESET: frozenset({"wait_agent", "timeout_s"}),
     Action.DESTROY: frozenset({"graceful", "timeout_s"}),
     Action.SUSPEND: frozenset({"timeout_s"}),
-    Action.RESUME: frozenset({"timeout_s"}),
+    Action.RESUME: frozenset({"timeout_s", "ignore_unreachable"}),
     Action.SAVE: frozenset({"path", "timeout_s"}),
     Action.MANAGEDSAVE: frozenset({"timeout_s"}),
     Action.MANAGEDSAVE_REMOVE: frozenset(),

@@ -224,6 +224,8 @@ class RestoreBody(BaseModel):
     sync_time: bool | None = Field(default=None, description="set the guest clock right "
                                    "after (default: the settings' agent.sync_time)")
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    ignore_unreachable: bool = Field(default=False, description="go ahead although a host "
+                                     "where the VM was last seen cannot be asked")
     wait_s: Wait = WAIT_S
 
 
@@ -236,7 +238,8 @@ def vm_restore(request: Request, host: HostName, body: RestoreBody,
     path = absolute(body.path, "the save file")
     svc = services_of(request)
     svc.fleet.ref(host)
-    options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s"})
+    options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s",
+                                       "ignore_unreachable"})
     return run_or_accept(request, f"{Operation.RESTORE.value} {host}:{path}", host,
                          lambda call: svc.lifecycle.restore(path, host=host, **options,
                                                             **call),
