@@ -202,8 +202,8 @@ def test_list_of_an_unknown_host_fails_with_one_line() -> None:
 
 @pytest.mark.usefixtures("fleet")
 def test_ambiguous_name_fails_and_lists_the_candidates() -> None:
-    message = assert_one_line_error(virtlife("state", "vm-running"))
-    assert "ambiguous" in message
+    message = assert_one_line_error(virtlife("state", "vm-running"), EXIT_USAGE)
+    assert "ambiguous" in message and message.endswith("a/vm-running or b/vm-running")
     assert "a/vm-running" in message
     assert "b/vm-running" in message
 
@@ -659,6 +659,7 @@ def test_demo_on_the_test_driver_walks_the_whole_life() -> None:
                  "virtlife-demo: saved (saved to file)", "virtlife-demo: running (restored)",
                  "virtlife-demo: saved (managed save)", "virtlife-demo: shut off (shutdown)",
                  "refused as expected: cannot resume virtlife-demo: it is running, not paused",
+                 "refused as expected: cannot start virtlife-demo: it was saved to ",
                  "virtlife-demo: undefined", "demo finished"):
         assert line in run.out
     assert "Traceback" not in run.out + run.err

@@ -89,6 +89,10 @@ def _walk(s: Services, spec: DomainSpec, save_dir: str, real: bool) -> None:
     if os.path.exists(save_file):
         os.unlink(save_file)
     _step(f"save to {save_file}", lambda: life.save(ref, save_file))
+    try:  # booting fresh would drop the saved RAM, and the image would corrupt the disk
+        _step("start (refused: it was saved to a file)", lambda: life.start(ref))
+    except errors.InvalidTransition as err:
+        click.echo(f"refused as expected: {str(err).split('; ')[0]}")
     _step("restore (then the guest clock is set right)" if real else "restore",
           lambda: life.restore(save_file, host=host, wait_agent=real))
     os.unlink(save_file)
