@@ -77,12 +77,16 @@ class HostAlreadyExists(AlreadyExists):
 
 
 class AmbiguousName(VirtlifeError):
+    """Bad input: the user names the VM as one of the candidates (exit 64)."""
+
+    exit_code = 64
+
     def __init__(self, name: str, candidates: list[str]) -> None:
         self.name = name
         self.candidates = candidates
         super().__init__(
             f"{name} is ambiguous: it exists as {', '.join(candidates)}; "
-            f"name it as HOST/{name}"
+            f"name it as HOST/{name}: {' or '.join(candidates)}"
         )
 
 

@@ -94,4 +94,6 @@ def test_every_virtlife_error_has_a_nonzero_exit_code() -> None:
 
 def test_ambiguous_name_lists_candidates() -> None:
     err = errors.AmbiguousName("web1", ["a/web1", "b/web1"])
-    assert str(err) == "web1 is ambiguous: it exists as a/web1, b/web1; name it as HOST/web1"
+    assert str(err) == ("web1 is ambiguous: it exists as a/web1, b/web1; name it as HOST/web1: "
+                        "a/web1 or b/web1")
+    assert err.exit_code == 64  # bad input: what to type is in the message

@@ -715,7 +715,7 @@ def _stub_snapshot(dom: _Refusing, name: str) -> Snapshot:
 @pytest.mark.parametrize(("call", "code", "message", "expected"), [
     ("revert", libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
      "unsupported configuration: revert to external snapshot not supported yet",
-     (errors.Unsupported, "cannot revert web1 to snapshot s2: it is an external (disk-only) "
+     (errors.InvalidTransition, "cannot revert web1 to snapshot s2: it is an external (disk-only) "
       "snapshot, and libvirt on hv1 cannot revert to those yet; revert to an internal")),
     ("delete", libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
      "Operation not supported: deleting external snapshot that has internal snapshot as "
@@ -754,3 +754,12 @@ def test_libvirts_refusals_become_one_line_errors_saying_what_works(
     with pytest.raises(kind) as caught:
         act[call]()
     assert text in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_revert_to_an_external_snapshot_is_refused_with_exit_3() -> None:
+    dom = _Refusing(libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+                    "unsupported configuration: revert to external snapshot not supported yet")
+    snaps = DomainSnapshots(_StubGuest(dom))  # type: ignore[arg-type]
+    with pytest.raises(errors.VirtlifeError) as caught:
+        snaps.revert(_stub_snapshot(dom, "s2"))
+    assert caught.value.exit_code == 3, caught.value

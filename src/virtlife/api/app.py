@@ -13,14 +13,19 @@ anywhere else only with TLS settings or an explicit ``--insecure``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    import socket
 
 from virtlife import __version__, errors
 from virtlife.api import (
@@ -185,9 +190,37 @@ def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
         server.should_exit = True
         ended.wait(STOP_WAIT_S)
 
+    sock = bind_listen(listen)  # ours, so that an address in use is our one-line error
     if stoppers is not None:
         stoppers.append(stop)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         ended.set()
+        sock.close()
+
+
+def bind_listen(listen: Listen) -> socket.socket:
+    """A TCP socket bound to ``listen`` for uvicorn to serve on; ``OperationFailed``
+    (exit 1) naming the address when it cannot be bound (in use, not this host's)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise errors.InvalidInput(f"cannot serve on {listen}: {err.strerror}; give an "
+                                  "address of this host in --listen") from err
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        why = ("the address is in use (another server listens there)"
+               if err.errno == errno.EADDRINUSE else err.strerror or str(err))
+        raise errors.OperationFailed(
+            f"cannot serve on {listen}: {why}; stop that server or choose another "
+            "--listen ADDR:PORT") from err
+    return sock

@@ -36,8 +36,8 @@ _DELETE_INTERNAL_OFF_CHAIN = "is not the same as disk image currently used by VM
 def _refusal(text: str, *, vm: str, snapshot: str, host: str) -> errors.VirtlifeError | None:
     """The clear error a libvirt refusal about external snapshots stands for; None when
     ``text`` is not one of them."""
-    if _REVERT_EXTERNAL in text:
-        return errors.Unsupported(
+    if _REVERT_EXTERNAL in text:  # refused by what the snapshot is: exit 3, as a state
+        return errors.InvalidTransition(
             f"cannot revert {vm} to snapshot {snapshot}: it is an external (disk-only) "
             f"snapshot, and libvirt on {host} cannot revert to those yet; revert to an "
             "internal snapshot instead (one taken without --disk-only or --quiesce)")
