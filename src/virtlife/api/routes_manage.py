@@ -100,7 +100,8 @@ def host_add(request: Request, body: HostBody, _t: Writer) -> dict[str, object]:
     return {"name": added.record.name, "uri": added.record.uri,
             "reachable": added.info is not None, "problem": added.problem,
             "info": None if added.info is None else dataclasses.asdict(added.info),
-            "facts": None if added.facts is None else added.facts.as_dict()}
+            "facts": None if added.facts is None else added.facts.as_dict(),
+            "warnings": [added.dropped_local] if added.dropped_local else []}
 
 
 @router.delete("/api/hosts/{name}", tags=["hosts"])

@@ -71,6 +71,8 @@ def host_add(app: App, name: str, uri: str) -> None:
             click.echo(f"  virt types: {', '.join(f.virt_types) or 'none'}; KVM {kvm}")
     else:
         warn(f"host {name} is not reachable now: {added.problem}")
+    if added.dropped_local is not None:
+        warn(added.dropped_local)
 
 
 @host.command("list")

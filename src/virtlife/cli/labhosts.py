@@ -97,6 +97,8 @@ def lab_up(app: App, n: int, segment: IPv4Network, owner_pid: int | None,
         if done.problem is not None:
             warn(f"lab host {name} was added to the inventory, but does not answer: "
                  f"{done.problem}")
+        if done.dropped_local is not None:
+            warn(done.dropped_local)
     if as_json:
         emit_json({**result.status.as_dict(), "already_up": result.already_up,
                    "actions": result.actions, "notes": result.notes,

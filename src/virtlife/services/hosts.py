@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from virtlife import errors
+from virtlife.config import LOCAL_HOST_NAME, LOCAL_URI
 from virtlife.hypervisor import Host, HostInfo
 from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S
 from virtlife.services.facts import host_facts
@@ -25,19 +26,32 @@ class AddedHost:
     info: HostInfo | None  # what the host said, when it answered
     problem: str | None  # why it did not, otherwise
     facts: HostFacts | None = None  # what it offers, and whether KVM works there
+    # set when this first host ended the implicit local host: what to tell the user
+    dropped_local: str | None = None
+
+
+def dropped_local_host() -> str:
+    """What to say when the first host added ends the implicit local host."""
+    return (f"the implicit local host ({LOCAL_HOST_NAME} at {LOCAL_URI}) is no longer in "
+            "effect now that the inventory holds hosts, so its VMs no longer show in "
+            f"`virtlife list`; `virtlife host add {LOCAL_HOST_NAME} {LOCAL_URI}` keeps it")
 
 
 def add_host(store: Store, name: str, uri: str, *,
              connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> AddedHost:
+    """Record the host, then check it. Adding the first host to an empty inventory ends
+    the implicit local host: ``dropped_local`` says so and how to keep it."""
+    first = not store.hosts.list()
     record = store.hosts.add(name, uri)
+    dropped = dropped_local_host() if first and uri != LOCAL_URI else None
     try:
         with Host.open(name, uri, events=False, connect_timeout_s=connect_timeout_s) as host:
             info = host.info()
             facts = None if uri.startswith("test:") else host_facts(host, store.facts,
                                                                     refresh=True)
-            return AddedHost(record, info, None, facts)
+            return AddedHost(record, info, None, facts, dropped)
     except errors.VirtlifeError as err:
-        return AddedHost(record, None, str(err))
+        return AddedHost(record, None, str(err), dropped_local=dropped)
 
 
 def remove_host(store: Store, name: str) -> HostRecord:
