@@ -252,7 +252,7 @@ def test_external_snapshots_cannot_be_reverted_and_say_what_works(
         services: Services, vm: str) -> None:
     services.snapshots.create(vm, "s1")
     services.snapshots.create(vm, "d1", disk_only=True)
-    with pytest.raises(errors.Unsupported,
+    with pytest.raises(errors.InvalidTransition,  # exit 3: refused, as any bad transition
                        match=r"it is an external .* revert to an internal snapshot instead"):
         services.snapshots.revert(vm, "d1")
     with pytest.raises(errors.Unsupported,
@@ -308,3 +308,99 @@ def test_undefine_drops_internal_and_external_snapshot_metadata_and_keeps_the_fi
     tags = subprocess.run(["qemu-img", "snapshot", "-l", str(base)], capture_output=True,
                           text=True, check=True).stdout
     assert " s1 " in tags  # the internal snapshot stays inside the image
+
+
+# A fsfreeze hook that stops qemu-ga (SIGSTOP) right after it froze the file systems:
+# it waits for qemu-ga's own "frozen" state file, gives it a second to answer the
+# freeze, then stops it: no thaw is ever answered. Written over the guest's hook.
+HANG_AFTER_FREEZE_HOOK = """#!/bin/sh
+echo "$(cut -d' ' -f1 /proc/uptime) $1" >> /var/log/fsfreeze.log
+if [ "$1" = freeze ]; then
+    ( while [ ! -e /run/qga.state.isfrozen ]; do usleep 20000; done
+      sleep 1; kill -STOP "$(pidof qemu-ga)" ) < /dev/null > /dev/null 2>&1 &
+fi
+exit 0
+"""
+# ``snapshot create`` whose snapshot step first waits until the agent is stopped (a
+# guest-ping, answered even while frozen, no longer is), so the thaw meets a hung agent.
+HUNG_CHILD = textwrap.dedent("""
+    import sys, time, libvirt, libvirt_qemu
+    from virtlife.cli.main import main
+    from virtlife.hypervisor.snapshot import DomainSnapshots
+
+    real = DomainSnapshots.create
+    def create(self, *a, **k):
+        dom = libvirt.open(sys.argv[2]).lookupByName(self.vm)
+        for _ in range(60):
+            try:
+                libvirt_qemu.qemuAgentCommand(dom, '{"execute": "guest-ping"}', 1, 0)
+            except libvirt.libvirtError:
+                break
+            time.sleep(0.2)
+        return real(self, *a, **k)
+    DomainSnapshots.create = create
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def cli(home: Path, *args: str, timeout: float = 90,
+        command: tuple[str, ...] = tuple(VIRTLIFE)) -> tuple[int, str, str, float]:
+    """``virtlife -c URI ARGS`` with its own store; (exit code, stdout, stderr, seconds).
+    A command still running after ``timeout`` is killed and counts as exit -9."""
+    env = {**os.environ, "VIRTLIFE_HOME": str(home)}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([*command, "-c", URI, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout:g} s)"
+    return proc.returncode, out, err, time.monotonic() - t0
+
+
+def test_a_hung_agent_after_the_freeze_fails_in_bound_and_the_ladder_still_presses_acpi(
+        services: Services, vm: str, tmp_path: Path) -> None:
+    """Issue 15 D: qemu-ga stops right after the freeze. The quiesced snapshot ends within
+    its bound + 5 s saying the guest may still be frozen; later agent calls cost their
+    deadline, not libvirt's 30 s; and the shutdown ladder gets past the agent to the ACPI
+    button while a stuck typed thaw holds libvirt's lock on the VM."""
+    services.agent.exec(vm, ["/bin/sh", "-c", "cat > /etc/qemu/fsfreeze-hook"],
+                        stdin=HANG_AFTER_FREEZE_HOOK.encode())
+    bound = 4
+
+    code, _out, err, took = cli(tmp_path, "snapshot", vm, "create", "h1", "--quiesce",
+                                "--freeze-bound", str(bound), timeout=60,
+                                command=(sys.executable, "-c", HUNG_CHILD))
+
+    assert code == 8, err
+    assert f"the file systems of {vm} may still be frozen" in err, err
+    assert f"`virtlife agent {vm} thaw`" in err
+    assert took < bound + 5 + 6, took  # + the CLI's start on a busy 2-core host
+    assert "Snapshot h1 was taken while the file systems were frozen, and is kept" in err
+    assert [s.name for s in services.snapshots.list(vm)] == ["h1"]
+
+    # a later agent command costs its deadlines (its own 2 s + margin, and as much to
+    # check the freeze left behind), not libvirt's 30 s for each call
+    code, _out, err, took = cli(tmp_path, "agent", vm, "ping", "--timeout", "2")
+    assert code == 5 and "did not answer within" in err, err
+    assert f"{vm} may still have frozen file systems" in err, err
+    assert took < 20, took
+    # the agent is the only way asked: a hung one is a timeout (5), not "failed" (1)
+    code, _out, err, took = cli(tmp_path, "shutdown", vm, "--mode", "agent", "--timeout", "6")
+    assert code == 5, err
+    assert took < 6 + 6, took
+
+    # a typed thaw (as virsh's) blocks in libvirtd for good, holding the VM's agent lock
+    stuck = subprocess.Popen(["virsh", "-c", URI, "domfsthaw", vm], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        code, out, err, took = cli(tmp_path, "shutdown", vm, "--timeout", "12", "--force")
+    finally:
+        stuck.kill()
+        stuck.wait(30)
+    assert code == 0, err
+    assert "ACPI button" in out, out  # pressed: it worked, or it was asked and then forced
+    assert "guest agent: " in out, out
+    assert took < 12 + 8, took

@@ -260,17 +260,17 @@ def side(monkeypatch: pytest.MonkeyPatch) -> GuestSide:
         def time(self) -> float:
             return 1_000_000.0
 
-        def freeze_status(self) -> str:
+        def freeze_status(self, **_bounds: float) -> str:
             return "frozen" if fake.frozen else "thawed"
 
-        def freeze(self, mountpoints: list[str] | None = None) -> int:
+        def freeze(self, mountpoints: list[str] | None = None, **_bounds: float | None) -> int:
             fake.calls.append(("freeze", self.vm, mountpoints))
             if fake.freeze_error is not None:
                 raise fake.freeze_error
             fake.frozen = True
             return fake.count
 
-        def thaw(self, mountpoints: list[str] | None = None) -> int:
+        def thaw(self, mountpoints: list[str] | None = None, **_bounds: float | None) -> int:
             fake.calls.append(("thaw", self.vm))
             fake.frozen = False
             return fake.count

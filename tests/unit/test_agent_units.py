@@ -297,7 +297,7 @@ class FakeAgent:
         self.set_calls.append(when)
         self.skew = 0.0 if when is None else when - time.time()
 
-    def freeze_status(self) -> str:
+    def freeze_status(self, **_bounds: float) -> str:
         return "frozen" if self.frozen else "thawed"
 
     def freeze(self, mountpoints: list[str] | None = None, **_bounds: float) -> int:

@@ -91,15 +91,15 @@ def guest(monkeypatch: pytest.MonkeyPatch) -> Guest:
         def time(self) -> float:
             return 1_000_000.0
 
-        def freeze_status(self) -> str:
+        def freeze_status(self, **_bounds: float) -> str:
             return "frozen" if side.frozen else "thawed"
 
-        def freeze(self, mountpoints: list[str] | None = None) -> int:
+        def freeze(self, mountpoints: list[str] | None = None, **_bounds: float | None) -> int:
             side.calls.append(("freeze", mountpoints))
             side.frozen = True
             return 2
 
-        def thaw(self, mountpoints: list[str] | None = None) -> int:
+        def thaw(self, mountpoints: list[str] | None = None, **_bounds: float | None) -> int:
             side.frozen = False
             return 2
 

@@ -48,6 +48,8 @@ DEFAULT_BOUND_S = 10.0
 THAW_DEADLINES_S: tuple[tuple[float, float], ...] = ((2.0, 2.5), (1.0, 1.5))
 THAW_ATTEMPTS = len(THAW_DEADLINES_S)
 THAW_PAUSE_S = 0.2
+# The agent's answer timeout when a later command checks a freeze left behind.
+RECOVER_ASK_S = 2.0
 
 
 @dataclass
@@ -242,8 +244,8 @@ class FreezeGuard:
         if mark.kind is FreezeKind.BOUNDED and self._in_flight(mark):
             return []
         agent = Agent(guest)
-        try:
-            status = agent.freeze_status()
+        try:  # briefly: a hung agent must not make every later command slow
+            status = agent.freeze_status(timeout_s=RECOVER_ASK_S)
         except errors.VirtlifeError as err:
             return [f"{guest.name} may still have frozen file systems (operation "
                     f"{mark.op_id}); cannot ask its agent: {err}"]
@@ -256,7 +258,7 @@ class FreezeGuard:
                     f"`agent freeze` (operation {mark.op_id}); writes in the guest wait "
                     f"until `virtlife agent {guest.name} thaw`"]
         try:
-            agent.thaw()
+            agent.thaw(timeout_s=RECOVER_ASK_S)
         except errors.VirtlifeError as err:
             return [f"the file systems of {guest.name} are still frozen by operation "
                     f"{mark.op_id} (since {since}), and thawing failed: {err}"]
