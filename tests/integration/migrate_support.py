@@ -93,10 +93,15 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str,
 
 def still_at_a(lab: LabSession, name: str) -> None:
     """Running at A and answering; its incoming copy gone from B (libvirt removes it
-    once the source told it the migration was cancelled: a moment later)."""
+    once the source told it the migration was cancelled: a moment later), and no job
+    left on it at A."""
     assert virsh(lab.uri("lab-a"), "domstate", name).stdout.strip() == "running"
     deadline = time.monotonic() + 60
     while name in virsh(lab.uri("lab-b"), "list", "--all", "--name").stdout:
         assert time.monotonic() < deadline, f"{name} is still at lab-b"
+        time.sleep(0.5)
+    # an abort over a cut link: the command ended, libvirt's job at A winds down later
+    while "Job type:         None" not in virsh(lab.uri("lab-a"), "domjobinfo", name).stdout:
+        assert time.monotonic() < deadline, f"libvirt's job on {name} at lab-a never ended"
         time.sleep(0.5)
     assert boot_id(lab, f"lab-a/{name}")  # the guest still answers at A

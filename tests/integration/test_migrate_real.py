@@ -124,6 +124,49 @@ def test_migrate_abort_and_ctrl_c_leave_the_vm_running_at_the_source(
     run = lab.virtlife("migrate-abort", name)  # nothing runs any more
     assert run.returncode == 3 and "no migration runs on it" in run.stderr
 
+    # SIGHUP (a closed terminal, a dropped ssh session) ends it as SIGTERM does (issue
+    # 15, E): aborted, not left running in libvirt with no watchdog
+    proc = start_migration(lab, name)
+    proc.send_signal(signal.SIGHUP)
+    code, _out, err = finish(proc, 120)
+    assert code == 129, err
+    still_at_a(lab, name)
+
+
+def test_a_migration_whose_process_was_killed_is_journalled_as_it_really_ended(
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
+    """SIGKILL leaves libvirt's peer-to-peer job running. The next virtlife process's
+    sweep asks the hosts: "still runs at lab-a" while it does; once it completed, the
+    row says so (issue 15, E)."""
+    name = f"vl-it-migk-{os.getpid()}"
+    lab_vms.append(name)
+    start_vm(lab, real_stack, name)
+    proc = start_migration(lab, name)  # 4 MiB/s: it lasts while the sweep looks
+    proc.kill()
+    finish(proc, 30)
+
+    def row() -> dict[str, str]:
+        run = lab.virtlife("history", name, "--json")
+        assert run.returncode == 0, run.stderr
+        return next(h for h in json.loads(run.stdout) if h["operation"] == "migrate")
+
+    first = row()
+    assert first["outcome"] == "interrupted", first
+    assert "its process ended while it ran; the migration still runs at lab-a" in \
+        first["detail"], first
+    # let libvirt finish it at full speed, then look again
+    assert virsh(lab.uri("lab-a"), "migrate-setspeed", name, "1000").returncode == 0
+    deadline = time.monotonic() + 120
+    while virsh(lab.uri("lab-b"), "domstate", name).stdout.strip() != "running" or \
+            name in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout:
+        assert time.monotonic() < deadline, "the migration never completed"
+        time.sleep(0.5)
+    last = row()
+    assert last["op_id"] == first["op_id"], (first, last)
+    assert last["outcome"] == "ok", last
+    assert last["detail"].startswith("completed: running (migrated) at lab-b (confirmed "
+                                     "later"), last
+
 
 def incoming_qemu_pid(name: str) -> int:
     """The pid of the QEMU that lab-b started for the incoming VM ``name``."""
@@ -209,3 +252,4 @@ def test_a_suspended_move_pauses_the_vm_for_the_copy_and_resumes_it_at_dest(
     assert virsh(lab.uri("lab-b"), "domstate", name).stdout.strip() == "running"
     assert name not in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout
     assert boot_id(lab, f"lab-b/{name}") == before
+

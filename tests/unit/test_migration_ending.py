@@ -92,8 +92,8 @@ def test_a_correction_keeps_what_the_command_had_said() -> None:
     verdict = where_now("web1", "lab-a", [GONE_A, RUNNING_B])
     outcome, detail = confirmed_later(verdict, f"cannot confirm ... {UNCONFIRMED}")
     assert outcome == "ok"
-    assert detail == ("completed: running (migrated) at lab-b (confirmed later; the command "
-                      "had said: cannot confirm ...)")
+    assert detail == ("completed: running (migrated) at lab-b (confirmed later; first "
+                      "recorded: cannot confirm ...)")
 
 
 @pytest.mark.parametrize(("at_source", "says"), [

@@ -168,6 +168,7 @@ def history(app: App, vm: str | None, host: str | None, limit: int, as_json: boo
 
     Example: virtlife history web1
     """
+    app.services.settle_migrations()  # a move whose end was not seen: asked again now
     entries = app.services.lifecycle.history(vm, host=host, limit=limit)
     if as_json:
         emit_json([{

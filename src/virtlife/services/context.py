@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from virtlife.services.operations import Jobs, Operations
     from virtlife.services.snapshots import Snapshots
     from virtlife.store.facts import Facts
-    from virtlife.store.journal import Actor, Journal
+    from virtlife.store.journal import Actor, Journal, JournalEntry
 
 log = get_logger(__name__)  # logging imported only when needed
 T = TypeVar("T")
@@ -159,6 +159,24 @@ class Services:
                                           "the virtlife store is not open")
         return self.store
 
+    def settle_migrations(self, entries: list[JournalEntry] | None = None) -> int:
+        """Ask the hosts how migrations ended that no process saw end: ``entries`` (rows
+        the sweep just marked interrupted), or by default the rows whose end was left
+        unconfirmed; their journal rows are corrected. How many were."""
+        if self.store is None:
+            return 0
+        from virtlife.services.migration import settle
+        from virtlife.services.migration.ending import UNCONFIRMED
+
+        journal = self.store.journal
+        try:
+            rows = entries if entries is not None else journal.marked(settle.MIGRATIONS,
+                                                                      UNCONFIRMED)
+            return settle.reconcile(self.fleet, journal, rows)
+        except errors.StoreUnavailable as err:
+            log.info("cannot settle the journal's migrations: %s", err)
+            return 0
+
     def interrupted(self) -> int:
         """Thaw the guests this process froze, say which snapshots libvirt made anyway
         (``snapshots.interrupt_creates``), abort its migrations, and mark its running
@@ -225,10 +243,12 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
             raise
         store = None
         warnings.append(f"{err} (continuing without the journal)")
+    cut_off: list[JournalEntry] = []
     if store is not None:
         try:
             for entry in store.journal.sweep():
                 log.info("operation %s was cut off: marked interrupted", entry.op_id)
+                cut_off.append(entry)
         except errors.StoreUnavailable as err:  # read-only: reads still work
             log.info("journal sweep skipped: %s", err)
     kwargs = {} if connect_timeout_s is None else {"connect_timeout_s": connect_timeout_s}
@@ -242,5 +262,9 @@ def open_services(connect_uri: str | None = None, *, store_path: Path | None = N
     except errors.InvalidInput as err:
         settings = config.Settings()
         warnings.append(f"{err} (using the defaults)")
-    return Services(store, fleet, connect_uri, actor=actor, settings=settings,
-                    warnings=warnings)
+    services = Services(store, fleet, connect_uri, actor=actor, settings=settings,
+                        warnings=warnings)
+    if any(e.operation.startswith("migrate") for e in cut_off):
+        # a migration whose process died goes on in libvirt: say where the VM is now
+        services.settle_migrations([e for e in cut_off if e.operation.startswith("migrate")])
+    return services

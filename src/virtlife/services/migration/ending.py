@@ -153,7 +153,7 @@ def confirmed_later(verdict: Verdict, before: str) -> tuple[str, str]:
     """The journal outcome and detail once a move's end, unconfirmed when its row was
     finished (``before``, its old detail), is known."""
     was = before.replace(UNCONFIRMED, "").strip()
-    return verdict.outcome, f"{verdict.text} (confirmed later; the command had said: {was})"
+    return verdict.outcome, f"{verdict.text} (confirmed later; first recorded: {was})"
 
 
 # -- the destination stopped answering before the end was confirmed --------------------

@@ -38,7 +38,9 @@ from virtlife.services.migration.checks import (
 )
 from virtlife.services.migration.ending import (
     UNCONFIRMED,
+    Settle,
     Sighting,
+    resume_refusal,
     unconfirmed_message,
 )
 from virtlife.services.migration.gather import gather
@@ -272,10 +274,11 @@ class Migrations(OperationService):
             raise errors.InvalidInput(f"{ref} is the destination's copy: name the source "
                                       f"(HOST/{guest.name}) of the move to {dest}")
         status = guest.status()
-        if status.state is not VMState.PAUSED or status.reason != "post-copy failed":
-            raise errors.InvalidTransition(
-                f"cannot resume the post-copy migration of {guest.name}: it is {status} on "
-                f"{guest.host.name}, not paused (post-copy failed)")
+        here = Sighting(guest.host.name, state=status.state, reason=status.reason,
+                        job=guest.job() if status.state.is_active else None)
+        refusal = resume_refusal(guest.name, here, qemu_migrating=_still_moving(guest))
+        if refusal is not None:
+            raise errors.InvalidTransition(refusal)
         return guest
 
     def _run(self, run: OperationRun, guest: Guest, dst: Host, req: MigrationRequest,
@@ -285,12 +288,22 @@ class Migrations(OperationService):
         done = threading.Event()
 
         def work() -> None:
+            # libvirt's call on a connection of its own: after our abort over a cut link
+            # it may go on for libvirt's keepalive (~28 s); the command does not wait
+            # for it, and closing the fleet's connection must not wait behind it either
+            own: Host | None = None
             try:
-                job.start(dst.uri, req, dest=dst.name)
+                starter = job
+                if not guest.host.uri.startswith("test:"):  # the test driver: per connection
+                    own = Host.open(guest.host.name, guest.host.uri, events=False)
+                    starter = Migration(own.lookup(guest.name))
+                starter.start(dst.uri, req, dest=dst.name)
             except BaseException as err:  # handed to the operation below
                 failure.append(err)
             finally:
                 done.set()
+                if own is not None:
+                    own.close(timeout_s=0)
 
         t0 = time.monotonic()
         run.report("start", f"{MigrationPhase.PREPARING.label}: {dst.name}")
@@ -299,6 +312,7 @@ class Migrations(OperationService):
             _active[key] = job
         threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
         previous: Progress | None = None
+        there: Sighting | None = None  # the destination, asked while the abort settled
         timed_out = False
         gave_up = ""
         try:
@@ -324,7 +338,7 @@ class Migrations(OperationService):
                         # not one "cancelled" line per sample while libvirt winds the
                         # job down (over a cut link, for its ~28 s keepalive): once the
                         # abort shows at the source, the move is over for us
-                        settle.wind_down(guest, job, done)
+                        there = settle.after_abort(self.fleet, guest, job, done, dst.name)
                         break
                     if decision.action is Action.POSTCOPY_STALLED and req.postcopy_resume:
                         # a resume that moves nothing: back to where it was, and say so
@@ -344,15 +358,35 @@ class Migrations(OperationService):
                 _active.pop(key, None)
         if gave_up:
             raise errors.OperationTimeout(f"{gave_up}; {self._where(guest, dst)[0]}")
+        if failure and state.postcopy_started:
+            # libvirt's "post-copy failed" may not be the end: QEMU can still finish the
+            # move by itself (seen: 30 s after a cut link came back); watch, bounded
+            run.report("settle", f"post-copy of {guest.name} failed: watching both ends "
+                       f"until it settles (at most {settle.POSTCOPY_SETTLE_S:g} s)")
+            found = settle.watch_postcopy(self.fleet, guest, dst.name, key)
+            if found.settle is Settle.COMPLETED:
+                removed = settle.remove_stale_source(guest, key) if found.undefine_source \
+                    else ""
+                run.add_note(found.text.split("; its shut-off")[0]
+                             + (f"; {removed}" if removed else ""))
+                return state  # the destination's copy is verified next, as for any move
+            mark = "" if found.settle is Settle.FAILED else f" {UNCONFIRMED}"
+            raise errors.OperationFailed(
+                f"{guest.name} did not move to {dst.name}: {found.text}{mark}"
+            ) from failure[0]
         ours = next((d for d in reversed(state.steps) if d.action is Action.ABORT), None)
         if failure or (ours is not None and not done.is_set()):
             err = failure[0] if failure else None
-            where, lost = self._where(guest, dst)
+            where, lost = self._where(guest, dst, there)
             if state.postcopy_started:
                 where += (f"; it was in post-copy: its memory is split between the hosts, "
                           f"so it cannot run until the move ends; once {dst.name} is "
                           f"reachable again: virtlife migrate {guest.host.name}/{guest.name} "
                           f"{dst.name} --postcopy-resume")
+            if not done.is_set():
+                where += (f"; libvirt at {guest.host.name} is still winding the aborted job "
+                          f"down (over a lost link it waits for its keepalive, ~30 s): "
+                          f"operations on {guest.name} wait until it ends")
             if ours is not None:  # the watchdog or --timeout ended it: say why
                 # the destination lost (a cut link) is "host unreachable", as a lost source
                 stop: type[errors.VirtlifeError] = (errors.HostUnreachable if lost else
@@ -383,7 +417,8 @@ class Migrations(OperationService):
                                    libvirt_done=libvirt_done, at_source=here, why=why)
         return errors.HostUnreachable(f"{text} {UNCONFIRMED}")
 
-    def _where(self, guest: Guest, dst: Host) -> tuple[str, bool]:
+    def _where(self, guest: Guest, dst: Host, there: Sighting | None = None,
+               ) -> tuple[str, bool]:
         """Where the VM is after a failed move, in words, and whether the destination
         was lost (could not be asked: asked with a deadline, so that a cut link costs
         seconds; its words tell a silent network from a libvirtd gone)."""
@@ -391,7 +426,8 @@ class Migrations(OperationService):
             left = _at_source(guest)
         except errors.HostUnreachable:
             left = f"{guest.host.name} cannot be asked where {guest.name} is"
-        there = settle.ask(self.fleet, [dst.name], guest.name)[0]
+        if there is None:
+            there = settle.ask(self.fleet, [dst.name], guest.name)[0]
         if not there.answered:
             return f"{left}; {there.why}", True
         return (left if there.state is None else f"{left}, and {there.describe()}"), False
@@ -508,6 +544,19 @@ def _abort_quietly(job: Migration) -> None:
         job.abort()
     except errors.VirtlifeError:
         pass  # no job left to abort
+
+
+def _still_moving(guest: Guest, look_s: float = 1.0) -> bool:
+    """Whether QEMU still moves the VM's memory (its job's bytes grow over ``look_s``):
+    a post-copy libvirt calls failed may still be running (issue 15, F)."""
+    job = Migration(guest)
+    try:
+        first = Progress.from_job_stats(job.job_stats(), previous=None, elapsed_s=0.0)
+        threading.Event().wait(look_s)
+        then = Progress.from_job_stats(job.job_stats(), previous=None, elapsed_s=look_s)
+    except errors.VirtlifeError:
+        return False
+    return then.transferred > first.transferred
 
 
 def _active_at_source(guest: Guest) -> bool:

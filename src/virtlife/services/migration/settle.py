@@ -22,9 +22,12 @@ from virtlife.lazylog import get_logger
 from virtlife.services.fleet import Fleet
 from virtlife.services.migration.ending import (
     UNCONFIRMED,
+    Settle,
+    SettleDecision,
     Sighting,
     after_death,
     confirmed_later,
+    postcopy_settle,
     where_now,
 )
 from virtlife.services.migration.phases import MigrationPhase, Progress
@@ -37,6 +40,9 @@ ASK_S = 2.0  # how long a host is given to say where the VM is, after a failure
 ABORT_SETTLE_S = 3.0  # how long an abort is given to show at the source
 POLL_S = 0.25
 MIGRATIONS = ("migrate", "migrate-resume")
+POSTCOPY_SETTLE_S = 45.0  # how long a failed post-copy is watched (QEMU may finish it)
+POSTCOPY_STABLE_S = 10.0  # "post-copy failed" held this long, nothing moving: the end
+POSTCOPY_LOOK_S = 1.0
 _SILENT = "did not answer within"  # each_host's words for a host that never answered
 
 
@@ -81,10 +87,63 @@ def wind_down(guest: Guest, job: Migration, done: threading.Event) -> None:
                 if stats else None
             if phase in (None, MigrationPhase.FAILED, MigrationPhase.CANCELLED) and \
                     guest.status().state in (VMState.RUNNING, VMState.IDLE):
+                logger.info("the abort of %s showed at %s within %.1f s", guest.name,
+                            guest.host.name, ABORT_SETTLE_S - (end - time.monotonic()))
                 return
         except errors.VirtlifeError as err:
             logger.info("after the abort of %s: %s", guest.name, err)
             return
+
+
+def after_abort(fleet: Fleet, guest: Guest, job: Migration, done: threading.Event,
+                dest: str) -> Sighting:
+    """``wind_down`` and, at the same time, ask ``dest`` where the VM is (the answer,
+    or why it could not be asked): both bounded, so a cut link costs seconds."""
+    found: list[Sighting] = []
+    asking = threading.Thread(target=lambda: found.extend(ask(fleet, [dest], guest.name)),
+                              name=f"ask-{dest}", daemon=True)
+    asking.start()
+    wind_down(guest, job, done)
+    asking.join(ASK_S + 1.0)
+    return found[0] if found else Sighting(dest, answered=False, why=unreachable(
+        dest, _SILENT, ASK_S))
+
+
+def watch_postcopy(fleet: Fleet, guest: Guest, dest: str, uuid: str,
+                   bound_s: float = POSTCOPY_SETTLE_S) -> SettleDecision:
+    """After a post-copy failed: look at both ends every ``POSTCOPY_LOOK_S`` until
+    ``ending.postcopy_settle`` says it settled (QEMU may still finish the move by
+    itself), for at most ``bound_s`` (and each look's deadline)."""
+    t0 = time.monotonic()
+    failed_since: float | None = None
+    pause = threading.Event()  # never set: a bounded wait between looks
+    while True:
+        src, dst = ask(fleet, [guest.host.name, dest], guest.name, uuid)
+        now = time.monotonic()
+        failed_since = (failed_since or now) if src.answered and src.postcopy_failed \
+            else None
+        decision = postcopy_settle(guest.name, src, dst, waited_s=now - t0, bound_s=bound_s,
+                                   failed_for_s=0.0 if failed_since is None
+                                   else now - failed_since, stable_s=POSTCOPY_STABLE_S)
+        if decision.settle is not Settle.WAIT:
+            logger.info("post-copy of %s settled after %.1f s: %s", guest.name, now - t0,
+                        decision.settle.value)
+            return decision
+        pause.wait(POSTCOPY_LOOK_S)
+
+
+def remove_stale_source(guest: Guest, uuid: str) -> str:
+    """Undefine the shut-off copy a post-copy that completed late left at the source;
+    what was done, for the result (a warning when it could not be)."""
+    try:
+        here = guest.host.find(guest.name)
+        if here is None or here.uuid() != uuid or here.status().state.is_active:
+            return ""
+        here.undefine()
+        return f"its shut-off copy at {guest.host.name} was undefined"
+    except errors.VirtlifeError as err:
+        return (f"its shut-off copy at {guest.host.name} could not be undefined ({err}): "
+                f"do not start it; `virtlife undefine {guest.host.name}/{guest.name}`")
 
 
 def reconcile(fleet: Fleet, journal: Journal, entries: Sequence[JournalEntry]) -> int:
