@@ -28,3 +28,11 @@ def test_serve_on_an_address_this_host_lacks_fails_with_exit_1_naming_it() -> No
     assert run.code == EXIT_FAILED, run.err
     line = run.err.splitlines()[-1]
     assert line.startswith("virtlife: cannot serve on 192.0.2.1:8080: "), run.err
+
+
+def test_an_empty_vm_name_is_bad_input_not_a_missing_vm() -> None:
+    from test_bad_input import EXIT_USAGE, on_node, one_line_error
+
+    for command in (["state", ""], ["suspend", " "]):
+        line = one_line_error(on_node(*command), EXIT_USAGE)
+        assert "names no VM" in line and "on host" not in line

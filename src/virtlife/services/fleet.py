@@ -137,6 +137,8 @@ def split_ref(ref: str) -> tuple[str | None, str]:
     (``"qemu+tcp://h/system/web1"``), while a VM name never has a "/" (libvirt refuses
     one).
     """
+    if not ref.strip():
+        raise errors.InvalidInput(f"{ref!r} names no VM: give its name, NAME or HOST/NAME")
     if "/" in ref:
         host, _, name = ref.rpartition("/")
         if not host or not name:
