@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -253,3 +254,50 @@ def test_a_suspended_move_pauses_the_vm_for_the_copy_and_resumes_it_at_dest(
     assert name not in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout
     assert boot_id(lab, f"lab-b/{name}") == before
 
+
+# ``virtlife migrate`` whose destination stops answering just after libvirt reported the
+# move done, before virtlife looked at the VM there: the link to lab-b is cut then.
+CUT_AFTER_DONE = """
+import subprocess, sys
+from virtlife.cli.main import main
+from virtlife.services.migration.service import Migrations
+
+real = Migrations._verify
+def verify(self, *args, **kwargs):
+    subprocess.run(["ip", "link", "set", "vl-lab-b", "down"], check=True, timeout=30)
+    return real(self, *args, **kwargs)
+Migrations._verify = verify
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_move_whose_destination_is_lost_after_the_switch_over_says_what_is_known(
+        lab: LabSession, real_stack: GuestImage, lab_vms: list[str]) -> None:
+    """Issue 15, I: the VM runs at lab-b and is gone from lab-a, but lab-b stops answering
+    before the end is confirmed. The command says what is known (libvirt said done, the
+    VM is gone from lab-a, what to run), not only "cannot reach host lab-b"; the journal
+    marks the end unconfirmed, and corrects the row once lab-b answers again."""
+    name = f"vl-it-migi-{os.getpid()}"
+    lab_vms.append(name)
+    start_vm(lab, real_stack, name)
+    try:
+        run = subprocess.run([sys.executable, "-c", CUT_AFTER_DONE, "migrate", name, "lab-b",
+                              "--postcopy", "never"], capture_output=True, text=True,
+                             timeout=180, env=lab.env, check=False)
+    finally:
+        subprocess.run(["ip", "link", "set", "vl-lab-b", "up"], check=False, timeout=30)
+    assert run.returncode == 4, run.stderr
+    assert f"cannot confirm that {name} moved to lab-b" in run.stderr, run.stderr
+    assert "libvirt at the source reported the migration done" in run.stderr, run.stderr
+    assert f"{name} is gone from lab-a" in run.stderr, run.stderr
+    assert f"virtlife state lab-b/{name}" in run.stderr, run.stderr
+    # where it really is: running at lab-b only
+    assert virsh(lab.uri("lab-b"), "domstate", name).stdout.strip() == "running"
+    assert name not in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout
+
+    history = lab.virtlife("history", name, "--json")  # lab-b answers again: corrected
+    assert history.returncode == 0, history.stderr
+    row = next(h for h in json.loads(history.stdout) if h["operation"] == "migrate")
+    assert row["outcome"] == "ok", row
+    assert row["detail"].startswith("completed: running (migrated) at lab-b (confirmed "
+                                    "later; first recorded: cannot confirm"), row
