@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from support import NODE_URI
-from virtlife import errors
+from virtlife import config, errors
 from virtlife.services.fleet import Fleet, HostRef
+from virtlife.services.freeze import FreezeGuard
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.oneplace import Sightings, verdict
+from virtlife.services.snapshots import Snapshots
 from virtlife.states import StateInfo, VMState
 from virtlife.store import open_store
 from virtlife.store.db import Store
@@ -167,3 +169,29 @@ def test_held_before_follows_the_newest_row_per_host(two: Lifecycle, store: Stor
                          detail="", duration_s=0.0, actor=Actor("t"),
                          started_at=datetime(2026, 1, 2, tzinfo=UTC))
     assert two.oneplace.held_before("u1") == {"x", "z"}
+
+
+def _snapshots(lc: Lifecycle, store: Store) -> Snapshots:
+    return Snapshots(lc.fleet, lc.ops, FreezeGuard(store.journal, store.freezes),
+                     config.Settings(sync_time=False), oneplace=lc.oneplace)
+
+
+def test_a_revert_that_would_run_the_vm_is_refused_while_it_runs_elsewhere(
+        two: Lifecycle, store: Store) -> None:
+    snapshots = _snapshots(two, store)
+    snapshots.create("a/vm-off", "off")  # taken shut off: a revert runs nothing
+    two.start("a/vm-off")
+    snapshots.create("a/vm-off", "up")  # taken running: a revert starts a QEMU
+    two.destroy("a/vm-off")
+    two.start("b/vm-off")
+    with pytest.raises(errors.InvalidTransition) as refused:
+        snapshots.revert("a/vm-off", "up")
+    text = str(refused.value)
+    assert "cannot revert to snapshot up (it runs) vm-off on a" in text, text
+    assert "same VM (same UUID) is active on b" in text, text
+    assert two.state("a/vm-off")[1].state is VMState.SHUTOFF
+    # a snapshot of the VM shut off brings nothing up: no check, no refusal
+    assert snapshots.revert("a/vm-off", "off").state.state is VMState.SHUTOFF
+    two.destroy("b/vm-off")
+    assert snapshots.revert("a/vm-off", "up").state.state is VMState.RUNNING
+

@@ -108,6 +108,9 @@ class SnapshotRevert(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sync_time: bool | None = Field(default=None, description="set the guest clock right "
                                    "after (default: the settings' agent.sync_time)")
+    ignore_unreachable: bool = Field(default=False, description="revert to a running "
+                                     "snapshot although a host where the VM was last seen "
+                                     "cannot be asked whether it runs there")
 
 
 @router.get("/api/vms/{host}/{name}/snapshots", tags=["snapshots"])
@@ -168,10 +171,12 @@ def snapshot_revert(request: Request, host: HostName, name: VMName, snap: SnapNa
                     _t: Writer, body: SnapshotRevert | None = None) -> JSONResponse:
     """Bring the VM back to snapshot ``snap`` (``snapshot VM revert``); 202."""
     ref = _existing(request, host, name, snap, Operation.SNAPSHOT_REVERT)
-    sync_time = (body or SnapshotRevert()).sync_time
+    asked = body or SnapshotRevert()
     svc = services_of(request)
     return submit(request, f"{Operation.SNAPSHOT_REVERT.value} {ref}", ref,
-                  lambda call: svc.snapshots.revert(ref, snap, sync_time=sync_time, **call))
+                  lambda call: svc.snapshots.revert(
+                      ref, snap, sync_time=asked.sync_time,
+                      ignore_unreachable=asked.ignore_unreachable, **call))
 
 
 @router.delete("/api/vms/{host}/{name}/snapshots/{snap}", tags=["snapshots"],

@@ -24,6 +24,7 @@ from virtlife.cli.app import (
     sync_time_option,
 )
 from virtlife.cli.params import SECONDS
+from virtlife.cli.vm import ignore_unreachable_option
 
 if TYPE_CHECKING:
     from virtlife.services.snapshots import SnapshotInfo
@@ -110,16 +111,20 @@ def list_(app: App, as_json: bool) -> None:
 @snapshot.command()
 @click.argument("name")
 @sync_time_option
+@ignore_unreachable_option
 @json_option
 @pass_app
-def revert(app: App, name: str, sync_time: bool | None, as_json: bool) -> None:
+def revert(app: App, name: str, sync_time: bool | None, ignore_unreachable: bool,
+           as_json: bool) -> None:
     """Bring VM back to snapshot NAME: it ends in the snapshot's state (running, paused
-    or shut off), then its clock is set right when it runs.
+    or shut off), then its clock is set right when it runs. A revert that starts a
+    stopped VM is refused while the same VM is active on another host, as start is.
 
     Example: virtlife snapshot web1 revert before-upgrade
     """
-    show_result(app.services.snapshots.revert(group_vm(), name, sync_time=sync_time, **app.call),
-                as_json)
+    show_result(app.services.snapshots.revert(group_vm(), name, sync_time=sync_time,
+                                              ignore_unreachable=ignore_unreachable,
+                                              **app.call), as_json)
 
 
 @snapshot.command()

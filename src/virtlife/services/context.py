@@ -117,7 +117,8 @@ class Services:
         def build() -> Snapshots:
             from virtlife.services.snapshots import Snapshots
 
-            return Snapshots(self.fleet, self.operations, self.guard, self.settings)
+            return Snapshots(self.fleet, self.operations, self.guard, self.settings,
+                             oneplace=self.lifecycle.oneplace)  # reverts check the fleet
 
         return self._part("snapshots", build)
 

@@ -45,6 +45,7 @@ from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import sync_after
 from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard, bounded_freeze
+from virtlife.services.oneplace import OnePlace
 from virtlife.services.operations import OperationResult, OperationRun, Operations
 from virtlife.states import Operation, StateInfo, VMState
 from virtlife.xml.snapshot import (
@@ -57,6 +58,8 @@ from virtlife.xml.snapshot import (
 )
 
 _UP = (VMState.RUNNING, VMState.IDLE)
+# A snapshot taken in one of these states brings the VM up (a QEMU) when reverted to.
+ACTIVE_SNAPSHOT_STATES = ("running", "blocked", "paused", "pmsuspended")
 # Why a quiesced snapshot is disk-only, said where --quiesce made it so.
 WHY_DISK_ONLY = ("--quiesce takes a disk-only snapshot: a memory image of a frozen guest "
                  "would revert to a frozen guest")
@@ -122,10 +125,12 @@ class Snapshots(OperationService):
     gives the default freeze bound and whether to set the clock after a revert."""
 
     def __init__(self, fleet: Fleet, ops: Operations, guard: FreezeGuard,
-                 settings: config.Settings | None = None) -> None:
+                 settings: config.Settings | None = None, *,
+                 oneplace: OnePlace | None = None) -> None:
         super().__init__(fleet, ops)
         self.guard = guard
         self.settings = settings or config.Settings()
+        self.oneplace = oneplace  # a revert that brings the VM up checks the fleet first
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -275,15 +280,24 @@ class Snapshots(OperationService):
     # -- revert -----------------------------------------------------------------------------
 
     def revert(self, ref: str, name: str, *, sync_time: bool | None = None,
-               **call: Unpack[Call]) -> OperationResult:
+               ignore_unreachable: bool = False, **call: Unpack[Call]) -> OperationResult:
         """Bring the VM back to snapshot ``name``; it ends in the snapshot's state (read,
         not waited for). Back running, its clock is set right (``sync_time``, by default
-        the settings' ``agent.sync_time``)."""
+        the settings' ``agent.sync_time``). A revert that brings a stopped VM up is
+        refused while the same VM is active on another host, as a start is (``OnePlace``).
+        (A VM saved to a file cannot be reverted: the transition table refuses it.)"""
         guest = self._resolve(Operation.SNAPSHOT_REVERT, ref)
         with self._operation(Operation.SNAPSHOT_REVERT, guest, None, call) as run:
             snaps = DomainSnapshots(guest)
             snap = snaps.lookup(name)
             doc = parse_snapshot(snap.xml())
+            if self.oneplace is not None and doc.state in ACTIVE_SNAPSHOT_STATES and \
+                    not guest.status().state.is_active:
+                note = self.oneplace.check(guest.uuid(), guest.name, guest.host.name,
+                                           doing=f"revert to snapshot {name} (it runs)",
+                                           ignore_unreachable=ignore_unreachable)
+                if note:
+                    run.warnings.append(note)
             run.report("revert", f"reverting {guest.name} to snapshot {name}")
             snaps.revert(snap)
             run.final = guest.status()
