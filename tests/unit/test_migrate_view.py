@@ -236,6 +236,17 @@ def test_off_a_terminal_one_plain_line_per_update(console: Console) -> None:
     assert "iterating dirty pages, iteration 3: 153 of 273 MiB sent" in out
 
 
+def test_off_a_terminal_a_stalled_move_prints_its_progress_line_once() -> None:
+    console = Console(file=io.StringIO(), force_terminal=False)
+    stalled = progress(RUN[2])
+    updates = [progress(RUN[1]), stalled, stalled, stalled, policy(RAISE), stalled, stalled]
+    with MigrationView(console) as view:
+        for u in updates:
+            view.update(u)
+    assert raw(console).splitlines() == [f"… {u.message}" for u in (
+        progress(RUN[1]), stalled, policy(RAISE), stalled)]
+
+
 def test_off_a_terminal_an_exception_adds_nothing_and_goes_on_up() -> None:
     console = Console(file=io.StringIO(), force_terminal=False)
     with pytest.raises(ValueError, match="boom"), MigrationView(console) as view:

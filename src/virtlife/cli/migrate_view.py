@@ -7,9 +7,10 @@ sent of the total, what is left, the dirty rate against the bandwidth, the throt
 ETA and the time elapsed. The check and start messages and every policy decision are
 printed above it as lines that stay; on exit the live area gives way to one final line,
 also when an exception ends the ``with`` block. Anywhere else (a pipe, a CI log, a dumb
-terminal) it prints one ``… message`` line per update, as the command always did, and no
-cursor-control sequence. It only reads the values it is given: it must not call libvirt
-or a service, keep a clock, or decide anything.
+terminal) it prints one ``… message`` line per update, as the command always did (a
+progress line the same as the one just before it is left out: a stalled move would print
+it at every sample), and no cursor-control sequence. It only reads the values it is
+given: it must not call libvirt or a service, keep a clock, or decide anything.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class MigrationView:
         """Show one update: a redraw for a progress sample, a line for anything else."""
         self.vm = update.vm or self.vm
         if not self.live_mode:
+            if update.stage == "progress" and update.message == self.message:
+                return  # a stalled move (a cut link): not one identical line per sample
+            self.message = update.message if update.stage == "progress" else ""
             self.console.out(f"… {update.message}", highlight=False)
             return
         if update.stage in ("progress", "stats"):  # stats: the completed job, at the end
