@@ -408,6 +408,18 @@ def test_create_of_a_new_vm_defines_it() -> None:
     assert (data["vm"], data["operation"], data["state"]) == ("vm-new", "define", "shutoff")
 
 
+def test_create_start_whose_agent_wait_fails_says_the_vm_stays_defined_and_runs() -> None:
+    # the test driver has no guest agent: the start boots the VM, the wait for the
+    # agent fails; the error said only the agent's words (issue 15)
+    run = on_node("create", "vm-new", "--memory", "64", "--start", "--wait-agent")
+    assert run.code != 0 and "Traceback" not in run.err
+    message = run.err.strip()
+    assert "guest-ping" in message  # the failure itself, first
+    assert "vm-new was defined on host" in message and "stays defined" in message
+    assert "it is running now" in message
+    assert "`virtlife undefine vm-new`" in message
+
+
 def test_create_with_a_taken_name_says_already_exists() -> None:
     message = assert_one_line_error(on_node("create", "vm-off"))
     assert "already exists" in message

@@ -66,3 +66,49 @@ def test_create_and_start_on_a_host_named_by_its_connect_uri(tmp_path: Path) -> 
         assert s.fleet.host(host).lookup("web-new").status().state is VMState.RUNNING
         named, state = s.lifecycle.state(f"{host}/web-new")  # HOST/NAME with such a host
         assert (named, state.state) == (host, VMState.RUNNING)
+
+
+def test_create_start_failure_says_the_vm_stays_defined_and_how_to_retry_or_remove(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 15: the define succeeded, the start after it failed; the error said only
+    # the start's words, and the VM stayed defined without a word about it
+    from virtlife.hypervisor.guest import Guest
+
+    def refuse(self: Guest, **_kw: object) -> None:
+        raise errors.OperationFailed(
+            f"cannot start {self.name} on host {self.host.name}: internal error: "
+            "process exited while connecting to monitor")
+
+    monkeypatch.setattr(Guest, "start", refuse)
+    with open_services(NODE_URI, store_path=tmp_path / "s.db") as s:
+        host = s.default_host()
+        with pytest.raises(errors.OperationFailed) as caught:
+            provision.create(s.lifecycle, DomainSpec(name="web-new", memory_mib=64),
+                             host=host, start=True)
+        message = str(caught.value)
+        assert message.startswith("cannot start web-new on host")  # the start's words first
+        assert "web-new was defined on host" in message
+        assert "stays defined, not running" in message
+        assert "`virtlife start web-new`" in message
+        assert "`virtlife undefine web-new`" in message
+        assert s.fleet.host(host).lookup("web-new").status().state is VMState.SHUTOFF
+
+
+def test_create_start_failure_names_the_host_when_the_fleet_has_several(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support import NODE2_URI
+    from virtlife.hypervisor.guest import Guest
+    from virtlife.store import open_store
+
+    def refuse(self: Guest, **_kw: object) -> None:
+        raise errors.OperationFailed(f"cannot start {self.name}: no")
+
+    monkeypatch.setattr(Guest, "start", refuse)
+    store = open_store(tmp_path / "s.db")
+    store.hosts.add("h1", NODE_URI)
+    store.hosts.add("h2", NODE2_URI)
+    store.close()
+    with open_services(None, store_path=tmp_path / "s.db") as s:
+        with pytest.raises(errors.OperationFailed, match="`virtlife undefine h2/web-new`"):
+            provision.create(s.lifecycle, DomainSpec(name="web-new", memory_mib=64),
+                             host="h2", start=True)

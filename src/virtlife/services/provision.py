@@ -5,7 +5,8 @@ really works, ``qemu`` otherwise, ``test`` on libvirt's test driver), the CPU mo
 that goes with it, the refusal of an invalid name or of a name already in use on the
 target host. Nothing is written before every check has passed: the spec's disk copies
 are made only then, each created exclusively (never over an existing file, which a VM
-may be using), and removed again when the define fails.
+may be using), and removed again when the define fails. A start that fails after the
+define leaves the VM defined, and its error says so and what to type next.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from virtlife.hypervisor.probe import identity
 from virtlife.paths import check_path
 from virtlife.services.facts import host_facts
 from virtlife.services.lifecycle import Call, Lifecycle, OperationResult
-from virtlife.states import Operation
+from virtlife.states import UNDEFINED, Operation, VMState
 from virtlife.store.facts import Facts
 from virtlife.xml.domain import (
     DiskCopy,
@@ -212,6 +213,38 @@ def create(lifecycle: Lifecycle, spec: DomainSpec, *, host: str,
             err.add_note(f"(kept {', '.join(map(str, kept))}: {spec.name} uses it)")
         raise
     if start:
-        result = lifecycle.start(f"{host}/{spec.name}", wait_agent=wait_agent,
-                                 progress=call.get("progress"), queue_s=call.get("queue_s"))
+        try:
+            result = lifecycle.start(f"{host}/{spec.name}", wait_agent=wait_agent,
+                                     progress=call.get("progress"), queue_s=call.get("queue_s"))
+        except errors.VirtlifeError as err:
+            _say_left_defined(lifecycle, h, host, spec.name, err)
+            raise
     return result
+
+
+def _say_left_defined(lifecycle: Lifecycle, h: Host, host: str, vm: str,
+                      err: errors.VirtlifeError) -> None:
+    """Reword ``err``, the start's failure after the define, to say that ``vm`` stays
+    defined and what to type next (start again, or undefine). Its class, and so its exit
+    code, stays the start's."""
+    try:
+        ref = vm if len(lifecycle.fleet.refs) == 1 else f"{host}/{vm}"
+    except errors.VirtlifeError:  # the inventory cannot be read: name the host
+        ref = f"{host}/{vm}"
+    try:
+        guest = h.find(vm)
+        state = guest.status() if guest is not None else UNDEFINED
+    except errors.VirtlifeError:  # cannot tell: it was defined, so say what that leaves
+        state = None
+    defined = f"{vm} was defined on host {host}"
+    if state is not None and state.state is VMState.UNDEFINED:  # undefined by someone else
+        then = f"{defined}, and is no longer defined there"
+    elif state is not None and state.state.is_active:  # started, then failed (agent wait)
+        then = (f"{defined} and stays defined; it is {state.state.label} now; "
+                f"`virtlife destroy {ref}` then `virtlife undefine {ref}` removes it")
+    else:
+        then = (f"{defined} and stays defined{', not running' if state else ''}; "
+                f"`virtlife start {ref}` tries the start again, `virtlife undefine {ref}` "
+                "removes it")
+    # the same error object (its class, exit code, cause and notes), its message extended
+    err.args = (f"{err}; {then}",)
