@@ -299,9 +299,11 @@ def test_undefine_drops_internal_and_external_snapshot_metadata_and_keeps_the_fi
     with pytest.raises(errors.InvalidTransition, match="it has 2 snapshot"):
         services.lifecycle.undefine(vm)
 
-    assert str(services.lifecycle.undefine(vm, snapshots=True).state) == "undefined"
+    result = services.lifecycle.undefine(vm, snapshots=True)
+    assert str(result.state) == "undefined"
 
     base, overlay = (config.images_dir() / f"{vm}.{s}" for s in ("qcow2", "d1"))
+    assert f"their external files stay on disk: {overlay} " in result.note  # named
     info = subprocess.run(["qemu-img", "info", "--backing-chain", str(overlay)],
                           capture_output=True, text=True, check=True).stdout
     assert f"backing file: {base}" in info  # the overlay stays, on top of the disk

@@ -217,3 +217,45 @@ def test_undefine_of_vm_with_snapshots_needs_snapshots_flag(lifecycle: Lifecycle
         lifecycle.undefine("vm-off")
     assert _state(lifecycle, "vm-off") == "shut off (unknown)"
     assert lifecycle.undefine("vm-off", snapshots=True).state.state is VMState.UNDEFINED
+
+
+def _redefine_external_snapshot(lc: Lifecycle, vm: str, name: str, created: int,
+                                overlay: str, memory_file: str = "") -> None:
+    """Give ``vm`` the metadata of an external snapshot (the test driver cannot take
+    one, but takes its description back, as after a host move)."""
+    import libvirt
+
+    guest = lc.fleet.resolve(vm)
+    domain = guest.xml(inactive=True)
+    memory = (f"<memory snapshot='external' file='{memory_file}'/>" if memory_file
+              else "<memory snapshot='no'/>")
+    guest._dom.snapshotCreateXML(
+        f"<domainsnapshot><name>{name}</name>"
+        f"<state>{'running' if memory_file else 'disk-snapshot'}</state>"
+        f"<creationTime>{created}</creationTime>{memory}<disks>"
+        f"<disk name='vda' snapshot='external'><source file='{overlay}'/></disk>"
+        f"</disks>{domain}</domainsnapshot>", libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
+
+
+def test_undefine_dropping_external_snapshots_names_the_files_left(
+        lifecycle: Lifecycle) -> None:
+    # issue 15: --snapshots-metadata dropped the metadata and said nothing of the
+    # overlay files it leaves on disk
+    create(lifecycle, DomainSpec(name="vm-disk", memory_mib=64,
+                                 disks=(Path("/images/off.qcow2"),)), host="t")
+    _redefine_external_snapshot(lifecycle, "vm-disk", "d1", 1_700_000_000, "/images/off.d1")
+    _redefine_external_snapshot(lifecycle, "vm-disk", "d2", 1_700_000_100, "/images/off.d2",
+                                memory_file="/images/off.d2.mem")
+    result = lifecycle.undefine("vm-disk", snapshots=True)
+    assert result.state.state is VMState.UNDEFINED
+    assert ("their external files stay on disk: /images/off.d1, /images/off.d2, "
+            "/images/off.d2.mem") in result.note
+    assert "/images/off.d1" in str(result) and "2 snapshot(s)" in str(result)
+
+
+def test_undefine_dropping_only_internal_snapshots_names_no_file(
+        lifecycle: Lifecycle) -> None:
+    guest = lifecycle.fleet.resolve("vm-off")
+    guest._dom.snapshotCreateXML("<domainsnapshot><name>s1</name></domainsnapshot>", 0)
+    result = lifecycle.undefine("vm-off", snapshots=True)
+    assert "stay on disk" not in result.note

@@ -377,7 +377,7 @@ def pmwakeup(app: App, vm: str, wait_agent: bool, sync_time: bool | None,
 @click.option("--managed-save", is_flag=True, help="Also delete the managed-save image.")
 @click.option("--snapshots-metadata", is_flag=True,
               help="Also drop its snapshots' metadata (overlay files and internal "
-                   "snapshots stay in the files).")
+                   "snapshots stay in the files; the result names the files left).")
 @click.option("--nvram/--keep-nvram", default=None,
               help="Delete or keep the UEFI NVRAM file (default: libvirt's rule).")
 @json_option

@@ -28,6 +28,7 @@ from virtlife.hypervisor.agent import Agent
 from virtlife.hypervisor.events import EventKind
 from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
+from virtlife.hypervisor.snapshot import DomainSnapshots
 from virtlife.paths import check_path
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_after
@@ -55,6 +56,7 @@ from virtlife.states import (
 )
 from virtlife.store.images import SavedImages
 from virtlife.xml.domain import domain_name, domain_uuid
+from virtlife.xml.snapshot import parse_snapshot
 
 if TYPE_CHECKING:
     from virtlife.store.journal import Journal, JournalEntry
@@ -513,9 +515,28 @@ class Lifecycle(OperationService):
                 raise errors.InvalidTransition(
                     f"cannot undefine {guest.name}: it has {count} snapshot(s); pass "
                     "--snapshots-metadata to drop their metadata too")
+            left = _snapshot_files(guest) if count else []  # read while libvirt knows them
             uuid = guest.uuid()
             guest.undefine(managed_save=managed_save, snapshots=snapshots, nvram=nvram)
             run.wait()
             self.oneplace.defined_anew(uuid, guest.host.name)
+            if left:
+                run.add_note(f"the metadata of {count} snapshot(s) was dropped; their "
+                             f"external files stay on disk: {', '.join(left)} (remove "
+                             "them once nothing uses them)")
         assert run.result is not None
         return run.result
+
+
+def _snapshot_files(guest: Guest) -> list[str]:
+    """The overlay (and external memory) files of ``guest``'s snapshots, each once, in
+    the order the snapshots were taken: what an undefine that drops their metadata
+    leaves on disk."""
+    docs = []
+    for snap in DomainSnapshots(guest).all():
+        try:
+            docs.append(parse_snapshot(snap.xml()))
+        except errors.NotFound:
+            continue  # deleted by someone else while we looked
+    docs.sort(key=lambda d: (d.created is None, d.created or 0, d.name))
+    return list(dict.fromkeys(f for d in docs for f in d.files))

@@ -89,6 +89,7 @@ class SnapshotDoc:
     parent: str | None
     memory: str  # internal, external or no
     disks: tuple[SnapshotDisk, ...]
+    memory_file: str = ""  # the file of an external memory image, else ""
 
     @property
     def external(self) -> bool:
@@ -107,6 +108,12 @@ class SnapshotDoc:
     def overlays(self) -> tuple[str, ...]:
         """The overlay files of its external disks (what the VM writes to after it)."""
         return tuple(d.source for d in self.disks if d.kind == "external" and d.source)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file it keeps outside the disk images: its overlays, then its external
+        memory image (what stays on disk when libvirt forgets the snapshot)."""
+        return self.overlays + ((self.memory_file,) if self.memory_file else ())
 
 
 def _text(root: ET.Element, path: str) -> str:
@@ -138,4 +145,6 @@ def parse_snapshot(xml: str) -> SnapshotDoc:
     return SnapshotDoc(
         name=name, description=_text(root, "description"), state=_text(root, "state"),
         created=created, parent=_text(root, "parent/name") or None,
-        memory=memory.get("snapshot", "no") if memory is not None else "no", disks=disks)
+        memory=memory.get("snapshot", "no") if memory is not None else "no", disks=disks,
+        memory_file=(memory.get("file", "") if memory is not None
+                     and memory.get("snapshot") == "external" else ""))
