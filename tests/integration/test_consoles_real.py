@@ -40,13 +40,14 @@ def virtlife(*args: str, input: str | None = None,
 
 
 class Console:
-    """``virtlife console VM ARGS`` in the background, its stdin a pipe we write to and
-    its output collected by threads."""
+    """``virtlife console VM ARGS`` in the background (``env``: another inventory's, such
+    as the lab's), its stdin a pipe we write to and its output collected by threads."""
 
-    def __init__(self, vm: str, *args: str) -> None:
+    def __init__(self, vm: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([*VIRTLIFE, "console", vm, *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=os.environ.copy())
+                                     stderr=subprocess.PIPE,
+                                     env=env if env is not None else os.environ.copy())
         self.out = bytearray()
         self.err = bytearray()
         self._lock = threading.Lock()

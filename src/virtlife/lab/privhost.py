@@ -27,7 +27,8 @@ Layout of a host directory (``STATE/NAME``)::
     state.json   name, owner, holder and daemon pids with start times, host uuid
     etc/   -> /etc/libvirt         lib/  -> /var/lib/libvirt (lib/virtlife-private)
     log/   -> /var/log/libvirt     cache/ -> /var/cache/libvirt (QEMU capabilities)
-    run/   -> /run                 (daemon sockets and pid files, the namespace marker)
+    run/   -> /run                 (daemon sockets and pid files, the namespace marker,
+                                    lock/ for libvirt's pty locks: /var/lock is /run/lock)
 """
 
 from __future__ import annotations
@@ -511,6 +512,10 @@ def _build_tree(directory: Path, state: _State, libvirtd_settings: Mapping[str, 
     run = directory / "run"
     (run / "libvirt").mkdir(parents=True)
     (run / MARKER).write_text(state.token + "\n")  # first: a half-made host is still found
+    # /var/lock is /run/lock: libvirt locks a serial console's pty there (LCK.._pts_N),
+    # and without it every `console` on the host fails. Mode 1777, as the system's.
+    (run / "lock").mkdir()
+    os.chmod(run / "lock", 0o1777)  # mkdir's mode would be masked by the umask
 
     etc = directory / "etc"
     shutil.copytree("/etc/libvirt", etc, symlinks=True, ignore=_not_copied)
