@@ -48,3 +48,10 @@ class EventStream:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def write_iso_stub(path: Path) -> Path:
+    """Write the smallest file that reads as an ISO 9660 image (a primary volume
+    descriptor's type byte and "CD001" at sector 16), for attach-iso on the test driver."""
+    path.write_bytes(b"\0" * 16 * 2048 + b"\x01CD001\x01" + b"\0" * 2041)
+    return path

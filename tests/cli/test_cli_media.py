@@ -159,6 +159,20 @@ def test_attach_iso_bus_sata_on_a_running_vm_is_refused_in_one_line(
     assert (entry.operation, entry.outcome) == ("attach-iso", "refused")
 
 
+def test_attach_iso_of_a_text_file_is_refused_as_bad_input_and_journalled(
+        tmp_path: Path, isolated_home: Path) -> None:
+    # issue 15: a text file was accepted as a CD
+    text = tmp_path / "readme.iso"
+    text.write_text("this is not a CD\n")
+    run = on_node("attach-iso", "vm-off", str(text))
+    assert assert_one_line_error(run, EXIT_USAGE) == (
+        f"cannot attach {text} to vm-off: it is not an ISO 9660 image (it has no ISO 9660 "
+        "volume descriptor at sector 16); give the path of an ISO file (.iso)")
+    with open_store(isolated_home / "virtlife.db") as store:
+        [entry] = store.journal.list(vm="vm-off")
+    assert entry.operation == "attach-iso"
+
+
 def test_attach_iso_bus_is_checked_when_parsed(tmp_path: Path) -> None:
     iso = str(tmp_path / "x.iso")
     bad = on_node("attach-iso", "vm-off", iso, "--bus", "floppy")

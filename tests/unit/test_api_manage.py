@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from api_support import Served, served
-from support import NODE_URI
+from support import NODE_URI, write_iso_stub
 from virtlife.hypervisor import Guest
 
 VM = "/api/vms/local/test"
@@ -276,8 +276,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool, bool
 
 def test_an_iso_is_attached_and_detached(node: httpx.Client, tmp_path: Path,
                                          recorded: list[tuple[str, str, bool, bool]]) -> None:
-    iso = tmp_path / "debian.iso"
-    iso.write_bytes(b"\0" * 4096)
+    iso = write_iso_stub(tmp_path / "debian.iso")
     r = node.post("/api/vms/local/vm-off/media", json={"path": str(iso), "bus": "sata"})
     assert r.status_code == 200, r.text
     assert r.json()["operation"] == "attach-iso"

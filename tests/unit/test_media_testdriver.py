@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from support import write_iso_stub
 from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.services.lifecycle import Lifecycle
@@ -47,9 +48,7 @@ def media(lifecycle: Lifecycle) -> Media:
 
 @pytest.fixture
 def iso(tmp_path: Path) -> Path:
-    path = tmp_path / "virtio-win.iso"
-    path.write_bytes(b"\0" * 4096)
-    return path
+    return write_iso_stub(tmp_path / "virtio-win.iso")
 
 
 @pytest.fixture
@@ -293,3 +292,62 @@ def test_detach_of_a_sata_cdrom_from_a_running_vm_is_refused_before_anything(
         media.detach_iso("cd1", iso)
     assert calls.made == []
     assert _journal(lifecycle, "cd1")[0] == ("detach-iso", "refused")
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"menuentry 'not a CD'\n", "it has no ISO 9660 volume descriptor at sector 16"),
+    (b"QFI\xfb" + b"\0" * 40000, "it has no ISO 9660 volume descriptor at sector 16"),
+])
+def test_a_file_that_is_not_an_iso_image_is_refused_on_a_local_host(
+        media: Media, lifecycle: Lifecycle, tmp_path: Path, calls: Calls, content: bytes,
+        why: str) -> None:
+    # issue 15: a text file was attached as a CD (the guest then found no disc)
+    text = tmp_path / "notes.iso"
+    text.write_bytes(content)
+    with pytest.raises(errors.InvalidInput, match=re.escape(
+            f"cannot attach {text} to vm-off: it is not an ISO 9660 image ({why})")) as caught:
+        media.attach_iso("vm-off", text)
+    assert caught.value.exit_code == 64
+    assert calls.made == []
+
+
+def test_a_folder_is_not_an_iso_image(media: Media, tmp_path: Path, calls: Calls) -> None:
+    with pytest.raises(errors.InvalidInput, match="not an ISO 9660 image \\(it is a folder\\)"):
+        media.attach_iso("vm-off", tmp_path)
+    assert calls.made == []
+
+
+def test_an_iso_reached_through_a_link_is_attached(media: Media, iso: Path, tmp_path: Path,
+                                                  calls: Calls) -> None:
+    link = tmp_path / "current.iso"
+    link.symlink_to(iso)
+    result = media.attach_iso("vm-off", link)
+    assert result.note.startswith(f"{link} is CD-ROM sda") and result.warnings == ()
+
+
+def test_an_iso_unreadable_here_is_attached_with_a_warning(
+        media: Media, tmp_path: Path, calls: Calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.services import isos
+    from virtlife.services import media as media_module
+
+    locked = write_iso_stub(tmp_path / "locked.iso")
+    monkeypatch.setattr(media_module, "check_iso_image",
+                        lambda _p: isos.IsoCheck(None, "cannot read it: Permission denied"))
+    result = media.attach_iso("vm-off", locked)
+    assert calls.made[-1][:2] == ("attach", "disk")
+    assert result.warnings == (f"{locked} was not checked to be an ISO 9660 image: cannot "
+                               "read it: Permission denied; attached anyway",)
+
+
+def test_on_a_remote_host_the_iso_is_not_read_here_and_a_warning_says_so(
+        media: Media, tmp_path: Path, calls: Calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.services import media as media_module
+
+    text = tmp_path / "notes.iso"
+    text.write_text("not a CD\n")  # there, it might be anything: it is not read here
+    monkeypatch.setattr(media_module, "is_remote", lambda _uri: True)
+    result = media.attach_iso("vm-off", text)
+    assert calls.made[-1][:2] == ("attach", "disk")
+    [warning] = result.warnings
+    assert warning.startswith(f"{text} was not checked to be an ISO 9660 image: it is on "
+                              "host t, another machine")

@@ -352,6 +352,49 @@ def is_iso_image(path: Path) -> bool:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class IsoCheck:
+    """What ``check_iso_image`` found: ``is_iso`` True, False (``why`` says what the file
+    is instead), or None when the file could not be read here (``why`` says why)."""
+
+    is_iso: bool | None
+    why: str = ""
+
+
+def _kind(mode: int) -> str:
+    return ("a folder" if stat.S_ISDIR(mode) else "a device node"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "not a regular file")
+
+
+def check_iso_image(path: Path) -> IsoCheck:
+    """Whether ``path`` (links followed: an ISO reached through a link will do) is a
+    regular file holding an ISO 9660 volume descriptor, for a CD-ROM. Opens nothing but
+    a regular file (never a device, a FIFO or a socket); a file this process cannot read
+    (QEMU may) is ``is_iso`` None, not a refusal."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return IsoCheck(None, f"cannot look at it: {err.strerror or err}")
+    if not stat.S_ISREG(mode):
+        return IsoCheck(False, f"it is {_kind(mode)}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        return IsoCheck(None, f"cannot read it: {err.strerror or err}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+            return IsoCheck(False, "it is not a regular file")
+        if os.pread(fd, 6, _DESCRIPTOR_AT)[1:6] != _ISO_MAGIC:
+            return IsoCheck(False, "it has no ISO 9660 volume descriptor at sector 16")
+        return IsoCheck(True)
+    except OSError as err:
+        return IsoCheck(None, f"cannot read it: {err.strerror or err}")
+    finally:
+        os.close(fd)
+
+
 def _check_replaceable(target: Path) -> None:
     """``--force`` replaces only an ISO image: never a device node, a socket, a FIFO, a
     link, or a file of another kind (another VM's disk)."""

@@ -16,7 +16,9 @@ both are for shut-off VMs. Where the CD-ROM goes (``plan_cdrom``: a target name 
 drive address free in every definition; libvirt 9.0 accepts a duplicate address in a
 definition and then refuses to start it) is decided from the VM's XML alone, so it is
 tested without libvirt. The ISO is a path on the VM's host, looked at through libvirt
-(``hypervisor.files``), never with ``os.path`` on the client. Nothing here prints or
+(``hypervisor.files``), never with ``os.path`` on the client; only where that host is
+this machine (a local URI) is the file also read here, to refuse one that is not an
+ISO 9660 image (elsewhere the attach goes on with a warning). Nothing here prints or
 imports libvirt.
 """
 
@@ -33,7 +35,9 @@ from typing import Unpack
 from virtlife import errors
 from virtlife.hypervisor import Guest
 from virtlife.hypervisor.files import probe_path
+from virtlife.hypervisor.host import is_remote
 from virtlife.services.base import Call, OperationService
+from virtlife.services.isos import check_iso_image
 from virtlife.services.lifecycle import host_path
 from virtlife.services.operations import OperationResult, OperationRun
 from virtlife.states import Operation, parse_enum
@@ -211,6 +215,26 @@ class Media(OperationService):
         config = guest.xml(inactive=True) if guest.is_persistent() else None
         return live, config
 
+    @staticmethod
+    def _check_iso(guest: Guest, run: OperationRun, source: str) -> None:
+        """Refuse a file that is not an ISO 9660 image (a text file, a disk image) where
+        it can be read: on a host that is this machine. Elsewhere, or when this process
+        cannot read it (QEMU may), the attach goes on with a warning."""
+        if is_remote(guest.host.uri):
+            run.warnings.append(
+                f"{source} was not checked to be an ISO 9660 image: it is on host "
+                f"{guest.host.name}, another machine; if the guest finds no disc in the "
+                "CD-ROM, look at the file there")
+            return
+        found = check_iso_image(Path(source))
+        if found.is_iso is False:
+            raise errors.InvalidInput(
+                f"cannot attach {source} to {guest.name}: it is not an ISO 9660 image "
+                f"({found.why}); give the path of an ISO file (.iso)")
+        if found.is_iso is None:
+            run.warnings.append(f"{source} was not checked to be an ISO 9660 image: "
+                                f"{found.why}; attached anyway")
+
     def cdroms(self, ref: str) -> list[AttachedCdrom]:
         """VM ``ref``'s CD-ROMs, in its running configuration and in its definition
         (a read: no operation, no journal)."""
@@ -240,6 +264,7 @@ class Media(OperationService):
             if not probe_path(guest.host, source).exists:
                 raise errors.NotFound(f"cannot attach {source} to {guest.name}: there is no "
                                       f"such file on host {guest.host.name}")
+            self._check_iso(guest, run, source)
             live_xml, config_xml = self._definitions(guest, run)
             live, config = live_xml is not None, config_xml is not None
             xmls = [x for x in (live_xml, config_xml) if x is not None]
