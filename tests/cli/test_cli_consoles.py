@@ -7,6 +7,7 @@ running VM are tested on QEMU (tests/integration/test_consoles_real.py)."""
 from __future__ import annotations
 
 import configparser
+import errno
 import json
 import stat
 from pathlib import Path
@@ -147,3 +148,19 @@ def test_graphics_refuses_a_bad_address_or_password(node: str) -> None:
     message = assert_one_line_error(on(node, "graphics", "vnc1", "--listen", "nowhere"),
                                     EXIT_USAGE)
     assert "'nowhere' is not an IP address" in message
+
+
+def test_graphics_refuses_an_address_this_machine_lacks_naming_what_works(node: str) -> None:
+    from virtlife.services.vnclisten import bind_error, this_machines_addresses
+
+    if bind_error("203.0.113.77") != errno.EADDRNOTAVAIL:
+        pytest.skip("203.0.113.77 is an address of this machine")
+    run = on(node, "graphics", "vnc1", "--listen", "203.0.113.77")
+    message = assert_one_line_error(run, EXIT_USAGE)
+    assert message.startswith("cannot make the VNC server of vnc1 listen on 203.0.113.77: "
+                              f"it is not an address of {node} (this machine), so the VM's "
+                              "next start would fail; give 0.0.0.0 (every IPv4 address), "
+                              ":: (every address), 127.0.0.1 (this machine only) or one "
+                              "of its addresses"), message
+    assert all(address in message for address in this_machines_addresses())
+    assert_ok(on(node, "graphics", "vnc1", "--listen", "127.0.0.1"))

@@ -1,6 +1,7 @@
 """``Consoles`` on libvirt's test driver: the live VNC server of a running VM, the viewer
 file, refusals for a shut-off VM or one without VNC, the graphics operation (journalled
-without the password, the definition changed, the running VM's graphics kept), and the
+without the password, the definition changed, the running VM's graphics kept; a listen
+address this machine lacks refused, a remote host's taken with a warning), and the
 serial console's refusals. The test driver has no console streams (``Unsupported``)
 and no graphics sockets: those are tested on QEMU in
 tests/integration/test_consoles_real.py."""
@@ -8,16 +9,20 @@ tests/integration/test_consoles_real.py."""
 from __future__ import annotations
 
 import configparser
+import errno
 
 import pytest
 
 from virtlife import errors
+from virtlife.services import vnclisten
 from virtlife.services.consoles import Consoles
 from virtlife.services.lifecycle import Lifecycle
+from virtlife.services.vnclisten import bind_error
 from virtlife.xml.graphics import vnc
 
 VNC = ("<graphics type='vnc' port='5907' autoport='no' listen='127.0.0.1' {pw}>"
        "<listen type='address' address='127.0.0.1'/></graphics>")
+FOREIGN = "203.0.113.77"  # TEST-NET-3: an address no machine has
 CONSOLE = ("<serial type='pty'><target port='0'/></serial>"
            "<console type='pty'><target type='serial' port='0'/></console>")
 
@@ -116,6 +121,33 @@ def test_graphics_refuses_bad_input_before_anything_is_journalled(
     with pytest.raises(errors.InvalidInput, match="is not an IP address"):
         consoles.set_graphics("vm-off", listen="localhost")
     assert _journal(lifecycle, "vm-off") == []
+
+
+def test_graphics_refuses_an_address_this_machine_lacks_and_changes_nothing(
+        consoles: Consoles, lifecycle: Lifecycle) -> None:
+    if bind_error(FOREIGN) != errno.EADDRNOTAVAIL:
+        pytest.skip(f"{FOREIGN} is an address of this machine")
+    _define(lifecycle, "g1", VNC.format(pw=""))
+    with pytest.raises(errors.InvalidInput,
+                       match=f"cannot make the VNC server of g1 listen on {FOREIGN}: it is "
+                             r"not an address of t \(this machine\).*give 0\.0\.0\.0"):
+        consoles.set_graphics("g1", listen=FOREIGN)
+    assert consoles.graphics("g1").listen == "127.0.0.1"
+    assert [op for op, _, _ in _journal(lifecycle, "g1")] == ["define"]  # no graphics
+    assert consoles.set_graphics("g1", listen="127.0.0.2").warnings == ()  # 127/8 is ours
+    assert consoles.graphics("g1").listen == "127.0.0.2"
+
+
+def test_graphics_on_a_remote_host_takes_the_address_with_a_warning(
+        consoles: Consoles, lifecycle: Lifecycle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vnclisten, "names_this_machine", lambda *a, **k: False)
+    _define(lifecycle, "g1", VNC.format(pw=""))
+    result = consoles.set_graphics("g1", listen=FOREIGN)
+    assert result.warnings == (
+        f"{FOREIGN} could not be checked: t is a remote host; make sure it is one of t's "
+        "addresses (if it is not, the next start of g1 fails; `virtlife graphics g1 "
+        "--listen 0.0.0.0` listens on every address)",)
+    assert consoles.graphics("g1").listen == FOREIGN
 
 
 def test_graphics_of_a_transient_vm_is_refused(consoles: Consoles,

@@ -45,7 +45,9 @@ VM = click.argument("vm", metavar="VM")
 @VM
 @click.option("--listen", metavar="ADDR", default=None,
               help="The IP address the VNC server listens on: 127.0.0.1 (this host only), "
-                   "0.0.0.0 (all IPv4 addresses) or one of the host's addresses.")
+                   "0.0.0.0 (all IPv4 addresses) or one of the host's addresses. An "
+                   "address this machine lacks is refused when the VM's host is this "
+                   "machine; a remote host's is not checked (a warning says so).")
 @click.option("--password/--no-password", "password", default=None,
               help="Protect the VNC server with a password (read from the terminal twice, "
                    "or one line of stdin; at most 8 characters), or remove it.")

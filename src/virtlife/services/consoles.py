@@ -7,7 +7,9 @@ running VM's live XML; ``set_graphics`` changes the persistent definition inside
 ``Operations.run`` (journalled, one operation per VM at a time) and says when the
 change applies. Which address a client should use is decided here (``client_address``,
 a pure function): QEMU's VNC server listens on the VM's host, so a loopback listen is
-reachable from this machine only when the host is this machine. ``serial`` opens a
+reachable from this machine only when the host is this machine. A new listen address
+is checked on the VM's host before anything is written (``services.vnclisten``: one
+this machine lacks is refused, a remote host's only warned about). ``serial`` opens a
 ``SerialSession`` that a terminal or a WebSocket bridge reads and writes from its own
 threads. A VNC password goes into the definition and the ``.vv`` file, never into the
 journal, a log line or a result. Nothing here prints or imports libvirt.
@@ -30,6 +32,7 @@ from virtlife.hypervisor.console import ConsoleStream
 from virtlife.hypervisor.host import is_remote
 from virtlife.services.base import Call, OperationService
 from virtlife.services.operations import OperationResult
+from virtlife.services.vnclisten import check_listen_on
 from virtlife.states import Operation, StateInfo
 from virtlife.xml.graphics import (
     KEEP,
@@ -323,7 +326,9 @@ class Consoles(OperationService):
                      **call: Unpack[Call]) -> OperationResult:
         """Change the VNC listen address and/or password (None: remove it) in VM
         ``ref``'s definition; a VM without VNC graphics gets them. A running VM keeps
-        its current VNC server until it is shut down and started again."""
+        its current VNC server until it is shut down and started again. A listen
+        address the VM's host lacks is refused (``InvalidInput``) when the host is this
+        machine; a remote host's is taken with a warning in the result (not checked)."""
         if isinstance(listen, Keep) and isinstance(password, Keep):
             raise errors.InvalidInput("nothing to change: give a listen address or a "
                                       "password (or none, to remove it)")
@@ -332,7 +337,11 @@ class Consoles(OperationService):
         if isinstance(password, str):
             check_vnc_password(password)
         guest = self._resolve(Operation.GRAPHICS, ref)
+        unchecked = "" if isinstance(listen, Keep) else check_listen_on(
+            guest.host.uri, listen, vm=guest.name, host=guest.host.name)
         with self._operation(Operation.GRAPHICS, guest, timeout_s, call) as run:
+            if unchecked:
+                run.warnings.append(unchecked)
             xml = self._definition(guest, "change the graphics")
             before = vnc(xml)
             guest.host.define(with_vnc(xml, listen=listen, password=password))
