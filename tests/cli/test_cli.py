@@ -589,6 +589,18 @@ def test_history_journals_a_failed_operation_as_error() -> None:
         ("vm-running", "pmsuspend", "error")]
 
 
+def test_history_of_a_vm_shows_a_refusal_of_its_name_recorded_without_a_uuid() -> None:
+    # the refused create is journalled before any VM is looked up (no UUID); history
+    # VM, which reads by UUID, left it out (issue 15)
+    assert_ok(on_node("start", "vm-off"))
+    assert on_node("create", "vm-off").code != 0
+    assert on_node("create", "vm-running").code != 0  # another VM's name: not shown
+    entries = json.loads(on_node("history", "vm-off", "--json").out)
+    assert [(e["operation"], e["outcome"], bool(e["uuid"])) for e in entries] == [
+        ("define", "refused", False), ("start", "ok", True)]
+    assert "already exists" in entries[0]["detail"]
+
+
 def test_history_shows_newest_first_and_filters_by_vm() -> None:
     assert_ok(on_node("suspend", "vm-running"))
     assert_ok(on_node("start", "vm-off"))

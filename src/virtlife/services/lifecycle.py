@@ -33,6 +33,7 @@ from virtlife.paths import check_path
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_after
 from virtlife.services.fleet import Fleet, split_ref
+from virtlife.services.history import vm_history
 from virtlife.services.ladder import STEPS, Step, climb
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, current_state, observed_state
 from virtlife.services.oneplace import OnePlace
@@ -163,7 +164,8 @@ class Lifecycle(OperationService):
     def history(self, ref: str | None = None, *, host: str | None = None,
                 limit: int = 50) -> list[JournalEntry]:
         """The journal, newest first. For a VM that exists, its whole history by UUID
-        (across hosts and renames, without another VM's past under the same name);
+        (across hosts and renames, without another VM's past under the same name), with
+        the rows of its name written without a UUID that were its (``services.history``);
         for one that is gone, the rows under its name."""
         if self.journal is None:
             raise errors.StoreUnavailable("there is no journal to read (the store is not open)")
@@ -175,7 +177,7 @@ class Lifecycle(OperationService):
             guest = self.fleet.resolve(f"{host}/{name}" if host else name)
         except (errors.NotFound, errors.AmbiguousName, errors.HostUnreachable):
             return self.journal.list(vm=name, host=host, limit=limit)
-        return self.journal.list(uuid=guest.uuid(), limit=limit)
+        return vm_history(self.journal, guest.uuid(), guest.name, guest.host.name, limit)
 
     def dumpxml(self, ref: str, *, inactive: bool = False) -> str:
         return self.fleet.resolve(ref).xml(inactive=inactive)
