@@ -134,6 +134,17 @@ def test_console_exchanges_a_line_with_the_guest_shell(running_vm: str) -> None:
     assert run.stderr.splitlines()[-1] == f"virtlife: left the serial console of {running_vm}"
 
 
+def test_console_output_to_a_pipe_has_no_cursor_position_query(running_vm: str) -> None:
+    # the guest's shell asks its terminal where the cursor is (ESC[6n); printed to a
+    # pipe, nothing answers and it showed raw in the output (issue 15)
+    run = subprocess.run([*VIRTLIFE, "console", running_vm],
+                         input=b"\nprintf 'dsr:\\033[6n:%s\\n' $((6*7))\n",
+                         capture_output=True, timeout=180, env=os.environ.copy(), check=False)
+    assert run.returncode == 0, run.stderr
+    assert b"dsr::42" in run.stdout  # the guest's printf, with its query removed
+    assert b"\x1b[6n" not in run.stdout
+
+
 def test_a_second_console_is_refused_and_force_takes_it_over(
         running_vm: str, consoles: list[Console]) -> None:
     first = _open(consoles, running_vm)

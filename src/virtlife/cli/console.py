@@ -5,7 +5,9 @@ the terminal: asking for a VNC password (``agent``'s prompt), writing the ``.vv`
 file on this machine (mode 0600: it may hold the password), launching remote-viewer,
 and ``console``'s attachment of this terminal to a ``SerialSession``: raw mode on a
 TTY (Ctrl-] leaves), or stdin forwarded until it ends and the output drained a moment
-(so a script can pipe a command in). The session ends cleanly when the VM stops.
+(so a script can pipe a command in). Output to a file or pipe has the guest's
+cursor-position queries removed (``services.termquery``); a terminal gets every byte.
+The session ends cleanly when the VM stops.
 """
 
 from __future__ import annotations
@@ -191,16 +193,26 @@ class _Terminal:
 
 
 def _copy_output(session: SerialSession, stop: threading.Event) -> None:
-    """Print the console's output until the session ends or ``stop`` is set."""
+    """Print the console's output until the session ends or ``stop`` is set. Where
+    stdout is no terminal, the guest's terminal queries (``ESC[6n``) are removed: no
+    terminal answers them, and they would show raw in the file or pipe."""
+    from virtlife.services.termquery import QueryStripper
+
     out = sys.stdout.buffer
-    while not stop.is_set():
-        data = session.read(STDIN_POLL_S)
-        if data is None:
-            continue
-        if not data:
-            return
-        out.write(data)
-        out.flush()
+    strip = None if sys.stdout.isatty() else QueryStripper()
+    try:
+        while not stop.is_set():
+            data = session.read(STDIN_POLL_S)
+            if data is None:
+                continue
+            if not data:
+                return
+            out.write(data if strip is None else strip.feed(data))
+            out.flush()
+    finally:
+        if strip is not None and (held := strip.flush()):
+            out.write(held)
+            out.flush()
 
 
 def attach(session: SerialSession, drain_s: float) -> bool:
