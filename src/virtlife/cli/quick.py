@@ -164,6 +164,8 @@ def _failed(err: VirtlifeError | dict[str, Any]) -> int:
     message, code = ((str(err), err.exit_code) if isinstance(err, VirtlifeError)
                      else (str(err["message"]), int(err["exit_code"])))
     sys.stderr.write(f"virtlife: {_printable(message)}\n")
+    for note in getattr(err, "__notes__", ()):  # warnings beside the outcome
+        sys.stderr.write(f"virtlife: warning: {_printable(str(note))}\n")
     sys.stderr.flush()
     return code
 

@@ -7,7 +7,8 @@ same strings are printed by ``cli.roothelp`` without click.
 ``tests/unit/test_cli_imports.py`` fails when ``INDEX`` and the commands' own help
 drift apart, ``tests/unit/test_cli_roothelp.py`` when this group's help and
 ``cli.roothelp``'s rendering of it do. ``run_click`` is the error boundary of the click
-path: every ``VirtlifeError`` becomes one line on stderr and its exit code; a usage
+path: every ``VirtlifeError`` becomes one line on stderr and its exit code (and its
+notes, such as a journal that could not record it, one warning line each); a usage
 error (click's) is one line and exit 64; anything else is a bug and keeps its traceback.
 """
 
@@ -149,6 +150,8 @@ def run_click(args: list[str]) -> int:
         return err.exit_code
     except VirtlifeError as err:
         click.echo(f"virtlife: {printable(str(err))}", err=True)
+        for note in getattr(err, "__notes__", ()):  # warnings beside the outcome
+            click.echo(f"virtlife: warning: {printable(str(note))}", err=True)
         return err.exit_code
     except SystemExit as exit_:  # sys.exit() in a command: keep its code
         if exit_.code is None or isinstance(exit_.code, int):

@@ -283,16 +283,18 @@ class Operations:
 
     def _begin_row(self, run_warnings: list[str], *, op: Operation, op_id: str, host: str,
                    vm: str, uuid: str, domid: int | None, key: str | None,
-                   deadline: float | None) -> None:
-        """Write the running row, taking the VM across processes; queue while held."""
+                   deadline: float | None) -> bool:
+        """Write the running row, taking the VM across processes; queue while held.
+        False when there is no row (no journal, or it could not be written: a warning
+        says so, and the operation's end then has no row to complete)."""
         journal = self.journal
         if journal is None:
-            return
+            return False
         while True:
             try:
                 journal.begin(op_id=op_id, host=host, vm=vm, operation=op.value,
                               actor=self.actor, lock_key=key, uuid=uuid, domid=domid)
-                return
+                return True
             except Held as held:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is None or left <= 0:
@@ -303,7 +305,7 @@ class Operations:
                 run_warnings.append(
                     f"the journal could not record it ({err}); other processes were not "
                     "kept off this VM while it ran")
-                return
+                return False
 
     # -- the context -------------------------------------------------------------------------
 
@@ -321,7 +323,7 @@ class Operations:
         warnings: list[str] = []
         uuid, key = "", None
         deadline = None if queue_s is None else t0 + queue_s
-        locked = began = False
+        locked = began = row = False
         try:
             uuid = guest.uuid() if guest is not None else ""
             key = None if op in _OVERRIDES else (uuid or f"{host.name}/{vm}")
@@ -329,8 +331,8 @@ class Operations:
                 self._take_locally(key, op_id, op, vm, deadline)
                 locked = True
             domid = guest.domain_id() if guest is not None else None
-            self._begin_row(warnings, op=op, op_id=op_id, host=host.name, vm=vm, uuid=uuid,
-                            domid=domid, key=key, deadline=deadline)
+            row = self._begin_row(warnings, op=op, op_id=op_id, host=host.name, vm=vm,
+                                  uuid=uuid, domid=domid, key=key, deadline=deadline)
             began = True
             if guest is not None and self.on_touch is not None and op not in _OVERRIDES:
                 warnings.extend(self.on_touch(guest))
@@ -362,12 +364,13 @@ class Operations:
             # filled in; the running row has the rest
             learnt = run.guest.uuid() if not uuid and run.guest is not None else None
             detail = f"{state}; {run.note}" if run.note else str(state)
-            self._finish(op_id, "ok", detail, duration, warnings, learnt)
+            if row:  # else the start's warning said the journal has none of it
+                self._finish(op_id, "ok", detail, duration, warnings, learnt)
         except BaseException as err:
-            if began:
+            if row:
                 self._finish(op_id, outcome_of(err), _detail(err), time.monotonic() - t0,
                              warnings, None)
-            elif isinstance(err, errors.OperationBusy | errors.HostUnreachable):
+            elif not began and isinstance(err, errors.OperationBusy | errors.HostUnreachable):
                 self.record_failure(op, host.name, vm, err, started_at=started_at, uuid=uuid)
             if isinstance(err, errors.VirtlifeError):
                 for w in warnings:
