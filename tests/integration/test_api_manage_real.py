@@ -18,6 +18,7 @@ import pytest
 
 from api_support import Served, served
 from conftest import _remove
+from support import write_iso_stub
 from virtlife.lab.guest import GuestImage
 from virtlife.lab.spec import guest_disk_path
 
@@ -92,7 +93,7 @@ def test_a_vm_created_and_started_through_the_api_runs(
 
         # an ISO hot-plugged on virtio-scsi and taken away again
         iso = disk.with_suffix(".iso")  # beside the disk: the QEMU user can read it
-        iso.write_bytes(b"\0" * 65536)
+        write_iso_stub(iso)  # attach-iso reads its ISO 9660 volume descriptor
         attached = c.post(f"/api/vms/local/{vm_name}/media", json={"path": str(iso)})
         assert attached.status_code == 200, attached.text
         [drive] = c.get(f"/api/vms/local/{vm_name}/media").json()

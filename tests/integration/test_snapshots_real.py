@@ -379,7 +379,9 @@ def test_a_hung_agent_after_the_freeze_fails_in_bound_and_the_ladder_still_press
     assert code == 8, err
     assert f"the file systems of {vm} may still be frozen" in err, err
     assert f"`virtlife agent {vm} thaw`" in err
-    assert took < bound + 5 + 6, took  # + the CLI's start on a busy 2-core host
+    # bound + 5 s, and the CLI's start and its guest checks on a busy 2-core host (a
+    # generous margin: the old code never returned)
+    assert took < bound + 5 + 10, took
     assert "Snapshot h1 was taken while the file systems were frozen, and is kept" in err
     assert [s.name for s in services.snapshots.list(vm)] == ["h1"]
 
@@ -388,11 +390,11 @@ def test_a_hung_agent_after_the_freeze_fails_in_bound_and_the_ladder_still_press
     code, _out, err, took = cli(tmp_path, "agent", vm, "ping", "--timeout", "2")
     assert code == 5 and "did not answer within" in err, err
     assert f"{vm} may still have frozen file systems" in err, err
-    assert took < 20, took
+    assert took < 25, took  # the old code: libvirt's 30 s for the freeze check alone
     # the agent is the only way asked: a hung one is a timeout (5), not "failed" (1)
     code, _out, err, took = cli(tmp_path, "shutdown", vm, "--mode", "agent", "--timeout", "6")
     assert code == 5, err
-    assert took < 6 + 6, took
+    assert took < 6 + 15, took  # the ladder's bound, then the CLI's start and checks
 
     # a typed thaw (as virsh's) blocks in libvirtd for good, holding the VM's agent lock
     stuck = subprocess.Popen(["virsh", "-c", URI, "domfsthaw", vm], stdout=subprocess.DEVNULL,
@@ -405,4 +407,4 @@ def test_a_hung_agent_after_the_freeze_fails_in_bound_and_the_ladder_still_press
     assert code == 0, err
     assert "ACPI button" in out, out  # pressed: it worked, or it was asked and then forced
     assert "guest agent: " in out, out
-    assert took < 12 + 8, took
+    assert took < 12 + 12, took
