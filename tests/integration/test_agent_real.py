@@ -367,3 +367,77 @@ def test_clock_is_synced_after_restore_resume_start_and_wakeup(fresh: list[str])
     ok("suspend", name)
     assert ok("resume", name, "--no-sync-time") == f"{name}: running (unpaused)\n"
     assert guest_offset(name) < -299
+
+
+# -- exec's output limit and input (issue 15 G) ------------------------------------------
+
+def test_a_large_exec_output_is_cut_in_the_guest_and_the_agent_still_answers(vm: str) -> None:
+    # 12 MB of output: over libvirt's 10 MiB agent answer, which broke the agent's channel
+    t0 = time.monotonic()
+    run = virtlife("agent", vm, "exec", "--", "/bin/sh", "-c",
+                   "head -c 12000000 /dev/zero | tr '\\0' a; echo done >&2")
+    took = time.monotonic() - t0
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "a" * 2**20
+    assert run.stderr == ("done\nvirtlife: warning: the program's stdout was cut at 1048576 "
+                          "bytes (--max-output)\n")
+    assert took < 60, took  # TCG makes the 12 MB in seconds; before, it failed after 16 s
+    assert re.fullmatch(rf"{vm}: the guest agent answered in \d+ ms\n", ok("agent", vm, "ping"))
+    got = json.loads(ok("agent", vm, "exec", "--json", "--", "/bin/sh", "-c",
+                        "head -c 3000000 /dev/zero >&2"))
+    assert (got["exit_code"], got["cut"], got["truncated"]) == (0, ["stderr"], True)
+    assert len(got["stderr"]) == 2**20 and got["max_output"] == 2**20
+    detail = json.loads(ok("history", vm, "--json"))[0]["detail"]
+    assert "its stderr was cut at 1048576 bytes (max_output)" in detail
+
+
+def test_max_output_cuts_at_its_bytes_and_the_program_runs_to_its_end(vm: str) -> None:
+    run = virtlife("agent", vm, "exec", "--max-output", "100", "--", "/bin/sh", "-c",
+                   "yes | head -c 50000; echo ran > /run/vl-cut; exit 3")
+    assert run.returncode == 3
+    assert run.stdout == "y\n" * 50
+    assert run.stderr == ("virtlife: warning: the program's stdout was cut at 100 bytes "
+                          "(--max-output)\n")
+    assert guest_sh(vm, "cat /run/vl-cut; rm /run/vl-cut") == "ran\n"
+    run = virtlife("agent", vm, "exec", "--max-output", "100", "--", "/bin/echo", "short")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "short\n", "")
+    # a signal still reads as the signal, and stdin still reaches the program
+    run = virtlife("agent", vm, "exec", "--json", "--", "/bin/sh", "-c", "kill -9 $$")
+    got = json.loads(run.stdout)
+    assert (run.returncode, got["exit_code"], got["signal"]) == (128 + 9, None, 9)
+    run = virtlife("agent", vm, "exec", "--stdin", "--", "/usr/bin/wc", "-c",
+                   stdin="x" * 65536)
+    assert (run.returncode, run.stdout.strip()) == (0, "65536")
+
+
+def test_what_one_agent_call_cannot_carry_is_bad_input_and_the_agent_stays_up(
+        vm: str) -> None:
+    t0 = time.monotonic()
+    run = virtlife("agent", vm, "exec", "--stdin", "--", "/usr/bin/wc", "-c",
+                   stdin="x" * 3_200_000)  # was exit 4, "host unreachable"
+    assert run.returncode == 64, run.stderr
+    assert run.stderr.startswith("virtlife: the input for /usr/bin/wc is larger than 65536 "
+                                 "bytes (64 KiB), the most that one guest-agent command "
+                                 "carries safely through libvirt")
+    run = virtlife("agent", vm, "exec", "--stdin", "--", "/usr/bin/wc", "-c",
+                   stdin="x" * 100_000)  # under 4 MiB, over the agent socket's buffer
+    assert run.returncode == 64 and "larger than 65536 bytes" in run.stderr
+    run = virtlife("agent", vm, "exec", "--max-output", "2000000", "--", "/bin/true")
+    assert run.returncode == 64
+    assert "output limit must be within 0 and 1536000 bytes (1500 KiB)" in run.stderr
+    assert time.monotonic() - t0 < 30
+    assert ok("agent", vm, "exec", "--", "/bin/echo", "up") == "up\n"
+
+
+def test_output_over_what_libvirt_passes_without_an_output_limit_says_it_is_lost(
+        vm: str) -> None:
+    # over the 4 MiB a client gets (and under the 10 MiB that breaks the channel): the
+    # answer is lost, and the agent goes on (this was exit 4, "host unreachable")
+    run = virtlife("agent", vm, "exec", "--max-output", "0", "--", "/bin/sh", "-c",
+                   "head -c 3500000 /dev/zero")
+    assert run.returncode == 9, run.stderr
+    assert "its answer was longer than libvirt passes to a client (4 MiB), and is lost" \
+        in run.stderr and "--max-output" in run.stderr
+    assert virtlife("agent", vm, "ping").returncode == 0
+    run = virtlife("agent", vm, "exec", "--max-output", "0", "--", "/bin/echo", "as it is")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "as it is\n", "")

@@ -3,6 +3,7 @@ asked, its operations' journal rows, and ``agent enable`` on a real definition."
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -216,6 +217,7 @@ class GuestSide:
     guest_info: dict[str, dict[str, object]] = field(default_factory=dict)
     statuses: list[ExecStatus] = field(default_factory=list)  # the last one repeats
     freeze_error: BaseException | None = None
+    exec_error: BaseException | None = None
     reply: str = '{"return": {}}'
     ping_s: float = 0.25
 
@@ -280,6 +282,8 @@ def side(monkeypatch: pytest.MonkeyPatch) -> GuestSide:
 
         def exec_start(self, path: str, args: list[str], *, stdin: bytes | None = None) -> int:
             fake.calls.append(("exec_start", self.vm, path, args, stdin))
+            if fake.exec_error is not None:
+                raise fake.exec_error
             return 42
 
         def exec_status(self, pid: int) -> ExecStatus:
@@ -499,6 +503,16 @@ def test_set_time_to_a_given_time_reports_both_offsets(
                            "given)")
 
 
+def started(side: GuestSide) -> tuple[str, list[str], bytes | None]:
+    """The program and stdin of the one exec_start, as the guest's own argv: what runs
+    under the output limit's /bin/sh, checked to be that."""
+    [(_, _, path, args, stdin)] = [c for c in side.calls if c[0] == "exec_start"]
+    assert isinstance(path, str) and isinstance(args, list)
+    if path == "/bin/sh" and args[:1] == ["-c"] and args[2:3] == ["virtlife-exec"]:
+        return args[5], args[6:], stdin  # after the script, $0, the bytes kept + 1, the tag
+    return path, args, stdin
+
+
 def test_exec_polls_until_the_program_ends_and_returns_its_output(
         agent: GuestAgent, side: GuestSide, store: Store) -> None:
     side.statuses = [ExecStatus(False), ExecStatus(False), ExecStatus(False),
@@ -506,17 +520,17 @@ def test_exec_polls_until_the_program_ends_and_returns_its_output(
     updates: list[Update] = []
     got = agent.exec("vm-running", ["/bin/sh", "-c", "exit 3"], stdin=b"in",
                      progress=updates.append)
-    assert side.calls[0] == ("exec_start", "vm-running", "/bin/sh", ["-c", "exit 3"], b"in")
+    assert started(side) == ("/bin/sh", ["-c", "exit 3"], b"in")
     assert side.clock.sleeps == [0.05, 0.1, 0.2]  # a short first wait, then doubling
     assert got == ExecResult("vm-running", ("/bin/sh", "-c", "exit 3"), 42, 3, None, b"out",
-                             b"err", True, pytest.approx(0.35), got.op_id)
+                             b"err", True, pytest.approx(0.35), got.op_id, 2**20, ())
     assert got.op_id and got.op_id == store.journal.list(limit=1)[0].op_id
     assert got.as_dict() == {
         "op_id": got.op_id, "vm": "vm-running", "argv": ["/bin/sh", "-c", "exit 3"],
         "pid": 42, "exit_code": 3, "signal": None, "stdout": "out", "stderr": "err",
-        "truncated": True, "duration_s": 0.35}
-    assert ("exec", "/bin/sh runs in vm-running as pid 42") in [
-        (u.stage, u.message) for u in updates]
+        "truncated": True, "max_output": 2**20, "cut": [], "duration_s": 0.35}
+    assert ("exec", "/bin/sh runs in vm-running as pid 42, the /bin/sh that limits its "
+                    "output") in [(u.stage, u.message) for u in updates]
     assert [c[1] for c in side.calls if c[0] == "exec_status"] == [42] * 4
     row = store.journal.list(limit=1)[0]
     assert (row.operation, row.outcome) == ("agent-exec", "ok")
@@ -527,7 +541,7 @@ def test_exec_of_a_program_ended_by_a_signal_says_so(agent: GuestAgent, side: Gu
                                                     store: Store) -> None:
     side.statuses = [ExecStatus(True, None, 9)]
     got = agent.exec("vm-running", ["/bin/sleep", "9"])
-    assert side.calls[0] == ("exec_start", "vm-running", "/bin/sleep", ["9"], None)
+    assert started(side) == ("/bin/sleep", ["9"], None)
     assert (got.exit_code, got.signal, got.duration_s) == (None, 9, 0.0)
     assert side.clock.sleeps == []  # it had ended by the first look
     assert "/bin/sleep ended with signal 9 after 0.00 s" in store.journal.list(limit=1)[0].detail
@@ -538,7 +552,7 @@ def test_exec_polls_at_most_every_half_second_and_gives_up_at_the_timeout(
     side.statuses = [ExecStatus(False)]
     with pytest.raises(errors.OperationTimeout,
                        match=r"^/bin/yes did not end within 2 s in vm-running; it still runs "
-                             r"there as pid 42$"):
+                             r"there as pid 42, the /bin/sh that limits its output$"):
         agent.exec("vm-running", ["/bin/yes"], timeout_s=2)
     # doubling waits, never over half a second, the last one cut to the time left
     assert side.clock.sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.25])
@@ -562,6 +576,120 @@ def test_exec_waits_a_minute_by_default_and_takes_half_a_second(
         agent.exec("vm-running", ["/bin/yes"])
     side.statuses = [ExecStatus(True, 0)]
     assert agent.exec("vm-running", ["/bin/true"], timeout_s=0.5).exit_code == 0
+
+
+# -- exec's bounds (issue 15 G): the output cut in the guest, the input checked first ---
+
+def test_exec_keeps_max_output_bytes_of_each_stream_and_says_what_it_cut(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    # what the guest's script gives back: the bytes kept and one more, which tells a cut
+    side.statuses = [ExecStatus(True, 0, None, b"o" * 101, b"e" * 100)]
+    got = agent.exec("vm-running", ["/usr/bin/yes"], max_output=100)
+    [(_, _, path, args, _)] = [c for c in side.calls if c[0] == "exec_start"]
+    assert (path, args[:1], args[2:]) == ("/bin/sh", ["-c"], [
+        "virtlife-exec", "101", args[4], "/usr/bin/yes"])
+    assert (got.stdout, got.stderr) == (b"o" * 100, b"e" * 100)
+    assert (got.cut, got.truncated, got.max_output) == (("stdout",), True, 100)
+    assert got.notes == ("its stdout was cut at 100 bytes (max_output)",)
+    assert got.as_dict()["cut"] == ["stdout"] and got.as_dict()["max_output"] == 100
+    row = store.journal.list(limit=1)[0]
+    assert row.detail.endswith("/usr/bin/yes ended with exit code 0 after 0.00 s; its "
+                               "stdout was cut at 100 bytes (max_output)")
+
+
+def test_exec_keeps_a_mebibyte_unless_told(agent: GuestAgent, side: GuestSide) -> None:
+    side.statuses = [ExecStatus(True, 0, None, b"o" * (2**20 + 1), b"e" * (2**20 + 1))]
+    got = agent.exec("vm-running", ["/bin/cat", "/dev/zero"])
+    assert side.calls[0][3][3] == str(2**20 + 1)
+    assert (len(got.stdout), len(got.stderr), got.cut) == (2**20, 2**20, ("stdout", "stderr"))
+
+
+def test_exec_with_an_output_limit_of_0_runs_the_program_as_it_is(
+        agent: GuestAgent, side: GuestSide) -> None:
+    side.statuses = [ExecStatus(True, 0, None, b"o" * 5000)]
+    got = agent.exec("vm-running", ["cmd.exe", "/c", "dir"], max_output=0)
+    assert side.calls[0] == ("exec_start", "vm-running", "cmd.exe", ["/c", "dir"], None)
+    assert (len(got.stdout), got.cut, got.truncated, got.max_output) == (5000, (), False, 0)
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"max_output": 1536001}, "the exec output limit must be within 0 and 1536000 bytes "
+                              "(1500 KiB), not 1536001: stdout and stderr come back "
+                              "base64-encoded in one answer of the guest agent, and libvirt "
+                              "passes at most 4 MiB; 0 means no limit"),
+    ({"max_output": -1}, "the exec output limit must be within 0 and 1536000 bytes"),
+    ({"stdin": b"x" * 65537}, "the input for /bin/cat is larger than 65536 bytes (64 KiB), "
+                              "the most that one guest-agent command carries safely through "
+                              "libvirt; send it in parts"),
+    ({"stdin": b"x" * 3_200_000}, "the input for /bin/cat is larger than 65536 bytes"),
+])
+def test_exec_refuses_what_one_agent_call_cannot_carry_before_anything_runs(
+        agent: GuestAgent, side: GuestSide, store: Store, options: dict[str, Any],
+        says: str) -> None:
+    with pytest.raises(errors.InvalidInput) as err:
+        agent.exec("vm-running", ["/bin/cat"], **options)
+    assert err.value.exit_code == 64  # bad input, never 4 (host unreachable)
+    assert str(err.value).startswith(says)
+    assert side.calls == [] and store.journal.list(limit=1) == []
+
+
+def test_exec_takes_the_most_input_and_the_largest_output_limit(
+        agent: GuestAgent, side: GuestSide) -> None:
+    side.statuses = [ExecStatus(True, 0)]
+    agent.exec("vm-running", ["/bin/cat"], stdin=b"\xff" * 65536, max_output=1536000)
+    assert side.calls[0][3][3] == "1536001" and side.calls[0][4] == b"\xff" * 65536
+
+
+def test_exec_refuses_arguments_too_long_for_one_agent_command(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    with pytest.raises(errors.InvalidInput) as err:
+        agent.exec("vm-running", ["/bin/echo", "x" * 150_000])
+    assert str(err.value).startswith("cannot run /bin/echo in vm-running: the agent command "
+                                      "would be ")
+    assert "at most 131072 (128 KiB) go to the guest agent in one command" in str(err.value)
+    assert side.calls == [] and store.journal.list(limit=1) == []
+
+
+def test_a_raw_command_too_long_for_the_agent_is_refused_unsent(
+        agent: GuestAgent, side: GuestSide, store: Store) -> None:
+    text = json.dumps({"execute": "guest-file-write", "arguments": {"buf-b64": "A" * 200_000}})
+    with pytest.raises(errors.InvalidInput, match=r"^cannot send guest-file-write to the "
+                                                  r"agent of vm-running: the agent command "
+                                                  r"would be 200\d\d\d bytes"):
+        agent.command("vm-running", text)
+    assert side.calls == [] and store.journal.list(limit=1) == []
+
+
+def test_a_program_the_guest_lacks_is_the_guests_error_and_journalled(
+        agent: GuestAgent, side: GuestSide, store: Store,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.hypervisor import agent as hv_agent
+
+    monkeypatch.setattr(hv_agent.secrets, "token_hex", lambda n: "ab" * n)
+    side.statuses = [ExecStatus(True, 127, None, b"abababababababab noexec\n")]
+    with pytest.raises(errors.AgentGuestError) as err:
+        agent.exec("vm-running", ["/no/such"])
+    assert str(err.value) == ("cannot run /no/such in vm-running: the guest reported an error "
+                              "for guest-exec: it has no program /no/such (its /bin/sh finds "
+                              "none at that path or in its PATH)")
+    assert store.journal.list(limit=1)[0].outcome == "error"
+
+
+def test_a_guest_without_sh_is_told_to_run_the_program_without_a_limit(
+        agent: GuestAgent, side: GuestSide) -> None:
+    side.exec_error = errors.AgentGuestError(
+        "cannot run agent command guest-exec in vm-running on t: the guest reported an "
+        "error for guest-exec: Failed to execute child process \u201c/bin/sh\u201d (No such "
+        "file or directory)")
+    with pytest.raises(errors.AgentGuestError) as err:
+        agent.exec("vm-running", ["cmd.exe"])
+    assert str(err.value).endswith(
+        "(No such file or directory); an output limit runs cmd.exe under the guest's "
+        "/bin/sh, which it lacks (a Windows guest?): give an output limit of 0 "
+        "(--max-output 0) to run it as it is, and keep its output under 3 MiB")
+    side.exec_error = errors.AgentGuestError("cannot run agent command guest-exec: other")
+    with pytest.raises(errors.AgentGuestError, match=r"other$"):
+        agent.exec("vm-running", ["/bin/true"])
 
 
 def test_a_raw_command_may_wait_one_second(agent: GuestAgent, side: GuestSide) -> None:

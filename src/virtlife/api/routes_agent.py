@@ -35,7 +35,13 @@ from virtlife.api.routes import (
     services_of,
 )
 from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
-from virtlife.services.agent import MAX_EXEC_TIMEOUT_S, parse_command
+from virtlife.services.agent import (
+    DEFAULT_MAX_OUTPUT,
+    MAX_EXEC_TIMEOUT_S,
+    MAX_OUTPUT,
+    MAX_STDIN,
+    parse_command,
+)
 from virtlife.services.base import Call
 from virtlife.services.clock import parse_time
 from virtlife.states import Operation
@@ -157,8 +163,14 @@ class ExecBody(BaseModel):
                                                                  max_length=4096)
     timeout_s: float = Field(default=60.0, gt=0, le=MAX_EXEC_TIMEOUT_S,
                              description="seconds the program may run")
-    stdin: str | None = Field(default=None, max_length=1 << 20,
-                              description="text given to the program's stdin")
+    stdin: str | None = Field(default=None, max_length=MAX_STDIN,
+                              description="text given to the program's stdin (at most "
+                                          f"{MAX_STDIN} bytes as UTF-8)")
+    max_output: int = Field(default=DEFAULT_MAX_OUTPUT, ge=0, le=MAX_OUTPUT,
+                            description="bytes of stdout, and of stderr, kept (the rest is "
+                                        "read away in the guest; ``cut`` names what was "
+                                        "cut); 0: no limit, and no /bin/sh around the "
+                                        "program: output over 3 MiB is then lost")
     wait_s: float = Field(default=10.0, ge=0, le=MAX_WAIT_S,
                           description="seconds to wait for its end before answering 202 "
                                       "with the operation id")
@@ -229,16 +241,18 @@ def agent_set_password(request: Request, host: HostName, name: VMName, _t: Write
 def agent_exec(request: Request, host: HostName, name: VMName, _t: Writer,
                body: ExecBody) -> JSONResponse:
     """Run ``argv`` in the guest: 200 with its exit code (or signal), stdout and stderr
-    when it ends within ``wait_s``, else 202 (the same in the operation's result)."""
+    (each cut at ``max_output``) when it ends within ``wait_s``, else 202 (the same in
+    the operation's result)."""
     if not body.argv[0]:
         raise errors.InvalidInput("give the program to run in the guest")
     ref = refuse_now(request, host, name, Operation.AGENT_EXEC)
     svc = services_of(request)
-    argv, timeout_s = list(body.argv), body.timeout_s
+    argv, timeout_s, max_output = list(body.argv), body.timeout_s, body.max_output
     data = None if body.stdin is None else body.stdin.encode()
     return run_or_accept(request, f"{Operation.AGENT_EXEC.value} {ref}", ref,
                          lambda call: svc.agent.exec(ref, argv, timeout_s=timeout_s,
-                                                     stdin=data, **call),
+                                                     stdin=data, max_output=max_output,
+                                                     **call),
                          body.wait_s)
 
 

@@ -30,6 +30,11 @@ from virtlife.cli.params import SECONDS
 from virtlife.errors import InvalidInput
 
 AGENT_TIMEOUT = click.IntRange(min=1, max=3600)
+# exec's output limit and input: the service's DEFAULT_MAX_OUTPUT, MAX_OUTPUT and
+# MAX_STDIN (a test checks they agree); not imported, so `agent --help` loads no libvirt
+MAX_OUTPUT_DEFAULT = 2**20
+MAX_OUTPUT_MOST = 1500 * 2**10
+STDIN_MOST = 64 * 2**10
 
 
 class AgentGroup(click.Group):
@@ -313,19 +318,29 @@ def set_password(app: App, user: str, crypted: bool, as_json: bool) -> None:
 @agent.command("exec", context_settings={"ignore_unknown_options": True})
 @click.option("--timeout", "timeout_s", type=SECONDS, default=60.0, show_default=True,
               help="Seconds the program may run.")
-@click.option("--stdin", "pass_stdin", is_flag=True, help="Give it this command's stdin.")
+@click.option("--stdin", "pass_stdin", is_flag=True,
+              help=f"Give it this command's stdin (at most {STDIN_MOST // 1024} KiB).")
+@click.option("--max-output", "max_output", type=click.IntRange(min=0),
+              default=MAX_OUTPUT_DEFAULT, show_default=True, metavar="BYTES",
+              help=f"Keep at most BYTES of its stdout, and of its stderr (at most "
+                   f"{MAX_OUTPUT_MOST}); the rest is read away in the guest. 0: no limit, "
+                   "and no /bin/sh around it (a guest without one); output over 3 MiB is "
+                   "then lost.")
 @json_option
 @click.argument("argv", nargs=-1, required=True, metavar="-- CMD [ARG]...")
 @pass_app
-def exec_(app: App, timeout_s: float, pass_stdin: bool, as_json: bool,
+def exec_(app: App, timeout_s: float, pass_stdin: bool, max_output: int, as_json: bool,
           argv: tuple[str, ...]) -> None:
     """Run a program in the guest; print its output and end with its exit code.
 
+    Its output is cut at --max-output in the guest, with a warning that says so.
+
     Example: virtlife agent web1 exec -- /bin/cat /etc/os-release
     """
-    data = sys.stdin.buffer.read() if pass_stdin else None
+    # one byte over the most the service takes is enough for it to refuse
+    data = sys.stdin.buffer.read(STDIN_MOST + 1) if pass_stdin else None
     got = app.services.agent.exec(group_vm(), list(argv), timeout_s=timeout_s, stdin=data,
-                                  **app.call)
+                                  max_output=max_output, **app.call)
     if as_json:
         emit_json(got.as_dict())
     else:
@@ -333,7 +348,10 @@ def exec_(app: App, timeout_s: float, pass_stdin: bool, as_json: bool,
         sys.stdout.flush()
         sys.stderr.buffer.write(got.stderr)
         sys.stderr.flush()
-        if got.truncated:
+        for stream in got.cut:
+            click.echo(f"virtlife: warning: the program's {stream} was cut at "
+                       f"{got.max_output} bytes (--max-output)", err=True)
+        if got.truncated and not got.cut:
             click.echo("virtlife: warning: the guest agent cut the output short", err=True)
     code = got.exit_code if got.exit_code is not None else 128 + (got.signal or 0)
     if code:

@@ -10,6 +10,12 @@ against the VM's state (``Operations.run``). Agent failures arrive as typed erro
 
 A password passes through ``set_password`` only: it never reaches a log, the journal,
 a progress message or an error. The CLI and the REST API both call this class.
+
+``exec`` keeps at most ``max_output`` bytes (1 MiB unless told) of a program's stdout
+and of its stderr, cut in the guest (``hypervisor.agent.OutputLimit``), and says what
+it cut: the agent answers with all of the output at once, and an answer over libvirt's
+limits is lost or breaks the agent's channel. Its input and the whole command are
+checked against what one agent command carries before anything is run or journalled.
 """
 
 from __future__ import annotations
@@ -21,7 +27,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from virtlife import errors
-from virtlife.hypervisor.agent import Agent, AgentInfo, Filesystem, Interface
+from virtlife.hypervisor.agent import (
+    OUTPUT_MAX_BYTES,
+    STDIN_MAX_BYTES,
+    Agent,
+    AgentInfo,
+    Filesystem,
+    Interface,
+    OutputLimit,
+    check_command_size,
+    exec_arguments,
+)
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockReading, ClockSync, read_clock, sync_now
 from virtlife.services.fleet import Fleet
@@ -37,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_EXEC_TIMEOUT_S = 3600.0
+DEFAULT_MAX_OUTPUT = 2**20  # bytes of stdout, and of stderr, that exec keeps
+MAX_OUTPUT = OUTPUT_MAX_BYTES
+MAX_STDIN = STDIN_MAX_BYTES
 _POLL_FIRST_S = 0.05
 _POLL_MAX_S = 0.5
 
@@ -52,16 +71,25 @@ class ExecResult:
     signal: int | None
     stdout: bytes
     stderr: bytes
-    truncated: bool
+    truncated: bool  # the output is not all there: cut at max_output, or by the agent
     duration_s: float
     op_id: str = ""
+    max_output: int = 0  # the output limit it ran under; 0: none
+    cut: tuple[str, ...] = ()  # the streams cut at max_output: stdout, stderr
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What was cut, in words (for the journal and the CLI)."""
+        return tuple(f"its {stream} was cut at {self.max_output} bytes (max_output)"
+                     for stream in self.cut)
 
     def as_dict(self) -> dict[str, object]:
         return {"op_id": self.op_id, "vm": self.vm, "argv": list(self.argv),
                 "pid": self.pid, "exit_code": self.exit_code, "signal": self.signal,
                 "stdout": self.stdout.decode(errors="replace"),
                 "stderr": self.stderr.decode(errors="replace"),
-                "truncated": self.truncated, "duration_s": round(self.duration_s, 3)}
+                "truncated": self.truncated, "max_output": self.max_output,
+                "cut": list(self.cut), "duration_s": round(self.duration_s, 3)}
 
 
 @dataclass(frozen=True)
@@ -250,20 +278,41 @@ class GuestAgent(OperationService):
         return run.result
 
     def exec(self, ref: str, argv: list[str], *, timeout_s: float = 60.0,
-             stdin: bytes | None = None, **call: Unpack[Call]) -> ExecResult:
+             stdin: bytes | None = None, max_output: int = DEFAULT_MAX_OUTPUT,
+             **call: Unpack[Call]) -> ExecResult:
         """Run ``argv`` in the guest; its exit code and output once it ends, within
-        ``timeout_s`` (``OperationTimeout`` else: it then still runs in the guest)."""
+        ``timeout_s`` (``OperationTimeout`` else: it then still runs in the guest). At
+        most ``max_output`` bytes of its stdout and of its stderr come back (the rest is
+        read away in the guest, and the result says what was cut); 0 runs it as it is,
+        without the guest's /bin/sh, and its output must then stay under 3 MiB."""
         if not argv or not argv[0]:
             raise errors.InvalidInput("give the program to run in the guest")
         if not 0 < timeout_s <= MAX_EXEC_TIMEOUT_S:
             raise errors.InvalidInput(
                 f"the exec timeout must be within 0 and {MAX_EXEC_TIMEOUT_S:g} s")
+        if not 0 <= max_output <= MAX_OUTPUT:
+            raise errors.InvalidInput(
+                f"the exec output limit must be within 0 and {MAX_OUTPUT} bytes "
+                f"({MAX_OUTPUT // 1024} KiB), not {max_output}: stdout and stderr come "
+                "back base64-encoded in one answer of the guest agent, and libvirt passes "
+                "at most 4 MiB; 0 means no limit")
+        if stdin is not None and len(stdin) > MAX_STDIN:
+            raise errors.InvalidInput(
+                f"the input for {argv[0]} is larger than {MAX_STDIN} bytes "
+                f"({MAX_STDIN // 1024} KiB), the most that one guest-agent command "
+                "carries safely through libvirt; send it in parts (e.g. each part to "
+                "`/bin/sh -c 'cat >> FILE'`) or copy it into the guest another way")
+        limit = OutputLimit(max_output) if max_output else None
+        path, args = limit.command(argv) if limit else (argv[0], argv[1:])
+        check_command_size(json.dumps({"execute": "guest-exec", "arguments": exec_arguments(
+            path, args, stdin=stdin)}), f"run {argv[0]} in {ref}")
         guest = self._resolve(Operation.AGENT_EXEC, ref)
         with self._operation(Operation.AGENT_EXEC, guest, timeout_s, call) as run:
             agent = Agent(guest)
             t0 = time.monotonic()
-            pid = agent.exec_start(argv[0], argv[1:], stdin=stdin)
-            run.report("exec", f"{argv[0]} runs in {guest.name} as pid {pid}")
+            pid = self._exec_start(agent, path, args, stdin, argv[0], limit)
+            under = f", the {path} that limits its output" if limit else ""
+            run.report("exec", f"{argv[0]} runs in {guest.name} as pid {pid}{under}")
             pause = _POLL_FIRST_S
             while True:
                 status = agent.exec_status(pid)
@@ -272,16 +321,37 @@ class GuestAgent(OperationService):
                 if time.monotonic() - t0 >= timeout_s:
                     raise errors.OperationTimeout(
                         f"{argv[0]} did not end within {timeout_s:g} s in {guest.name}; "
-                        f"it still runs there as pid {pid}")
+                        f"it still runs there as pid {pid}{under}")
                 time.sleep(min(pause, max(0.0, timeout_s - (time.monotonic() - t0))))
                 pause = min(pause * 2, _POLL_MAX_S)
             duration = time.monotonic() - t0
+            if limit:
+                status = limit.apply(status, argv[0], f"run {argv[0]} in {guest.name}")
             ended = (f"exit code {status.exit_code}" if status.signal is None
                      else f"signal {status.signal}")
-            run.note = f"{argv[0]} ended with {ended} after {duration:.2f} s"
-        return ExecResult(guest.name, tuple(argv), pid, status.exit_code, status.signal,
-                          status.stdout, status.stderr, status.truncated, duration,
-                          run.op_id)
+            cut = tuple(name for name, was in (("stdout", status.stdout_cut),
+                                               ("stderr", status.stderr_cut)) if was)
+            result = ExecResult(guest.name, tuple(argv), pid, status.exit_code,
+                                status.signal, status.stdout, status.stderr,
+                                status.truncated or bool(cut), duration, run.op_id,
+                                max_output, cut)
+            run.note = "; ".join((f"{argv[0]} ended with {ended} after {duration:.2f} s",
+                                  *result.notes))
+        return result
+
+    @staticmethod
+    def _exec_start(agent: Agent, path: str, args: list[str], stdin: bytes | None,
+                    program: str, limit: OutputLimit | None) -> int:
+        """``guest-exec``; a guest without the limit's shell is said to lack it."""
+        try:
+            return agent.exec_start(path, args, stdin=stdin)
+        except errors.AgentGuestError as err:
+            if limit is None or path not in str(err):
+                raise
+            raise errors.AgentGuestError(
+                f"{err}; an output limit runs {program} under the guest's {path}, which "
+                "it lacks (a Windows guest?): give an output limit of 0 (--max-output 0) "
+                "to run it as it is, and keep its output under 3 MiB") from err
 
     def command(self, ref: str, text: str, *, timeout_s: int = 5,
                 **call: Unpack[Call]) -> Any:
@@ -291,6 +361,7 @@ class GuestAgent(OperationService):
         if not 0 < timeout_s <= MAX_EXEC_TIMEOUT_S:
             raise errors.InvalidInput(
                 f"the command timeout must be within 0 and {MAX_EXEC_TIMEOUT_S:g} s")
+        check_command_size(payload, f"send {name} to the agent of {ref}")
         guest = self._resolve(Operation.AGENT_COMMAND, ref)
         with self._operation(Operation.AGENT_COMMAND, guest, timeout_s + 5, call) as run:
             reply = Agent(guest).command_text(payload, timeout_s=timeout_s, name=name)
