@@ -54,6 +54,25 @@ def lifecycle(tmp_path: Path) -> Iterator[object]:
     store.close()
 
 
+@pytest.fixture
+def fleet_of(store: Any) -> Iterator[Any]:
+    """``make(("a", URI), ...)``: a Lifecycle over those hosts, on the test's ``store``
+    fixture's journal; every fleet made is closed after the test."""
+    from virtlife.services.fleet import Fleet, HostRef
+    from virtlife.services.lifecycle import Lifecycle
+
+    made: list[Lifecycle] = []
+
+    def make(*hosts: tuple[str, str]) -> Lifecycle:
+        fleet = Fleet([HostRef(n, u) for n, u in hosts], journal=store.journal)
+        made.append(Lifecycle(fleet, store.journal))
+        return made[-1]
+
+    yield make
+    for lc in made:
+        lc.fleet.close()
+
+
 # The test files that use the multi-host lab (``lab_session``): the lab is one per
 # machine, so they all run on one xdist worker (``LabFirst``), and first, while the other
 # worker takes every other file. Collection refuses a lab test outside this list.

@@ -20,7 +20,6 @@ import pytest
 
 from support import NODE_URI
 from virtlife import config, errors
-from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.freeze import FreezeGuard
 from virtlife.services.lifecycle import Lifecycle
 from virtlife.services.oneplace import Sightings, copy_refusal, verdict
@@ -43,20 +42,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 Make = Callable[..., Lifecycle]
-
-
-@pytest.fixture
-def fleet_of(store: Store) -> Iterator[Make]:
-    made: list[Lifecycle] = []
-
-    def make(*hosts: tuple[str, str]) -> Lifecycle:
-        fleet = Fleet([HostRef(n, u) for n, u in hosts], journal=store.journal)
-        made.append(Lifecycle(fleet, store.journal))
-        return made[-1]
-
-    yield make
-    for lc in made:
-        lc.fleet.close()
 
 
 def _seen_at(store: Store, host: str, uuid: str = OFF) -> None:

@@ -45,20 +45,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield s
 
 
-@pytest.fixture
-def fleet_of(store: Store) -> Iterator[Make]:
-    made: list[Lifecycle] = []
-
-    def make(*hosts: tuple[str, str]) -> Lifecycle:
-        fleet = Fleet([HostRef(n, u) for n, u in hosts], journal=store.journal)
-        made.append(Lifecycle(fleet, store.journal))
-        return made[-1]
-
-    yield make
-    for lc in made:
-        lc.fleet.close()
-
-
 def _images(lc: Lifecycle) -> SavedImages:
     assert lc.saved.images is not None
     return lc.saved.images
