@@ -46,7 +46,24 @@ def start_vm(lab: LabSession, image: GuestImage, name: str, *, in_pool: bool = T
     assert str(result.state).startswith("running"), result
 
 
+def wait_agent(lab: LabSession, host: str, name: str, timeout: float = 60) -> None:
+    """Until the agent of ``name`` at ``host`` answers a ping. A VM that has just moved
+    answers only once QEMU reconnected its agent channel at the destination, which can
+    come a while after libvirt calls the move done on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ping = virsh(lab.uri(host), "qemu-agent-command", name, '{"execute": "guest-ping"}',
+                     "--timeout", "5")
+        if ping.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"no agent answered in {host}/{name}: {ping.stderr}"
+        time.sleep(0.2)
+
+
 def boot_id(lab: LabSession, vm: str) -> str:
+    """The guest's boot id (``HOST/NAME``), once its agent answers."""
+    host, _, name = vm.partition("/")
+    wait_agent(lab, host, name)
     run = lab.virtlife("agent", vm, "exec", "--", "/bin/cat", "/proc/sys/kernel/random/boot_id")
     assert run.returncode == 0, run.stderr
     return run.stdout.strip()

@@ -156,8 +156,10 @@ def test_a_wait_that_loses_its_connection_reads_the_vm_again_and_waits_on(
     assert str(state) == "paused (user)"
     assert len(reads) == 3  # lost, read again after the reconnect, then paused
     assert run.result is not None
+    # read running after the reconnect, the wait ended paused: the note says where the
+    # guest is now, not where the reconnect found it on its way
     assert run.result.note == ("libvirtd on t restarted during suspend; the guest is now "
-                               "running (booted)")
+                               "paused (user)")
 
 
 def test_a_call_that_loses_its_connection_says_where_the_vm_is_now(

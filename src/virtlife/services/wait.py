@@ -176,7 +176,11 @@ class Watch:
 
         def probe() -> StateInfo | None:
             last[:] = [guest.status()]
-            return last[0] if accept(last[0]) else None
+            if not accept(last[0]):
+                return None
+            if self.restarts:  # a reconnect read it earlier on its way: say where it got
+                self.restarts[-1] = restart_note(self.host.name, self.during, last[0])
+            return last[0]
 
         def on_lost(deadline: float) -> StateInfo | None:
             state = self.reconnect(guest, deadline)
