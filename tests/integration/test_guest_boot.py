@@ -257,5 +257,8 @@ def test_acpi_power_button_powers_the_guest_off(boot: Boot) -> None:
 def test_guest_panic_leaves_the_domain_crashed(boot: Boot) -> None:
     dom = boot()
     wait_for_agent(dom)
-    agent(dom, "guest-exec", path="/bin/sh", arg=["-c", "echo c > /proc/sysrq-trigger"])
-    wait_for_state(dom, libvirt.VIR_DOMAIN_CRASHED, 30)
+    try:
+        agent(dom, "guest-exec", path="/bin/sh", arg=["-c", "echo c > /proc/sysrq-trigger"])
+    except libvirt.libvirtError:
+        pass  # the agent answers after it started the shell; the panic can come first
+    wait_for_state(dom, libvirt.VIR_DOMAIN_CRASHED, 30)  # crashed all the same, or fail
