@@ -49,7 +49,7 @@ def test_storage_and_clock_probes_leave_nothing(host: Host, pool: str,
                                                 tmp_path: Path) -> None:
     assert [p for p in hf.pools(host) if p.name == pool] == [
         hf.PoolFacts(pool, str(tmp_path), True)]
-    assert hf.shared_storage(host, host, pool) is True  # the same pool: the same storage
+    assert hf.shared_storage(host, host, pool) == hf.StorageProbe(hf.Storage.SHARED)  # same pool
     reading = hf.clock_offset(host, pool)
     assert abs(reading.offset_s) < 0.5 + reading.uncertainty_s  # one machine, one clock
     assert "mtime" in reading.how

@@ -11,13 +11,19 @@ wrong, ``--check`` exits 3 (0 with warnings only), and a plain ``virtlife migrat
 refused with exit 3 and that reason in its one error line, having moved nothing (the VM
 as it was on lab-a, lab-b's domains as they were). The condition is taken away again
 even when the case fails. A disk outside the shared pool is test_migrate_real's case.
+
+Last, with a guest of its own: a storage probe that a libvirt error stopped (injected
+into the ``virtlife`` process) is unknown, and refuses ``--copy-storage`` on storage
+that is in truth shared, leaving the disk's bytes as they were.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -33,6 +39,7 @@ from lab_support import (
     remove_from_lab,
     virsh,
 )
+from support import VIRTLIFE
 from virtlife.lab import cluster
 from virtlife.lab.guest import GuestImage
 from virtlife.lab.spec import lab_guest_spec
@@ -401,3 +408,93 @@ def test_a_clock_that_cannot_be_measured_warns_and_says_why(
     finally:
         virsh(b, "pool-start", POOL)
         remove_from_lab(lab, [idle])
+
+
+# -- a storage probe that an error stopped (issue 16, section 5) --------------------------
+
+# Loaded by the `virtlife` process through PYTHONPATH: lab-b's lookup of the storage
+# probe's volume fails as a transient libvirt error would; every other call is real.
+PROBE_FAULT = '''
+import libvirt
+
+class _Injected(libvirt.libvirtError):
+    def __init__(self, message):
+        Exception.__init__(self, message)
+        self.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_STORAGE, message, 2,
+                    None, None, None, 0, 0)
+
+_real = libvirt.virStoragePool.storageVolLookupByName
+
+def _lookup(self, name):
+    if name.startswith(".virtlife-probe-"):
+        raise _Injected("injected by the test: cannot read the pool's directory")
+    return _real(self, name)
+
+libvirt.virStoragePool.storageVolLookupByName = _lookup
+'''
+
+
+def with_probe_fault(lab: LabSession, hook_dir: Path, *args: str) -> Any:
+    """``virtlife ARGS`` with lab-b's probe volume lookup failing (PROBE_FAULT)."""
+    (hook_dir / "sitecustomize.py").write_text(PROBE_FAULT)
+    path = os.pathsep.join(p for p in (str(hook_dir), lab.env.get("PYTHONPATH")) if p)
+    return subprocess.run([*VIRTLIFE, *args], capture_output=True, text=True, timeout=180,
+                          env={**lab.env, "PYTHONPATH": path}, check=False)
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def test_copy_storage_is_refused_when_the_storage_probe_errs(
+        lab_session: LabSession, real_stack: GuestImage, tmp_path: Path) -> None:
+    """A guest's disk in the shared pool, on truly shared storage; lab-b's lookup of the
+    probe volume fails. That proves nothing: `--copy-storage all` (which would copy the
+    disk onto the very file the VM runs on) is refused with the probe's error as its
+    reason, the disk's bytes are unchanged and the VM is still on lab-a alone. The guest
+    is paused throughout, so that its own writes cannot change the checksum."""
+    lab = lab_session
+    lab.ensure_up()
+    name = f"{NAME}-probe"
+    a = lab.uri("lab-a")
+    try:
+        spec = lab_guest_spec(real_stack, name, images_dir=lab.pool_dir)
+        disk = Path(spec.disks[0])
+        assert create_on_lab(lab, spec, start=True).startswith("running")
+        assert virsh(a, "suspend", name).returncode == 0
+        before = sha256(disk)
+        # without the fault the probe proves the storage shared: no copy onto itself
+        code, report = check(lab, name, "--copy-storage", "all")
+        assert code == 3 and "is the same storage at both ends" in \
+            line(report, "disk vda")["reason"], report
+
+        run = with_probe_fault(lab, tmp_path, "migrate", name, "lab-b", "--check", "--json",
+                               "--copy-storage", "all")
+        assert run.returncode == 3, f"exit {run.returncode}: {run.stdout}{run.stderr}"
+        report = json.loads(run.stdout)
+        vda = line(report, "disk vda")
+        assert vda["status"] == "fail", vda
+        assert vda["reason"].startswith(
+            f"{disk}: the storage probe between pool {POOL} on lab-a and pool {POOL} on "
+            "lab-b could not tell (cannot look for the probe volume"), vda
+        assert "injected by the test" in vda["reason"]
+        assert "--copy-storage all could write over it" in vda["reason"]
+        assert report["allows_unsafe"] is False and report["ok"] is False
+
+        # --postcopy never: libvirt refuses post-copy for a paused VM before any disk is
+        # touched, which would hide what the check lets through
+        run = with_probe_fault(lab, tmp_path, "migrate", name, "lab-b", "--copy-storage",
+                               "all", "--postcopy", "never")
+        assert run.returncode == 3, f"exit {run.returncode}: {run.stdout}{run.stderr}"
+        assert f"virtlife: cannot migrate {name} to lab-b: " in run.stderr
+        assert "disk vda" in run.stderr and "could not tell" in run.stderr, run.stderr
+
+        assert sha256(disk) == before
+        assert domains(lab, "lab-a").get(name) == "paused"
+        assert name not in domains(lab, "lab-b")
+        assert virsh(a, "resume", name).returncode == 0
+        assert domains(lab, "lab-a").get(name) == "running"
+        assert name not in domains(lab, "lab-b")
+    finally:
+        remove_from_lab(lab, [name])

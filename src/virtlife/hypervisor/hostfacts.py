@@ -9,7 +9,9 @@ done through a storage pool and undone at once:
 - ``shared_storage``: a probe volume created in a pool of one host is looked for in
   the pool of the same name (or one at the same path) on the other, after a refresh.
   Seen there: the same storage, the evidence that lets virtlife pass libvirt's unsafe
-  flag; not seen: other storage, what lets ``--copy-storage`` write over a file there.
+  flag; libvirt answering that no such volume is there, after a refresh that worked:
+  other storage, what lets ``--copy-storage`` write over a file there. Any other error
+  on the way is neither: the answer is unknown, with the error as its reason.
 - ``clock_offset``: a probe volume's modification time (the host's clock, to the
   nanosecond) against the midpoint of this machine's clock around its creation.
 
@@ -23,6 +25,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from virtlife import errors
@@ -50,6 +53,20 @@ class PoolFacts:
     name: str
     path: str
     active: bool
+
+
+class Storage(StrEnum):
+    """What the storage probe found: three answers, for an error proves neither."""
+
+    SHARED = "shared"  # the probe volume was seen at the other end
+    DISTINCT = "distinct"  # libvirt said it is not there, after a refresh that worked
+    UNKNOWN = "unknown"  # an error on the way: the probe could not tell
+
+
+@dataclass(frozen=True)
+class StorageProbe:
+    answer: Storage
+    why: str = ""  # with UNKNOWN: the error that kept the probe from telling
 
 
 @dataclass(frozen=True)
@@ -141,23 +158,27 @@ def bridges(host: Host) -> set[str]:
 
 def volume_exists(host: Host, path: str) -> bool | None:
     """Whether a storage volume is at ``path`` on ``host``; None when no pool holds it
-    (libvirt then cannot tell)."""
+    (libvirt then cannot tell). Any other error is raised, translated: it is no answer."""
     try:
         host.conn.storageVolLookupByPath(path)
         return True
     except LibvirtError as err:
         if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return None
-        raise
+        raise translate(err, f"look for a volume at {path} on {host.name}") from err
 
 
 def volume_backing(host: Host, path: str) -> str | None:
     """The backing file of the volume at ``path`` on ``host`` (as its pool read it at
-    its last refresh); None when it has none or no pool holds it."""
+    its last refresh); None when it has none or no pool holds it. Any other error is
+    raised, translated: it says nothing about the backing file."""
+    what = f"read the volume at {path} on {host.name}"
     try:
         xml = host.conn.storageVolLookupByPath(path).XMLDesc(0)
-    except LibvirtError:
-        return None
+    except LibvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise translate(err, what) from err
     return ET.fromstring(xml).findtext("backingStore/path") or None
 
 
@@ -188,23 +209,34 @@ def _probe_xml(name: str) -> str:
 
 
 def shared_storage(src: Host, dst: Host, pool_name: str, dst_pool: str | None = None,
-                   ) -> bool:
-    """True when a volume made in ``pool_name`` on ``src`` is seen in the pool of that
-    name (or ``dst_pool``) on ``dst``: the same storage; False: other storage. The probe
-    volume is always deleted."""
+                   ) -> StorageProbe:
+    """Whether a volume made in ``pool_name`` on ``src`` is seen in the pool of that name
+    (or ``dst_pool``) on ``dst``, refreshed: SHARED, the same storage; DISTINCT only when
+    libvirt answers that no such volume is there; UNKNOWN, with the error, when any call
+    fails (the probe cannot be made, the pool there is gone, its refresh or the lookup
+    fails): an error is no evidence of other storage. The probe volume is always
+    deleted."""
     name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
     there = dst_pool or pool_name
-    with calling(f"probe the storage pool {pool_name} of {src.name}"):
+    try:
         pool = src.conn.storagePoolLookupByName(pool_name)
         vol = pool.createXML(_probe_xml(name), 0)
+    except LibvirtError as err:
+        return _unknown(err, f"make a probe volume in pool {pool_name} on {src.name}")
     try:
         try:
             other = dst.conn.storagePoolLookupByName(there)
-            other.refresh(0)
+            other.refresh(0)  # a pool lists what it saw at its last refresh
+        except LibvirtError as err:
+            return _unknown(err, f"refresh the storage pool {there} of {dst.name}")
+        try:
             other.storageVolLookupByName(name)
-            return True
-        except LibvirtError:
-            return False
+        except LibvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return StorageProbe(Storage.DISTINCT)
+            return _unknown(err, f"look for the probe volume {name} in pool {there} on "
+                            f"{dst.name}")
+        return StorageProbe(Storage.SHARED)
     finally:
         try:
             vol.delete(0)
@@ -214,6 +246,10 @@ def shared_storage(src: Host, dst: Host, pool_name: str, dst_pool: str | None = 
             dst.conn.storagePoolLookupByName(there).refresh(0)
         except LibvirtError:
             pass
+
+
+def _unknown(err: LibvirtError, what: str) -> StorageProbe:
+    return StorageProbe(Storage.UNKNOWN, str(translate(err, what)))
 
 
 def clock_offset(host: Host, pool_name: str) -> ClockReading:

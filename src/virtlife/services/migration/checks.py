@@ -9,7 +9,9 @@ disk proven to be the same storage at both ends) is what lets it pass libvirt's 
 flag, and ``unsafe_reason`` names the checks that proved it.
 
 A fact nobody could gather is ``None``: its check warns "unknown", saying how it was
-tried, and never passes. Nothing here calls libvirt or any host.
+tried, and never passes; where the unknown is whether a disk is the same storage at
+both ends, it fails: neither ``--copy-storage`` nor libvirt's unsafe flag is allowed on
+a guess. Nothing here calls libvirt or any host.
 """
 
 from __future__ import annotations
@@ -93,12 +95,15 @@ class Clock:
 @dataclass(frozen=True)
 class DiskAtDestination:
     """What the destination says about one disk path of the VM: ``present`` None when
-    it cannot tell (no active storage pool there holds the disk's directory)."""
+    it cannot tell (no active storage pool there holds the disk's directory). At most
+    one of ``shared``, ``distinct`` and ``unknown`` is set: none when no probe could be
+    made (no pool holds the directory at one end)."""
 
     present: bool | None
     shared: str | None = None  # the evidence that it is the same storage, None if unproven
     distinct: str | None = None  # the evidence that it is other storage, None if unproven
     backing: str | None = None  # the backing file of the volume there, when a pool knows
+    unknown: str | None = None  # why the storage probe could not tell (an error on the way)
 
 
 @dataclass(frozen=True)
@@ -365,6 +370,13 @@ def _copied(name: str, disk: Disk, at: DiskAtDestination, dst: HostFacts,
         return _fail(name, f"{path} is the same storage at both ends ({at.shared}): "
                      "copying it would write over the disk the VM is using",
                      "drop --copy-storage: the disk is shared")
+    if at.unknown:
+        return _fail(name, f"{path}: {at.unknown}, so nothing tells whether the file at "
+                     f"that path on {dst.name} is the very disk the VM uses: {how} could "
+                     "write over it",
+                     "run the check again; if it still cannot tell, find out why (the "
+                     "error above) before copying, or drop --copy-storage if the storage "
+                     "is shared")
     directory = path.rsplit("/", 1)[0] or "/"
     inc = options.copy_storage is CopyStorage.INC
     if at.present and at.distinct and inc and (disk.backing is None
@@ -415,8 +427,8 @@ def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
     what = disk.path
     # libvirt copies only disks that are neither read-only nor shareable
     copying = options.copy_storage is not None and disk.needs_shared_storage
-    if at is None:
-        return _warn(name, f"{what}: {dst.name} was not asked about it",
+    if at is None:  # unknown refuses: a copy could write over it, a move lose it
+        return _fail(name, f"{what}: {dst.name} was not asked about it",
                      "run the check again")
     if copying:
         return _copied(name, disk, at, dst, options)
@@ -436,7 +448,8 @@ def check_disk(disk: Disk, dst: HostFacts, options: CheckOptions) -> Check:
         return _ok(name, f"{what} ({state}) is at the same path on {dst.name}")
     if at.shared is None:
         return _fail(name, f"{what} exists on {dst.name}, but nothing proves it is the same "
-                     "storage (it may be another file at the same path)",
+                     "storage (it may be another file at the same path"
+                     + (f"; {at.unknown}" if at.unknown else "") + ")",
                      "use shared storage (NFS, Ceph, GlusterFS), declare the host's "
                      "storage shared in its settings if it is, or add --copy-storage all")
     return _ok(name, f"{what}: same storage ({at.shared})")

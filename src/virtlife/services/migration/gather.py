@@ -4,7 +4,8 @@ each host's from its libvirt (``hypervisor.hostfacts``).
 Shared storage is proven, never assumed, and so is its opposite: for each disk whose
 directory a pool holds on both hosts, a probe volume made in the source's pool must be
 seen in the destination's (the same storage) or not (other storage: what lets
-``--copy-storage`` write over a file there); the disk is looked for in the
+``--copy-storage`` write over a file there); a probe that an error stopped proves
+neither, and the disk's storage is unknown; the disk is looked for in the
 destination's pools (refreshed), or is unknown where none holds its directory. The
 hosts' clocks are compared through a probe volume's file time on each (both against
 this machine's clock), in the pools of the VM's disks first. An unreachable
@@ -131,6 +132,26 @@ def _clock(src: Host, dst: Host, src_pools: dict[str, str], dst_pools: dict[str,
                  f"(±{(a.uncertainty_s + b.uncertainty_s) * 1000:.0f} ms)")
 
 
+def _probed(src: Host, dst: Host, path: str, pool: str, there: str) -> DiskAtDestination:
+    """The disk at ``path`` as the storage probe between ``pool`` on ``src`` and
+    ``there`` on ``dst`` finds it: the same storage, other storage, or unknown (an error
+    kept the probe from telling: neither proof is given)."""
+    probe = hf.shared_storage(src, dst, pool, there)
+    made = f"a probe volume made in pool {pool} on {src.name}"
+    if probe.answer is hf.Storage.SHARED:
+        return DiskAtDestination(present=True,
+                                 shared=f"{made} was seen in pool {there} on {dst.name}")
+    if probe.answer is hf.Storage.DISTINCT:
+        return DiskAtDestination(present=hf.disk_present(dst, path),
+                                 distinct=f"{made} was not seen in pool {there} on "
+                                 f"{dst.name}",
+                                 backing=hf.volume_backing(dst, path))
+    return DiskAtDestination(present=hf.disk_present(dst, path),
+                             unknown=f"the storage probe between pool {pool} on "
+                             f"{src.name} and pool {there} on {dst.name} could not tell "
+                             f"({probe.why})")
+
+
 def gather(guest: Guest, dst: Host | None, dst_name: str,
            dst_error: str = "") -> tuple[VMFacts, HostFacts, HostFacts]:
     """The VM's facts and both hosts' (``dst`` None: it could not be reached)."""
@@ -158,14 +179,6 @@ def gather(guest: Guest, dst: Host | None, dst_name: str,
         if pool is None or there is None:  # no probe possible: unproven either way
             disks[disk.path] = DiskAtDestination(present=hf.disk_present(dst, disk.path))
             continue
-        probe = f"a probe volume made in pool {pool} on {src.name} was"
-        if hf.shared_storage(guest.host, dst, pool, there):
-            disks[disk.path] = DiskAtDestination(
-                present=True, shared=f"{probe} seen in pool {there} on {dst.name}")
-        else:
-            disks[disk.path] = DiskAtDestination(
-                present=hf.disk_present(dst, disk.path),
-                distinct=f"{probe} not seen in pool {there} on {dst.name}",
-                backing=hf.volume_backing(dst, disk.path))
+        disks[disk.path] = _probed(guest.host, dst, disk.path, pool, there)
     clock = _clock(guest.host, dst, dict(src.pools), dict(at.pools), tuple(used))
     return vm, src, replace(at, disks=disks, clock=clock)
