@@ -108,11 +108,12 @@ def show_result(result: OperationResult, as_json: bool = False) -> None:
 
 
 def show_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
-               *, title: str | None = None) -> None:
-    """Print a table (Rich's layout; Rich itself is imported only when needed)."""
+               *, title: str | None = None, fit: str | None = None) -> None:
+    """Print a table (Rich's layout; Rich itself is imported only when needed); the
+    column named ``fit`` is cut with "…" so that each row fits on one line."""
     from virtlife.cli.table import print_table
 
-    print_table(columns, rows, title=title)
+    print_table(columns, rows, title=title, fit=fit)
 
 
 def group_vm() -> str:

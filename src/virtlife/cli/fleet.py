@@ -164,7 +164,9 @@ def history(app: App, vm: str | None, host: str | None, limit: int, as_json: boo
     """Show the journal of operations, newest first.
 
     A VM's history follows its UUID, so it survives migrations and renames, and a new
-    VM under an old name starts afresh.
+    VM under an old name starts afresh. A long detail is cut to the width (the
+    terminal's, or COLUMNS, or 240 columns in a pipe); --json and `virtlife operation
+    ID` show it whole.
 
     Example: virtlife history web1
     """
@@ -182,7 +184,7 @@ def history(app: App, vm: str | None, host: str | None, limit: int, as_json: boo
         ["TIME", "ID", "HOST", "VM", "OPERATION", "OUTCOME", "SECONDS", "BY", "DETAIL"],
         [(f"{e.started_at:%Y-%m-%d %H:%M:%S}", e.op_id, e.host, e.vm, e.operation,
           e.outcome, f"{e.duration_s:.2f}", e.actor.user or "-", e.detail) for e in entries],
-    )
+        fit="DETAIL")  # the whole detail: --json, or `virtlife operation ID`
 
 
 COMMANDS = [list_vms, host, events, history]

@@ -5,7 +5,9 @@ not a terminal, Rich (as ``cli.app`` configures it: no box, no edge padding, 240
 columns) prints plain text that this module reproduces byte for byte for simple
 cells; anything Rich could render differently (a terminal, forced colour, a cell with
 markup, emoji codes, wide or control characters, a table wider than the console, a
-title) is handed to Rich itself. It holds no knowledge of what the rows mean.
+title) is handed to Rich itself. One column may be cut with "…" so that each row fits
+on one line of the output (``fit``: a journal's long detail), the whole text being left
+to the command's ``--json``. It holds no knowledge of what the rows mean.
 """
 
 from __future__ import annotations
@@ -48,10 +50,56 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str | 
     return "\n".join(lines) + "\n"
 
 
+def output_width() -> int:
+    """The width a table is printed at: a terminal's own (COLUMNS first, as Rich reads
+    it); off a terminal, COLUMNS when it is set (at most ``WIDTH``), else ``WIDTH``."""
+    import shutil
+
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((WIDTH, 24)).columns
+    columns = os.environ.get("COLUMNS", "")
+    return min(int(columns), WIDTH) if columns.isdigit() and int(columns) > 0 else WIDTH
+
+
+def _cells(text: str) -> int:
+    """How many columns ``text`` takes (Rich's count; Rich is imported for non-ASCII)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` columns with "…" when it is longer."""
+    line = " ".join(text.split())
+    if _cells(line) <= width:
+        return line
+    if line.isascii():
+        return line[:width - 1].rstrip() + "…"
+    from rich.cells import set_cell_size
+
+    return set_cell_size(line, width - 1).rstrip() + "…"
+
+
+def fit_column(columns: Sequence[str], rows: Sequence[Sequence[str]], index: int,
+               width: int) -> list[list[str]]:
+    """``rows`` with column ``index`` cut so that each row fits in ``width`` columns
+    beside the others as laid out, but never narrower than its header (on an output
+    too narrow for the other columns, Rich then wraps them)."""
+    others = sum(max(_cells(r[i]) for r in [columns, *rows])
+                 for i in range(len(columns)) if i != index)
+    room = max(width - others - len(GAP) * (len(columns) - 1), _cells(columns[index]))
+    return [[cut(c, room) if i == index else c for i, c in enumerate(r)] for r in rows]
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                *, title: str | None = None) -> None:
-    """Print ``rows`` under ``columns`` (every cell through ``str``)."""
+                *, title: str | None = None, fit: str | None = None) -> None:
+    """Print ``rows`` under ``columns`` (every cell through ``str``); the column named
+    ``fit`` is cut with "…" so that each row fits the output's width."""
     texts = [[str(c) for c in row] for row in rows]
+    if fit is not None and texts:
+        texts = fit_column(columns, texts, list(columns).index(fit), output_width())
     if title is None and not sys.stdout.isatty() and not any(
             os.environ.get(name) for name in _RICH_ENV):
         text = plain_table(columns, texts)

@@ -32,12 +32,28 @@ from virtlife.cli.params import (
     FilePath,
     timeout_option,
 )
+from virtlife.cli.virsh import HintedChoice
 from virtlife.errors import InvalidInput
 from virtlife.states import PMTarget, ShutdownMode
 from virtlife.xml.domain import MAX_XML_BYTES, DomainSpec, NicSpec, decode_xml
 
 VM = click.argument("vm", metavar="VM")
-MODES = click.Choice([m.value for m in ShutdownMode])
+
+
+def virsh_mode(value: str) -> str | None:
+    """What to type instead of a virsh ``shutdown``/``reboot --mode`` virtlife lacks."""
+    either = ("ask a QEMU guest by its agent (--mode agent) or its ACPI button "
+              "(--mode acpi), or leave --mode out (auto: the agent, then the button)")
+    if "," in value:
+        return f"{value!r}: give one mode; {either}"
+    if value in ("initctl", "signal"):
+        return f"virsh's --mode {value} is for LXC containers: {either}"
+    if value == "paravirt":
+        return f"virsh's --mode paravirt is for Xen guests: {either}"
+    return None
+
+
+MODES = HintedChoice([m.value for m in ShutdownMode], virsh_mode)
 ignore_unreachable_option = click.option(
     "--ignore-unreachable", is_flag=True,
     help="Go ahead although a host where this VM was last seen cannot be asked whether "
