@@ -345,6 +345,24 @@ def test_too_little_free_memory_for_a_live_move_fails_alone(
         remove_from_lab(lab, [big])
 
 
+def test_a_paused_vm_moves_paused_with_the_default_post_copy_setting(
+        lab: LabSession, real_stack: GuestImage) -> None:
+    """A paused VM, moved with migrate's defaults (post-copy 'auto'), arrives paused at
+    lab-b. Before, post-copy was armed for it and libvirt refused the move ("post-copy
+    migration is not supported with non-live or paused migration")."""
+    name = f"{NAME}-paused"
+    try:
+        create_on_lab(lab, lab_guest_spec(real_stack, name, memory_mib=128, disk=False))
+        started = virsh(lab.uri("lab-a"), "start", "--paused", name)
+        assert started.returncode == 0, started.stderr
+        run = lab.virtlife("migrate", name, "lab-b")
+        assert run.returncode == 0, run.stderr
+        assert domains(lab, "lab-b").get(name) == "paused"
+        assert name not in domains(lab, "lab-a")
+    finally:
+        remove_from_lab(lab, [name])
+
+
 def test_an_offline_move_of_a_vm_that_could_never_start_there_fails_alone(
         lab: LabSession, real_stack: GuestImage) -> None:
     """A shut-off VM with more memory than lab-b has in all: moving its definition
@@ -482,10 +500,8 @@ def test_copy_storage_is_refused_when_the_storage_probe_errs(
         assert "--copy-storage all could write over it" in vda["reason"]
         assert report["allows_unsafe"] is False and report["ok"] is False
 
-        # --postcopy never: libvirt refuses post-copy for a paused VM before any disk is
-        # touched, which would hide what the check lets through
         run = with_probe_fault(lab, tmp_path, "migrate", name, "lab-b", "--copy-storage",
-                               "all", "--postcopy", "never")
+                               "all")
         assert run.returncode == 3, f"exit {run.returncode}: {run.stdout}{run.stderr}"
         assert f"virtlife: cannot migrate {name} to lab-b: " in run.stderr
         assert "disk vda" in run.stderr and "could not tell" in run.stderr, run.stderr

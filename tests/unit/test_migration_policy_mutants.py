@@ -123,6 +123,14 @@ def test_post_copy_not_armed_is_no_later_rung_and_never_switched_to() -> None:
     assert not after.postcopy_started
 
 
+@pytest.mark.parametrize("postcopy", list(PostcopyMode))
+def test_post_copy_is_never_armed_for_a_vm_that_does_not_run(postcopy: PostcopyMode) -> None:
+    # libvirt refuses post-copy for a paused VM or a --suspended move
+    limits = Limits(postcopy=postcopy)
+    assert not plan_start(limits, running=False).postcopy_armed
+    assert plan_start(limits).postcopy_armed is (postcopy is not PostcopyMode.NEVER)
+
+
 @pytest.mark.parametrize("done", [
     {"paused": True}, {"exhausted": True}, {"postcopy_started": True}])
 def test_no_step_once_paused_exhausted_or_in_post_copy(done: dict[str, Any]) -> None:

@@ -148,14 +148,19 @@ class PolicyState:
                 "steps": [d.as_dict() for d in self.steps]}
 
 
-def plan_start(limits: Limits) -> PolicyState:
+def plan_start(limits: Limits, *, running: bool = True) -> PolicyState:
     """The state a migration starts in, which says how to start it: the flags
     VIR_MIGRATE_AUTO_CONVERGE (``auto_converge_armed``) and VIR_MIGRATE_POSTCOPY
     (``postcopy_armed``: it only allows the switch), and the max downtime to set with
-    migrateSetMaxDowntime once the job exists (libvirt 9.0 has no start parameter)."""
+    migrateSetMaxDowntime once the job exists (libvirt 9.0 has no start parameter).
+
+    ``running`` False: a live move of a paused VM, or one paused for the copy
+    (--suspended). libvirt refuses post-copy there ("not supported with non-live or
+    paused migration"), and a paused guest writes no memory, so pre-copy ends anyway:
+    post-copy is not armed whatever the limits say."""
     return PolicyState(downtime_ms=min(limits.start_downtime_ms, limits.max_downtime_ms),
                        auto_converge_armed=limits.auto_converge,
-                       postcopy_armed=limits.postcopy is not PostcopyMode.NEVER)
+                       postcopy_armed=running and limits.postcopy is not PostcopyMode.NEVER)
 
 
 @dataclass(frozen=True)

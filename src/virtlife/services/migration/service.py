@@ -189,13 +189,14 @@ class Migrations(OperationService):
             outcome = MigrationOutcome(OperationResult(dest, guest.name, op, run.current, 0),
                                        report)
             dst = self.fleet.host(dest)
-            state = plan_start(limits)
+            state = plan_start(limits, running=options.kind is MigrationKind.LIVE
+                               and run.current.state is not VMState.PAUSED)
             req = MigrationRequest(
                 live=options.kind is MigrationKind.LIVE,
                 offline=options.kind is MigrationKind.OFFLINE,
                 unsafe=report.allows_unsafe,
                 auto_converge=state.auto_converge_armed,
-                postcopy=state.postcopy_armed and options.kind is MigrationKind.LIVE,
+                postcopy=state.postcopy_armed,
                 compressed=options.compressed,
                 copy_storage=None if options.copy_storage is None
                 else options.copy_storage.value,
@@ -482,8 +483,10 @@ class Migrations(OperationService):
                 f"{self._where(guest, dst)[0]}")
         if req.offline:
             return state
+        # a VM paused by its user before the move arrives paused by its user
+        kept_paused = (run.current.state is VMState.PAUSED and state.reason == "user")
         if state.state is VMState.CRASHED or (state.state is VMState.PAUSED
-                                              and not req.paused):
+                                              and not req.paused and not kept_paused):
             raise errors.OperationFailed(
                 f"{guest.name} is {state} at {dst.name} after the migration: the move "
                 "failed (its memory may not have arrived intact); destroy it there and "
