@@ -1,7 +1,7 @@
 """The browser consoles' routes: one-time tickets, the ``.vv`` file, and the WebSocket
 bridges to a VM's VNC server and serial console.
 
-A console page first asks ``POST .../console-tickets`` (a writer: a console types
+A console page first asks ``POST .../console-tickets`` (an operator: a console types
 into the guest) for a ticket, then opens ``/ws/vnc/...`` or ``/ws/serial/...`` with
 it. The WebSocket carries no other credential: the ticket is for one VM and one kind
 of console, works once and dies after a minute (``auth.Tickets``). A refused ticket
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from virtlife import errors
 from virtlife.api.auth import Tickets
 from virtlife.api.problems import status_of
-from virtlife.api.routes import HostName, Reader, VMName, Writer, ref_of, services_of
+from virtlife.api.routes import HostName, Operator, Reader, VMName, ref_of, services_of
 from virtlife.services.consoles import SerialSession
 from virtlife.services.context import Services
 
@@ -68,7 +68,7 @@ def ws_path(kind: str, host: str, name: str) -> str:
 @router.post("/api/vms/{host}/{name}/console-tickets", tags=["consoles"],
              response_model=TicketIssued)
 def console_ticket(request: Request, host: HostName, name: VMName, body: TicketRequest,
-                   _t: Writer) -> TicketIssued:
+                   _t: Operator) -> TicketIssued:
     """A one-time ticket for the VM's VNC or serial console WebSocket (``url``), valid
     for ``expires_in`` seconds. 404 for an unknown VM; the VM need not run yet."""
     services_of(request).fleet.resolve(ref_of(host, name))  # 404 now, not at the socket

@@ -2,7 +2,8 @@
 ``host add/remove``, ``attach-iso``, ``windows-drivers-iso``, ``graphics`` and ``vnc``
 do, thin over the same services.
 
-Reads (``GET``) need a reader token. Changes need a writer token, are checked at once
+Reads (``GET``) need a reader token. Host changes need an admin token; the others an
+operator token (paths and XML then checked further, see below). Changes are checked at once
 where the answer does not depend on the change itself (an unknown host or VM: 404, a
 name taken or a state that forbids it: 409, bad input: 422, with the CLI's message and
 nothing started), and run as journalled background operations that the request waits
@@ -30,10 +31,11 @@ from starlette.concurrency import run_in_threadpool
 
 from virtlife import errors
 from virtlife.api.routes import (
+    Admin,
     HostName,
+    Operator,
     Reader,
     VMName,
-    Writer,
     ref_of,
     refuse_now,
     services_of,
@@ -91,7 +93,7 @@ class HostBody(BaseModel):
 
 
 @router.post("/api/hosts", tags=["hosts"], status_code=201)
-def host_add(request: Request, body: HostBody, _t: Writer) -> dict[str, object]:
+def host_add(request: Request, body: HostBody, _t: Admin) -> dict[str, object]:
     """Add a host to the inventory (``host add``): it is checked, and added even when it
     does not answer now (``reachable`` false, ``problem`` says why)."""
     svc = services_of(request)
@@ -105,7 +107,7 @@ def host_add(request: Request, body: HostBody, _t: Writer) -> dict[str, object]:
 
 
 @router.delete("/api/hosts/{name}", tags=["hosts"])
-def host_remove(request: Request, name: InventoryName, _t: Writer) -> dict[str, object]:
+def host_remove(request: Request, name: InventoryName, _t: Admin) -> dict[str, object]:
     """Remove a host from the inventory (``host remove``); its VMs are not touched."""
     record = remove_host(services_of(request).need_store(), name)
     return {"name": record.name, "uri": record.uri, "removed": True}
@@ -157,7 +159,7 @@ def _spec(body: CreateBody) -> DomainSpec:
 
 @router.post("/api/hosts/{host}/vms", tags=["vms"], responses=ACCEPTED)
 def vm_create(request: Request, host: HostName, body: CreateBody,
-              _t: Writer) -> JSONResponse:
+              _t: Operator) -> JSONResponse:
     """Define a new VM on ``host`` from a small spec (``create``), and start it when
     asked; 200 with the result (the start's, when it started), or 202."""
     spec = _spec(body)
@@ -194,7 +196,7 @@ DEFINE_BODY = {"requestBody": {"required": True, "content": {"application/xml": 
 
 @router.post("/api/hosts/{host}/define", tags=["vms"], responses=ACCEPTED,
              openapi_extra=DEFINE_BODY)
-async def vm_define(request: Request, host: HostName, _t: Writer,
+async def vm_define(request: Request, host: HostName, _t: Operator,
                     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = WAIT_S
                     ) -> JSONResponse:
     """Define a VM from the domain XML in the body, or update an existing VM's definition
@@ -232,7 +234,7 @@ class RestoreBody(BaseModel):
 
 @router.post("/api/hosts/{host}/restore", tags=["lifecycle"], responses=ACCEPTED)
 def vm_restore(request: Request, host: HostName, body: RestoreBody,
-               _t: Writer) -> JSONResponse:
+               _t: Operator) -> JSONResponse:
     """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. A
     missing file is a 404, a file that is no save image a 422, a VM of that name already
     running a 409; a failed restore keeps the file."""
@@ -278,7 +280,7 @@ def media_list(request: Request, host: HostName, name: VMName,
 
 @router.post(MEDIA, tags=["media"], responses=ACCEPTED)
 def media_attach(request: Request, host: HostName, name: VMName, body: IsoBody,
-                 _t: Writer) -> JSONResponse:
+                 _t: Operator) -> JSONResponse:
     """Attach an ISO file to the VM as a CD-ROM (``attach-iso``)."""
     path = absolute(body.path, "the ISO")
     ref = refuse_now(request, host, name, Operation.ATTACH_ISO)
@@ -290,7 +292,7 @@ def media_attach(request: Request, host: HostName, name: VMName, body: IsoBody,
 
 
 @router.delete(MEDIA, tags=["media"], responses=ACCEPTED)
-def media_detach(request: Request, host: HostName, name: VMName, _t: Writer,
+def media_detach(request: Request, host: HostName, name: VMName, _t: Operator,
                  path: Annotated[str, Query(min_length=1, max_length=4096,
                                             description="the ISO's absolute path")],
                  timeout_s: Annotated[float | None, Query(gt=0, le=3600)] = None,
@@ -318,7 +320,7 @@ class DriversIsoBody(BaseModel):
 
 
 @router.post("/api/media/windows-drivers-iso", tags=["media"], responses=ACCEPTED)
-def media_drivers_iso(request: Request, body: DriversIsoBody, _t: Writer) -> JSONResponse:
+def media_drivers_iso(request: Request, body: DriversIsoBody, _t: Operator) -> JSONResponse:
     """Build the virtio-win driver ISO for Windows guests from a driver tree, on the
     server's machine (``windows-drivers-iso``); ``warnings`` lists missing drivers."""
     drivers = absolute(body.drivers, "the driver tree")
@@ -361,7 +363,7 @@ def graphics_show(request: Request, host: HostName, name: VMName,
 
 @router.put("/api/vms/{host}/{name}/graphics", tags=["consoles"], responses=ACCEPTED)
 def graphics_change(request: Request, host: HostName, name: VMName, body: GraphicsBody,
-                    _t: Writer) -> JSONResponse:
+                    _t: Operator) -> JSONResponse:
     """Change the VM's VNC listen address and/or password (``graphics VM --listen
     --password/--no-password``); a VM without VNC gets it. The result's note says
     when it applies (a running VM keeps its VNC server until it is started again)."""
