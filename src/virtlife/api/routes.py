@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from virtlife import __version__, errors
+from virtlife.api.allowed import caller_paths
 from virtlife.api.auth import actor_of, admin, operator, reader, token_of
 from virtlife.api.hub import Hub, cached_listing, state_dict
 from virtlife.services.base import Call
@@ -281,15 +282,18 @@ def action_kwargs(action: Action, options: ActionOptions) -> dict[str, Any]:
 @router.post("/api/vms/{host}/{name}/actions/{action}", tags=["lifecycle"],
              status_code=202, response_model=Accepted)
 def vm_action(request: Request, host: HostName, name: VMName, action: Action,
-              _t: Operator, options: ActionOptions | None = None) -> JSONResponse:
+              token: Operator, options: ActionOptions | None = None) -> JSONResponse:
     """Start a lifecycle action on the VM; 202 with the operation id at once.
 
     A transition the VM's state does not allow is refused at once (409, nothing
     changed); the operation checks again when it runs, and a refusal then ends it as
-    ``refused`` (see ``GET /api/operations/{id}``).
+    ``refused`` (see ``GET /api/operations/{id}``). A save's path must be absolute, and
+    an operator's must lie under the allowed roots (403 else).
     """
     kwargs = action_kwargs(action, options or ActionOptions())
     ref = refuse_now(request, host, name, Operation(action.value))
+    if "path" in kwargs:
+        kwargs["path"] = caller_paths(request, token, host)(kwargs["path"], "the save file")
     method = getattr(services_of(request).lifecycle, action.value.replace("-", "_"))
     return submit(request, f"{action.value} {ref}", ref,
                   lambda call: method(ref, **kwargs, **call))

@@ -50,6 +50,7 @@ class PoolFacts:
     name: str
     path: str
     active: bool
+    kind: str = ""  # the pool's type: dir, fs, netfs, logical, disk, iscsi...
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def pools(host: Host) -> list[PoolFacts]:
         for pool in host.conn.listAllStoragePools(0):
             root = ET.fromstring(pool.XMLDesc(0))
             found.append(PoolFacts(pool.name(), root.findtext("target/path") or "",
-                                   bool(pool.isActive())))
+                                   bool(pool.isActive()), root.get("type") or ""))
     return sorted(found, key=lambda p: p.name)
 
 
