@@ -48,7 +48,9 @@ from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
 from virtlife.services.media import CdromBus, Media
+from virtlife.services.roots import define_reach
 from virtlife.states import Operation, check_transition
+from virtlife.store.tokens import Role, TokenRecord
 from virtlife.xml.domain import (
     MAX_XML_BYTES,
     DomainSpec,
@@ -188,19 +190,31 @@ DEFINE_BODY = {"requestBody": {"required": True, "content": {"application/xml": 
 
 @router.post("/api/hosts/{host}/define", tags=["vms"], responses=ACCEPTED,
              openapi_extra=DEFINE_BODY)
-async def vm_define(request: Request, host: HostName, _t: Operator,
+async def vm_define(request: Request, host: HostName, token: Operator,
                     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = WAIT_S
                     ) -> JSONResponse:
     """Define a VM from the domain XML in the body, or update an existing VM's definition
-    (``define``; at most 1 MiB). A malformed or rejected XML changes nothing."""
+    (``define``; at most 1 MiB). A malformed or rejected XML changes nothing. An
+    operator's XML must not reach the host (403 naming each element that does: host
+    devices, <qemu:commandline>, another emulator, files outside the allowed roots...);
+    an admin's may."""
     xml = await _bounded_text(request)
-    return await run_in_threadpool(_define, request, host, xml, wait_s)
+    return await run_in_threadpool(_define, request, host, xml, wait_s, token)
 
 
-def _define(request: Request, host: str, xml: str, wait_s: float) -> JSONResponse:
+def _define(request: Request, host: str, xml: str, wait_s: float,
+            token: TokenRecord) -> JSONResponse:
     name = domain_name(xml)  # 422 for what is no domain XML
     svc = services_of(request)
     svc.fleet.ref(host)
+    if not token.role.allows(Role.ADMIN):
+        reach = define_reach(svc.fleet, host, xml, svc.settings)
+        if reach:
+            raise errors.NotPermitted(
+                f"cannot define {name} with an operator token: its XML reaches the host "
+                f"beyond the VM's own files: " + "; ".join(str(r) for r in reach)
+                + ". Remove these, name files under the allowed roots, or ask an admin "
+                "to define it")
     guest = svc.fleet.host(host).find(name)
     if guest is not None:
         check_transition(Operation.DEFINE, name, svc.lifecycle.state(ref_of(host, name))[1])

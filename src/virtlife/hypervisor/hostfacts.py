@@ -70,6 +70,14 @@ def hypervisor(host: Host) -> HypervisorFacts:
                                int(conn.getInfo()[1]))
 
 
+def emulators(host: Host) -> frozenset[str]:
+    """The emulator binaries ``host``'s capabilities name (every guest arch and type)."""
+    with calling(f"read the capabilities of {host.name}"):
+        caps = ET.fromstring(host.conn.getCapabilities())
+    return frozenset((e.text or "").strip() for e in caps.iterfind("guest/arch//emulator")
+                     if (e.text or "").strip())
+
+
 def cpu_runs(host: Host, cpu_xml: str, machine: str, virt_type: str) -> tuple[bool, str]:
     """Whether a guest CPU (its ``<cpu>`` XML) runs on ``host``'s hypervisor CPU."""
     try:

@@ -16,8 +16,10 @@ A path on this machine is resolved with ``realpath`` (its roots too), so ``..`` 
 symbolic links cannot lead out; a path on a remote host is normalised only (this
 machine cannot see that host's links), which is why a remote root should be a
 directory nobody but root links out of. The check itself is ``paths.within_roots``, a
-pure function; this module only gathers the roots. It decides nothing about roles:
-``api`` asks it for an operator's paths only.
+pure function, and so is ``xml.reach.host_reaching``, what in a domain XML reaches
+the host (``define_reach`` gives it the roots and the host's emulators); this module
+only gathers the facts. It decides nothing about roles: ``api`` asks it for an
+operator's paths and XML only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from virtlife.hypervisor import hostfacts
 from virtlife.hypervisor.host import is_remote
 from virtlife.paths import within_roots
 from virtlife.services.fleet import Fleet
+from virtlife.xml.reach import Reach, host_reaching
 
 POOL_KINDS = frozenset({"dir", "fs", "netfs"})
 
@@ -42,11 +45,28 @@ class Roots:
     roots: tuple[str, ...]
     local: bool  # the files are on this machine: resolve links
 
+    def allows(self, path: str) -> bool:
+        """Whether ``path`` is an absolute path under a root."""
+        try:
+            self.check(path, "the path")
+        except errors.InvalidInput:
+            return False
+        return True
+
     def check(self, path: str, what: str) -> str:
         """``path`` resolved if it lies under a root; ``NotPermitted`` (or
         ``InvalidInput`` for no absolute path) else."""
         resolve = os.path.realpath if self.local else os.path.normpath
         return within_roots(path, self.roots, what, resolve=resolve, where=self.where)
+
+
+def define_reach(fleet: Fleet, host: str, xml: str, settings: config.Settings
+                 ) -> list[Reach]:
+    """What in domain ``xml`` reaches ``host`` beyond the allowed roots and its own
+    emulators (``xml.reach.host_reaching``); [] when an operator may define it."""
+    roots = host_roots(fleet, host, settings)
+    return host_reaching(xml, path_allowed=roots.allows,
+                         emulators=hostfacts.emulators(fleet.host(host)))
 
 
 def configured(settings: config.Settings) -> list[str]:
