@@ -33,6 +33,7 @@ from virtlife.api.problems import status_of
 from virtlife.api.routes import HostName, Operator, Reader, VMName, ref_of, services_of
 from virtlife.services.consoles import SerialSession
 from virtlife.services.context import Services
+from virtlife.store.tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,12 @@ def console_ticket(request: Request, host: HostName, name: VMName, body: TicketR
 @router.get("/api/vms/{host}/{name}/viewer.vv", tags=["consoles"],
             response_class=Response,
             responses={200: {"content": {"application/x-virt-viewer": {}}}})
-def viewer_vv(request: Request, host: HostName, name: VMName, _t: Reader) -> Response:
-    """A remote-viewer connection file for the running VM (it holds the VNC password,
-    if one is set)."""
-    text = services_of(request).consoles.viewer_file(ref_of(host, name))
+def viewer_vv(request: Request, host: HostName, name: VMName, token: Reader) -> Response:
+    """A remote-viewer connection file for the running VM. For an operator or admin it
+    holds the VNC password, if one is set; a reader's has none (a reader sees no
+    secret: remote-viewer asks for the password)."""
+    text = services_of(request).consoles.viewer_file(
+        ref_of(host, name), with_password=token.role.allows(Role.OPERATOR))
     filename = quote(f"{name}.vv", safe="")
     return Response(text, media_type="application/x-virt-viewer",
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
