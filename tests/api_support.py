@@ -1,8 +1,9 @@
 """A real ``virtlife serve`` for tests: the app under uvicorn on a free loopback port.
 
-``served(store_path, {"local": uri})`` writes the inventory and two tokens (read-write
-and read-only) into a fresh store, runs the server in a thread of this process (so
-coverage sees it) and always stops it. Tests talk to it over real HTTP with httpx.
+``served(store_path, {"local": uri})`` writes the inventory and three tokens, one of
+each role (``token``: admin, ``operator_token``, ``read_only_token``: reader), into a
+fresh store, runs the server in a thread of this process (so coverage sees it) and
+always stops it. Tests talk to it over real HTTP with httpx.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import httpx
 @dataclass
 class Served:
     url: str
-    token: str
-    read_only_token: str
+    token: str  # an admin's
+    read_only_token: str  # a reader's
     app: Any
-    token_name: str = ""
+    token_name: str = ""  # the admin token's
+    operator_token: str = ""
+    operator_name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
 
     def client(self, *, token: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
@@ -63,15 +66,17 @@ def served(store_path: Path, hosts: dict[str, str], *,
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
     from virtlife.store import open_store
+    from virtlife.store.tokens import Role
 
     with open_store(store_path) as store:
         for name, uri in hosts.items():
             store.hosts.add(name, uri)
         # unique names: a store that lives longer than one test (the lab's) gets more
         serial = next(_SERIAL)
-        token_name = f"test-rw-{serial}"
-        token = store.tokens.create(token_name)
-        read_only = store.tokens.create(f"test-ro-{serial}", read_only=True)
+        token_name, operator_name = f"test-admin-{serial}", f"test-op-{serial}"
+        token = store.tokens.create(token_name, role=Role.ADMIN)
+        operator = store.tokens.create(operator_name, role=Role.OPERATOR)
+        read_only = store.tokens.create(f"test-ro-{serial}", role=Role.READER)
     services = open_services(None, store_path=store_path)
     app = create_app(services, follow_events=follow_events)
     port = free_port()
@@ -88,7 +93,8 @@ def served(store_path: Path, hosts: dict[str, str], *,
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name)
+        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name,
+                     operator, operator_name)
     finally:
         server.should_exit = True
         thread.join(15)

@@ -13,6 +13,11 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
       [agent]
       sync_time = true        # set the guest clock after resume, restore, wakeup
       freeze_bound_s = 10     # the longest a quiesced snapshot keeps the guest frozen
+
+      [paths]
+      allowed_roots = []      # more directories where an API operator may name files,
+                              # besides the images directory and the hosts' storage
+                              # pools (``services.roots``)
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Settings:
 
     sync_time: bool = True
     freeze_bound_s: float = 10.0
+    allowed_roots: tuple[str, ...] = ()
 
 
 def settings_path() -> Path:
@@ -99,7 +105,12 @@ def load_settings(path: Path | None = None) -> Settings:
     except tomllib.TOMLDecodeError as err:
         raise InvalidInput(f"cannot read the settings in {where}: {err}") from err
     agent = data.get("agent", {})
-    unknown = (set(data) - {"agent"}) | (set(agent) - {"sync_time", "freeze_bound_s"})
+    paths = data.get("paths", {})
+    if not isinstance(agent, dict) or not isinstance(paths, dict):
+        raise InvalidInput(f"cannot read the settings in {where}: [agent] and [paths] "
+                           "are tables")
+    unknown = ((set(data) - {"agent", "paths"}) | (set(agent) - {"sync_time", "freeze_bound_s"})
+               | (set(paths) - {"allowed_roots"}))
     if unknown:
         raise InvalidInput(f"unknown setting(s) {', '.join(sorted(unknown))} in {where}")
     sync = agent.get("sync_time", True)
@@ -109,4 +120,9 @@ def load_settings(path: Path | None = None) -> Settings:
     if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 < bound <= 600:
         raise InvalidInput(f"agent.freeze_bound_s in {where} must be a number of seconds "
                            "within 0 and 600")
-    return Settings(sync_time=sync, freeze_bound_s=float(bound))
+    roots = paths.get("allowed_roots", [])
+    if not isinstance(roots, list) or not all(
+            isinstance(r, str) and r.startswith("/") and r.isprintable() for r in roots):
+        raise InvalidInput(f"paths.allowed_roots in {where} must be a list of absolute "
+                           'directory paths, e.g. ["/srv/vms"]')
+    return Settings(sync_time=sync, freeze_bound_s=float(bound), allowed_roots=tuple(roots))

@@ -32,6 +32,8 @@ Every message says what was wanted, what was found and, where it helps, what to 
     │                                is not in the state it was meant to reach
     ├── OperationBusy                another operation (or a libvirt job) is running on the VM
     ├── InvalidInput                 a name, path, file or option value that cannot be used
+    │   └── NotPermitted             not for this caller's role: a path outside the
+    │                                allowed roots, domain XML that reaches the host
     ├── StoreUnavailable             the inventory/journal database cannot be opened or written
     └── LabError                     preparing the host or building the test guest failed
 
@@ -164,6 +166,11 @@ class OperationBusy(VirtlifeError):
 
 class InvalidInput(VirtlifeError):
     exit_code = 64
+
+
+class NotPermitted(InvalidInput):
+    """The caller's role may not ask this (an operator token naming a file outside the
+    allowed roots, or domain XML that reaches the host): the REST API's 403."""
 
 
 class StoreUnavailable(VirtlifeError):

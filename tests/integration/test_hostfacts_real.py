@@ -48,7 +48,7 @@ def test_versions_machine_types_memory_and_cpu(host: Host) -> None:
 def test_storage_and_clock_probes_leave_nothing(host: Host, pool: str,
                                                 tmp_path: Path) -> None:
     assert [p for p in hf.pools(host) if p.name == pool] == [
-        hf.PoolFacts(pool, str(tmp_path), True)]
+        hf.PoolFacts(pool, str(tmp_path), True, "dir")]
     assert hf.shared_storage(host, host, pool) == hf.StorageProbe(hf.Storage.SHARED)  # same pool
     reading = hf.clock_offset(host, pool)
     assert abs(reading.offset_s) < 0.5 + reading.uncertainty_s  # one machine, one clock

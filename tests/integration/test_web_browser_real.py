@@ -178,6 +178,10 @@ def test_the_vnc_console_draws_the_guest_screen(server: Served, make_vm: MakeVM,
     page.locator("#vm-state", has_text="running").wait_for()
     page.locator("#details dt", has_text="uuid").wait_for()
     page.locator("#history td", has_text="start").first.wait_for()
+    # the journal names the token that started it, not the server's user (issue 16)
+    by = page.locator("#history tbody tr", has_text="start").first.locator("td").last
+    assert by.inner_text() == f"api:{server.token_name} via server"
+    assert page.locator("header .who").inner_text() == f"{server.token_name} (admin)"
     assert "[object" not in page.locator("main").inner_text()
     shots("vm-page")
     page.click("#open-vnc")

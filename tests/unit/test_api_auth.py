@@ -16,7 +16,7 @@ from virtlife.api.app import Listen, check_listen, parse_listen
 from virtlife.api.auth import Tickets
 from virtlife.api.problems import code_of, status_of
 from virtlife.store import open_store
-from virtlife.store.tokens import digest
+from virtlife.store.tokens import Role, digest
 
 
 def test_a_token_is_kept_only_as_its_digest(tmp_path: Path) -> None:
@@ -24,7 +24,8 @@ def test_a_token_is_kept_only_as_its_digest(tmp_path: Path) -> None:
         secret = store.tokens.create("alice")
         assert secret.startswith("vl_") and len(secret) > 40
         record = store.tokens.check(secret)
-        assert record is not None and record.name == "alice" and not record.read_only
+        assert record is not None and record.name == "alice"
+        assert record.role is Role.OPERATOR and not record.read_only  # the default role
         assert record.last_used_at is None  # the use is recorded, not this snapshot
         assert store.tokens.list()[0].last_used_at is not None
         assert store.tokens.check(secret + "x") is None
@@ -38,7 +39,7 @@ def test_a_token_is_kept_only_as_its_digest(tmp_path: Path) -> None:
 
 def test_token_names_are_unique_and_checked(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.db") as store:
-        store.tokens.create("bob", read_only=True)
+        store.tokens.create("bob", role=Role.READER)
         with pytest.raises(errors.AlreadyExists, match="revoke it first"):
             store.tokens.create("bob")
         for bad in ("", "-x", "a b", "x" * 65, "é"):
@@ -60,13 +61,22 @@ def _virtlife(*args: str) -> subprocess.CompletedProcess[str]:
 def test_token_commands(isolated_home: Path) -> None:
     made = _virtlife("token", "create", "ci", "--read-only", "--json")
     assert made.returncode == 0, made.stderr
+    assert "--read-only is deprecated: use --role reader" in made.stderr
     secret = json.loads(made.stdout)["token"]
+    assert json.loads(made.stdout)["role"] == "reader"
     with open_store(isolated_home / "virtlife.db") as store:
         record = store.tokens.check(secret)
-        assert record is not None and record.read_only
+        assert record is not None and record.role is Role.READER and record.read_only
+    for name, role in (("op", []), ("boss", ["--role", "admin"])):
+        assert _virtlife("token", "create", name, *role).returncode == 0
+    clash = _virtlife("token", "create", "x", "--read-only", "--role", "admin")
+    assert clash.returncode == 64 and "contradicts --role admin" in clash.stderr
     listed = _virtlife("token", "list", "--json")
-    assert [t["name"] for t in json.loads(listed.stdout)] == ["ci"]
+    assert [(t["name"], t["role"], t["read_only"]) for t in json.loads(listed.stdout)] == [
+        ("boss", "admin", False), ("ci", "reader", True), ("op", "operator", False)]
     assert secret not in listed.stdout
+    table = _virtlife("token", "list").stdout
+    assert "ROLE" in table and "operator" in table
     assert _virtlife("token", "revoke", "ci").returncode == 0
     again = _virtlife("token", "revoke", "ci")
     assert again.returncode == 2 and "no token named 'ci'" in again.stderr
@@ -182,3 +192,51 @@ def test_an_overlong_secret_is_refused(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.db") as store:
         store.tokens.create("alice")
         assert store.tokens.check("vl_" + "a" * 300) is None
+
+
+def _store_before_roles(path: Path) -> None:
+    """A store as virtlife left it before roles: migrations up to 0007, and two tokens."""
+    from datetime import UTC, datetime
+
+    from virtlife.store.db import MIGRATIONS, _statements
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, "
+                 "applied_at TEXT NOT NULL)")
+    for name, script in MIGRATIONS[:7]:
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, "2024"))
+    now = datetime.now(UTC).isoformat()
+    conn.executemany("INSERT INTO api_tokens (name, digest, read_only, created_at) "
+                     "VALUES (?, ?, ?, ?)",
+                     [("alice", digest("vl_alice"), 0, now), ("bob", digest("vl_bob"), 1, now)])
+    conn.commit()
+    conn.close()
+
+
+def test_old_tokens_become_reader_and_admin_and_the_admins_are_named_once(
+        tmp_path: Path) -> None:
+    _store_before_roles(tmp_path / "s.db")
+    with open_store(tmp_path / "s.db") as store:
+        assert [(t.name, t.role) for t in store.tokens.list()] == [
+            ("alice", Role.ADMIN), ("bob", Role.READER)]
+        alice = store.tokens.check("vl_alice")
+        assert alice is not None and alice.role is Role.ADMIN  # the secret still works
+        assert store.tokens.take_carried_over() == ["alice"]
+        assert store.tokens.take_carried_over() == []
+    with open_store(tmp_path / "s.db") as store:
+        assert store.tokens.take_carried_over() == []
+
+
+def test_the_cli_tells_once_that_a_read_write_token_is_now_admin(isolated_home: Path) -> None:
+    isolated_home.mkdir(parents=True)
+    _store_before_roles(isolated_home / "virtlife.db")
+    first = _virtlife("token", "list")
+    assert first.returncode == 0, first.stderr
+    assert "token alice was read-write and is now admin" in first.stderr
+    assert "anything root can on every managed host" in first.stderr
+    assert "`virtlife token create NAME --role operator`" in first.stderr
+    assert "bob" not in first.stderr  # read-only became reader: nothing to tell
+    again = _virtlife("token", "list")
+    assert again.returncode == 0 and "read-write" not in again.stderr

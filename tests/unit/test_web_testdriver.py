@@ -51,12 +51,13 @@ def web(tmp_path: Path) -> Iterator[Web]:
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
     from virtlife.store import open_store
+    from virtlife.store.tokens import Role
 
     store_path = tmp_path / "serve.db"
     with open_store(store_path) as store:
         store.hosts.add("t", NODE_URI)
-        token = store.tokens.create("rw")
-        read_only = store.tokens.create("ro", read_only=True)
+        token = store.tokens.create("rw", role=Role.ADMIN)
+        read_only = store.tokens.create("ro", role=Role.READER)
     app = create_app(open_services(None, store_path=store_path), follow_events=False)
     with TestClient(app, base_url="http://127.0.0.1") as client:
         web = Web(client, app, token, read_only)

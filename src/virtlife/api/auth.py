@@ -1,15 +1,19 @@
-"""Who may call the API: bearer tokens (read-only or read-write) and one-time console tickets.
+"""Who may call the API: bearer tokens with a role (reader < operator < admin) and
+one-time console tickets.
 
 A request carries its token as ``Authorization: Bearer <token>``, or, from the web
 UI, in the ``virtlife_token`` cookie (HttpOnly, SameSite=Strict, set by the login
 form), so that the browser's EventSource and WebSocket requests carry it too. Every
-route depends on ``reader`` or ``writer``; only ``/api/health`` and the login page
-are open. A missing or unknown token is 401, a read-only token on a write is 403.
+route declares the role it needs by depending on ``reader``, ``operator`` or
+``admin``; only ``/api/health`` and the login page are open. A missing or unknown
+token is 401; a token whose role is below the route's is 403, naming both roles. The
+token that passed is kept on ``request.state.token``, so that the operation the
+request starts is journalled as done by it (``actor_of``: ``api:NAME``).
 
 A console URL carries a ``Tickets`` ticket instead: random, for one VM and one kind
 of console (vnc or serial), usable once, and dead after ``TICKET_TTL_S``. A ticket is
-minted by an authenticated ``POST`` (a writer: a console can type into the guest), so
-a leaked console URL is worth nothing a minute later.
+minted by an authenticated ``POST`` (an operator: a console can type into the guest),
+so a leaked console URL is worth nothing a minute later.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from virtlife import errors
-from virtlife.store.tokens import TokenRecord
+from virtlife.store.journal import Actor
+from virtlife.store.tokens import Role, TokenRecord
 
 COOKIE = "virtlife_token"
 TICKET_TTL_S = 60.0
@@ -53,21 +58,51 @@ def authenticate(request: Request) -> TokenRecord:
         raise HTTPException(503, f"cannot check the token: {err}") from None
     if record is None:
         raise _unauthorized("this token is not valid (unknown or revoked)")
+    request.state.token = record
+    return record
+
+
+def _an(role: Role) -> str:
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"
+
+
+def require(request: Request, needed: Role) -> TokenRecord:
+    """The request's token when its role is ``needed`` or above; 401 or 403 else."""
+    record = authenticate(request)
+    if not record.role.allows(needed):
+        raise HTTPException(
+            403, f"this request needs {_an(needed)} token (or above); token "
+                 f"{record.name!r} is {_an(record.role)}: ask an admin for a token with "
+                 f"`virtlife token create NAME --role {needed.value}`")
     return record
 
 
 def reader(request: Request) -> TokenRecord:
-    """Dependency of every route that only reads."""
-    return authenticate(request)
+    """Dependency of every route that only reads (and shows no secret)."""
+    return require(request, Role.READER)
 
 
-def writer(request: Request) -> TokenRecord:
-    """Dependency of every route that changes something: 403 for a read-only token."""
-    record = authenticate(request)
-    if record.read_only:
-        raise HTTPException(403, f"token {record.name!r} is read-only; this request "
-                                 "changes something")
+def operator(request: Request) -> TokenRecord:
+    """Dependency of every route that runs VMs: lifecycle, consoles, snapshots, agent,
+    migration, files under the allowed roots, XML that reaches nothing of the host."""
+    return require(request, Role.OPERATOR)
+
+
+def admin(request: Request) -> TokenRecord:
+    """Dependency of every route that can do what root on a host can: hosts, any path,
+    any XML."""
+    return require(request, Role.ADMIN)
+
+
+def token_of(request: Request) -> TokenRecord | None:
+    """The token this request authenticated with (None before its dependency ran)."""
+    record: TokenRecord | None = getattr(request.state, "token", None)
     return record
+
+
+def actor_of(record: TokenRecord) -> Actor:
+    """Who the journal says acted for work done for ``record``: ``api:NAME``."""
+    return Actor(f"api:{record.name}", "server")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The browser consoles' routes: one-time tickets, the ``.vv`` file, and the WebSocket
 bridges to a VM's VNC server and serial console.
 
-A console page first asks ``POST .../console-tickets`` (a writer: a console types
+A console page first asks ``POST .../console-tickets`` (an operator: a console types
 into the guest) for a ticket, then opens ``/ws/vnc/...`` or ``/ws/serial/...`` with
 it. The WebSocket carries no other credential: the ticket is for one VM and one kind
 of console, works once and dies after a minute (``auth.Tickets``). A refused ticket
@@ -30,9 +30,10 @@ from starlette.concurrency import run_in_threadpool
 from virtlife import errors
 from virtlife.api.auth import Tickets
 from virtlife.api.problems import status_of
-from virtlife.api.routes import HostName, Reader, VMName, Writer, ref_of, services_of
+from virtlife.api.routes import HostName, Operator, Reader, VMName, ref_of, services_of
 from virtlife.services.consoles import SerialSession
 from virtlife.services.context import Services
+from virtlife.store.tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def ws_path(kind: str, host: str, name: str) -> str:
 @router.post("/api/vms/{host}/{name}/console-tickets", tags=["consoles"],
              response_model=TicketIssued)
 def console_ticket(request: Request, host: HostName, name: VMName, body: TicketRequest,
-                   _t: Writer) -> TicketIssued:
+                   _t: Operator) -> TicketIssued:
     """A one-time ticket for the VM's VNC or serial console WebSocket (``url``), valid
     for ``expires_in`` seconds. 404 for an unknown VM; the VM need not run yet."""
     services_of(request).fleet.resolve(ref_of(host, name))  # 404 now, not at the socket
@@ -81,10 +82,12 @@ def console_ticket(request: Request, host: HostName, name: VMName, body: TicketR
 @router.get("/api/vms/{host}/{name}/viewer.vv", tags=["consoles"],
             response_class=Response,
             responses={200: {"content": {"application/x-virt-viewer": {}}}})
-def viewer_vv(request: Request, host: HostName, name: VMName, _t: Reader) -> Response:
-    """A remote-viewer connection file for the running VM (it holds the VNC password,
-    if one is set)."""
-    text = services_of(request).consoles.viewer_file(ref_of(host, name))
+def viewer_vv(request: Request, host: HostName, name: VMName, token: Reader) -> Response:
+    """A remote-viewer connection file for the running VM. For an operator or admin it
+    holds the VNC password, if one is set; a reader's has none (a reader sees no
+    secret: remote-viewer asks for the password)."""
+    text = services_of(request).consoles.viewer_file(
+        ref_of(host, name), with_password=token.role.allows(Role.OPERATOR))
     filename = quote(f"{name}.vv", safe="")
     return Response(text, media_type="application/x-virt-viewer",
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{filename}",

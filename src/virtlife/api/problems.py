@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS: tuple[tuple[type[errors.VirtlifeError], int], ...] = (
+    (errors.NotPermitted, 403),
     (errors.NotFound, 404),
     (errors.AlreadyExists, 409),
     (errors.AmbiguousName, 409),

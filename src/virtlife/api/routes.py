@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -21,11 +22,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from virtlife import __version__, errors
-from virtlife.api.auth import reader, writer
+from virtlife.api.allowed import caller_paths
+from virtlife.api.auth import actor_of, admin, operator, reader, token_of
 from virtlife.api.hub import Hub, cached_listing, state_dict
 from virtlife.services.base import Call
 from virtlife.services.context import Services
 from virtlife.services.lifecycle import OperationResult
+from virtlife.services.operations import acting_as
 from virtlife.services.progress import Update
 from virtlife.states import Operation, check_transition
 from virtlife.store.tokens import TokenRecord
@@ -36,8 +39,10 @@ HostName = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^/\x00-
                                description="a host as the inventory names it")]
 VMName = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f]+$",
                              description="the VM's name on that host")]
+# Every route declares its role with one of these (tests/unit/test_api_roles.py checks).
 Reader = Annotated[TokenRecord, Depends(reader)]
-Writer = Annotated[TokenRecord, Depends(writer)]
+Operator = Annotated[TokenRecord, Depends(operator)]
+Admin = Annotated[TokenRecord, Depends(admin)]
 KEEPALIVE_S = 15.0  # an event stream sends a comment this often when idle
 WAIT_MAX_S = 60.0
 
@@ -94,8 +99,11 @@ def accepted(op_id: str) -> JSONResponse:
 
 def start_operation(request: Request, description: str, vm: str,
                     work: Callable[[Call], Any]) -> str:
-    """``submit`` without the answer: the background operation's id."""
+    """``submit`` without the answer: the background operation's id. The journal
+    names the request's token as who acted (``api:NAME``)."""
     svc, hub, metrics = services_of(request), hub_of(request), request.app.state.metrics
+    token = token_of(request)
+    actor = None if token is None else actor_of(token)
 
     def start(op_id: str, progress: Callable[[Update], None]) -> OperationResult:
         def both(update: Update) -> None:
@@ -105,7 +113,8 @@ def start_operation(request: Request, description: str, vm: str,
         began = time.monotonic()
         outcome, message = "error", ""
         try:
-            done = work(Call(progress=both, op_id=op_id, queue_s=None))
+            with acting_as(actor) if actor is not None else nullcontext():
+                done = work(Call(progress=both, op_id=op_id, queue_s=None))
             result: OperationResult = getattr(done, "result", done)
             outcome = "ok"
             return result
@@ -273,15 +282,18 @@ def action_kwargs(action: Action, options: ActionOptions) -> dict[str, Any]:
 @router.post("/api/vms/{host}/{name}/actions/{action}", tags=["lifecycle"],
              status_code=202, response_model=Accepted)
 def vm_action(request: Request, host: HostName, name: VMName, action: Action,
-              _t: Writer, options: ActionOptions | None = None) -> JSONResponse:
+              token: Operator, options: ActionOptions | None = None) -> JSONResponse:
     """Start a lifecycle action on the VM; 202 with the operation id at once.
 
     A transition the VM's state does not allow is refused at once (409, nothing
     changed); the operation checks again when it runs, and a refusal then ends it as
-    ``refused`` (see ``GET /api/operations/{id}``).
+    ``refused`` (see ``GET /api/operations/{id}``). A save's path must be absolute, and
+    an operator's must lie under the allowed roots (403 else).
     """
     kwargs = action_kwargs(action, options or ActionOptions())
     ref = refuse_now(request, host, name, Operation(action.value))
+    if "path" in kwargs:
+        kwargs["path"] = caller_paths(request, token, host)(kwargs["path"], "the save file")
     method = getattr(services_of(request).lifecycle, action.value.replace("-", "_"))
     return submit(request, f"{action.value} {ref}", ref,
                   lambda call: method(ref, **kwargs, **call))

@@ -4,7 +4,7 @@
 Reads (``GET``: ping, info, osinfo, hostname, timezone, users, fsinfo, ifaddr, time,
 freeze-status) need a reader token and answer what the CLI's ``--json`` prints. What
 changes the guest or the VM (``POST``: freeze, thaw, time, set-password, exec,
-command, enable) needs a writer token, is refused at once (409) when the VM's state
+command, enable) needs an operator token, is refused at once (409) when the VM's state
 does not allow it, and runs as a journalled background operation that the request
 waits for a bounded time (``routes_more.run_or_accept``): 200 with the result, or 202
 with the operation id when it takes longer (an ``exec`` says how long with ``wait_s``).
@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from virtlife import errors
 from virtlife.api.routes import (
     HostName,
+    Operator,
     Reader,
     VMName,
-    Writer,
     ref_of,
     refuse_now,
     services_of,
@@ -185,7 +185,7 @@ class CommandBody(BaseModel):
 
 
 @router.post(f"{AGENT}/freeze", tags=["agent"], responses=ACCEPTED)
-def agent_freeze(request: Request, host: HostName, name: VMName, _t: Writer,
+def agent_freeze(request: Request, host: HostName, name: VMName, _t: Operator,
                  body: FreezeBody | None = None) -> JSONResponse:
     """Freeze the guest's file systems (all, or ``mountpoints``) until ``thaw``."""
     ref = refuse_now(request, host, name, Operation.AGENT_FREEZE)
@@ -197,7 +197,7 @@ def agent_freeze(request: Request, host: HostName, name: VMName, _t: Writer,
 
 
 @router.post(f"{AGENT}/thaw", tags=["agent"], responses=ACCEPTED)
-def agent_thaw(request: Request, host: HostName, name: VMName, _t: Writer) -> JSONResponse:
+def agent_thaw(request: Request, host: HostName, name: VMName, _t: Operator) -> JSONResponse:
     """Thaw the guest's frozen file systems."""
     ref = refuse_now(request, host, name, Operation.AGENT_THAW)
     svc = services_of(request)
@@ -206,7 +206,7 @@ def agent_thaw(request: Request, host: HostName, name: VMName, _t: Writer) -> JS
 
 
 @router.post(f"{AGENT}/time", tags=["agent"], responses=ACCEPTED)
-def agent_set_time(request: Request, host: HostName, name: VMName, _t: Writer,
+def agent_set_time(request: Request, host: HostName, name: VMName, _t: Operator,
                    body: TimeBody) -> JSONResponse:
     """Set the guest clock to ``set``, or right (``sync``); the offsets before and after
     are in the result's ``clock``."""
@@ -225,7 +225,7 @@ def agent_set_time(request: Request, host: HostName, name: VMName, _t: Writer,
 
 
 @router.post(f"{AGENT}/set-password", tags=["agent"], responses=ACCEPTED)
-def agent_set_password(request: Request, host: HostName, name: VMName, _t: Writer,
+def agent_set_password(request: Request, host: HostName, name: VMName, _t: Operator,
                        body: PasswordBody) -> JSONResponse:
     """Set ``user``'s password in the guest (``crypted``: it is a crypt(3) hash)."""
     ref = refuse_now(request, host, name, Operation.AGENT_SET_PASSWORD)
@@ -238,7 +238,7 @@ def agent_set_password(request: Request, host: HostName, name: VMName, _t: Write
 
 
 @router.post(f"{AGENT}/exec", tags=["agent"], responses=ACCEPTED)
-def agent_exec(request: Request, host: HostName, name: VMName, _t: Writer,
+def agent_exec(request: Request, host: HostName, name: VMName, _t: Operator,
                body: ExecBody) -> JSONResponse:
     """Run ``argv`` in the guest: 200 with its exit code (or signal), stdout and stderr
     (each cut at ``max_output``) when it ends within ``wait_s``, else 202 (the same in
@@ -257,7 +257,7 @@ def agent_exec(request: Request, host: HostName, name: VMName, _t: Writer,
 
 
 @router.post(f"{AGENT}/command", tags=["agent"], responses=ACCEPTED)
-def agent_command(request: Request, host: HostName, name: VMName, _t: Writer,
+def agent_command(request: Request, host: HostName, name: VMName, _t: Operator,
                   body: CommandBody) -> JSONResponse:
     """Send one raw QMP command to the agent; ``reply`` is its answer (parsed JSON)."""
     text = body.command if isinstance(body.command, str) else json.dumps(body.command)
@@ -276,7 +276,7 @@ def agent_command(request: Request, host: HostName, name: VMName, _t: Writer,
 
 @router.post(f"{AGENT}/enable", tags=["agent"], responses=ACCEPTED)
 def agent_enable(request: Request, host: HostName, name: VMName,
-                 _t: Writer) -> JSONResponse:
+                 _t: Operator) -> JSONResponse:
     """Add the guest-agent channel to the VM's definition (it applies at the next boot)."""
     ref = refuse_now(request, host, name, Operation.AGENT_ENABLE)
     svc = services_of(request)

@@ -2,24 +2,26 @@
 ``host add/remove``, ``attach-iso``, ``windows-drivers-iso``, ``graphics`` and ``vnc``
 do, thin over the same services.
 
-Reads (``GET``) need a reader token. Changes need a writer token, are checked at once
-where the answer does not depend on the change itself (an unknown host or VM: 404, a
-name taken or a state that forbids it: 409, bad input: 422, with the CLI's message and
-nothing started), and run as journalled background operations that the request waits
+Reads (``GET``) need a reader token. Host changes need an admin token; the others an
+operator token (its paths and XML are checked further, see below). Changes are checked
+at once where the answer does not depend on the change itself (an unknown host or VM:
+404, a name taken or a state that forbids it: 409, bad input: 422, with the CLI's
+message and nothing started), and run as journalled background operations that the request waits
 for a bounded time (``routes_more.run_or_accept``): 200 with the result, or 202 with
 the operation id (``wait_s`` says how long to wait; 0 answers 202 at once).
 
 Paths in bodies (kernel, disks, ISO, save file) are paths on the VM's host and must be
 absolute: a relative path would name a file relative to wherever the server was
-started. A VNC password travels in a ``SecretStr`` to ``Consoles.set_graphics`` only:
-no answer, operation description, journal row or log line carries it. This module must
-not decide anything the services decide.
+started. Every one goes through ``allowed.caller_paths``: an operator's must lie under
+the allowed roots (403 else, before the file is looked at); an admin's may be anywhere.
+A VNC password travels in a ``SecretStr`` to ``Consoles.set_graphics`` only: no answer,
+operation description, journal row or log line carries it. This module must not decide
+anything the services decide.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
@@ -29,23 +31,26 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from virtlife import errors
+from virtlife.api.allowed import CallerPaths, caller_paths
 from virtlife.api.routes import (
+    Admin,
     HostName,
+    Operator,
     Reader,
     VMName,
-    Writer,
     ref_of,
     refuse_now,
     services_of,
 )
 from virtlife.api.routes_more import ACCEPTED, Reply, run_or_accept
-from virtlife.paths import check_path
 from virtlife.services import provision
 from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
 from virtlife.services.media import CdromBus, Media
+from virtlife.services.roots import define_reach
 from virtlife.states import Operation, check_transition
+from virtlife.store.tokens import Role, TokenRecord
 from virtlife.xml.domain import (
     MAX_XML_BYTES,
     DomainSpec,
@@ -69,16 +74,6 @@ InventoryName = Annotated[str, Path(min_length=1, max_length=255,
                                     description="a host as the inventory names it")]
 
 
-def absolute(path: str, what: str) -> str:
-    """``path`` if it is a usable absolute path; ``InvalidInput`` else."""
-    check_path(path, what)
-    if not os.path.isabs(path):
-        raise errors.InvalidInput(
-            f"{what} {path!r} is not an absolute path: give the full path on the VM's host "
-            "(a relative one would be relative to where the server runs)")
-    return os.path.normpath(path)
-
-
 # -- hosts ------------------------------------------------------------------------------
 
 class HostBody(BaseModel):
@@ -91,7 +86,7 @@ class HostBody(BaseModel):
 
 
 @router.post("/api/hosts", tags=["hosts"], status_code=201)
-def host_add(request: Request, body: HostBody, _t: Writer) -> dict[str, object]:
+def host_add(request: Request, body: HostBody, _t: Admin) -> dict[str, object]:
     """Add a host to the inventory (``host add``): it is checked, and added even when it
     does not answer now (``reachable`` false, ``problem`` says why)."""
     svc = services_of(request)
@@ -105,7 +100,7 @@ def host_add(request: Request, body: HostBody, _t: Writer) -> dict[str, object]:
 
 
 @router.delete("/api/hosts/{name}", tags=["hosts"])
-def host_remove(request: Request, name: InventoryName, _t: Writer) -> dict[str, object]:
+def host_remove(request: Request, name: InventoryName, _t: Admin) -> dict[str, object]:
     """Remove a host from the inventory (``host remove``); its VMs are not touched."""
     record = remove_host(services_of(request).need_store(), name)
     return {"name": record.name, "uri": record.uri, "removed": True}
@@ -139,30 +134,31 @@ class CreateBody(BaseModel):
     wait_s: Wait = WAIT_S
 
 
-def _spec(body: CreateBody) -> DomainSpec:
+def _spec(body: CreateBody, allowed: CallerPaths) -> DomainSpec:
     nics = tuple(NicSpec("network", n) for n in body.networks) + tuple(
         NicSpec("bridge", b) for b in body.bridges) + (
         (NicSpec("user"),) if body.user_nic else ())
 
     def path(value: str | None, what: str) -> FilePath | None:
-        return None if value is None else FilePath(absolute(value, what))
+        return None if value is None else FilePath(allowed(value, what))
 
     return DomainSpec(
         name=validate_vm_name(body.name), memory_mib=body.memory_mib, vcpus=body.vcpus,
         kernel=path(body.kernel, "kernel"), initrd=path(body.initrd, "initrd"),
         cmdline=body.cmdline,
-        disks=tuple(FilePath(absolute(d, "disk")) for d in body.disks), nics=nics,
+        disks=tuple(FilePath(allowed(d, "disk")) for d in body.disks), nics=nics,
         agent=body.agent, vnc=body.vnc)
 
 
 @router.post("/api/hosts/{host}/vms", tags=["vms"], responses=ACCEPTED)
 def vm_create(request: Request, host: HostName, body: CreateBody,
-              _t: Writer) -> JSONResponse:
+              token: Operator) -> JSONResponse:
     """Define a new VM on ``host`` from a small spec (``create``), and start it when
-    asked; 200 with the result (the start's, when it started), or 202."""
-    spec = _spec(body)
+    asked; 200 with the result (the start's, when it started), or 202. An operator's
+    kernel, initrd and disks must lie under the allowed roots (403 else)."""
     svc = services_of(request)
     svc.fleet.ref(host)  # 404 for an unknown host
+    spec = _spec(body, caller_paths(request, token, host))
     if svc.fleet.host(host).find(spec.name) is not None:
         raise errors.VMAlreadyExists(
             f"cannot create {spec.name}: a VM of that name already exists on host {host}")
@@ -194,19 +190,31 @@ DEFINE_BODY = {"requestBody": {"required": True, "content": {"application/xml": 
 
 @router.post("/api/hosts/{host}/define", tags=["vms"], responses=ACCEPTED,
              openapi_extra=DEFINE_BODY)
-async def vm_define(request: Request, host: HostName, _t: Writer,
+async def vm_define(request: Request, host: HostName, token: Operator,
                     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = WAIT_S
                     ) -> JSONResponse:
     """Define a VM from the domain XML in the body, or update an existing VM's definition
-    (``define``; at most 1 MiB). A malformed or rejected XML changes nothing."""
+    (``define``; at most 1 MiB). A malformed or rejected XML changes nothing. An
+    operator's XML must not reach the host (403 naming each element that does: host
+    devices, <qemu:commandline>, another emulator, files outside the allowed roots...);
+    an admin's may."""
     xml = await _bounded_text(request)
-    return await run_in_threadpool(_define, request, host, xml, wait_s)
+    return await run_in_threadpool(_define, request, host, xml, wait_s, token)
 
 
-def _define(request: Request, host: str, xml: str, wait_s: float) -> JSONResponse:
+def _define(request: Request, host: str, xml: str, wait_s: float,
+            token: TokenRecord) -> JSONResponse:
     name = domain_name(xml)  # 422 for what is no domain XML
     svc = services_of(request)
     svc.fleet.ref(host)
+    if not token.role.allows(Role.ADMIN):
+        reach = define_reach(svc.fleet, host, xml, svc.settings)
+        if reach:
+            raise errors.NotPermitted(
+                f"cannot define {name} with an operator token: its XML reaches the host "
+                f"beyond the VM's own files: " + "; ".join(str(r) for r in reach)
+                + ". Remove these, name files under the allowed roots, or ask an admin "
+                "to define it")
     guest = svc.fleet.host(host).find(name)
     if guest is not None:
         check_transition(Operation.DEFINE, name, svc.lifecycle.state(ref_of(host, name))[1])
@@ -232,13 +240,14 @@ class RestoreBody(BaseModel):
 
 @router.post("/api/hosts/{host}/restore", tags=["lifecycle"], responses=ACCEPTED)
 def vm_restore(request: Request, host: HostName, body: RestoreBody,
-               _t: Writer) -> JSONResponse:
-    """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. A
+               token: Operator) -> JSONResponse:
+    """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. An
+    operator's file outside the allowed roots is a 403 whether or not it exists; else a
     missing file is a 404, a file that is no save image a 422, a VM of that name already
     running a 409; a failed restore keeps the file."""
-    path = absolute(body.path, "the save file")
     svc = services_of(request)
     svc.fleet.ref(host)
+    path = caller_paths(request, token, host)(body.path, "the save file")
     options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s",
                                        "ignore_unreachable"})
     return run_or_accept(request, f"{Operation.RESTORE.value} {host}:{path}", host,
@@ -278,10 +287,11 @@ def media_list(request: Request, host: HostName, name: VMName,
 
 @router.post(MEDIA, tags=["media"], responses=ACCEPTED)
 def media_attach(request: Request, host: HostName, name: VMName, body: IsoBody,
-                 _t: Writer) -> JSONResponse:
-    """Attach an ISO file to the VM as a CD-ROM (``attach-iso``)."""
-    path = absolute(body.path, "the ISO")
+                 token: Operator) -> JSONResponse:
+    """Attach an ISO file to the VM as a CD-ROM (``attach-iso``); an operator's ISO
+    must lie under the allowed roots."""
     ref = refuse_now(request, host, name, Operation.ATTACH_ISO)
+    path = caller_paths(request, token, host)(body.path, "the ISO")
     media, bus, timeout_s = _media(request), body.bus, body.timeout_s
     return run_or_accept(request, f"{Operation.ATTACH_ISO.value} {ref}", ref,
                          lambda call: media.attach_iso(ref, path, bus=bus,
@@ -290,15 +300,15 @@ def media_attach(request: Request, host: HostName, name: VMName, body: IsoBody,
 
 
 @router.delete(MEDIA, tags=["media"], responses=ACCEPTED)
-def media_detach(request: Request, host: HostName, name: VMName, _t: Writer,
+def media_detach(request: Request, host: HostName, name: VMName, token: Operator,
                  path: Annotated[str, Query(min_length=1, max_length=4096,
                                             description="the ISO's absolute path")],
                  timeout_s: Annotated[float | None, Query(gt=0, le=3600)] = None,
                  wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = WAIT_S
                  ) -> JSONResponse:
     """Remove the CD-ROM virtlife attached for ISO ``path`` (``attach-iso --detach``)."""
-    iso = absolute(path, "the ISO")
     ref = refuse_now(request, host, name, Operation.DETACH_ISO)
+    iso = caller_paths(request, token, host)(path, "the ISO")
     media = _media(request)
     return run_or_accept(request, f"{Operation.DETACH_ISO.value} {ref}", ref,
                          lambda call: media.detach_iso(ref, iso, timeout_s=timeout_s,
@@ -318,11 +328,15 @@ class DriversIsoBody(BaseModel):
 
 
 @router.post("/api/media/windows-drivers-iso", tags=["media"], responses=ACCEPTED)
-def media_drivers_iso(request: Request, body: DriversIsoBody, _t: Writer) -> JSONResponse:
+def media_drivers_iso(request: Request, body: DriversIsoBody,
+                      token: Operator) -> JSONResponse:
     """Build the virtio-win driver ISO for Windows guests from a driver tree, on the
-    server's machine (``windows-drivers-iso``); ``warnings`` lists missing drivers."""
-    drivers = absolute(body.drivers, "the driver tree")
-    out = absolute(body.out, "the ISO to write")
+    server's machine (``windows-drivers-iso``); ``warnings`` lists missing drivers. An
+    operator's tree and ISO must both lie under this machine's allowed roots; an admin
+    may pack any tree."""
+    allowed = caller_paths(request, token, None)
+    drivers = allowed(body.drivers, "the driver tree")
+    out = allowed(body.out, "the ISO to write")
     if not out.lower().endswith(".iso"):
         raise errors.InvalidInput(f"{out} does not end in .iso: name the ISO file to write "
                                   "(e.g. /var/lib/libvirt/images/virtio-win.iso)")
@@ -361,7 +375,7 @@ def graphics_show(request: Request, host: HostName, name: VMName,
 
 @router.put("/api/vms/{host}/{name}/graphics", tags=["consoles"], responses=ACCEPTED)
 def graphics_change(request: Request, host: HostName, name: VMName, body: GraphicsBody,
-                    _t: Writer) -> JSONResponse:
+                    _t: Operator) -> JSONResponse:
     """Change the VM's VNC listen address and/or password (``graphics VM --listen
     --password/--no-password``); a VM without VNC gets it. The result's note says
     when it applies (a running VM keeps its VNC server until it is started again)."""

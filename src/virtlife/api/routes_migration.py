@@ -23,9 +23,9 @@ from virtlife import errors
 from virtlife.api.routes import (
     Accepted,
     HostName,
+    Operator,
     Reader,
     VMName,
-    Writer,
     ref_of,
     refuse_now,
     services_of,
@@ -115,7 +115,7 @@ def migrate_check(request: Request, host: HostName, name: VMName, _t: Reader,
 
 
 @router.post(MIGRATE, tags=["migration"], status_code=202, response_model=Accepted)
-def migrate(request: Request, host: HostName, name: VMName, _t: Writer,
+def migrate(request: Request, host: HostName, name: VMName, _t: Operator,
             body: MigrateBody) -> JSONResponse:
     """Move the VM to ``dest``: checked first, verified at the end; 202 with the
     operation id. Its result is the outcome: checks, policy steps, final statistics."""
@@ -155,7 +155,7 @@ def migrate(request: Request, host: HostName, name: VMName, _t: Writer,
 
 @router.post(f"{MIGRATE}/abort", tags=["migration"], responses=ACCEPTED)
 def migrate_abort(request: Request, host: HostName, name: VMName,
-                  _t: Writer) -> JSONResponse:
+                  _t: Operator) -> JSONResponse:
     """Abort the migration running on the VM (started by any process); it stays at its
     source. 200 with the result, or 202 while libvirt still ends it."""
     ref = refuse_now(request, host, name, Operation.MIGRATE_ABORT)

@@ -29,9 +29,9 @@ from virtlife.api.problems import problem
 from virtlife.api.routes import (
     Accepted,
     HostName,
+    Operator,
     Reader,
     VMName,
-    Writer,
     accepted,
     ref_of,
     refuse_now,
@@ -122,7 +122,7 @@ def snapshot_list(request: Request, host: HostName, name: VMName,
 
 @router.post("/api/vms/{host}/{name}/snapshots", tags=["snapshots"], status_code=202,
              response_model=Accepted)
-def snapshot_create(request: Request, host: HostName, name: VMName, _t: Writer,
+def snapshot_create(request: Request, host: HostName, name: VMName, _t: Operator,
                     body: SnapshotCreate | None = None) -> JSONResponse:
     """Take a snapshot of the VM (``snapshot VM create``); 202 with the operation id."""
     options = body or SnapshotCreate()
@@ -168,7 +168,7 @@ def _existing(request: Request, host: str, name: str, snap: str, op: Operation) 
 @router.post("/api/vms/{host}/{name}/snapshots/{snap}/revert", tags=["snapshots"],
              status_code=202, response_model=Accepted)
 def snapshot_revert(request: Request, host: HostName, name: VMName, snap: SnapName,
-                    _t: Writer, body: SnapshotRevert | None = None) -> JSONResponse:
+                    _t: Operator, body: SnapshotRevert | None = None) -> JSONResponse:
     """Bring the VM back to snapshot ``snap`` (``snapshot VM revert``); 202."""
     ref = _existing(request, host, name, snap, Operation.SNAPSHOT_REVERT)
     asked = body or SnapshotRevert()
@@ -182,7 +182,7 @@ def snapshot_revert(request: Request, host: HostName, name: VMName, snap: SnapNa
 @router.delete("/api/vms/{host}/{name}/snapshots/{snap}", tags=["snapshots"],
                status_code=202, response_model=Accepted)
 def snapshot_delete(request: Request, host: HostName, name: VMName, snap: SnapName,
-                    _t: Writer, children: Annotated[bool, Query()] = False,
+                    _t: Operator, children: Annotated[bool, Query()] = False,
                     metadata_only: Annotated[bool, Query()] = False) -> JSONResponse:
     """Delete snapshot ``snap`` (``snapshot VM delete``; ``children``: its subtree too,
     ``metadata_only``: libvirt forgets it, its data stays); 202."""

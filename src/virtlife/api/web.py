@@ -85,9 +85,9 @@ def page(title: str, body: str, *, user: TokenRecord | None = None,
          styles: tuple[str, ...] = (), status: int = 200) -> HTMLResponse:
     attrs = "".join(f' data-{k}="{esc(v)}"' for k, v in (data or {}).items())
     if user is not None:
-        attrs += f' data-read-only="{"1" if user.read_only else ""}"'
-        who = (f'<span class="who">{esc(user.name)}'
-               f'{" (read-only)" if user.read_only else ""}</span>'
+        attrs += (f' data-role="{esc(user.role.value)}"'
+                  f' data-read-only="{"1" if user.read_only else ""}"')
+        who = (f'<span class="who">{esc(user.name)} ({esc(user.role.value)})</span>'
                '<form method="post" action="/logout"><button>Log out</button></form>')
     else:
         who = ""
@@ -114,8 +114,9 @@ def login_page(next_url: str, message: str = "", status: int = 200) -> HTMLRespo
             f'<input type="hidden" name="next" value="{esc(next_url)}">'
             '<label>Token <input type="password" name="token" autocomplete="current-password" '
             'required autofocus></label><button type="submit">Log in</button></form>'
-            '<p class="hint">A token comes from <code>virtlife token create NAME</code> '
-            '(<code>--read-only</code> for one that only looks).</p></section>')
+            '<p class="hint">A token comes from <code>virtlife token create NAME --role '
+            'ROLE</code> (<code>reader</code> only looks, <code>operator</code> runs VMs, '
+            '<code>admin</code> can do anything).</p></section>')
     return page("Log in", body, status=status)
 
 

@@ -47,6 +47,7 @@ def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
         warn(caution)
     services = app.services
     services.need_store()  # tokens live in the store: no store, no server
+    tell_carried_over(app)
     unnamed = [name for name in services.fleet.refs if "/" in name]
     if unnamed:
         raise InvalidInput(
@@ -61,25 +62,68 @@ def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
 
 @click.group()
 def token() -> None:
-    """Bearer tokens of the REST API and web UI.
+    """Bearer tokens of the REST API and web UI, each with a role.
 
-    Example: virtlife token create alice --read-only
+    reader: sees everything but secrets. operator: runs VMs (lifecycle, consoles,
+    snapshots, agent, migration), with files only under the allowed roots and domain
+    XML that reaches nothing of the host. admin: everything, as root on every host.
+
+    Example: virtlife token create alice --role operator
     """
+
+
+ROLE_NAMES = ("reader", "operator", "admin")
+
+
+def carried_over_note(names: list[str]) -> str:
+    """The one-time note on tokens that were read-write and are now admins."""
+    listed = ", ".join(names)
+    one = len(names) == 1
+    return (f"token{'' if one else 's'} {listed} {'was' if one else 'were'} read-write "
+            f"and {'is' if one else 'are'} now admin, which can do anything root can on "
+            "every managed host (any file, any domain XML, the hosts); for everyday use "
+            f"make an operator token (`virtlife token create NAME --role operator`) and "
+            f"revoke {'it' if one else 'them'} (`virtlife token revoke NAME`)")
+
+
+def tell_carried_over(app: App) -> None:
+    """Print the note on tokens carried over from read-write, once per store."""
+    names = app.services.need_store().tokens.take_carried_over()
+    if names:
+        warn(carried_over_note(names))
 
 
 @token.command("create")
 @click.argument("name")
-@click.option("--read-only", is_flag=True, help="The token may read, never change.")
+@click.option("--role", type=click.Choice(ROLE_NAMES), default=None,
+              help="reader, operator (the default) or admin.")
+@click.option("--read-only", is_flag=True, hidden=True,
+              help="Deprecated: the same as --role reader.")
 @json_option
 @pass_app
-def token_create(app: App, name: str, read_only: bool, as_json: bool) -> None:
+def token_create(app: App, name: str, role: str | None, read_only: bool,
+                 as_json: bool) -> None:
     """Make a token and print it (once: only its hash is kept).
 
-    Example: virtlife token create alice --read-only
+    The role is operator unless --role says otherwise; an admin token can do anything
+    root can on every managed host.
+
+    Example: virtlife token create alice --role reader
     """
-    secret = app.services.need_store().tokens.create(name, read_only=read_only)
+    from virtlife.store.tokens import Role
+
+    if read_only:
+        if role not in (None, "reader"):
+            raise click.UsageError(f"--read-only is --role reader; it contradicts --role "
+                                   f"{role}")
+        warn("--read-only is deprecated: use --role reader")
+        role = "reader"
+    chosen = Role.parse(role or Role.OPERATOR.value)
+    tell_carried_over(app)
+    secret = app.services.need_store().tokens.create(name, role=chosen)
     if as_json:
-        emit_json({"name": name, "read_only": read_only, "token": secret})
+        emit_json({"name": name, "role": chosen.value, "read_only": chosen is Role.READER,
+                   "token": secret})
     else:
         click.echo(secret)
 
@@ -88,16 +132,17 @@ def token_create(app: App, name: str, read_only: bool, as_json: bool) -> None:
 @json_option
 @pass_app
 def token_list(app: App, as_json: bool) -> None:
-    """List the tokens (names and rights; never the secrets).
+    """List the tokens (names and roles; never the secrets).
 
     Example: virtlife token list --json
     """
+    tell_carried_over(app)
     records = app.services.need_store().tokens.list()
     if as_json:
         emit_json([r.as_dict() for r in records])
         return
-    show_table(["NAME", "RIGHTS", "CREATED", "LAST USED"],
-               [(r.name, "read-only" if r.read_only else "read-write",
+    show_table(["NAME", "ROLE", "CREATED", "LAST USED"],
+               [(r.name, r.role.value,
                  f"{r.created_at:%Y-%m-%d %H:%M:%S}",
                  f"{r.last_used_at:%Y-%m-%d %H:%M:%S}" if r.last_used_at else "never")
                 for r in records])

@@ -53,6 +53,7 @@ class PoolFacts:
     name: str
     path: str
     active: bool
+    kind: str = ""  # the pool's type: dir, fs, netfs, logical, disk, iscsi...
 
 
 class Storage(StrEnum):
@@ -86,6 +87,14 @@ def hypervisor(host: Host) -> HypervisorFacts:
                                int(conn.getInfo()[1]))
 
 
+def emulators(host: Host) -> frozenset[str]:
+    """The emulator binaries ``host``'s capabilities name (every guest arch and type)."""
+    with calling(f"read the capabilities of {host.name}"):
+        caps = ET.fromstring(host.conn.getCapabilities())
+    return frozenset((e.text or "").strip() for e in caps.iterfind("guest/arch//emulator")
+                     if (e.text or "").strip())
+
+
 def cpu_runs(host: Host, cpu_xml: str, machine: str, virt_type: str) -> tuple[bool, str]:
     """Whether a guest CPU (its ``<cpu>`` XML) runs on ``host``'s hypervisor CPU."""
     try:
@@ -109,7 +118,7 @@ def pools(host: Host) -> list[PoolFacts]:
         for pool in host.conn.listAllStoragePools(0):
             root = ET.fromstring(pool.XMLDesc(0))
             found.append(PoolFacts(pool.name(), root.findtext("target/path") or "",
-                                   bool(pool.isActive())))
+                                   bool(pool.isActive()), root.get("type") or ""))
     return sorted(found, key=lambda p: p.name)
 
 

@@ -280,16 +280,18 @@ class Consoles(OperationService):
         return VncInfo(guest.host.name, guest.name, found.listen or "127.0.0.1", found.port,
                        found.password is not None, address, unreachable)
 
-    def viewer_file(self, ref: str) -> str:
-        """A remote-viewer ``.vv`` file for the running VM ``ref`` (it holds the VNC
-        password, if one is set: write it where only its user can read it)."""
+    def viewer_file(self, ref: str, *, with_password: bool = True) -> str:
+        """A remote-viewer ``.vv`` file for the running VM ``ref``. It holds the VNC
+        password, if one is set, unless ``with_password`` is False (for a caller who
+        may not know it: remote-viewer then asks for it); write it where only its
+        user can read it."""
         guest = self.fleet.resolve(ref)
         found = self._live_vnc(guest, "write a viewer file for")
         assert found.port is not None
         address = client_address(found.listen, host_address(guest.host), vm=guest.name,
                                  host=guest.host.name)
         return viewer_text(host=address, port=found.port, title=guest.name,
-                           password=found.password)
+                           password=found.password if with_password else None)
 
     def vnc_socket(self, ref: str, *, timeout_s: float = VNC_CONNECT_TIMEOUT_S
                    ) -> socket.socket:

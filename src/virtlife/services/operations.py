@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,20 @@ CONFIRMING_EVENTS: dict[Operation, tuple[tuple[str, str], StateInfo]] = {
 _REFUSALS = (errors.InvalidTransition, errors.AlreadyExists, errors.OperationBusy,
              errors.InvalidInput)
 _WAIT_OR_QUEUE = "wait for it to end, or queue behind it (--queue)"
+
+# Who the operations run in this context act for, when not the process's own actor:
+# the REST API sets it to the token (``api:NAME``) in the thread of each operation.
+_ACTING: ContextVar[Actor | None] = ContextVar("virtlife_acting", default=None)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Journal the operations run within (this thread, this context) as ``actor``'s."""
+    token = _ACTING.set(actor)
+    try:
+        yield
+    finally:
+        _ACTING.reset(token)
 # Destroy (and migrate-abort, for a migration) is how an operator ends whatever else
 # runs on a VM: never refused for it.
 _OVERRIDES = frozenset({Operation.DESTROY, Operation.MIGRATE_ABORT})
@@ -230,12 +245,18 @@ class Operations:
     def __init__(self, journal: Journal | None, actor: Actor | None = None, *,
                  on_touch: Callable[[Guest], list[str]] | None = None) -> None:
         self.journal = journal
-        self.actor = actor or Actor.current()
+        self.actor = actor or Actor.current()  # the process's; see ``acting``
         # run once the VM is taken, before the guard: what an earlier operation left
         # behind (a freeze whose process died); it returns what to tell the operator
         self.on_touch = on_touch
         self._lock = threading.Condition()
         self._active: dict[str, tuple[str, Operation]] = {}  # lock key -> (op id, op)
+
+    @property
+    def acting(self) -> Actor:
+        """Who the journal names for an operation run now: the context's actor (an API
+        token's, ``acting_as``), else the process's."""
+        return _ACTING.get() or self.actor
 
     # -- the journal, never allowed to change the outcome --------------------------------
 
@@ -257,7 +278,7 @@ class Operations:
         warnings: list[str] = []
         self._journal_safely(warnings, "record it", lambda j: j.record(
             host, vm, op.value, outcome_of(err) if outcome_of(err) != "interrupted" else "error",
-            duration_s, str(err), started_at=started_at, actor=self.actor, uuid=uuid))
+            duration_s, str(err), started_at=started_at, actor=self.acting, uuid=uuid))
         for w in warnings:
             err.add_note(w)
 
@@ -293,7 +314,7 @@ class Operations:
         while True:
             try:
                 journal.begin(op_id=op_id, host=host, vm=vm, operation=op.value,
-                              actor=self.actor, lock_key=key, uuid=uuid, domid=domid)
+                              actor=self.acting, lock_key=key, uuid=uuid, domid=domid)
                 return True
             except Held as held:
                 left = None if deadline is None else deadline - time.monotonic()

@@ -196,6 +196,29 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         );
         """,
     ),
+    (
+        # Token roles instead of read-only/read-write: a read-only token is a reader, a
+        # read-write one an admin (it could do anything), marked carried_over until the
+        # note that says so has been shown once (``Tokens.take_carried_over``).
+        "0008_api_token_roles",
+        """
+        CREATE TABLE api_tokens_v8 (
+            name         TEXT PRIMARY KEY,
+            digest       TEXT NOT NULL UNIQUE,
+            role         TEXT NOT NULL CHECK (role IN ('reader', 'operator', 'admin')),
+            created_at   TEXT NOT NULL,
+            last_used_at TEXT,
+            carried_over INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO api_tokens_v8 (name, digest, role, created_at, last_used_at,
+                                   carried_over)
+            SELECT name, digest, CASE WHEN read_only THEN 'reader' ELSE 'admin' END,
+                   created_at, last_used_at, CASE WHEN read_only THEN 0 ELSE 1 END
+            FROM api_tokens;
+        DROP TABLE api_tokens;
+        ALTER TABLE api_tokens_v8 RENAME TO api_tokens;
+        """,
+    ),
 ]
 
 

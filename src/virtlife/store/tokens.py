@@ -2,14 +2,20 @@
 
 ``create`` makes a token (``vl_`` + 43 URL-safe characters: 256 random bits) and
 returns the secret once; only its digest is kept, so a copy of the store gives no way
-in. A token has a unique name (what ``token list`` and ``token revoke`` use) and is
-either read-write or read-only. ``check`` answers whether a presented secret is a
+in. A token has a unique name (what ``token list`` and ``token revoke`` use) and a
+``Role``: reader < operator < admin. ``check`` answers whether a presented secret is a
 live token, records when it was last used, and compares digests in constant time.
-This module only keeps the rows; ``api.auth`` decides what a token may do.
+This module only keeps the rows; ``api.auth`` decides what a role may do.
+
+Tokens made before roles existed were read-only or read-write: the store's migration
+``0008_api_token_roles`` made the read-only ones readers and the read-write ones admins
+(what they could do: anything), marking each such admin ``carried_over`` until
+``take_carried_over`` hands its name out once, for the note that says so.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import re
@@ -17,6 +23,7 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from virtlife import errors
@@ -35,15 +42,53 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class Role(StrEnum):
+    """What a token may do, each role everything the one before may (``rank``).
+
+    - ``reader``: sees everything but secrets (a VNC password);
+    - ``operator``: lifecycle, consoles, snapshots, agent, migration; files only under
+      the allowed roots, and domain XML that reaches nothing of the host;
+    - ``admin``: everything, hosts, any path, any XML, what root on every host can do.
+    """
+
+    READER = "reader"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return ROLES.index(self)
+
+    def allows(self, needed: Role) -> bool:
+        """Whether this role may do what ``needed`` may."""
+        return self.rank >= needed.rank
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls(text)
+        except ValueError:
+            raise errors.InvalidInput(
+                f"unknown role {text!r}: give reader, operator or admin") from None
+
+
+ROLES: tuple[Role, ...] = (Role.READER, Role.OPERATOR, Role.ADMIN)
+
+
 @dataclass(frozen=True)
 class TokenRecord:
     name: str
-    read_only: bool
+    role: Role
     created_at: datetime
     last_used_at: datetime | None = None
 
+    @property
+    def read_only(self) -> bool:
+        """A reader: what ``read_only`` meant before roles (kept in the JSON)."""
+        return self.role is Role.READER
+
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "read_only": self.read_only,
+        return {"name": self.name, "role": self.role.value, "read_only": self.read_only,
                 "created_at": self.created_at.isoformat(),
                 "last_used_at": None if self.last_used_at is None
                 else self.last_used_at.isoformat()}
@@ -57,12 +102,13 @@ class Tokens:
 
     def _record(self, row: sqlite3.Row) -> TokenRecord:
         used = row["last_used_at"]
-        return TokenRecord(str(row["name"]), bool(row["read_only"]),
+        return TokenRecord(str(row["name"]), Role(str(row["role"])),
                            self._db.parse_ts(str(row["created_at"])),
                            None if used is None else self._db.parse_ts(str(used)))
 
-    def create(self, name: str, *, read_only: bool = False) -> str:
-        """A new token named ``name``; returns its secret (shown once, never stored)."""
+    def create(self, name: str, *, role: Role = Role.OPERATOR) -> str:
+        """A new token named ``name`` with ``role``; returns its secret (shown once,
+        never stored)."""
         if not NAME_RE.fullmatch(name):
             raise errors.InvalidInput(
                 f"cannot create token {name!r}: a name is 1-64 letters, digits or _.@- "
@@ -71,9 +117,9 @@ class Tokens:
         try:
             with self._db.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO api_tokens (name, digest, read_only, created_at)"
+                    "INSERT INTO api_tokens (name, digest, role, created_at)"
                     " VALUES (?, ?, ?, ?)",
-                    (name, digest(secret), int(read_only),
+                    (name, digest(secret), Role(role).value,
                      self._db.format_ts(datetime.now(UTC))))
         except sqlite3.IntegrityError:
             raise errors.AlreadyExists(
@@ -107,6 +153,19 @@ class Tokens:
         with self._db.read() as conn:
             rows = conn.execute("SELECT * FROM api_tokens ORDER BY name").fetchall()
         return [self._record(r) for r in rows]
+
+    def take_carried_over(self) -> builtins.list[str]:
+        """The names of the tokens that were read-write before roles and became admins,
+        each handed out once (the caller tells the operator); [] on a read-only store."""
+        try:
+            with self._db.transaction() as conn:
+                rows = conn.execute("SELECT name FROM api_tokens WHERE carried_over = 1"
+                                    " ORDER BY name").fetchall()
+                conn.execute("UPDATE api_tokens SET carried_over = 0"
+                             " WHERE carried_over = 1")
+        except errors.StoreUnavailable:
+            return []
+        return [str(r["name"]) for r in rows]
 
     def revoke(self, name: str) -> None:
         with self._db.transaction() as conn:

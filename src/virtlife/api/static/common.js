@@ -3,7 +3,11 @@
 // `allowed` lists the API sends; nothing here decides what a VM may do.
 
 export const page = document.body.dataset;
-export const readOnly = page.readOnly === '1';
+// The token's role (reader < operator < admin): buttons a role may not use are disabled;
+// the API refuses them anyway (403).
+export const role = page.role || 'reader';
+export const readOnly = role === 'reader';
+export const isAdmin = role === 'admin';
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -103,7 +107,7 @@ export function actionBar(vm, names, report) {
     bar.append(el('button', {
       'data-action': name,
       disabled: readOnly || !allowed,
-      title: readOnly ? 'read-only token' : allowed ? '' : `not allowed while ${vm.label || vm.state}`,
+      title: readOnly ? 'a reader token only looks' : allowed ? '' : `not allowed while ${vm.label || vm.state}`,
       onclick: () => {
         if (spec.confirm && !confirm(spec.confirm.replace('{vm}', vm.name))) return;
         runAction(vm.host, vm.name, name, report);

@@ -2,7 +2,7 @@
 // fleet page's New VM and Add host forms and per-host Remove button, and the VM page's
 // CD-ROM and VNC graphics sections. Each form posts to the REST API and shows its
 // answer (the API's own message on a refusal); nothing here decides what is allowed.
-import { api, el, readOnly, track, vmApi } from './common.js';
+import { api, el, isAdmin, readOnly, track, vmApi } from './common.js';
 
 const enc = encodeURIComponent;
 
@@ -85,7 +85,7 @@ export function addHostForm(onDone) {
   const line = el('p', { class: 'message', id: 'add-host-message' });
   const form = el('form', { id: 'add-host-form', class: 'inline-form' },
     field('Name', name), field('URI', uri),
-    el('button', { type: 'submit', disabled: readOnly }, 'Add host'), line);
+    el('button', { type: 'submit', disabled: !isAdmin }, 'Add host'), line);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     say(line, `adding ${name.value}…`, 'busy');
@@ -103,7 +103,7 @@ export function addHostForm(onDone) {
 
 export function removeHostButton(host, report, onDone) {
   return el('button', {
-    class: 'remove-host', 'data-host': host, disabled: readOnly,
+    class: 'remove-host', 'data-host': host, disabled: !isAdmin,
     onclick: async () => {
       if (!confirm(`Remove host ${host} from the inventory? Its VMs are not touched.`)) return;
       try {
