@@ -29,6 +29,7 @@ class Served:
     app: Any
     token_name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    server: Any = None  # the uvicorn.Server
 
     def client(self, *, token: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
         secret = self.token if token is None else token
@@ -57,9 +58,11 @@ _SERIAL = itertools.count()
 
 @contextmanager
 def served(store_path: Path, hosts: dict[str, str], *,
-           follow_events: bool = True) -> Iterator[Served]:
+           follow_events: bool = True, **limits: Any) -> Iterator[Served]:
+    """``limits``: ``api.listener.config``'s (``header_timeout_s``, ...)."""
     import uvicorn
 
+    from virtlife.api import listener
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
     from virtlife.store import open_store
@@ -75,9 +78,8 @@ def served(store_path: Path, hosts: dict[str, str], *,
     services = open_services(None, store_path=store_path)
     app = create_app(services, follow_events=follow_events)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", lifespan="on",
-                            timeout_graceful_shutdown=3)
+    config = listener.config(app, "127.0.0.1", port, log_level="warning", graceful_s=3,
+                             **limits)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-serve", daemon=True)
     thread.start()
@@ -88,7 +90,8 @@ def served(store_path: Path, hosts: dict[str, str], *,
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name)
+        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name,
+                     server=server)
     finally:
         server.should_exit = True
         thread.join(15)

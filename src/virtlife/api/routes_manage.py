@@ -23,12 +23,13 @@ import os
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.concurrency import run_in_threadpool
 
 from virtlife import errors
+from virtlife.api.limits import LongCallRoute, long_limiter
 from virtlife.api.routes import (
     HostName,
     Reader,
@@ -56,7 +57,8 @@ from virtlife.xml.domain import (
 )
 from virtlife.xml.graphics import KEEP, Keep, check_listen, check_vnc_password
 
-router = APIRouter()
+# their calls may block long (agent timeouts, waits): not on the default threads
+router = APIRouter(route_class=LongCallRoute)
 
 MAX_WAIT_S = 60.0
 WAIT_S = 30.0  # how long a change is waited for by default before answering 202
@@ -176,6 +178,16 @@ def vm_create(request: Request, host: HostName, body: CreateBody,
                          body.wait_s)
 
 
+def require_xml(request: Request) -> None:
+    """415 unless the body says it is XML: a page of another site can post text/plain
+    or a form without asking first, never XML."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind not in XML_TYPES and not kind.endswith("+xml"):
+        raise HTTPException(415, f"define takes the domain XML as application/xml, not "
+                                 f"{kind or 'a body without a Content-Type'}; send it with "
+                                 "Content-Type: application/xml")
+
+
 async def _bounded_text(request: Request) -> str:
     """The request's body as domain XML text, read no further than ``MAX_XML_BYTES``
     (+1 to tell)."""
@@ -187,6 +199,7 @@ async def _bounded_text(request: Request) -> str:
     return decode_xml(bytes(data[:MAX_XML_BYTES + 1]), "the request's domain XML")
 
 
+XML_TYPES = ("application/xml", "text/xml")
 DEFINE_BODY = {"requestBody": {"required": True, "content": {"application/xml": {
     "schema": {"type": "string", "maxLength": MAX_XML_BYTES,
                "description": "a libvirt domain XML document"}}}}}
@@ -199,8 +212,10 @@ async def vm_define(request: Request, host: HostName, _t: Writer,
                     ) -> JSONResponse:
     """Define a VM from the domain XML in the body, or update an existing VM's definition
     (``define``; at most 1 MiB). A malformed or rejected XML changes nothing."""
+    require_xml(request)
     xml = await _bounded_text(request)
-    return await run_in_threadpool(_define, request, host, xml, wait_s)
+    return await anyio.to_thread.run_sync(_define, request, host, xml, wait_s,
+                                          limiter=long_limiter())
 
 
 def _define(request: Request, host: str, xml: str, wait_s: float) -> JSONResponse:
