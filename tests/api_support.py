@@ -113,3 +113,26 @@ def sse_messages(client: httpx.Client, *, until: Any, timeout_s: float = 30.0
             if time.monotonic() > deadline:
                 break
     raise AssertionError(f"no matching event within {timeout_s} s; saw {seen[-10:]}")
+
+
+class QuietConsole:
+    """A serial console session (``services.consoles.SerialSession``'s face) that never
+    ends by itself: what it was typed, and whether it was closed."""
+
+    host, vm = "local", "test"
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.typed: list[bytes] = []
+
+    def read(self, timeout_s: float | None = None, max_bytes: int = 4096) -> bytes | None:
+        return b"" if self.closed.wait(timeout_s) else None
+
+    def write(self, data: bytes) -> None:
+        self.typed.append(data)
+
+    def end_reason(self) -> str:
+        return "the console closed"
+
+    def close(self) -> None:
+        self.closed.set()

@@ -8,7 +8,10 @@ the ``Hub`` and the CLI's local socket (``api.local``) opens beside the store; a
 shutdown both stop and the services close.
 
 ``check_listen`` is the rule for where the server may listen: loopback by default;
-anywhere else only with TLS settings or an explicit ``--insecure``.
+anywhere else only with TLS settings or an explicit ``--insecure``. What every request
+passes first (the Host, the token before the body, the body's bound, where a cookie
+write comes from, the answers' headers) is ``api.guard``; uvicorn's limits are
+``api.listener``'s.
 """
 
 from __future__ import annotations

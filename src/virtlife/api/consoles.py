@@ -7,9 +7,10 @@ it. The WebSocket carries no other credential: the ticket is for one VM and one 
 of console, works once and dies after a minute (``auth.Tickets``). A refused ticket
 closes the socket with 1008 and the reason; a service error (VM not running, console
 busy) with 4000 + the HTTP status the REST API would answer (4409: busy, conflict),
-and its message. Everything that can block (libvirt calls, socket and stream I/O)
-runs off the event loop. This module only bridges bytes: it never decides anything
-about a VM, that is ``services.consoles``.
+and its message. A console lives no longer than the token that asked for its ticket:
+once that token is revoked it closes with 1008 (``api.streams``). Everything that can
+block (libvirt calls, socket and stream I/O) runs off the event loop. This module only
+bridges bytes: it never decides anything about a VM, that is ``services.consoles``.
 """
 
 from __future__ import annotations

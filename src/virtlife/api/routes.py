@@ -4,7 +4,8 @@ the event stream and the Prometheus metrics.
 Each route is a thin call into the service layer the CLI uses. A state-changing
 action runs in the background (``Jobs``) and answers 202 with its operation id at
 once; its progress reaches the event stream as ``progress`` messages and
-``GET /api/operations/{id}`` (``?wait=S`` blocks until it ends or S passes). A VM is
+``GET /api/operations/{id}`` (``?wait=S`` waits until it ends or S passes, holding
+no thread: ``api.limits``). A VM is
 named by its host and its name in the path, so a name is never ambiguous.
 """
 
@@ -353,7 +354,9 @@ async def events(request: Request, _t: Reader) -> StreamingResponse:
     """Server-Sent Events: first ``hello`` (the hosts' connection states), then
     ``event`` (every domain and host event), ``state`` (a VM's
     state after a lifecycle event, with the operations it allows), ``progress`` and
-    ``operation`` (the background operations' steps and ends)."""
+    ``operation`` (the background operations' steps and ends). A stream whose token is
+    revoked ends with ``revoked``; past the streams a token or the server may hold
+    (``api.streams``), 503."""
     streams: Streams = request.app.state.streams
     token = presented_token(request) or ""
     streams.admit(token)  # 503 past the caps, before the first byte

@@ -9,6 +9,10 @@ nothing started), and run as journalled background operations that the request w
 for a bounded time (``routes_more.run_or_accept``): 200 with the result, or 202 with
 the operation id (``wait_s`` says how long to wait; 0 answers 202 at once).
 
+``define`` takes the domain XML as ``application/xml`` (or ``text/xml``) only: a page
+of another site can post text/plain or a form without asking, never XML. These routes
+run on their own threads (``api.limits.LongCallRoute``): they wait for their changes.
+
 Paths in bodies (kernel, disks, ISO, save file) are paths on the VM's host and must be
 absolute: a relative path would name a file relative to wherever the server was
 started. A VNC password travels in a ``SecretStr`` to ``Consoles.set_graphics`` only:

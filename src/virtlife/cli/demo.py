@@ -171,6 +171,7 @@ def _web_leg() -> None:
     from virtlife.api import listener
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
+    from virtlife.store import open_store
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -201,8 +202,9 @@ def _web_leg() -> None:
             finally:
                 server.should_exit = True
                 thread.join(10)
-        finally:
-            store.tokens.revoke("demo")
+        finally:  # on a store of its own: the server closed its services as it stopped
+            with open_store(store.path) as own:
+                own.tokens.revoke("demo")
     url = "http://127.0.0.1:8080/"
     try:
         with urllib.request.urlopen(url + "api/health", timeout=2):
