@@ -250,3 +250,23 @@ def test_a_revoked_token_ends_its_console(api: Served, monkeypatch: pytest.Monke
             closed = {"code": err.rcvd.code, "reason": err.rcvd.reason}
     assert closed["code"] == 1008 and "revoked" in closed["reason"], closed
     assert console.closed.is_set()
+
+
+def test_the_host_names_a_server_answers_to() -> None:
+    from virtlife.api.app import wildcard_names
+    from virtlife.api.guard import allowed_hosts
+
+    loopback = ["localhost", "127.0.0.1", "[::1]"]
+    assert allowed_hosts("127.0.0.1") == loopback
+    assert allowed_hosts("192.0.2.7", ["vm.example"]) == [*loopback, "vm.example",
+                                                          "192.0.2.7"]
+    assert allowed_hosts("[2001:db8::1]") == [*loopback, "[2001:db8::1]"]
+    assert allowed_hosts("0.0.0.0") == loopback  # a wildcard is no name
+    assert wildcard_names("127.0.0.1") == ()
+    assert socket_name() in wildcard_names("0.0.0.0")
+
+
+def socket_name() -> str:
+    import socket
+
+    return socket.gethostname()

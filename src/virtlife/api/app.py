@@ -140,6 +140,7 @@ def create_app(services: Services, *, follow_events: bool = True,
         try:
             yield
         finally:
+            app.state.streams.stop()
             if local is not None:
                 local.close()
             feed.close()

@@ -35,6 +35,7 @@ import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtlife.api.auth import CHECKED, COOKIE, authenticate
@@ -46,7 +47,7 @@ BODY_MAX = 64 * 1024  # a request body, where ``BODY_LIMITS`` names no other bou
 LOGIN_BODY_MAX = 16 * 1024
 BODY_LIMITS = ((re.compile(r"/api/hosts/[^/]+/define"), MAX_XML_BYTES),
                (re.compile(r"/login"), LOGIN_BODY_MAX))
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # an IPv6 Host keeps its brackets
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_API_PATHS = frozenset({"/api/health"})
 TOKEN_PATHS = frozenset({"/metrics", "/openapi.json"})
@@ -114,7 +115,7 @@ def from_own_pages(scope: Scope, headers: Headers, *, lenient: bool = False) -> 
 def cookie_authenticated(headers: Headers) -> bool:
     """Whether the request's credential is the web UI's cookie (no bearer header)."""
     bearer = headers.get("authorization", "")[:7].lower() == "bearer "
-    return not bearer and f"{COOKIE}=" in headers.get("cookie", "")
+    return not bearer and bool(cookie_parser(headers.get("cookie", "")).get(COOKIE))
 
 
 class SafeHeaders:
@@ -185,7 +186,8 @@ def allowed_hosts(listen_host: str | None, names: Iterable[str] = ()) -> list[st
     hosts = [*LOOPBACK_NAMES, *names]
     if listen_host and listen_host not in ("0.0.0.0", "::", ""):
         hosts.append(listen_host)
-    return list(dict.fromkeys(h.lower().strip("[]") for h in hosts))
+    bare = (h.lower().strip("[]") for h in hosts)
+    return list(dict.fromkeys(f"[{h}]" if ":" in h else h for h in bare))
 
 
 def install(app: FastAPI, hosts: list[str]) -> None:

@@ -88,6 +88,11 @@ class Streams:
     def close(self, lease: Lease) -> None:
         self._leases.discard(lease)
 
+    def stop(self) -> None:
+        """Stop checking (the server stops)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+
     async def _watch(self) -> None:
         """Check the open leases' tokens again every ``recheck_s``, while any is open."""
         while self._leases:
