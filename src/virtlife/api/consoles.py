@@ -121,12 +121,12 @@ class Opened:
 
     services: Services
     revoked: asyncio.Event
+    streams: Streams
     lease: Lease | None
 
-    def close(self, app_state: object) -> None:
+    def close(self) -> None:
         if self.lease is not None:
-            streams: Streams = app_state.streams  # type: ignore[attr-defined]
-            streams.close(self.lease)
+            self.streams.close(self.lease)
 
 
 async def _opened(websocket: WebSocket, host: str, name: str, kind: str,
@@ -139,12 +139,10 @@ async def _opened(websocket: WebSocket, host: str, name: str, kind: str,
         await _close(websocket, TICKET_REFUSED, str(err))
         return None
     services: Services = websocket.app.state.services
+    streams: Streams = websocket.app.state.streams
     revoked = asyncio.Event()
-    lease = None
-    if issued.token:
-        streams: Streams = websocket.app.state.streams
-        lease = streams.open(issued.token, revoked.set, counted=False)
-    return Opened(services, revoked, lease)
+    lease = streams.open(issued.token, revoked.set, counted=False) if issued.token else None
+    return Opened(services, revoked, streams, lease)
 
 
 async def _until_revoked(revoked: asyncio.Event) -> str:
@@ -171,7 +169,7 @@ async def vnc_socket(websocket: WebSocket, host: str, name: str, ticket: str = "
             return
         await _pump_vnc(websocket, sock, f"{host}/{name}", opened.revoked)
     finally:
-        opened.close(websocket.app.state)
+        opened.close()
 
 
 async def _pump_vnc(websocket: WebSocket, sock: socket.socket, ref: str,
@@ -238,7 +236,7 @@ async def serial_socket(websocket: WebSocket, host: str, name: str, ticket: str 
         finally:
             await run_in_threadpool(session.close)
     finally:
-        opened.close(websocket.app.state)
+        opened.close()
     await _close(websocket, TICKET_REFUSED if opened.revoked.is_set() else SESSION_ENDED,
                  reason)
 

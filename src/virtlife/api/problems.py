@@ -92,7 +92,7 @@ def install(app: FastAPI) -> None:
         return problem(422, "invalid_input", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
         return http_problem(err)
 
     @app.exception_handler(Exception)
