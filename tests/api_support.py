@@ -32,6 +32,7 @@ class Served:
     operator_token: str = ""
     operator_name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    server: Any = None  # the uvicorn.Server
 
     def client(self, *, token: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
         secret = self.token if token is None else token
@@ -60,9 +61,11 @@ _SERIAL = itertools.count()
 
 @contextmanager
 def served(store_path: Path, hosts: dict[str, str], *,
-           follow_events: bool = True) -> Iterator[Served]:
+           follow_events: bool = True, **limits: Any) -> Iterator[Served]:
+    """``limits``: ``api.listener.config``'s (``header_timeout_s``, ...)."""
     import uvicorn
 
+    from virtlife.api import listener
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
     from virtlife.store import open_store
@@ -80,9 +83,8 @@ def served(store_path: Path, hosts: dict[str, str], *,
     services = open_services(None, store_path=store_path)
     app = create_app(services, follow_events=follow_events)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", lifespan="on",
-                            timeout_graceful_shutdown=3)
+    config = listener.config(app, "127.0.0.1", port, log_level="warning", graceful_s=3,
+                             **limits)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-serve", daemon=True)
     thread.start()
@@ -94,7 +96,7 @@ def served(store_path: Path, hosts: dict[str, str], *,
         time.sleep(0.02)
     try:
         yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name,
-                     operator, operator_name)
+                     operator, operator_name, server=server)
     finally:
         server.should_exit = True
         thread.join(15)
@@ -116,3 +118,26 @@ def sse_messages(client: httpx.Client, *, until: Any, timeout_s: float = 30.0
             if time.monotonic() > deadline:
                 break
     raise AssertionError(f"no matching event within {timeout_s} s; saw {seen[-10:]}")
+
+
+class QuietConsole:
+    """A serial console session (``services.consoles.SerialSession``'s face) that never
+    ends by itself: what it was typed, and whether it was closed."""
+
+    host, vm = "local", "test"
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.typed: list[bytes] = []
+
+    def read(self, timeout_s: float | None = None, max_bytes: int = 4096) -> bytes | None:
+        return b"" if self.closed.wait(timeout_s) else None
+
+    def write(self, data: bytes) -> None:
+        self.typed.append(data)
+
+    def end_reason(self) -> str:
+        return "the console closed"
+
+    def close(self) -> None:
+        self.closed.set()

@@ -157,6 +157,9 @@ DOMAIN = ("<domain type='test'><name>{name}</name>"
           "<os><type>hvm</type></os></domain>")
 
 
+XML = {"content-type": "application/xml"}
+
+
 def test_define_takes_domain_xml_and_updates_an_existing_definition(
         client: httpx.Client) -> None:
     headers = {"content-type": "application/xml"}
@@ -173,16 +176,18 @@ def test_define_takes_domain_xml_and_updates_an_existing_definition(
     (b"not xml", 422, "the domain XML is not well-formed"),
     (b"<domain><memory>1</memory></domain>", 422, "name"),
     (b"\xff\xfe<domain/>", 422, "is not UTF-8 text"),
-    (b"<!--" + b"x" * (1024 * 1024) + b"-->", 422, "is larger than 1 MiB"),
+    (b"<!--" + b"x" * (1024 * 1024) + b"-->", 413,
+     "larger than the 1048576 bytes this route takes"),
 ])
 def test_define_refuses_what_is_no_domain_xml(client: httpx.Client, content: bytes,
                                               status: int, words: str) -> None:
-    _refused(client.post("/api/hosts/local/define", content=content), status, words)
+    _refused(client.post("/api/hosts/local/define", content=content, headers=XML),
+             status, words)
     assert [v["name"] for v in client.get("/api/vms").json()["vms"]] == ["test"]
 
 
 def test_define_on_an_unknown_host_is_404(client: httpx.Client) -> None:
-    _refused(client.post("/api/hosts/elsewhere/define",
+    _refused(client.post("/api/hosts/elsewhere/define", headers=XML,
                          content=DOMAIN.format(name="d1", mib=64)), 404, "no host named")
 
 
@@ -292,7 +297,7 @@ def test_the_cdroms_of_a_vm_are_listed(node: httpx.Client) -> None:
             "<target dev='sdc' bus='sata'/><alias name='ua-virtlife-iso-0'/></disk>")
     xml = ("<domain type='test'><name>cd1</name><memory unit='MiB'>64</memory>"
            f"<os><type>hvm</type></os><devices>{disk}</devices></domain>")
-    assert node.post("/api/hosts/local/define", content=xml).status_code == 200
+    assert node.post("/api/hosts/local/define", content=xml, headers=XML).status_code == 200
     assert node.get("/api/vms/local/cd1/media").json() == [
         {"target": "sdc", "bus": "sata", "source": "/isos/a.iso", "by_virtlife": True,
          "live": False, "defined": True}]

@@ -58,7 +58,8 @@ def web(tmp_path: Path) -> Iterator[Web]:
         store.hosts.add("t", NODE_URI)
         token = store.tokens.create("rw", role=Role.ADMIN)
         read_only = store.tokens.create("ro", role=Role.READER)
-    app = create_app(open_services(None, store_path=store_path), follow_events=False)
+    app = create_app(open_services(None, store_path=store_path), follow_events=False,
+                     hosts=["127.0.0.1", "testserver"])  # TestClient's WebSockets' Host
     with TestClient(app, base_url="http://127.0.0.1") as client:
         web = Web(client, app, token, read_only)
         web.vm("test")
@@ -112,7 +113,8 @@ def test_login_never_sends_the_browser_to_another_site(web: Web) -> None:
 
 def test_logout_forgets_the_cookie(web: Web) -> None:
     web.client.post("/login", data={"token": web.token, "next": "/"})
-    response = web.client.post("/logout", follow_redirects=False)
+    response = web.client.post("/logout", follow_redirects=False,
+                               headers={"Origin": "http://127.0.0.1"})  # as the page's form
     assert response.headers["location"] == "/login"
     assert 'virtlife_token=""' in response.headers["set-cookie"] or \
         "max-age=0" in response.headers["set-cookie"].lower()

@@ -8,7 +8,10 @@ the ``Hub`` and the CLI's local socket (``api.local``) opens beside the store; a
 shutdown both stop and the services close.
 
 ``check_listen`` is the rule for where the server may listen: loopback by default;
-anywhere else only with TLS settings or an explicit ``--insecure``.
+anywhere else only with TLS settings or an explicit ``--insecure``. What every request
+passes first (the Host, the token before the body, the body's bound, where a cookie
+write comes from, the answers' headers) is ``api.guard``; uvicorn's limits are
+``api.listener``'s.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 if TYPE_CHECKING:
     import socket
 
 from virtlife import __version__, errors
 from virtlife.api import (
+    guard,
     problems,
     routes,
     routes_agent,
@@ -40,6 +45,7 @@ from virtlife.api.auth import Tickets
 from virtlife.api.hub import Feed, Hub
 from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
+from virtlife.api.streams import Streams
 from virtlife.services.context import Services
 
 log = logging.getLogger(__name__)
@@ -100,13 +106,15 @@ def local_socket_path(services: Services) -> Path | None:
 
 def create_app(services: Services, *, follow_events: bool = True,
                static_root: Path | None = None,
-               local_socket: Path | bool = True) -> FastAPI:
+               local_socket: Path | bool = True,
+               hosts: list[str] | None = None) -> FastAPI:
     """The application over ``services`` (which it closes at shutdown).
 
     ``follow_events`` False leaves the event feed off (unit tests of single routes),
     and with it the CLI's local socket, which answers from the feed's cache.
     ``local_socket``: True puts it beside the store (``local_socket_path``), a path
-    there, False nowhere.
+    there, False nowhere. ``hosts``: the Host names requests may give
+    (``guard.allowed_hosts``; default: the loopback names).
     """
     hub = Hub()
     feed = Feed(services.fleet, hub)
@@ -132,6 +140,7 @@ def create_app(services: Services, *, follow_events: bool = True,
         try:
             yield
         finally:
+            app.state.streams.stop()
             if local is not None:
                 local.close()
             feed.close()
@@ -140,13 +149,24 @@ def create_app(services: Services, *, follow_events: bool = True,
     app = FastAPI(title="virtlife", version=__version__, lifespan=lifespan,
                   description="Whole-life manager for KVM/QEMU virtual machines on libvirt "
                               "hosts. Every route but /api/health needs a bearer token "
-                              "(`virtlife token create NAME`).")
+                              "(`virtlife token create NAME`).",
+                  # no Swagger UI: it loads its code from a CDN and runs inline script
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        """The OpenAPI description (a token is needed: ``api.guard``)."""
+        return JSONResponse(app.openapi())
+
     app.state.services = services
     app.state.hub = hub
     app.state.feed = feed
     app.state.local = local
     app.state.metrics = Metrics()
     app.state.tickets = Tickets()
+    app.state.streams = Streams(lambda token: services.need_store().tokens.check(token)
+                                is not None)
+    guard.install(app, hosts if hosts is not None else guard.allowed_hosts(None))
     problems.install(app)
     app.include_router(routes.router)
     app.include_router(routes_more.router)
@@ -161,26 +181,28 @@ def create_app(services: Services, *, follow_events: bool = True,
 
 def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
           tls_key: Path | None = None, log_level: str = "info",
-          stoppers: list[Callable[[], None]] | None = None) -> None:
+          stoppers: list[Callable[[], None]] | None = None,
+          server_names: tuple[str, ...] = ()) -> None:
     """Run the server until it is stopped.
 
     Run from the main thread, uvicorn stops on SIGINT/SIGTERM itself. The CLI runs it on
     a worker thread (its main thread owns the signals), so ``stoppers`` gets a stop
     function to call on Ctrl-C or SIGTERM: it removes the CLI's local socket at once
     (later commands must not ask a server that is going), tells the server to shut down
-    and waits for it a bounded time (``STOP_WAIT_S``).
+    and waits for it a bounded time (``STOP_WAIT_S``). ``server_names``: the names
+    (beside the listen address and loopback) that requests may give as their Host.
     """
     import threading
 
     import uvicorn
 
-    app = create_app(services)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=listen.host, port=listen.port, log_level=log_level,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        proxy_headers=False, server_header=False, ws="websockets-sansio",
-        timeout_graceful_shutdown=5))
+    from virtlife.api import listener
+
+    app = create_app(services, hosts=guard.allowed_hosts(
+        listen.host, (*server_names, *wildcard_names(listen.host))))
+    server = uvicorn.Server(listener.config(
+        app, listen.host, listen.port, log_level=log_level, tls_cert=tls_cert,
+        tls_key=tls_key))
     ended = threading.Event()
 
     def stop() -> None:
@@ -198,6 +220,15 @@ def serve(services: Services, listen: Listen, *, tls_cert: Path | None = None,
     finally:
         ended.set()
         sock.close()
+
+
+def wildcard_names(host: str) -> tuple[str, ...]:
+    """This machine's own names, when the server listens on every address."""
+    if host not in ("0.0.0.0", "::"):
+        return ()
+    import socket
+
+    return (socket.gethostname(), socket.getfqdn())
 
 
 def bind_listen(listen: Listen) -> socket.socket:

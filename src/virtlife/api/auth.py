@@ -30,6 +30,7 @@ from virtlife.store.journal import Actor
 from virtlife.store.tokens import Role, TokenRecord
 
 COOKIE = "virtlife_token"
+CHECKED = "virtlife.token"  # the scope key of the record ``api.guard`` checked
 TICKET_TTL_S = 60.0
 _BEARER = "bearer "
 
@@ -48,6 +49,9 @@ def _unauthorized(message: str) -> HTTPException:
 
 def authenticate(request: Request) -> TokenRecord:
     """The token record of this request, or 401."""
+    checked: TokenRecord | None = request.scope.get(CHECKED)
+    if checked is not None:  # api.guard checked it before the body was read
+        return checked
     secret = presented_token(request)
     if secret is None:
         raise _unauthorized("a bearer token is needed: `virtlife token create NAME` makes one")
@@ -111,6 +115,7 @@ class Ticket:
     vm: str
     kind: str  # "vnc" or "serial"
     expires: float  # time.monotonic() deadline
+    token: str = ""  # the bearer token that asked for it: the console ends with it
 
 
 class Tickets:
@@ -121,17 +126,18 @@ class Tickets:
         self._live: dict[str, Ticket] = {}
         self._lock = threading.Lock()
 
-    def issue(self, host: str, vm: str, kind: str) -> str:
+    def issue(self, host: str, vm: str, kind: str, bearer: str = "") -> str:
         token = secrets.token_urlsafe(24)
         now = time.monotonic()
         with self._lock:
             for key in [k for k, t in self._live.items() if t.expires <= now]:
                 del self._live[key]
-            self._live[token] = Ticket(host, vm, kind, now + self.ttl_s)
+            self._live[token] = Ticket(host, vm, kind, now + self.ttl_s, bearer)
         return token
 
-    def redeem(self, token: str, host: str, vm: str, kind: str) -> None:
-        """Use ``token`` for ``kind`` on ``host/vm`` (once); ``InvalidInput`` says why not."""
+    def redeem(self, token: str, host: str, vm: str, kind: str) -> Ticket:
+        """Use ``token`` for ``kind`` on ``host/vm`` (once): its ticket; ``InvalidInput``
+        says why not."""
         with self._lock:
             ticket = self._live.pop(token, None)
         if ticket is None:
@@ -144,3 +150,4 @@ class Tickets:
             raise errors.InvalidInput(
                 f"this console ticket is for the {ticket.kind} console of "
                 f"{ticket.host}/{ticket.vm}, not the {kind} console of {host}/{vm}")
+        return ticket

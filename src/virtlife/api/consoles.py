@@ -7,9 +7,10 @@ it. The WebSocket carries no other credential: the ticket is for one VM and one 
 of console, works once and dies after a minute (``auth.Tickets``). A refused ticket
 closes the socket with 1008 and the reason; a service error (VM not running, console
 busy) with 4000 + the HTTP status the REST API would answer (4409: busy, conflict),
-and its message. Everything that can block (libvirt calls, socket and stream I/O)
-runs off the event loop. This module only bridges bytes: it never decides anything
-about a VM, that is ``services.consoles``.
+and its message. A console lives no longer than the token that asked for its ticket:
+once that token is revoked it closes with 1008 (``api.streams``). Everything that can
+block (libvirt calls, socket and stream I/O) runs off the event loop. This module only
+bridges bytes: it never decides anything about a VM, that is ``services.consoles``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
@@ -28,9 +30,10 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from virtlife import errors
-from virtlife.api.auth import Tickets
+from virtlife.api.auth import Tickets, presented_token
 from virtlife.api.problems import status_of
 from virtlife.api.routes import HostName, Operator, Reader, VMName, ref_of, services_of
+from virtlife.api.streams import Lease, Streams
 from virtlife.services.consoles import SerialSession
 from virtlife.services.context import Services
 from virtlife.store.tokens import Role
@@ -44,6 +47,7 @@ SERIAL_POLL_S = 0.5  # how often a serial reader thread looks up from a quiet co
 REASON_MAX = 120  # a WebSocket close reason is at most 123 bytes
 TICKET_REFUSED = 1008  # policy violation
 SESSION_ENDED = 1000
+REVOKED_REASON = "the token that opened this console was revoked; log in again"
 
 
 class TicketRequest(BaseModel):
@@ -74,7 +78,7 @@ def console_ticket(request: Request, host: HostName, name: VMName, body: TicketR
     for ``expires_in`` seconds. 404 for an unknown VM; the VM need not run yet."""
     services_of(request).fleet.resolve(ref_of(host, name))  # 404 now, not at the socket
     tickets = tickets_of(request.app.state)
-    ticket = tickets.issue(host, name, body.kind)
+    ticket = tickets.issue(host, name, body.kind, presented_token(request) or "")
     url = f"{ws_path(body.kind, host, name)}?ticket={ticket}"
     return TicketIssued(ticket=ticket, expires_in=tickets.ttl_s, url=url)
 
@@ -113,17 +117,40 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, _reason(reason))
 
 
+@dataclass
+class Opened:
+    """A console socket whose ticket was good: the services, and the watch on the token
+    that asked for the ticket (``revoked`` is set when that token is revoked)."""
+
+    services: Services
+    revoked: asyncio.Event
+    streams: Streams
+    lease: Lease | None
+
+    def close(self) -> None:
+        if self.lease is not None:
+            self.streams.close(self.lease)
+
+
 async def _opened(websocket: WebSocket, host: str, name: str, kind: str,
-                  ticket: str) -> Services | None:
+                  ticket: str) -> Opened | None:
     """Accept the socket and redeem its ticket; None (socket closed) when refused."""
     await _accept(websocket)
     try:
-        tickets_of(websocket.app.state).redeem(ticket, host, name, kind)
+        issued = tickets_of(websocket.app.state).redeem(ticket, host, name, kind)
     except errors.InvalidInput as err:
         await _close(websocket, TICKET_REFUSED, str(err))
         return None
     services: Services = websocket.app.state.services
-    return services
+    streams: Streams = websocket.app.state.streams
+    revoked = asyncio.Event()
+    lease = streams.open(issued.token, revoked.set, counted=False) if issued.token else None
+    return Opened(services, revoked, streams, lease)
+
+
+async def _until_revoked(revoked: asyncio.Event) -> str:
+    await revoked.wait()
+    return REVOKED_REASON
 
 
 async def _service_failed(websocket: WebSocket, err: errors.VirtlifeError) -> None:
@@ -133,18 +160,23 @@ async def _service_failed(websocket: WebSocket, err: errors.VirtlifeError) -> No
 @router.websocket("/ws/vnc/{host}/{name}")
 async def vnc_socket(websocket: WebSocket, host: str, name: str, ticket: str = "") -> None:
     """RFB between the browser (noVNC, binary frames) and the VM's VNC server."""
-    services = await _opened(websocket, host, name, "vnc", ticket)
-    if services is None:
+    opened = await _opened(websocket, host, name, "vnc", ticket)
+    if opened is None:
         return
     try:
-        sock = await run_in_threadpool(services.consoles.vnc_socket, ref_of(host, name))
-    except errors.VirtlifeError as err:
-        await _service_failed(websocket, err)
-        return
-    await _pump_vnc(websocket, sock, f"{host}/{name}")
+        try:
+            sock = await run_in_threadpool(opened.services.consoles.vnc_socket,
+                                           ref_of(host, name))
+        except errors.VirtlifeError as err:
+            await _service_failed(websocket, err)
+            return
+        await _pump_vnc(websocket, sock, f"{host}/{name}", opened.revoked)
+    finally:
+        opened.close()
 
 
-async def _pump_vnc(websocket: WebSocket, sock: socket.socket, ref: str) -> None:
+async def _pump_vnc(websocket: WebSocket, sock: socket.socket, ref: str,
+                    revoked: asyncio.Event) -> None:
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
     ended = "the VNC server closed the connection"
@@ -164,7 +196,8 @@ async def _pump_vnc(websocket: WebSocket, sock: socket.socket, ref: str) -> None
             writer.write(data)
             await writer.drain()
 
-    tasks = [asyncio.ensure_future(to_browser()), asyncio.ensure_future(to_server())]
+    tasks = [asyncio.ensure_future(to_browser()), asyncio.ensure_future(to_server()),
+             asyncio.ensure_future(revoked.wait())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -178,7 +211,10 @@ async def _pump_vnc(websocket: WebSocket, sock: socket.socket, ref: str) -> None
         writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await writer.wait_closed()
-    await _close(websocket, SESSION_ENDED, ended)
+    if revoked.is_set():
+        await _close(websocket, TICKET_REFUSED, REVOKED_REASON)
+    else:
+        await _close(websocket, SESSION_ENDED, ended)
 
 
 @router.websocket("/ws/serial/{host}/{name}")
@@ -187,23 +223,29 @@ async def serial_socket(websocket: WebSocket, host: str, name: str, ticket: str 
     """The VM's serial console: browser frames (text or binary) are keystrokes, the
     console's output goes out as binary frames. ``force`` takes the console over from
     another client. Closed with the session's end reason when the console ends."""
-    services = await _opened(websocket, host, name, "serial", ticket)
-    if services is None:
+    opened = await _opened(websocket, host, name, "serial", ticket)
+    if opened is None:
         return
-    ref = ref_of(host, name)
+    ref, services = ref_of(host, name), opened.services
     try:
-        session = await run_in_threadpool(lambda: services.consoles.serial(ref, force=force))
-    except errors.VirtlifeError as err:
-        await _service_failed(websocket, err)
-        return
-    try:
-        reason = await _pump_serial(websocket, session)
+        try:
+            session = await run_in_threadpool(lambda: services.consoles.serial(ref,
+                                                                               force=force))
+        except errors.VirtlifeError as err:
+            await _service_failed(websocket, err)
+            return
+        try:
+            reason = await _pump_serial(websocket, session, opened.revoked)
+        finally:
+            await run_in_threadpool(session.close)
     finally:
-        await run_in_threadpool(session.close)
-    await _close(websocket, SESSION_ENDED, reason)
+        opened.close()
+    await _close(websocket, TICKET_REFUSED if opened.revoked.is_set() else SESSION_ENDED,
+                 reason)
 
 
-async def _pump_serial(websocket: WebSocket, session: SerialSession) -> str:
+async def _pump_serial(websocket: WebSocket, session: SerialSession,
+                       revoked: asyncio.Event) -> str:
     """Bridge until either side ends; the reason, for the browser."""
     loop = asyncio.get_running_loop()
     output: asyncio.Queue[bytes] = asyncio.Queue()
@@ -235,7 +277,8 @@ async def _pump_serial(websocket: WebSocket, session: SerialSession) -> str:
             if data:
                 await run_in_threadpool(session.write, data)
 
-    tasks = [asyncio.ensure_future(to_browser()), asyncio.ensure_future(to_console())]
+    tasks = [asyncio.ensure_future(to_browser()), asyncio.ensure_future(to_console()),
+             asyncio.ensure_future(_until_revoked(revoked))]
     reason = "the console ended"
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -85,6 +85,15 @@ class Subscription:
         self.close = close
         self.dropped = False
 
+    def end(self, message: Message) -> None:
+        """End this stream now with ``message`` as its last word (what was queued and
+        not yet read is dropped: its reader may no longer see it)."""
+        self.close()
+        while not self._q.empty():
+            self._q.get_nowait()
+        self._q.put_nowait(message)
+        self._q.put_nowait(None)
+
     async def next(self, timeout_s: float) -> Message | None:
         """The next message; None when ``timeout_s`` passes first or once dropped."""
         if self.dropped:

@@ -62,6 +62,20 @@ def error_response(err: errors.VirtlifeError) -> JSONResponse:
     return problem(status_of(err), code_of(type(err)), str(err))
 
 
+HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "content_too_large",
+              415: "unsupported_media_type"}
+
+
+def http_problem(err: StarletteHTTPException) -> JSONResponse:
+    """An ``HTTPException`` in the one error shape, with its headers."""
+    response = problem(err.status_code, HTTP_CODES.get(err.status_code, "http_error"),
+                       str(err.detail))
+    for key, value in (err.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error this shape."""
 
@@ -80,12 +94,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed"}.get(err.status_code, "http_error")
-        response = problem(err.status_code, code, str(err.detail))
-        for key, value in (err.headers or {}).items():
-            response.headers[key] = value
-        return response
+        return http_problem(err)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, err: Exception) -> JSONResponse:

@@ -4,7 +4,8 @@ the event stream and the Prometheus metrics.
 Each route is a thin call into the service layer the CLI uses. A state-changing
 action runs in the background (``Jobs``) and answers 202 with its operation id at
 once; its progress reaches the event stream as ``progress`` messages and
-``GET /api/operations/{id}`` (``?wait=S`` blocks until it ends or S passes). A VM is
+``GET /api/operations/{id}`` (``?wait=S`` waits until it ends or S passes, holding
+no thread: ``api.limits``). A VM is
 named by its host and its name in the path, so a name is never ambiguous.
 """
 
@@ -17,14 +18,17 @@ from contextlib import nullcontext
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from virtlife import __version__, errors
 from virtlife.api.allowed import caller_paths
-from virtlife.api.auth import actor_of, admin, operator, reader, token_of
+from virtlife.api.auth import actor_of, admin, operator, presented_token, reader, token_of
 from virtlife.api.hub import Hub, cached_listing, state_dict
+from virtlife.api.limits import wait_for_job
+from virtlife.api.streams import Streams
 from virtlife.services.base import Call
 from virtlife.services.context import Services
 from virtlife.services.lifecycle import OperationResult
@@ -309,25 +313,36 @@ def operations(request: Request, _t: Reader) -> list[dict[str, object]]:
 
 
 @router.get("/api/operations/{op_id}", tags=["operations"])
-def operation(request: Request, _t: Reader,
-              op_id: Annotated[str, Path(min_length=1, max_length=64)],
-              wait: Annotated[float, Query(ge=0, le=WAIT_MAX_S)] = 0) -> dict[str, object]:
+async def operation(request: Request, _t: Reader,
+                    op_id: Annotated[str, Path(min_length=1, max_length=64)],
+                    wait: Annotated[float, Query(ge=0, le=WAIT_MAX_S)] = 0
+                    ) -> dict[str, object]:
     """One operation: status, last progress, result or error (``wait``: block up to that
     many seconds for it to end)."""
     jobs = services_of(request).jobs
-    job = jobs.get(op_id)
+    job = await run_in_threadpool(jobs.get, op_id)  # the journal, for another process's
     if wait and job.status == "running":
-        try:
-            job = jobs.wait(op_id, wait)
-        except errors.NotFound:  # another process's: the journal is all there is
-            pass
+        await wait_for_job(jobs, op_id, wait)  # no thread held while it waits
+        job = await run_in_threadpool(jobs.get, op_id)
     return {**job.as_dict(), "updates": [update_dict(u) for u in job.updates[-20:]]}
 
 
 # -- events -----------------------------------------------------------------------------
 
-async def _sse(request: Request, hub: Hub) -> AsyncIterator[str]:
+REVOKED = {"type": "revoked", "message": "the token of this stream was revoked; log in "
+                                          "again with a valid token"}
+
+
+async def _sse(request: Request, hub: Hub, streams: Streams, token: str
+               ) -> AsyncIterator[str]:
     subscription = hub.open()
+    try:  # the caps again: others may have passed ``admit`` since
+        lease = streams.open(token, lambda: subscription.end(dict(REVOKED)))
+    except HTTPException as err:
+        subscription.close()
+        refused = {"type": "refused", "message": err.detail}
+        yield f"event: refused\ndata: {json.dumps(refused)}\n\n"
+        return
     try:
         # what a client needs to know first: the hosts' connection states so far
         hello = {"type": "hello", "version": __version__,
@@ -342,6 +357,7 @@ async def _sse(request: Request, hub: Hub) -> AsyncIterator[str]:
                 continue
             yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
     finally:
+        streams.close(lease)
         subscription.close()
 
 
@@ -350,9 +366,15 @@ async def events(request: Request, _t: Reader) -> StreamingResponse:
     """Server-Sent Events: first ``hello`` (the hosts' connection states), then
     ``event`` (every domain and host event), ``state`` (a VM's
     state after a lifecycle event, with the operations it allows), ``progress`` and
-    ``operation`` (the background operations' steps and ends)."""
-    return StreamingResponse(_sse(request, hub_of(request)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache",
+    ``operation`` (the background operations' steps and ends). A stream whose token is
+    revoked ends with ``revoked``; past the streams a token or the server may hold
+    (``api.streams``), 503."""
+    streams: Streams = request.app.state.streams
+    token = presented_token(request) or ""
+    streams.admit(token)  # 503 past the caps, before the first byte
+    return StreamingResponse(_sse(request, hub_of(request), streams, token),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store",
                                       "X-Accel-Buffering": "no"})
 
 

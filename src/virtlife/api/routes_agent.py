@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from virtlife import errors
+from virtlife.api.limits import LongCallRoute
 from virtlife.api.routes import (
     HostName,
     Operator,
@@ -46,7 +47,8 @@ from virtlife.services.base import Call
 from virtlife.services.clock import parse_time
 from virtlife.states import Operation
 
-router = APIRouter()
+# their calls may block long (agent timeouts, waits): not on the default threads
+router = APIRouter(route_class=LongCallRoute)
 
 AGENT = "/api/vms/{host}/{name}/agent"
 CHANGE_WAIT_S = 30.0  # how long a request waits for a change before answering 202

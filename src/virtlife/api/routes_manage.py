@@ -10,6 +10,10 @@ message and nothing started), and run as journalled background operations that t
 for a bounded time (``routes_more.run_or_accept``): 200 with the result, or 202 with
 the operation id (``wait_s`` says how long to wait; 0 answers 202 at once).
 
+``define`` takes the domain XML as ``application/xml`` (or ``text/xml``) only: a page
+of another site can post text/plain or a form without asking, never XML. These routes
+run on their own threads (``api.limits.LongCallRoute``): they wait for their changes.
+
 Paths in bodies (kernel, disks, ISO, save file) are paths on the VM's host and must be
 absolute: a relative path would name a file relative to wherever the server was
 started. Every one goes through ``allowed.caller_paths``: an operator's must lie under
@@ -25,13 +29,14 @@ import dataclasses
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.concurrency import run_in_threadpool
 
 from virtlife import errors
 from virtlife.api.allowed import CallerPaths, caller_paths
+from virtlife.api.limits import LongCallRoute, long_limiter
 from virtlife.api.routes import (
     Admin,
     HostName,
@@ -61,7 +66,8 @@ from virtlife.xml.domain import (
 )
 from virtlife.xml.graphics import KEEP, Keep, check_listen, check_vnc_password
 
-router = APIRouter()
+# their calls may block long (agent timeouts, waits): not on the default threads
+router = APIRouter(route_class=LongCallRoute)
 
 MAX_WAIT_S = 60.0
 WAIT_S = 30.0  # how long a change is waited for by default before answering 202
@@ -172,6 +178,16 @@ def vm_create(request: Request, host: HostName, body: CreateBody,
                          body.wait_s)
 
 
+def require_xml(request: Request) -> None:
+    """415 unless the body says it is XML: a page of another site can post text/plain
+    or a form without asking first, never XML."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind not in XML_TYPES and not kind.endswith("+xml"):
+        raise HTTPException(415, f"define takes the domain XML as application/xml, not "
+                                 f"{kind or 'a body without a Content-Type'}; send it with "
+                                 "Content-Type: application/xml")
+
+
 async def _bounded_text(request: Request) -> str:
     """The request's body as domain XML text, read no further than ``MAX_XML_BYTES``
     (+1 to tell)."""
@@ -183,6 +199,7 @@ async def _bounded_text(request: Request) -> str:
     return decode_xml(bytes(data[:MAX_XML_BYTES + 1]), "the request's domain XML")
 
 
+XML_TYPES = ("application/xml", "text/xml")
 DEFINE_BODY = {"requestBody": {"required": True, "content": {"application/xml": {
     "schema": {"type": "string", "maxLength": MAX_XML_BYTES,
                "description": "a libvirt domain XML document"}}}}}
@@ -198,8 +215,10 @@ async def vm_define(request: Request, host: HostName, token: Operator,
     operator's XML must not reach the host (403 naming each element that does: host
     devices, <qemu:commandline>, another emulator, files outside the allowed roots...);
     an admin's may."""
+    require_xml(request)
     xml = await _bounded_text(request)
-    return await run_in_threadpool(_define, request, host, xml, wait_s, token)
+    return await anyio.to_thread.run_sync(_define, request, host, xml, wait_s, token,
+                                          limiter=long_limiter())
 
 
 def _define(request: Request, host: str, xml: str, wait_s: float,

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from virtlife import errors
+from virtlife.api.limits import LongCallRoute
 from virtlife.api.routes import (
     Accepted,
     HostName,
@@ -38,7 +39,8 @@ from virtlife.services.migration.policy import Limits, PostcopyMode, TimeoutActi
 from virtlife.services.migration.service import MoveOptions, refuse_transport
 from virtlife.states import Operation, check_transition
 
-router = APIRouter()
+# their calls may block long (agent timeouts, waits): not on the default threads
+router = APIRouter(route_class=LongCallRoute)
 
 MIGRATE = "/api/vms/{host}/{name}/migrate"
 ABORT_WAIT_S = 15.0

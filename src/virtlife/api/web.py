@@ -20,21 +20,21 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
 from virtlife import __version__
 from virtlife.api import consoles
 from virtlife.api.auth import COOKIE, authenticate
+from virtlife.api.limits import auth_limiter
 from virtlife.store.tokens import TokenRecord
 
 STATIC = Path(__file__).resolve().parent / "static"
 REPO = Path(__file__).resolve().parents[3]
 NOVNC_DEFAULT = Path("/usr/share/novnc")
 XTERM_DEFAULT = REPO / "web" / "node_modules"
-LOGIN_BODY_MAX = 16 * 1024
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
@@ -160,14 +160,15 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        raw = await request.body()
-        fields = parse_qs(raw[:LOGIN_BODY_MAX].decode(errors="replace"))
+        raw = await request.body()  # at most guard.LOGIN_BODY_MAX: 413 past it
+        fields = parse_qs(raw.decode(errors="replace"))
         token = (fields.get("token") or [""])[0].strip()
         next_url = safe_next((fields.get("next") or ["/"])[0])
         if not token:
             return login_page(next_url, "Give a token.", 400)
         store = request.app.state.services.need_store()
-        record = await run_in_threadpool(store.tokens.check, token)
+        record = await anyio.to_thread.run_sync(store.tokens.check, token,
+                                                limiter=auth_limiter())
         if record is None:
             return login_page(next_url, "This token is not valid (unknown or revoked).", 401)
         response = RedirectResponse(next_url, status_code=303)
@@ -175,7 +176,7 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
                             secure=request.url.scheme == "https")
         return response
 
-    @app.api_route("/logout", methods=["GET", "POST"], include_in_schema=False)
+    @app.post("/logout", include_in_schema=False)  # a link or an <img> cannot log out
     def logout() -> Response:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")

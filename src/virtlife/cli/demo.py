@@ -157,7 +157,10 @@ def _console_tour(s: Services, ref: str) -> None:
 
 
 def _web_leg() -> None:
-    """The REST API for a moment on a free port, then how to open the web UI."""
+    """The REST API for a moment on a free port, then how to open the web UI.
+
+    Its token lives only as long as this step: it is revoked at the end, also when the
+    step fails, and never printed (a CI log keeps no working secret)."""
     import json
     import socket
     import threading
@@ -165,8 +168,10 @@ def _web_leg() -> None:
 
     import uvicorn
 
+    from virtlife.api import listener
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
+    from virtlife.store import open_store
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -178,34 +183,36 @@ def _web_leg() -> None:
         except errors.NotFound:
             pass
         token = store.tokens.create("demo")
-        server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1",
-                                               port=port, log_level="warning",
-                                               timeout_graceful_shutdown=2))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        t0 = time.monotonic()
-        while not server.started and thread.is_alive() and time.monotonic() - t0 < 20:
-            time.sleep(0.05)
         try:
-            ask = urllib.request.Request(f"http://127.0.0.1:{port}/api/vms",
-                                         headers={"Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(ask, timeout=30) as answer:
-                listed = json.load(answer)
-            click.echo(f"-> virtlife serve (on 127.0.0.1:{port} for a moment): GET /api/vms "
-                       f"with a token: {len(listed['vms'])} VM(s)  "
-                       f"[{time.monotonic() - t0:.2f} s]")
-        finally:
-            server.should_exit = True
-            thread.join(10)
+            server = uvicorn.Server(listener.config(create_app(served), "127.0.0.1", port,
+                                                    log_level="warning", graceful_s=2))
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            t0 = time.monotonic()
+            while not server.started and thread.is_alive() and time.monotonic() - t0 < 20:
+                time.sleep(0.05)
+            try:
+                ask = urllib.request.Request(f"http://127.0.0.1:{port}/api/vms",
+                                             headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(ask, timeout=30) as answer:
+                    listed = json.load(answer)
+                click.echo(f"-> virtlife serve (on 127.0.0.1:{port} for a moment): GET "
+                           f"/api/vms with a token: {len(listed['vms'])} VM(s)  "
+                           f"[{time.monotonic() - t0:.2f} s]")
+            finally:
+                server.should_exit = True
+                thread.join(10)
+        finally:  # on a store of its own: the server closed its services as it stopped
+            with open_store(store.path) as own:
+                own.tokens.revoke("demo")
     url = "http://127.0.0.1:8080/"
     try:
         with urllib.request.urlopen(url + "api/health", timeout=2):
             click.echo(f"-> the web UI of the virtlife serve running here: {url}")
     except OSError:
         click.echo(f"-> the web UI: run `virtlife serve`, then open {url}")
-    click.echo(f"   log in with the token {token}")
-    click.echo("   (`virtlife token create NAME` makes more; `virtlife token revoke demo` "
-               "ends this one)")
+    click.echo("   log in with a token of your own: `virtlife token create NAME` prints one "
+               "(the demo's token is revoked)")
 
 
 def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:

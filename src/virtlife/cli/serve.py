@@ -26,13 +26,18 @@ from virtlife.errors import InvalidInput
               default=None, help="TLS private key (PEM) for HTTPS.")
 @click.option("--insecure", is_flag=True,
               help="Allow a non-loopback address without TLS (a trusted network only).")
+@click.option("--server-name", "server_names", multiple=True, metavar="NAME",
+              help="A name clients use for this server (the Host they send), beside the "
+                   "listen address and localhost; repeat for more.")
 @pass_app
 def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
-          insecure: bool) -> None:
+          insecure: bool, server_names: tuple[str, ...]) -> None:
     """Serve the REST API and the web UI until Ctrl-C or SIGTERM.
 
     Every route but /api/health needs a token: `virtlife token create NAME`.
-    The API's description is at /docs (OpenAPI at /openapi.json).
+    The API's OpenAPI description is at /openapi.json (with a token). A request
+    naming another Host than the listen address, localhost or a --server-name is
+    refused (400).
 
     Example: virtlife serve --listen 127.0.0.1:8080
     """
@@ -54,10 +59,11 @@ def serve(app: App, listen: str, tls_cert: Path | None, tls_key: Path | None,
             f"cannot serve {unnamed[0]}: the API names hosts in its paths, and a URI is no "
             "name; add it to the inventory (`virtlife host add NAME URI`) and serve without -c")
     scheme = "https" if tls_cert else "http"
-    click.echo(f"virtlife serve: {scheme}://{where}/ (API docs at /docs); Ctrl-C stops",
-               err=True)
+    click.echo(f"virtlife serve: {scheme}://{where}/ (OpenAPI at /openapi.json); Ctrl-C "
+               "stops", err=True)
     run_server(services, where, tls_cert=tls_cert, tls_key=tls_key,
-               log_level="info" if app.verbose else "warning", stoppers=app.on_stop)
+               log_level="info" if app.verbose else "warning", stoppers=app.on_stop,
+               server_names=server_names)
 
 
 @click.group()

@@ -480,6 +480,7 @@ class Jobs:
         self.journal = journal
         self._jobs: dict[str, Job] = {}
         self._cond = threading.Condition()
+        self._on_end: dict[str, list[Callable[[], None]]] = {}
 
     def submit(self, start: Starter, description: str) -> str:
         """Start ``start(op_id, progress)`` on a thread; return its operation id at once."""
@@ -506,6 +507,9 @@ class Jobs:
             with self._cond:
                 job.status, job.error, job.exit_code, job.result = status, error, code, result_
                 self._cond.notify_all()
+                callbacks = self._on_end.pop(op_id, [])
+            for callback in callbacks:
+                callback()
 
         threading.Thread(target=work, name=f"op-{op_id}", daemon=True).start()
         return op_id
@@ -536,6 +540,33 @@ class Jobs:
                     break
                 self._cond.wait(left)
         return self.get(op_id)
+
+    def on_end(self, op_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the job ends (from its thread; at once if it has ended):
+        how a waiter that must not hold a thread learns it (``api.limits.wait_for_job``).
+        Returns the function that cancels the call; ``NotFound`` for another process's
+        job."""
+        with self._cond:
+            job = self._jobs.get(op_id)
+            if job is None:
+                raise errors.NotFound(f"no operation {op_id} in this process")
+            if job.status != "running":
+                ended = True
+            else:
+                ended = False
+                self._on_end.setdefault(op_id, []).append(callback)
+        if ended:
+            callback()
+
+        def cancel() -> None:
+            with self._cond:
+                waiting = self._on_end.get(op_id, [])
+                if callback in waiting:
+                    waiting.remove(callback)
+                if not waiting:
+                    self._on_end.pop(op_id, None)
+
+        return cancel
 
     def follow(self, op_id: str, timeout_s: float) -> Iterator[Update]:
         """Yield the job's progress updates as they come, until it ends or time is up."""

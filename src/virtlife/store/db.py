@@ -16,7 +16,9 @@ reorder a migration that has shipped; append a new one.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -453,7 +455,7 @@ def open_store(path: Path | None = None) -> Store:
     """
     path = path if path is not None else config.store_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private(path)
         connection = sqlite3.connect(
             path,
             timeout=BUSY_TIMEOUT_S,
@@ -489,6 +491,27 @@ def open_store(path: Path | None = None) -> Store:
         connection.close()
         raise
     return Store(path, db)
+
+
+def _private(path: Path) -> None:
+    """Make the store's directory (0700) and file (0600) when they are missing, and
+    take group's and others' access off the file and its WAL files where this user owns
+    them: they hold the hosts' URIs, the journal and the tokens' digests. SQLite gives
+    the WAL and shared-memory files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for part in (path, path.with_name(path.name + "-wal"),
+                 path.with_name(path.name + "-shm")):
+        try:
+            info = part.stat()
+            if info.st_uid == os.geteuid() and info.st_mode & 0o077 and \
+                    stat.S_ISREG(info.st_mode):
+                part.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+        except FileNotFoundError:
+            continue
 
 
 def _pending(db: Database) -> bool:
