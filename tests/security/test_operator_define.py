@@ -15,6 +15,7 @@ import pytest
 from api_support import Served, served
 
 DEFINE = "/api/hosts/local/define"
+XML = {"content-type": "application/xml"}  # define takes nothing else
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 
@@ -65,8 +66,7 @@ def _names(client: httpx.Client) -> list[str]:
 def test_an_operators_host_reaching_xml_is_refused_naming_it(api: Served,
                                                              attack: str) -> None:
     with api.client(token=api.operator_token) as op:
-        r = op.post(DEFINE, content=ATTACKS[attack],
-                    headers={"content-type": "application/xml"})
+        r = op.post(DEFINE, content=ATTACKS[attack], headers=XML)
         assert r.status_code == 403, r.text
         error = r.json()["error"]
         assert error["code"] == "not_permitted"
@@ -81,7 +81,7 @@ def test_the_refusal_names_every_element(api: Served) -> None:
     xml = domain("evil", "<hostdev/><emulator>/tmp/e</emulator>"
                          "<disk type='block'><source dev='/dev/sda'/></disk>")
     with api.client(token=api.operator_token) as op:
-        message = op.post(DEFINE, content=xml).json()["error"]["message"]
+        message = op.post(DEFINE, content=xml, headers=XML).json()["error"]["message"]
     assert "devices/hostdev: passes a host device to the guest" in message
     assert "devices/emulator: the emulator /tmp/e is not one of the host's " \
            "(/usr/bin/test-hv)" in message
@@ -97,9 +97,9 @@ def test_an_operator_defines_and_updates_xml_that_keeps_to_the_vm(api: Served,
                "<serial type='pty'/>")
     with api.client(token=api.operator_token) as op:
         xml = domain("ok", devices, head="<uuid>7a1c0e4e-0000-4000-8000-00000000e001</uuid>")
-        r = op.post(DEFINE, content=xml)
+        r = op.post(DEFINE, content=xml, headers=XML)
         assert r.status_code == 200, r.text
-        again = op.post(DEFINE, content=xml.replace(">64<", ">96<"))
+        again = op.post(DEFINE, content=xml.replace(">64<", ">96<"), headers=XML)
         assert again.status_code == 200, again.text
         assert op.get("/api/vms/local/ok").json()["memory_mib"] == 96
         entry = op.get("/api/vms/local/ok/history").json()[0]
@@ -109,6 +109,6 @@ def test_an_operator_defines_and_updates_xml_that_keeps_to_the_vm(api: Served,
 @pytest.mark.parametrize("attack", ["hostdev", "shadow-disk", "emulator", "serial-file"])
 def test_an_admin_defines_the_same_xml(api: Served, attack: str) -> None:
     with api.client() as root:
-        r = root.post(DEFINE, content=ATTACKS[attack])
+        r = root.post(DEFINE, content=ATTACKS[attack], headers=XML)
         assert r.status_code == 200, r.text
         assert _names(root) == ["evil", "test"]
