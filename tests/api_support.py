@@ -1,8 +1,9 @@
 """A real ``virtlife serve`` for tests: the app under uvicorn on a free loopback port.
 
-``served(store_path, {"local": uri})`` writes the inventory and two tokens (read-write
-and read-only) into a fresh store, runs the server in a thread of this process (so
-coverage sees it) and always stops it. Tests talk to it over real HTTP with httpx.
+``served(store_path, {"local": uri})`` writes the inventory (``any_uri=True``: as
+``host add --allow-any-uri`` would, for a URI the policy refuses) and two tokens
+(read-write and read-only) into a fresh store, runs the server in a thread of this
+process (so coverage sees it) and always stops it. Tests talk to it over real HTTP with httpx.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ _SERIAL = itertools.count()
 
 
 @contextmanager
-def served(store_path: Path, hosts: dict[str, str], *,
-           follow_events: bool = True) -> Iterator[Served]:
+def served(store_path: Path, hosts: dict[str, str], *, follow_events: bool = True,
+           any_uri: bool = False) -> Iterator[Served]:
     import uvicorn
 
     from virtlife.api.app import create_app
@@ -66,7 +67,10 @@ def served(store_path: Path, hosts: dict[str, str], *,
 
     with open_store(store_path) as store:
         for name, uri in hosts.items():
-            store.hosts.add(name, uri)
+            if any_uri:
+                store.hosts.add(name, uri, any_uri=True)
+            else:  # as before any_uri was (the security tests run against older code too)
+                store.hosts.add(name, uri)
         # unique names: a store that lives longer than one test (the lab's) gets more
         serial = next(_SERIAL)
         token_name = f"test-rw-{serial}"
