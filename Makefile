@@ -30,7 +30,7 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 
 unit: setup
-	$(BIN)/pytest -q tests/unit tests/cli -m "not integration"
+	$(BIN)/pytest -q tests/unit tests/cli tests/security -m "not integration"
 
 integration: setup
 	$(BIN)/pytest -q -m "integration and not postcopy"

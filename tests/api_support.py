@@ -1,7 +1,8 @@
 """A real ``virtlife serve`` for tests: the app under uvicorn on a free loopback port.
 
-``served(store_path, {"local": uri})`` writes the inventory and three tokens, one of
-each role (``token``: admin, ``operator_token``, ``read_only_token``: reader), into a
+``served(store_path, {"local": uri})`` writes the inventory (``any_uri=True``: as
+``host add --allow-any-uri`` would, for a URI the policy refuses) and three tokens, one
+of each role (``token``: admin, ``operator_token``, ``read_only_token``: reader), into a
 fresh store, runs the server in a thread of this process (so coverage sees it) and
 always stops it. Tests talk to it over real HTTP with httpx.
 """
@@ -60,8 +61,8 @@ _SERIAL = itertools.count()
 
 
 @contextmanager
-def served(store_path: Path, hosts: dict[str, str], *,
-           follow_events: bool = True, **limits: Any) -> Iterator[Served]:
+def served(store_path: Path, hosts: dict[str, str], *, follow_events: bool = True,
+           any_uri: bool = False, **limits: Any) -> Iterator[Served]:
     """``limits``: ``api.listener.config``'s (``header_timeout_s``, ...)."""
     import uvicorn
 
@@ -73,7 +74,10 @@ def served(store_path: Path, hosts: dict[str, str], *,
 
     with open_store(store_path) as store:
         for name, uri in hosts.items():
-            store.hosts.add(name, uri)
+            if any_uri:
+                store.hosts.add(name, uri, any_uri=True)
+            else:  # as before any_uri was (the security tests run against older code too)
+                store.hosts.add(name, uri)
         # unique names: a store that lives longer than one test (the lab's) gets more
         serial = next(_SERIAL)
         token_name, operator_name = f"test-admin-{serial}", f"test-op-{serial}"

@@ -4,6 +4,7 @@ pytest-xdist workers."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,12 @@ import pytest
 
 from libvirt_faults import Opens, silent_host
 from support import NODE_URI
+
+# Inventory hosts at libvirt test driver URIs (test:///default, tests/data/node.xml) are
+# refused unless this is set (services.uripolicy). The tests add them throughout, and the
+# `virtlife` processes they start inherit it; tests/security/ unsets it where it checks
+# the default.
+os.environ["VIRTLIFE_ALLOW_TEST_URIS"] = "1"
 
 
 @pytest.fixture(autouse=True)

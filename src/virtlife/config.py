@@ -7,6 +7,9 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
 - ``VIRTLIFE_CACHE``: build caches such as the test guest. Default
   ``/var/cache/virtlife`` as root, ``~/.cache/virtlife`` otherwise. It must be readable
   by the QEMU user, which is why the root default is outside ``/root``.
+- ``VIRTLIFE_ALLOW_TEST_URIS=1``: hosts of the inventory may have libvirt test driver
+  URIs (``test:///default``, ``test:///PATH``: the driver reads the file PATH names).
+  For tests only; unset, ``host add`` refuses them and a stored one is not opened.
 - ``$VIRTLIFE_HOME/settings.toml`` (or ``VIRTLIFE_SETTINGS``): the operator's settings,
   each with a default (``Settings``)::
 
@@ -73,6 +76,11 @@ def images_dir() -> Path:
     """
     env = os.environ.get("VIRTLIFE_IMAGES")
     return Path(env) if env else cache_dir() / "images"
+
+
+def allow_test_uris() -> bool:
+    """Whether inventory hosts may use libvirt's test driver (``VIRTLIFE_ALLOW_TEST_URIS``)."""
+    return os.environ.get("VIRTLIFE_ALLOW_TEST_URIS") == "1"
 
 
 @dataclass(frozen=True)

@@ -235,13 +235,13 @@ def test_a_host_is_added_checked_and_removed(client: httpx.Client) -> None:
     r = client.post("/api/hosts", json={"name": "hv2", "uri": "test:///default"})
     assert r.status_code == 201, r.text
     assert (r.json()["reachable"], r.json()["info"]["hypervisor"]) == (True, "TEST")
-    down = client.post("/api/hosts", json={"name": "hv3", "uri": "qemu+tcp://127.0.0.1:1/x"})
+    down = client.post("/api/hosts", json={"name": "hv3", "uri": "qemu+tcp://127.0.0.1:1/system"})
     assert down.status_code == 201 and down.json()["reachable"] is False
     assert "hv3" in down.json()["problem"]
     assert [h["name"] for h in client.get("/api/hosts").json()] == ["hv2", "hv3", "local"]
     assert client.get("/api/vms", params={"host": "hv2"}).status_code == 200
     gone = client.delete("/api/hosts/hv3")
-    assert gone.status_code == 200 and gone.json()["uri"] == "qemu+tcp://127.0.0.1:1/x"
+    assert gone.status_code == 200 and gone.json()["uri"] == "qemu+tcp://127.0.0.1:1/system"
     assert [h["name"] for h in client.get("/api/hosts").json()] == ["hv2", "local"]
 
 

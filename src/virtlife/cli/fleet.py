@@ -48,16 +48,22 @@ def host() -> None:
 @host.command("add")
 @click.argument("name")
 @click.argument("uri")
+@click.option("--allow-any-uri", is_flag=True,
+              help="Accept a URI that virtlife refuses otherwise (another transport, "
+                   "a program, socket or file in its parameters): only one you trust.")
 @pass_app
-def host_add(app: App, name: str, uri: str) -> None:
+def host_add(app: App, name: str, uri: str, allow_any_uri: bool) -> None:
     """Add a libvirt host under NAME (it is checked, and added even when down).
+
+    URI is qemu:///system, or qemu+ssh://, qemu+tls:// or qemu+tcp://HOST/system with
+    no parameters but no_verify, no_tty and mode, unless --allow-any-uri is given.
 
     Example: virtlife host add hv2 qemu+tcp://10.0.0.2/system
     """
     from virtlife.services.hosts import add_host
 
     services = app.services
-    added = add_host(services.need_store(), name, uri,
+    added = add_host(services.need_store(), name, uri, any_uri=allow_any_uri,
                      connect_timeout_s=services.fleet.connect_timeout_s)
     click.echo(f"added host {added.record.name} ({added.record.uri})")
     if added.info is not None:

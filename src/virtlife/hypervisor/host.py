@@ -18,8 +18,10 @@ or a tap): a connection opened only to read, like a fleet listing's, saves their
 round trips on open and on close.
 
 The Host is the one place where "no such domain" becomes ``VMNotFound`` and where a
-failed or lost connection becomes ``HostUnreachable``. It holds no policy: which
-operation is allowed is decided in ``services``.
+failed or lost connection becomes ``HostUnreachable`` (with the first line of libvirt's
+message: the lines after it can quote the file a URI named; they are logged at DEBUG).
+It holds no policy: which operation is allowed is decided in ``services``, and so is
+whether a URI may be opened at all (``refused``: the Host then never opens it).
 """
 
 from __future__ import annotations
@@ -208,14 +210,18 @@ class Host:
 
     The connection is opened on first use (or by ``connect``) and reopened after it
     was lost; ``close()`` closes it and ends the Host for good. ``Host.open`` creates
-    a Host and connects it at once.
+    a Host and connects it at once. ``refused``: why the caller's policy forbids this
+    URI; every connect then fails with it as ``HostUnreachable``, and libvirt never
+    sees the URI.
     """
 
     def __init__(self, name: str, uri: str, *, events: bool = True,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-                 retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> None:
+                 retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+                 refused: str | None = None) -> None:
         self.name = name
         self.uri = uri
+        self.refused = refused
         self.connect_timeout_s = connect_timeout_s
         self.retry_after_s = retry_after_s
         self._events = events
@@ -459,12 +465,19 @@ class Host:
 
     def _open(self) -> _Connection:
         """Open and set up one connection (runs in the connect thread)."""
+        if self.refused is not None:
+            raise errors.HostUnreachable(self.refused)
         ensure_event_loop()
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as err:
+            message = str(err.get_error_message() or err)
+            first = message.split("\n", 1)[0].strip()
+            if first != message.strip():  # libxml2's context: the lines of a file it read
+                logger.debug("connecting to host %s (%s) failed: %s", self.name, self.uri,
+                             message)
             raise errors.HostUnreachable(
-                f"cannot reach host {self.name} ({self.uri}): {err.get_error_message()}"
+                f"cannot reach host {self.name} ({self.uri}): {first}"
             ) from err
         if conn is None:  # pragma: no cover - old bindings returned None
             raise errors.HostUnreachable(f"cannot reach host {self.name} ({self.uri})")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from virtlife import config, errors
 from virtlife.lazylog import get_logger
 from virtlife.services.fleet import Fleet, HostRef
+from virtlife.services.uripolicy import stored_refusal
 from virtlife.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -218,14 +219,26 @@ class Services:
 
 
 def host_refs(store: Store | None, connect_uri: str | None) -> list[HostRef]:
-    """The fleet's hosts; a ``--connect`` URI keeps the inventory's name for it, if any."""
+    """The fleet's hosts; a ``--connect`` URI keeps the inventory's name for it, if any.
+
+    An inventory host whose URI the policy refuses (``services.uripolicy``: added before
+    virtlife checked URIs, or into a store written by other means) is listed with the
+    reason, and never opened, unless it was added with ``--allow-any-uri``. A
+    ``--connect`` URI is the operator's own, typed on their command line: it is opened
+    as it is.
+    """
     known: list[HostRef] = []
     if store is not None:
         try:
-            known = [HostRef(r.name, r.uri) for r in store.hosts.effective()]
+            records = store.hosts.effective()
         except errors.StoreUnavailable:
             if not connect_uri:
                 raise
+            records = []
+        allow_test = config.allow_test_uris()
+        known = [HostRef(r.name, r.uri, None if r.any_uri or connect_uri else
+                         stored_refusal(r.name, r.uri, allow_test=allow_test))
+                 for r in records]
     if connect_uri:
         named = [h for h in known if h.uri == connect_uri]
         return named[:1] or [HostRef(connect_uri, connect_uri)]

@@ -62,10 +62,12 @@ CONNECT_POLL_S = 0.05
 
 @dataclass(frozen=True)
 class HostRef:
-    """A host as the inventory names it."""
+    """A host as the inventory names it. ``refused``: why its URI must not be opened
+    (``services.uripolicy``); its Host then fails every connect with that reason."""
 
     name: str
     uri: str
+    refused: str | None = None
 
 
 HostSource = Iterable[HostRef] | Callable[[], Iterable[HostRef]]
@@ -232,7 +234,8 @@ class Fleet:
         current = {h.name: h for h in self._source()}
         with self._lock:
             gone = [h for name, h in self._hosts.items()
-                    if name not in current or current[name].uri != h.uri]
+                    if name not in current or current[name].uri != h.uri
+                    or current[name].refused != h.refused]
             for h in gone:
                 del self._hosts[h.name]
             stopped = [c for name, (h, c) in self._callers.items() if h in gone]
@@ -262,12 +265,13 @@ class Fleet:
         """The cached Host for ``ref`` (created, not connected, when there is none)."""
         with self._lock:
             old = self._hosts.get(ref.name)
-            if old is not None and not old.closed and old.uri == ref.uri:
+            if (old is not None and not old.closed and old.uri == ref.uri
+                    and old.refused == ref.refused):
                 return old
             host = Host(ref.name, ref.uri, connect_timeout_s=self.connect_timeout_s,
-                        retry_after_s=self.retry_after_s)
+                        retry_after_s=self.retry_after_s, refused=ref.refused)
             self._hosts[ref.name] = host
-        if old is not None and not old.closed:  # its URI changed
+        if old is not None and not old.closed:  # its URI (or its refusal) changed
             old.close()
         return host
 

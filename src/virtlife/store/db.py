@@ -221,6 +221,14 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE api_tokens_v8 RENAME TO api_tokens;
         """,
     ),
+    (
+        # Hosts whose URI the operator added with --allow-any-uri: opened even where the
+        # URI policy (services.uripolicy) refuses it. Rows from before are not.
+        "0009_hosts_any_uri",
+        """
+        ALTER TABLE hosts ADD COLUMN any_uri INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 

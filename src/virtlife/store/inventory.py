@@ -2,8 +2,10 @@
 
 ``Inventory`` adds, removes and looks up ``HostRecord`` rows in the store's ``hosts``
 table, validates names and URIs, and says which hosts are in effect (the implicit local
-host while the inventory is empty). It must not connect to the hosts, import libvirt or
-decide anything about VMs; reachability is the hypervisor layer's business.
+host while the inventory is empty); a host's ``any_uri`` records that the operator added
+its URI with ``--allow-any-uri`` (the URI policy itself is ``services.uripolicy``). It
+must not connect to the hosts, import libvirt or decide anything about VMs;
+reachability is the hypervisor layer's business.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class HostRecord:
     name: str
     uri: str
     added_at: datetime
+    any_uri: bool = False  # added with --allow-any-uri: opened whatever the URI policy says
 
 
 def validate_host_name(name: str) -> None:
@@ -64,12 +67,14 @@ class Inventory:
             name=str(row["name"]),
             uri=str(row["uri"]),
             added_at=self._db.parse_ts(str(row["added_at"])),
+            any_uri=bool(row["any_uri"]),
         )
 
-    def add(self, name: str, uri: str) -> HostRecord:
+    def add(self, name: str, uri: str, *, any_uri: bool = False) -> HostRecord:
+        """Record a host; ``any_uri``: its URI is opened whatever the URI policy says."""
         validate_host_name(name)
         validate_uri(name, uri)
-        record = HostRecord(name=name, uri=uri, added_at=datetime.now(UTC))
+        record = HostRecord(name=name, uri=uri, added_at=datetime.now(UTC), any_uri=any_uri)
         with self._db.transaction() as conn:
             existing = conn.execute("SELECT uri FROM hosts WHERE name = ?", (name,)).fetchall()
             if existing:
@@ -78,8 +83,8 @@ class Inventory:
                     f"remove it first or pick another name"
                 )
             conn.execute(
-                "INSERT INTO hosts (name, uri, added_at) VALUES (?, ?, ?)",
-                (name, uri, self._db.format_ts(record.added_at)),
+                "INSERT INTO hosts (name, uri, added_at, any_uri) VALUES (?, ?, ?, ?)",
+                (name, uri, self._db.format_ts(record.added_at), int(any_uri)),
             )
         return record
 
@@ -95,7 +100,7 @@ class Inventory:
 
     def _get(self, conn: sqlite3.Connection, name: str) -> HostRecord:
         rows = conn.execute(
-            "SELECT name, uri, added_at FROM hosts WHERE name = ?", (name,)
+            "SELECT name, uri, added_at, any_uri FROM hosts WHERE name = ?", (name,)
         ).fetchall()
         if not rows:
             raise HostNotFound(
@@ -106,7 +111,8 @@ class Inventory:
     def list(self) -> builtins.list[HostRecord]:
         """The configured hosts, sorted by name."""
         with self._db.read() as conn:
-            rows = conn.execute("SELECT name, uri, added_at FROM hosts ORDER BY name").fetchall()
+            rows = conn.execute(
+                "SELECT name, uri, added_at, any_uri FROM hosts ORDER BY name").fetchall()
         return [self._record(row) for row in rows]
 
     def effective(self) -> builtins.list[HostRecord]:
