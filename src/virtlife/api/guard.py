@@ -10,8 +10,9 @@ Three ASGI middlewares, outermost first (``install``):
   loopback names and the names an operator configured; anything else, a DNS-rebinding
   page, is 400);
 - ``Guard``, in this order: the body's bound (``body_max``: 1 MiB for ``define``'s
-  XML, 16 KiB for ``/login``, 64 KiB elsewhere; a larger ``Content-Length`` is 413
-  before anything else, and a body that grows past it while it is read is 413 there);
+  XML, 448 KiB for agent exec (64 KiB of stdin, JSON-escaped), 16 KiB for ``/login``,
+  64 KiB elsewhere; a larger ``Content-Length`` is 413 before anything else, and a
+  body that grows past it while it is read is 413 there);
   where a write comes from: one (any method but GET, HEAD, OPTIONS) that the web UI's
   cookie authenticates must come from this server's own pages, its ``Origin`` this
   server's or, without an ``Origin``, ``Sec-Fetch-Site: same-origin``, else 403
@@ -41,11 +42,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from virtlife.api.auth import CHECKED, COOKIE, authenticate
 from virtlife.api.limits import auth_limiter
 from virtlife.api.problems import http_problem, problem
+from virtlife.services.agent import MAX_STDIN
 from virtlife.xml.domain import MAX_XML_BYTES
 
 BODY_MAX = 64 * 1024  # a request body, where ``BODY_LIMITS`` names no other bound
 LOGIN_BODY_MAX = 16 * 1024
+# agent exec's stdin may be MAX_STDIN bytes of text, which JSON can write 6 bytes to a
+# character (\u0001), with the program's arguments beside it
+EXEC_BODY_MAX = 6 * MAX_STDIN + BODY_MAX
 BODY_LIMITS = ((re.compile(r"/api/hosts/[^/]+/define"), MAX_XML_BYTES),
+               (re.compile(r"/api/vms/[^/]+/[^/]+/agent/exec"), EXEC_BODY_MAX),
                (re.compile(r"/login"), LOGIN_BODY_MAX))
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")  # an IPv6 Host keeps its brackets
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -127,7 +127,7 @@ INDEX: dict[str, tuple[str, str, str]] = {
     "suspend": ("vm", "suspend",
         "Pause the VM's vCPUs (RAM stays in the host)."),
     "token": ("serve", "token",
-        'Bearer tokens of the REST API and web UI.'),
+        'Bearer tokens of the REST API and web UI, each with a role.'),
     "undefine": ("vm", "undefine",
         "Remove a shut-off VM's definition (its disks stay)."),
     "viewer": ("console", "viewer",
