@@ -99,11 +99,44 @@ def served(store_path: Path, hosts: dict[str, str], *, follow_events: bool = Tru
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name,
-                     operator, operator_name, server=server)
+        with _default_driver_restored(hosts.values()):
+            yield Served(f"http://127.0.0.1:{port}", token, read_only, app, token_name,
+                         operator, operator_name, server=server)
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@contextmanager
+def _default_driver_restored(uris: Any) -> Iterator[None]:
+    """``test:///default`` is one driver per process, shared by every connection to it:
+    what a test defines or changes there would still be so for the next test on this
+    worker. The VMs that were not there before are destroyed and undefined afterwards,
+    and those that were are put back running or shut off as they were."""
+    if "test:///default" not in uris:
+        yield
+        return
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+    try:
+        before = {d.name(): d.state()[0] for d in conn.listAllDomains()}
+        yield
+        for dom in conn.listAllDomains():
+            was, now = before.get(dom.name()), dom.state()[0]
+            if was is None:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            elif was == libvirt.VIR_DOMAIN_RUNNING and now == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+            elif was == libvirt.VIR_DOMAIN_RUNNING and not dom.isActive():
+                dom.create()
+            elif was == libvirt.VIR_DOMAIN_SHUTOFF and dom.isActive():
+                dom.destroy()
+    finally:
+        conn.close()
 
 
 def sse_messages(client: httpx.Client, *, until: Any, timeout_s: float = 30.0
