@@ -110,31 +110,37 @@ def served(store_path: Path, hosts: dict[str, str], *, follow_events: bool = Tru
 @contextmanager
 def _default_driver_restored(uris: Any) -> Iterator[None]:
     """``test:///default`` is one driver per process, shared by every connection to it:
-    what a test defines or changes there would still be so for the next test on this
-    worker. The VMs that were not there before are destroyed and undefined afterwards,
-    and those that were are put back running or shut off as they were."""
+    what a test (served or not) defines or changes there stays so for the next test on
+    this worker. It is put as libvirt starts it (its one VM, ``test``, running; no other)
+    before the test and again after it."""
     if "test:///default" not in uris:
         yield
         return
+    _pristine_default_driver()
+    try:
+        yield
+    finally:
+        _pristine_default_driver()
+
+
+def _pristine_default_driver() -> None:
     import libvirt
 
     conn = libvirt.open("test:///default")
     try:
-        before = {d.name(): d.state()[0] for d in conn.listAllDomains()}
-        yield
         for dom in conn.listAllDomains():
-            was, now = before.get(dom.name()), dom.state()[0]
-            if was is None:
+            state = dom.state()[0]
+            if dom.name() != "test":
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-            elif was == libvirt.VIR_DOMAIN_RUNNING and now == libvirt.VIR_DOMAIN_PAUSED:
+            elif state == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
-            elif was == libvirt.VIR_DOMAIN_RUNNING and not dom.isActive():
+            elif not dom.isActive():
+                if dom.hasManagedSaveImage(0):
+                    dom.managedSaveRemove(0)
                 dom.create()
-            elif was == libvirt.VIR_DOMAIN_SHUTOFF and dom.isActive():
-                dom.destroy()
     finally:
         conn.close()
 

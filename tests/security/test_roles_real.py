@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 URI = "qemu:///system"
 PASSWORD = "Vv7pw8xq"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+XML = {"content-type": "application/xml"}  # define takes nothing else
 
 
 @pytest.fixture(scope="module")
@@ -160,25 +161,25 @@ def test_an_operator_redefines_libvirts_own_xml_but_not_what_reaches_the_host(
     with api.client(token=api.operator_token, timeout_s=60) as op:
         xml = op.get(f"/api/vms/local/{vm}/xml", params={"inactive": True}).text
         assert "<emulator>" in xml
-        again = op.post("/api/hosts/local/define", content=xml)
+        again = op.post("/api/hosts/local/define", content=xml, headers=XML)
         assert again.status_code == 200, again.text
         evil = xml.replace("<domain type=", f"<domain xmlns:qemu='{QEMU_NS}' type=", 1)
         evil = evil.replace("</devices>", "</devices><qemu:commandline><qemu:arg "
                             "value='-drive'/><qemu:arg value='file=/etc/shadow,if=virtio,"
                             "format=raw'/></qemu:commandline>", 1)
-        refused = op.post("/api/hosts/local/define", content=evil)
+        refused = op.post("/api/hosts/local/define", content=evil, headers=XML)
         assert refused.status_code == 403, refused.text
         assert "qemu:commandline" in refused.json()["error"]["message"]
         raw = xml.replace("</devices>", "<disk type='block' device='disk'><source "
                           "dev='/dev/sda'/><target dev='vdz' bus='virtio'/></disk>"
                           "</devices>", 1)
-        refused = op.post("/api/hosts/local/define", content=raw)
+        refused = op.post("/api/hosts/local/define", content=raw, headers=XML)
         assert refused.status_code == 403, refused.text
         assert "a host device (/dev/sda)" in refused.json()["error"]["message"]
         assert "qemu:commandline" not in op.get(f"/api/vms/local/{vm}/xml",
                                                 params={"inactive": True}).text
     with api.client(timeout_s=60) as root:  # an admin may
-        done = root.post("/api/hosts/local/define", content=evil)
+        done = root.post("/api/hosts/local/define", content=evil, headers=XML)
         assert done.status_code == 200, done.text
         defined = root.get(f"/api/vms/local/{vm}/xml", params={"inactive": True}).text
         assert "qemu:commandline" in defined
