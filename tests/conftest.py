@@ -29,19 +29,6 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.fixture(autouse=True)
-def no_interrupt_left() -> Iterator[None]:
-    """A test that plays Ctrl-C in this process (``Services.interrupted``) latches
-    ``snapshots``' "take no more snapshots", as the ending process it plays should;
-    the tests after it on this worker are other processes: the latch is lifted."""
-    yield
-    import sys
-
-    snapshots = sys.modules.get("virtlife.services.snapshots")
-    if snapshots is not None:
-        snapshots._stopping.clear()
-
-
 @pytest.fixture
 def node_uri() -> str:
     return NODE_URI

@@ -437,10 +437,15 @@ def store(tmp_path: Path) -> Any:
         yield s
 
 
+def bounded(agent: Any, freezes: Any, **kwargs: Any) -> Any:
+    """``bounded_freeze`` with freezes in flight of its own (no ``Services`` here)."""
+    return freeze.bounded_freeze(agent, freezes, in_flight=freeze.FreezesInFlight(),
+                                 **kwargs)
+
+
 def test_bounded_freeze_thaws_at_the_end_and_forgets_the_mark(store: Any) -> None:
     agent = FakeAgent()
-    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h", bound_s=5) as held:
+    with bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h", bound_s=5) as held:
         assert agent.frozen and held.frozen == 1
         mark = store.freezes.get("u1")
         assert (mark.op_id, mark.kind, mark.bound_s) == ("op1", FreezeKind.BOUNDED, 5.0)
@@ -450,16 +455,15 @@ def test_bounded_freeze_thaws_at_the_end_and_forgets_the_mark(store: Any) -> Non
 
 def test_bounded_freeze_thaws_on_an_error_in_between(store: Any) -> None:
     agent = FakeAgent()
-    with pytest.raises(RuntimeError), freeze.bounded_freeze(
-            agent, store.freezes, op_id="op1", uuid="u1", host="h"):  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError), bounded(
+            agent, store.freezes, op_id="op1", uuid="u1", host="h"):
         raise RuntimeError("injected between freeze and thaw")
     assert not agent.frozen and store.freezes.get("u1") is None
 
 
 def test_the_watchdog_thaws_at_the_bound(store: Any) -> None:
     agent = FakeAgent()
-    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h", bound_s=0.2) as held:
+    with bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h", bound_s=0.2) as held:
         deadline = time.monotonic() + 5
         while agent.frozen and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -472,12 +476,11 @@ def test_an_already_frozen_guest_is_refused_untouched(store: Any) -> None:
     agent = FakeAgent()
     agent.frozen = True
     with pytest.raises(errors.InvalidTransition, match="already frozen"), \
-            freeze.bounded_freeze(agent, store.freezes, op_id="o", uuid="u",  # type: ignore[arg-type]
-                                  host="h"):
+            bounded(agent, store.freezes, op_id="o", uuid="u", host="h"):
         pass
     assert agent.calls == [] and store.freezes.get("u") is None
-    with pytest.raises(errors.InvalidInput), freeze.bounded_freeze(
-            FakeAgent(), None, op_id="o", uuid="u", host="h", bound_s=0):  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidInput), bounded(
+            FakeAgent(), None, op_id="o", uuid="u", host="h", bound_s=0):
         pass
 
 
@@ -485,27 +488,29 @@ def test_a_failed_thaw_keeps_the_mark_for_the_next_command(store: Any) -> None:
     agent = FakeAgent()
     agent.thaw_fails = freeze.THAW_ATTEMPTS
     with pytest.raises(errors.AgentUnavailable, match="may still be frozen"), \
-            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                                  host="h"):
+            bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h"):
         pass
     assert store.freezes.get("u1") is not None
 
 
-def test_thaw_active_thaws_what_this_process_holds(store: Any) -> None:
+def test_thaw_all_thaws_what_its_in_flight_holds(store: Any) -> None:
     agent = FakeAgent()
     inside = threading.Event()
     release = threading.Event()
+    in_flight = freeze.FreezesInFlight()
 
     def hold() -> None:
-        with freeze.bounded_freeze(agent, store.freezes, op_id="op9", uuid="u9",  # type: ignore[arg-type]
-                                   host="h", bound_s=30):
+        with freeze.bounded_freeze(agent, store.freezes, in_flight=in_flight,  # type: ignore[arg-type]
+                                   op_id="op9", uuid="u9", host="h", bound_s=30):
             inside.set()
             release.wait(10)
 
     worker = threading.Thread(target=hold)
     worker.start()
     assert inside.wait(5)
-    assert freeze.thaw_active() == 1  # Ctrl-C: the body has not ended
+    assert freeze.FreezesInFlight().thaw_all() == 0  # another's holds nothing of it
+    assert agent.frozen
+    assert in_flight.thaw_all() == 1  # Ctrl-C: the body has not ended
     assert not agent.frozen
     release.set()
     worker.join(5)
@@ -531,8 +536,7 @@ def test_a_briefly_busy_agent_is_asked_to_thaw_again(
     monkeypatch.setattr(freeze, "time", fake)
     agent = FakeAgent()
     agent.thaw_fails = freeze.THAW_ATTEMPTS - 1
-    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h", bound_s=30) as held:
+    with bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h", bound_s=30) as held:
         pass
     assert agent.calls == ["freeze"] + ["thaw"] * freeze.THAW_ATTEMPTS
     assert not agent.frozen and held.thaw_error == "" and held.thawed_after_s == 0.0
@@ -549,8 +553,7 @@ def test_a_failed_thaw_says_why_and_how_to_thaw(store: Any,
     agent = FakeAgent()
     agent.thaw_fails = freeze.THAW_ATTEMPTS
     with pytest.raises(errors.AgentUnavailable) as err, \
-            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                                  host="h"):
+            bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h"):
         pass
     assert type(err.value) is errors.AgentStillFrozen and err.value.exit_code == 8
     assert str(err.value) == (
@@ -579,8 +582,7 @@ def test_a_hung_freeze_is_thawed_and_said_to_be_maybe_frozen(store: Any) -> None
     agent.thaw_fails = freeze.THAW_ATTEMPTS
     body = []
     with pytest.raises(errors.AgentStillFrozen, match="may still be frozen"), \
-            freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                                  host="h", bound_s=3):
+            bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h", bound_s=3):
         body.append("ran")
     assert body == [] and bounds == [{"timeout_s": 3, "deadline_s": 3}]
     assert agent.calls == ["thaw"] * freeze.THAW_ATTEMPTS
@@ -608,8 +610,7 @@ class BrokenFreezes:
 
 def test_an_unrecorded_freeze_still_runs_and_says_what_is_at_stake() -> None:
     agent, table, warnings = FakeAgent(), BrokenFreezes(), []
-    with freeze.bounded_freeze(agent, table, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h", warn=warnings.append):
+    with bounded(agent, table, op_id="op1", uuid="u1", host="h", warn=warnings.append):
         assert agent.frozen
     assert not agent.frozen and table.calls == ["put"]  # nothing recorded, nothing to remove
     assert warnings == [
@@ -619,8 +620,7 @@ def test_an_unrecorded_freeze_still_runs_and_says_what_is_at_stake() -> None:
 
 def test_an_unrecorded_end_of_freeze_is_said() -> None:
     agent, table, warnings = FakeAgent(), BrokenFreezes(put=False), []
-    with freeze.bounded_freeze(agent, table, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h", warn=warnings.append):
+    with bounded(agent, table, op_id="op1", uuid="u1", host="h", warn=warnings.append):
         pass
     assert table.calls == ["put", "remove"]
     assert warnings == ["the end of the freeze could not be recorded: database is locked"]
@@ -628,8 +628,7 @@ def test_an_unrecorded_end_of_freeze_is_said() -> None:
 
 def test_the_end_of_a_freeze_removes_only_its_own_mark(store: Any) -> None:
     agent = FakeAgent()
-    with freeze.bounded_freeze(agent, store.freezes, op_id="op1", uuid="u1",  # type: ignore[arg-type]
-                               host="h"):
+    with bounded(agent, store.freezes, op_id="op1", uuid="u1", host="h"):
         # meanwhile the operator froze it for good (the guest was thawed at the bound)
         store.freezes.put(FreezeMark("u1", "h", "web1", "op2", FreezeKind.HELD,
                                      datetime.now(UTC)))
@@ -683,8 +682,8 @@ def test_recover_says_when_the_freeze_began(store: Any, guarded: Any) -> None:
 
 def test_recover_leaves_a_freeze_of_this_process_alone(store: Any, guarded: Any) -> None:
     guard, agent = guarded
-    with freeze.bounded_freeze(agent, store.freezes, op_id="mine2", uuid="u1",
-                               host="h", bound_s=30):
+    with freeze.bounded_freeze(agent, store.freezes, in_flight=guard.in_flight,
+                               op_id="mine2", uuid="u1", host="h", bound_s=30):
         assert guard.recover(GuardGuest()) == []  # in no journal, but held right here
         assert agent.frozen
     assert not agent.frozen

@@ -11,7 +11,6 @@ while the inventory is empty.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +54,9 @@ class Services:
         # ``Operations`` would each hold their own "one operation per VM" lock
         self._parts: dict[str, object] = {}
         self._lock = threading.RLock()
+        # Ctrl-C's latch: set by ``interrupted``, no snapshot of these services starts
+        # (also one whose service is built after it)
+        self.stopping = threading.Event()
 
     def _part(self, name: str, build: Callable[[], T]) -> T:
         with self._lock:
@@ -119,7 +121,8 @@ class Services:
             from virtlife.services.snapshots import Snapshots
 
             return Snapshots(self.fleet, self.operations, self.guard, self.settings,
-                             oneplace=self.lifecycle.oneplace)  # reverts check the fleet
+                             oneplace=self.lifecycle.oneplace,  # reverts check the fleet
+                             stopping=self.stopping)
 
         return self._part("snapshots", build)
 
@@ -179,22 +182,30 @@ class Services:
             log.info("cannot settle the journal's migrations: %s", err)
             return 0
 
-    def interrupted(self) -> int:
-        """Thaw the guests this process froze, say which snapshots libvirt made anyway
-        (``snapshots.interrupt_creates``), abort its migrations, and mark its running
-        operations ``interrupted`` (Ctrl-C); how many operations.
+    def _built(self, name: str) -> object | None:
+        """The part ``name`` if it was built; never builds it, nor waits for the lock
+        (Ctrl-C must not wait behind a part being built)."""
+        return self._parts.get(name)
 
-        A module never imported has frozen or started nothing: it is not imported now.
+    def interrupted(self) -> int:
+        """Thaw the guests these services froze, say which of their snapshots libvirt
+        made anyway (``Snapshots.interrupt_creates``), abort their migrations, and mark
+        this process's running operations ``interrupted`` (Ctrl-C); how many operations.
+
+        Only what these services started is touched: another ``Services`` in the process
+        (a test's, a server's) keeps its freezes, snapshots and migrations. A part never
+        built has frozen or started nothing: it is not built now.
         """
-        freeze = sys.modules.get("virtlife.services.freeze")
-        thawed = freeze.thaw_active() if freeze is not None else 0
+        self.stopping.set()
+        guard = cast("FreezeGuard | None", self._built("guard"))
+        thawed = guard.in_flight.thaw_all() if guard is not None else 0
         if thawed:
             log.warning("thawed %d guest(s) frozen by an interrupted operation", thawed)
-        snapshots = sys.modules.get("virtlife.services.snapshots")
+        snapshots = cast("Snapshots | None", self._built("snapshots"))
         for said in snapshots.interrupt_creates() if snapshots is not None else ():
             log.warning("%s", said)
-        migration = sys.modules.get("virtlife.services.migration.service")
-        aborted = migration.abort_active() if migration is not None else 0
+        migrations = cast("Migrations | None", self._built("migrations"))
+        aborted = migrations.abort_running() if migrations is not None else 0
         if aborted:
             log.warning("aborted %d migration(s) of an interrupted operation", aborted)
         if self.store is None:

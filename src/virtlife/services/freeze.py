@@ -6,8 +6,11 @@ program:
 
 - the freeze is recorded in the store (``store.freezes``) *before* the agent is asked,
   so a process killed while the guest is frozen leaves a trace;
-- it is thawed when the body ends, by error or Ctrl-C too (``thaw_active`` is what the
-  CLI's interrupt hook calls, since Ctrl-C ends the process before the body does);
+- it is thawed when the body ends, by error or Ctrl-C too: while it lasts it is known to
+  its ``FreezesInFlight`` (the ``FreezeGuard``'s, one per ``Services``), whose
+  ``thaw_all`` is what ``Services.interrupted`` (the CLI's interrupt hook) calls, since
+  Ctrl-C ends the process before the body does; another ``Services`` in the process (a
+  server beside a test, two tests) neither sees nor thaws it;
 - a watchdog thaws it once ``bound_s`` has passed (default 10 s, the Windows VSS
   window), whatever the body is doing; the body then learns that the freeze broke;
 - the bound holds from this side too: the freeze gets ``bound_s`` to answer and each
@@ -74,8 +77,34 @@ class ActiveFreeze:
         return self.by_watchdog
 
 
-_active: dict[str, ActiveFreeze] = {}
-_active_lock = threading.Lock()
+class FreezesInFlight:
+    """The bounded freezes of one ``Services``, by operation id, from freeze to thaw:
+    what its Ctrl-C thaws (``thaw_all``), and what its ``FreezeGuard`` knows to be in
+    flight. Each ``FreezeGuard`` has its own: nothing here is shared by the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, ActiveFreeze] = {}
+
+    def add(self, freeze: ActiveFreeze) -> None:
+        with self._lock:
+            self._held[freeze.op_id] = freeze
+
+    def discard(self, op_id: str) -> None:
+        with self._lock:
+            self._held.pop(op_id, None)
+
+    def __contains__(self, op_id: object) -> bool:
+        with self._lock:
+            return op_id in self._held
+
+    def thaw_all(self) -> int:
+        """Thaw every freeze held here (Ctrl-C); how many were thawed."""
+        with self._lock:
+            held = list(self._held.values())
+        for freeze in held:
+            _thaw(freeze)
+        return sum(1 for f in held if f.thawed_after_s is not None)
 
 
 def _thaw(freeze: ActiveFreeze, *, watchdog: bool = False) -> None:
@@ -115,21 +144,13 @@ def still_frozen(vm: str, failure: errors.VirtlifeError | None) -> errors.AgentS
         f"(`virtlife console {vm}`), or reset the VM")
 
 
-def thaw_active() -> int:
-    """Thaw every bounded freeze this process holds (Ctrl-C); how many were thawed."""
-    with _active_lock:
-        held = list(_active.values())
-    for freeze in held:
-        _thaw(freeze)
-    return sum(1 for f in held if f.thawed_after_s is not None)
-
-
 @contextmanager
-def bounded_freeze(agent: Agent, freezes: Freezes | None, *, op_id: str, uuid: str,
-                   host: str, bound_s: float = DEFAULT_BOUND_S,
+def bounded_freeze(agent: Agent, freezes: Freezes | None, *, in_flight: FreezesInFlight,
+                   op_id: str, uuid: str, host: str, bound_s: float = DEFAULT_BOUND_S,
                    mountpoints: list[str] | None = None,
                    warn: Callable[[str], None] | None = None) -> Iterator[ActiveFreeze]:
-    """Freeze the guest's file systems for the body, never longer than ``bound_s``."""
+    """Freeze the guest's file systems for the body, never longer than ``bound_s``;
+    known to ``in_flight`` (what Ctrl-C thaws) until thawed."""
     if bound_s <= 0:
         raise errors.InvalidInput(f"a freeze bound must be positive, not {bound_s:g} s")
     if agent.freeze_status() == "frozen":
@@ -140,8 +161,7 @@ def bounded_freeze(agent: Agent, freezes: Freezes | None, *, op_id: str, uuid: s
                       bound_s)
     marked = _put(freezes, mark, warn)
     freeze = ActiveFreeze(agent, op_id, uuid, bound_s)
-    with _active_lock:
-        _active[op_id] = freeze
+    in_flight.add(freeze)
     timer: threading.Timer | None = None
     failed: BaseException | None = None
     try:
@@ -159,8 +179,7 @@ def bounded_freeze(agent: Agent, freezes: Freezes | None, *, op_id: str, uuid: s
         if timer is not None:
             timer.cancel()
         _thaw(freeze)
-        with _active_lock:
-            _active.pop(op_id, None)
+        in_flight.discard(op_id)
         if marked and freeze.thaw_failure is None:
             _remove(freezes, uuid, op_id, warn)
         if freeze.thaw_failure is not None and isinstance(failed, Exception | None):
@@ -193,11 +212,13 @@ def _remove(freezes: Freezes | None, uuid: str, op_id: str | None,
 
 
 class FreezeGuard:
-    """Finds freezes that outlived their operation, and thaws them (see module doc)."""
+    """Finds freezes that outlived their operation, and thaws them (see module doc);
+    ``in_flight`` holds the bounded freezes of its own ``Services`` under way."""
 
     def __init__(self, journal: Journal | None, freezes: Freezes | None) -> None:
         self.journal = journal
         self.freezes = freezes
+        self.in_flight = FreezesInFlight()
 
     def mark(self, guest: Guest) -> FreezeMark | None:
         if self.freezes is None:
@@ -218,9 +239,8 @@ class FreezeGuard:
         _remove(self.freezes, guest.uuid(), None, None)
 
     def _in_flight(self, mark: FreezeMark) -> bool:
-        with _active_lock:
-            if mark.op_id in _active:
-                return True
+        if mark.op_id in self.in_flight:
+            return True
         if self.journal is None:
             return False
         try:

@@ -21,9 +21,11 @@ What libvirt 9.0 does with a qcow2 disk, and so what virtlife offers:
   freeze broke (the watchdog thawed) before the snapshot was taken, the snapshot is
   not consistent: it is deleted and the operation fails.
 
-Ctrl-C cannot stop a snapshot libvirt is taking: ``interrupt_creates`` (the CLI's
-interrupt hook) keeps any from starting after it, waits briefly for those under way and
-says, by name, which were made.
+Ctrl-C cannot stop a snapshot libvirt is taking: ``Snapshots.interrupt_creates``
+(called by ``Services.interrupted``, the CLI's interrupt hook) keeps any from starting
+after it, waits briefly for those under way and says, by name, which were made. What
+is under way, and that latch, belong to the ``Snapshots`` of one ``Services``
+(``CreatesInFlight``): another in the same process is not stopped by it.
 
 After a revert to a running snapshot the guest clock is set right through the agent
 (its time jumped back), as ``Lifecycle`` does after a resume. Nothing here prints.
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Unpack
@@ -58,6 +62,9 @@ from virtlife.xml.snapshot import (
 )
 
 _UP = (VMState.RUNNING, VMState.IDLE)
+# How long Ctrl-C waits for a snapshot libvirt is taking, to say whether it was made
+# (the CLI gives its whole interrupt hook 2 s).
+INTERRUPT_WAIT_S = 1.5
 # A snapshot taken in one of these states brings the VM up (a QEMU) when reverted to.
 ACTIVE_SNAPSHOT_STATES = ("running", "blocked", "paused", "pmsuspended")
 # Why a quiesced snapshot is disk-only, said where --quiesce made it so.
@@ -122,15 +129,23 @@ class Snapshots(OperationService):
     """Snapshot operations over a ``Fleet``, run by ``ops`` (see the module doc).
 
     ``guard`` holds the store of freezes that quiesced snapshots record; ``settings``
-    gives the default freeze bound and whether to set the clock after a revert."""
+    gives the default freeze bound and whether to set the clock after a revert;
+    ``stopping`` is the latch Ctrl-C sets (its ``Services``': set, no snapshot starts)."""
 
     def __init__(self, fleet: Fleet, ops: Operations, guard: FreezeGuard,
                  settings: config.Settings | None = None, *,
-                 oneplace: OnePlace | None = None) -> None:
+                 oneplace: OnePlace | None = None,
+                 stopping: threading.Event | None = None) -> None:
         super().__init__(fleet, ops)
         self.guard = guard
         self.settings = settings or config.Settings()
         self.oneplace = oneplace  # a revert that brings the VM up checks the fleet first
+        self.creates = CreatesInFlight(stopping)
+
+    def interrupt_creates(self, wait_s: float = INTERRUPT_WAIT_S) -> list[str]:
+        """Ctrl-C: no snapshot is started here from now on; of those libvirt is taking
+        for this service, wait up to ``wait_s`` and say which were made, by name."""
+        return self.creates.interrupt(wait_s)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -186,22 +201,13 @@ class Snapshots(OperationService):
         assert run.result is not None
         return run.result
 
-    @staticmethod
-    def _create(snaps: DomainSnapshots, xml: str, name: str, *, disk_only: bool) -> Snapshot:
+    def _create(self, snaps: DomainSnapshots, xml: str, name: str, *,
+                disk_only: bool) -> Snapshot:
         """``snaps.create``, known to ``interrupt_creates`` while libvirt takes it."""
-        taking = _Taking(snaps.vm, name)
-        with _taking_lock:
-            if _stopping.is_set():  # Ctrl-C came first: take nothing
-                raise KeyboardInterrupt
-            _taking.append(taking)
-        try:
+        with self.creates.taking(snaps.vm, name) as taking:
             snap = snaps.create(xml, name, disk_only=disk_only)
             taking.made = True
             return snap
-        finally:
-            taking.done.set()
-            with _taking_lock:
-                _taking.remove(taking)
 
     @staticmethod
     def _free_default_name(snaps: DomainSnapshots) -> str:
@@ -231,7 +237,8 @@ class Snapshots(OperationService):
             entered = False
             made: Snapshot | None = None
             try:
-                with bounded_freeze(Agent(guest), self.guard.freezes, op_id=run.op_id,
+                with bounded_freeze(Agent(guest), self.guard.freezes,
+                                    in_flight=self.guard.in_flight, op_id=run.op_id,
                                     uuid=guest.uuid(), host=guest.host.name, bound_s=bound_s,
                                     warn=run.warnings.append) as active:
                     entered = True
@@ -343,34 +350,52 @@ class _Taking:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-_taking: list[_Taking] = []
-_taking_lock = threading.Lock()
-_stopping = threading.Event()
-# How long Ctrl-C waits for a snapshot libvirt is taking, to say whether it was made
-# (the CLI gives its whole interrupt hook 2 s).
-INTERRUPT_WAIT_S = 1.5
+class CreatesInFlight:
+    """The snapshots libvirt is taking for one ``Snapshots``, and the latch that Ctrl-C
+    sets (``stopping``: given by its ``Services``, so that it holds also for a
+    ``Snapshots`` built after the interrupt). Nothing here is shared by the process."""
 
+    def __init__(self, stopping: threading.Event | None = None) -> None:
+        self.stopping = stopping if stopping is not None else threading.Event()
+        self._lock = threading.Lock()
+        self._taking: list[_Taking] = []
 
-def interrupt_creates(wait_s: float = INTERRUPT_WAIT_S) -> list[str]:
-    """Ctrl-C: no snapshot is started from now on; of those libvirt is taking (it
-    cannot be stopped), wait up to ``wait_s`` and say which were made, by name."""
-    with _taking_lock:
-        _stopping.set()
-        pending = list(_taking)
-    deadline = time.monotonic() + wait_s
-    said: list[str] = []
-    for t in pending:
-        t.done.wait(max(0.0, deadline - time.monotonic()))
-        if t.made:
-            said.append(f"snapshot {t.name} of {t.vm} was made before the interrupt could "
-                        f"stop it, and is its current snapshot: keep it, or delete it with "
-                        f"`virtlife snapshot {t.vm} delete {t.name}`")
-        elif not t.done.is_set():
-            said.append(f"snapshot {t.name} of {t.vm} was being taken when interrupted, and "
-                        f"libvirt may still finish it: `virtlife snapshot {t.vm} list` shows "
-                        f"whether it did (then `virtlife snapshot {t.vm} delete {t.name}` "
-                        "removes it)")
-    return said
+    @contextmanager
+    def taking(self, vm: str, name: str) -> Iterator[_Taking]:
+        """Snapshot ``name`` of ``vm`` is being taken for the body; ``KeyboardInterrupt``
+        when Ctrl-C came first (nothing is taken)."""
+        taking = _Taking(vm, name)
+        with self._lock:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+            self._taking.append(taking)
+        try:
+            yield taking
+        finally:
+            taking.done.set()
+            with self._lock:
+                self._taking.remove(taking)
+
+    def interrupt(self, wait_s: float) -> list[str]:
+        """Ctrl-C: none is started from now on; of those libvirt is taking (it cannot be
+        stopped), wait up to ``wait_s`` and say which were made, by name."""
+        with self._lock:
+            self.stopping.set()
+            pending = list(self._taking)
+        deadline = time.monotonic() + wait_s
+        said: list[str] = []
+        for t in pending:
+            t.done.wait(max(0.0, deadline - time.monotonic()))
+            if t.made:
+                said.append(f"snapshot {t.name} of {t.vm} was made before the interrupt "
+                            f"could stop it, and is its current snapshot: keep it, or "
+                            f"delete it with `virtlife snapshot {t.vm} delete {t.name}`")
+            elif not t.done.is_set():
+                said.append(f"snapshot {t.name} of {t.vm} was being taken when interrupted, "
+                            f"and libvirt may still finish it: `virtlife snapshot {t.vm} "
+                            f"list` shows whether it did (then `virtlife snapshot {t.vm} "
+                            f"delete {t.name}` removes it)")
+        return said
 
 
 def _describe_new(doc: SnapshotDoc, before: str) -> str:

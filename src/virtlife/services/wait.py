@@ -78,6 +78,11 @@ class _Router:
             watch.offer(event)
 
 
+# Each Host's router, kept for that Host object's life. Not process-wide state in
+# effect: the key is the Host object, which belongs to one ``Fleet`` (so to one
+# ``Services``); two Services have two Host objects for the same URI, hence two routers
+# that never see each other's watches, and an entry goes with its Host. The Host would
+# be its natural owner, but ``hypervisor`` must not hold a services object.
 _routers_lock = threading.Lock()
 _routers: weakref.WeakKeyDictionary[Host, _Router] = weakref.WeakKeyDictionary()
 

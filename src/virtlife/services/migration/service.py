@@ -65,21 +65,6 @@ SAMPLE_S = 0.5
 RESUME_GIVE_UP_S = 30.0  # how long a stalled resume, paused again, may take to end
 AGENT_AFTER_S = 30.0
 
-# The migrations this process runs, by VM UUID: what Ctrl-C aborts (``abort_active``).
-_active: dict[str, Migration] = {}
-_active_lock = threading.Lock()
-
-
-def abort_active() -> int:
-    """Abort every migration this process runs (Ctrl-C); how many were asked to stop.
-    The VM stays at its source: libvirt resumes it there."""
-    with _active_lock:
-        running = list(_active.values())
-    for job in running:
-        _abort_quietly(job)
-    return len(running)
-
-
 class PreflightFailed(errors.InvalidTransition):
     """The pre-flight check found a fail: nothing was moved (exit 3)."""
 
@@ -118,12 +103,25 @@ class MigrationOutcome:
 
 class Migrations(OperationService):
     """Migration operations over the fleet (see the module doc). ``lifecycle`` shuts a
-    VM down first for ``--offline --shutdown-first``."""
+    VM down first for ``--offline --shutdown-first``. The migrations this service runs
+    are what its ``Services``' Ctrl-C aborts (``abort_running``): another ``Services``
+    in the same process (a server, a test) never aborts them."""
 
     def __init__(self, fleet: Fleet, ops: Operations, lifecycle: Lifecycle | None = None,
                  ) -> None:
         super().__init__(fleet, ops)
         self.lifecycle = lifecycle
+        self._running: dict[str, Migration] = {}  # by VM UUID, while ``_run`` watches it
+        self._running_lock = threading.Lock()
+
+    def abort_running(self) -> int:
+        """Abort every migration this service runs (Ctrl-C); how many were asked to
+        stop. The VM stays at its source: libvirt resumes it there."""
+        with self._running_lock:
+            running = list(self._running.values())
+        for job in running:
+            _abort_quietly(job)
+        return len(running)
 
     @property
     def oneplace(self) -> OnePlace:
@@ -309,8 +307,8 @@ class Migrations(OperationService):
         t0 = time.monotonic()
         run.report("start", f"{MigrationPhase.PREPARING.label}: {dst.name}")
         key = guest.uuid()
-        with _active_lock:
-            _active[key] = job
+        with self._running_lock:
+            self._running[key] = job
         threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
         previous: Progress | None = None
         there: Sighting | None = None  # the destination, asked while the abort settled
@@ -355,8 +353,8 @@ class Migrations(OperationService):
             done.wait(60)
             raise
         finally:
-            with _active_lock:
-                _active.pop(key, None)
+            with self._running_lock:
+                self._running.pop(key, None)
         if gave_up:
             raise errors.OperationTimeout(f"{gave_up}; {self._where(guest, dst)[0]}")
         if failure and state.postcopy_started:
