@@ -15,15 +15,16 @@ from virtlife.lazyexports import lazy_exports
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from virtlife.hypervisor.domains import HostInfo
     from virtlife.hypervisor.events import DomainEvent, Listener
     from virtlife.hypervisor.guest import Guest, GuestInfo
-    from virtlife.hypervisor.host import Host, HostInfo
+    from virtlife.hypervisor.host import Host
 
 __all__ = ["DomainEvent", "Guest", "GuestInfo", "Host", "HostInfo", "Listener"]
 
 # Where each exported name lives (a module of this package).
 _HOMES = {"DomainEvent": "events", "Listener": "events", "Guest": "guest",
-          "GuestInfo": "guest", "Host": "host", "HostInfo": "host"}
+          "GuestInfo": "guest", "Host": "host", "HostInfo": "domains"}
 
 
 __getattr__ = lazy_exports(__name__, _HOMES)
