@@ -1,7 +1,8 @@
 """The hypervisor layer: the only package that touches libvirt objects.
 
-``Host`` owns a connection and its events, ``Guest`` wraps one domain, and
-``libvirt_api`` is the one module importing libvirt and translating its errors.
+``Host`` owns a connection (``connection``), its events (``dispatch``) and the calls
+about its domains (``domains``), ``Guest`` wraps one domain, and ``libvirt_api`` is
+the one module importing libvirt and translating its errors.
 Callers get virtlife errors, ``StateInfo`` values and ``DomainEvent`` values back.
 
 The names below are imported from their modules on first use (PEP 562), so that
