@@ -17,8 +17,7 @@ import pytest
 
 from libvirt_faults import Opens, wait_until
 from support import NODE2_URI, NODE_URI
-from virtlife.hypervisor import DomainEvent, Host
-from virtlife.hypervisor import host as host_module
+from virtlife.hypervisor import DomainEvent, Host, dispatch
 from virtlife.hypervisor.events import (
     AGENT_REASONS,
     AGENT_STATES,
@@ -104,7 +103,7 @@ def test_a_listener_that_raises_is_logged_with_its_traceback(
     assert wait_until(lambda: any(r.exc_info for r in caplog.records))
     (record,) = [r for r in caplog.records if r.exc_info]
     assert record.levelno == logging.ERROR
-    assert record.name == "virtlife.hypervisor.host"
+    assert record.name == "virtlife.hypervisor.dispatch"
     assert "broken" in record.getMessage() and "host t" in record.getMessage()
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError
     # the handler keeps the record before it writes its text: wait for the text too
@@ -116,7 +115,7 @@ def test_a_listener_that_falls_behind_loses_new_events_with_a_warning(
     caplog.set_level(logging.WARNING, logger="virtlife")
     every = Recorder()  # keeps up (a full-size queue): tells when libvirt delivered all six
     host.add_listener(every)
-    monkeypatch.setattr(host_module, "LISTENER_QUEUE_SIZE", 2)  # for the listener below
+    monkeypatch.setattr(dispatch, "LISTENER_QUEUE_SIZE", 2)  # for the listener below
     entered, release = threading.Event(), threading.Event()
     got = Recorder()
 

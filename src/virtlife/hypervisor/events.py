@@ -4,7 +4,7 @@
 here turn libvirt's event ids, event and detail numbers, agent states and connection
 close reasons (stable ABI values, checked against the binding in a unit test) into
 the words ``virsh event`` uses. This module does no I/O and must not import libvirt;
-``host.Host`` registers the callbacks, builds the events and delivers them.
+``dispatch.Dispatcher`` registers the callbacks, builds the events and delivers them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from virtlife.hypervisor.host import is_remote
+from virtlife.hypervisor.connection import is_remote
 from virtlife.hypervisor.libvirt_api import libvirt, translate
 
 if TYPE_CHECKING:

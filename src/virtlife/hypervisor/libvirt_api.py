@@ -59,8 +59,9 @@ def ensure_event_loop() -> None:
 
     It must run before connections are opened for their events and keepalives to work.
     Every connection's callbacks run on this one thread, so they must never block
-    (``host.Host`` only queues events there). An error of one iteration is logged and
-    the loop goes on: a dead loop would silently stop every event and keepalive.
+    (``dispatch.Dispatcher`` only queues events there). An error of one iteration is
+    logged and the loop goes on: a dead loop would silently stop every event and
+    keepalive.
     """
     global _loop_started
     with _loop_lock:
