@@ -24,3 +24,11 @@ def start_time(pid: int) -> int | None:
         return int(fields[19])
     except ValueError:
         return None
+
+
+def comm(pid: int) -> str | None:
+    """The command name of process ``pid`` (/proc/PID/comm); None when it has ended."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None

@@ -21,7 +21,7 @@ from virtlife.services.fleet import Fleet, HostRef
 def _leftovers() -> list[str]:
     """Anything of a light lab on this machine."""
     found = [f"netns {ns}" for ns in labnet.netns_names() if ns.startswith(light.NETNS_PREFIX)]
-    found += [f"link {link.name}" for link in labnet.parse_links(labnet._ip("-j", "link", "show"))
+    found += [f"link {link.name}" for link in labnet.links()
               if link.name.startswith("vl-lt") or (link.alias or "").startswith(light.MARK)]
     found += [f"mount {line.split()[4]}" for line in
               Path("/proc/self/mountinfo").read_text().splitlines()

@@ -50,12 +50,12 @@ def test_the_root_help_loads_neither_click_nor_libvirt(args: list[str], code: in
 # tokens, the settings parser (no settings file here), the guest agent's binding, the
 # store's facts and freezes tables, socket (graphics sockets, the journal's machine name:
 # no operation is recorded), getpass (the journal's actor), logging (and its traceback:
-# nothing is logged at WARNING; virtlife.lazylog), queue (event listeners) and, for a
-# table, json.
+# nothing is logged at WARNING; virtlife.lazylog), queue (event listeners), the
+# server's prometheus_client and, for a table, json.
 NOT_ON_THE_HOT_PATH = (
     "click", "rich", "tomllib", "virtlife.cli.root", "virtlife.cli.app",
     "libvirt_qemu", "virtlife.store.facts", "virtlife.store.freezes", "socket", "getpass",
-    "logging", "traceback", "queue",
+    "logging", "traceback", "queue", "prometheus_client",
     "virtlife.cli.roothelp", "virtlife.services.operations", "virtlife.services.lifecycle",
     "virtlife.services.agent", "virtlife.services.snapshots", "virtlife.services.consoles",
     "virtlife.services.migration", "virtlife.services.freeze", "virtlife.services.events",

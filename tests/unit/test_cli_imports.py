@@ -23,7 +23,8 @@ PROBE = """
 import sys
 from virtlife.cli.main import main
 code = main(sys.argv[1:])
-loaded = [m for m in ("libvirt", "rich", "click", "virtlife.services.context") if m in sys.modules]
+loaded = [m for m in ("libvirt", "rich", "click", "virtlife.services.context",
+                      "prometheus_client") if m in sys.modules]
 sys.stderr.write("LOADED " + " ".join(loaded) + "\\n")
 sys.exit(code)
 """
@@ -39,7 +40,8 @@ def _loaded(*args: str) -> tuple[int, set[str], str]:
 @pytest.mark.parametrize("args", [
     ["--help"], ["list", "--help"], ["state", "--help"], ["start", "--help"],
     ["migrate", "--help"], ["demo", "--help"], ["attach-iso", "--help"],
-    ["agent", "--help"], ["snapshot", "--help"], ["lab", "--help"], ["--version"],
+    ["agent", "--help"], ["snapshot", "--help"], ["lab", "--help"], ["serve", "--help"],
+    ["--version"],
 ])
 def test_help_never_loads_libvirt_or_the_services(args: list[str]) -> None:
     code, loaded, out = _loaded(*args)
@@ -48,6 +50,7 @@ def test_help_never_loads_libvirt_or_the_services(args: list[str]) -> None:
     assert "libvirt" not in loaded
     assert "virtlife.services.context" not in loaded
     assert "rich" not in loaded
+    assert "prometheus_client" not in loaded  # the server's, loaded with it
 
 
 def test_a_piped_listing_needs_neither_click_nor_rich(node_uri: str) -> None:

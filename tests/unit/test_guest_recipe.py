@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from virtlife.errors import LabError
-from virtlife.lab import guest, hostprep
+from virtlife.lab import common, guest, hostprep
 from virtlife.lab.guest import GuestImage, KernelPackage
 
 SCRIPTS = {name for name, place in guest.GUEST_FILES.items() if place.mode & 0o111}
@@ -594,7 +594,7 @@ def test_fix_kvm_node_does_nothing_without_a_node(
 def test_ensure_daemons_does_nothing_when_both_sockets_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(hostprep, "_accepts", lambda sock: True)
+    monkeypatch.setattr(hostprep, "accepts_unix", lambda sock: True)
 
     def no_start(*_args: Any) -> None:
         raise AssertionError("started a daemon that was running")
@@ -605,8 +605,8 @@ def test_ensure_daemons_does_nothing_when_both_sockets_answer(
 
 def test_ensure_daemons_starts_virtlogd_before_libvirtd(monkeypatch: pytest.MonkeyPatch) -> None:
     up: set[Path] = set()
-    monkeypatch.setattr(hostprep, "_accepts", lambda sock: sock in up)
-    monkeypatch.setattr(hostprep, "_find", lambda program: f"/usr/sbin/{program}")
+    monkeypatch.setattr(hostprep, "accepts_unix", lambda sock: sock in up)
+    monkeypatch.setattr(hostprep, "find_tool", lambda program: f"/usr/sbin/{program}")
     started: list[str] = []
 
     def start(daemon: str, exe: str, sock: Path, timeout: float) -> None:
@@ -620,7 +620,7 @@ def test_ensure_daemons_starts_virtlogd_before_libvirtd(monkeypatch: pytest.Monk
 
 
 def test_socket_probe_is_false_for_a_path_nobody_listens_on(tmp_path: Path) -> None:
-    assert not hostprep._accepts(tmp_path / "nobody-sock")
+    assert not common.accepts_unix(tmp_path / "nobody-sock")
 
 
 def fake_daemon(tmp_path: Path, sock: Path, failures: int) -> str:
@@ -656,7 +656,7 @@ def test_start_daemon_retries_while_the_old_one_still_holds_its_pid_file(tmp_pat
     sock = tmp_path / "sock"
     hostprep._start_daemon("fakedaemon", fake_daemon(tmp_path, sock, failures=2), sock, 5.0)
     assert (tmp_path / "tries").read_text() == "3"
-    assert hostprep._accepts(sock)
+    assert common.accepts_unix(sock)
 
 
 def test_start_daemon_gives_up_with_the_daemons_own_words(tmp_path: Path) -> None:

@@ -278,8 +278,8 @@ def test_libvirtd_gets_its_options_after_the_launcher(
                                  libvirtd_args=("--listen",))
     started: list[object] = []
     up: set[Path] = set()
-    monkeypatch.setattr(hostprep, "_accepts", lambda sock: sock in up)
-    monkeypatch.setattr(hostprep, "_find", lambda program: f"/usr/sbin/{program}")
+    monkeypatch.setattr(hostprep, "accepts_unix", lambda sock: sock in up)
+    monkeypatch.setattr(hostprep, "find_tool", lambda program: f"/usr/sbin/{program}")
 
     def start(daemon: str, exe: object, sock: Path, timeout: float) -> None:
         started.append(exe)

@@ -132,8 +132,8 @@ def test_ensure_daemons_starts_a_lab_hosts_daemons_through_its_launcher(
                         launcher=("nsenter", "--target=42", "--mount", "--"))
     up: set[Path] = set()
     started: list[object] = []
-    monkeypatch.setattr(hostprep, "_accepts", lambda sock: sock in up)
-    monkeypatch.setattr(hostprep, "_find", lambda program: f"/usr/sbin/{program}")
+    monkeypatch.setattr(hostprep, "accepts_unix", lambda sock: sock in up)
+    monkeypatch.setattr(hostprep, "find_tool", lambda program: f"/usr/sbin/{program}")
 
     def start(daemon: str, exe: object, sock: Path, timeout: float) -> None:
         started.append(exe)
@@ -152,8 +152,8 @@ def test_ensure_daemons_starts_a_lab_hosts_daemons_through_its_launcher(
 def test_a_daemon_that_fails_to_start_points_at_its_hosts_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = DaemonPaths(run_dir=tmp_path / "run", log_dir=tmp_path / "log")
-    monkeypatch.setattr(hostprep, "_accepts", lambda sock: False)
-    monkeypatch.setattr(hostprep, "_find", lambda program: f"/usr/sbin/{program}")
+    monkeypatch.setattr(hostprep, "accepts_unix", lambda sock: False)
+    monkeypatch.setattr(hostprep, "find_tool", lambda program: f"/usr/sbin/{program}")
 
     def fail(daemon: str, exe: object, sock: Path, timeout: float) -> None:
         raise LabError(f"cannot start {daemon}: boom")

@@ -42,7 +42,7 @@ from virtlife.api import (
     routes_more,
 )
 from virtlife.api.auth import Tickets
-from virtlife.api.hub import Feed, Hub
+from virtlife.api.hub import Feed, Hub, cached_listing
 from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
 from virtlife.api.streams import Streams
@@ -162,7 +162,8 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.state.hub = hub
     app.state.feed = feed
     app.state.local = local
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(lambda: (cached_listing(feed.cache)[0],
+                                         sorted(services.fleet.refs)))
     app.state.tickets = Tickets()
     app.state.streams = Streams(lambda token: services.need_store().tokens.check(token)
                                 is not None)

@@ -1,61 +1,83 @@
-"""What ``/metrics`` says, in the Prometheus text exposition format (version 0.0.4).
+"""What ``/metrics`` says, in the Prometheus text exposition format (version 0.0.4),
+written by ``prometheus_client``.
 
-Gauges are read at scrape time from a fleet listing: VMs per host and state, and
-whether each host answered. Counters cover the operations this server ran: how many
-ended with each outcome, and how long they took (a summary's ``_sum``/``_count``).
-No client library: the format is a few lines of text.
+Gauges are read at scrape time from a fleet listing (a collector of our own): VMs per
+host and state, and whether each host answered. Counters cover the operations this
+server ran: how many ended with each outcome, and how long they took (a summary's
+``_sum``/``_count``). Each app has a registry of its own (never the library's global
+one: a process may hold several apps, as the tests do).
+
+The CLI does not import this module on its cold path: ``prometheus_client`` loads only
+with the server.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Summary, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from virtlife.services.fleet import FleetListing
 from virtlife.states import VMState
 
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+OPERATION_LABELS = ("operation", "outcome")
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# The fleet as the server knows it now: its listing, and every host of the inventory.
+FleetSource = Callable[[], tuple[FleetListing, Sequence[str]]]
+
+
+class _Fleet(Collector):
+    """``virtlife_vms`` and ``virtlife_host_up``, from the listing at each scrape."""
+
+    def __init__(self, source: FleetSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        listing, hosts = self._source()
+        vms = GaugeMetricFamily("virtlife_vms", "VMs by host and state.",
+                                labels=("host", "state"))
+        per: dict[tuple[str, str], int] = {}
+        for row in listing.rows:
+            key = (row.host, row.state.state.value)
+            per[key] = per.get(key, 0) + 1
+        for host in listing.answered:
+            for state in VMState:
+                if state is not VMState.UNDEFINED:
+                    vms.add_metric((host, state.value), per.get((host, state.value), 0))
+        yield vms
+        down = {p.host for p in listing.unreachable}
+        up = GaugeMetricFamily("virtlife_host_up",
+                               "Whether the host's libvirtd answered (1) or not.",
+                               labels=("host",))
+        for host in hosts:
+            up.add_metric((host,), 0 if host in down else 1)
+        yield up
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # read at scrape time: nothing to check at registration
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count: Counter[tuple[str, str]] = Counter()
-        self._seconds: dict[tuple[str, str], float] = {}
+    """The registry of one app: the fleet's gauges and the operations' counters."""
+
+    def __init__(self, fleet: FleetSource) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Fleet(fleet))
+        self._operations = Counter("virtlife_operations",
+                                   "Operations this server ran, by outcome.",
+                                   OPERATION_LABELS, registry=self.registry)
+        self._seconds = Summary("virtlife_operation_seconds",
+                                "How long those operations took.",
+                                OPERATION_LABELS, registry=self.registry)
 
     def operation_done(self, operation: str, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self._count[(operation, outcome)] += 1
-            key = (operation, outcome)
-            self._seconds[key] = self._seconds.get(key, 0.0) + seconds
+        self._operations.labels(operation, outcome).inc()
+        self._seconds.labels(operation, outcome).observe(seconds)
 
-    def render(self, listing: FleetListing, hosts: list[str]) -> str:
-        lines = ["# HELP virtlife_vms VMs by host and state.", "# TYPE virtlife_vms gauge"]
-        per: Counter[tuple[str, str]] = Counter(
-            (row.host, row.state.state.value) for row in listing.rows)
-        for host in listing.answered:
-            for state in VMState:
-                if state is VMState.UNDEFINED:
-                    continue
-                lines.append(f'virtlife_vms{{host="{_label(host)}",state="{state.value}"}} '
-                             f"{per[(host, state.value)]}")
-        down = {p.host for p in listing.unreachable}
-        lines += ["# HELP virtlife_host_up Whether the host's libvirtd answered (1) or not.",
-                  "# TYPE virtlife_host_up gauge"]
-        lines += [f'virtlife_host_up{{host="{_label(h)}"}} {0 if h in down else 1}'
-                  for h in hosts]
-        with self._lock:
-            count, seconds = dict(self._count), dict(self._seconds)
-        lines += ["# HELP virtlife_operations_total Operations this server ran, by outcome.",
-                  "# TYPE virtlife_operations_total counter"]
-        lines += [f'virtlife_operations_total{{operation="{_label(op)}",'
-                  f'outcome="{_label(out)}"}} {n}' for (op, out), n in sorted(count.items())]
-        lines += ["# HELP virtlife_operation_seconds How long those operations took.",
-                  "# TYPE virtlife_operation_seconds summary"]
-        for (op, out), total in sorted(seconds.items()):
-            labels = f'operation="{_label(op)}",outcome="{_label(out)}"'
-            lines.append(f"virtlife_operation_seconds_sum{{{labels}}} {total:.6f}")
-            lines.append(f"virtlife_operation_seconds_count{{{labels}}} {count[(op, out)]}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The text a scrape gets (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +28,7 @@ from virtlife.api.allowed import caller_paths
 from virtlife.api.auth import actor_of, admin, operator, presented_token, reader, token_of
 from virtlife.api.hub import Hub, cached_listing, state_dict
 from virtlife.api.limits import wait_for_job
+from virtlife.api.metrics import CONTENT_TYPE
 from virtlife.api.streams import Streams
 from virtlife.services.base import Call
 from virtlife.services.context import Services
@@ -381,9 +382,6 @@ async def events(request: Request, _t: Reader) -> StreamingResponse:
 # -- metrics ------------------------------------------------------------------------------
 
 @router.get("/metrics", tags=["server"], response_class=PlainTextResponse)
-def metrics(request: Request, _t: Reader) -> PlainTextResponse:
+def metrics(request: Request, _t: Reader) -> Response:
     """Prometheus text format: VMs per state and host, host reachability, operations."""
-    svc = services_of(request)
-    listing, _source = cached_listing(request.app.state.feed.cache)
-    text = request.app.state.metrics.render(listing, sorted(svc.fleet.refs))
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

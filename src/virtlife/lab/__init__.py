@@ -7,7 +7,9 @@ libvirt daemons, the post-copy sysctl). ``privhost`` starts and stops a private
 libvirtd "host" in a mount namespace of its own (its own /etc/libvirt, /var/lib/libvirt
 and /run, reached through a socket). ``cluster`` is the multi-host lab: N such hosts,
 each in a network namespace of its own (``labnet``: bridge, veths, addresses), reached
-over TCP and sharing a pool directory, for migrations. Nothing here is imported by the
+over TCP and sharing a pool directory, for migrations; ``light`` is many cheap hosts
+for fleet-scale listings. ``common`` holds what they all do the same way (the state
+directory's lock, records, probes, virsh). Nothing here is imported by the
 services; import the submodules directly (this package re-exports
 nothing, so importing it stays cheap).
 """

@@ -34,14 +34,9 @@ State directory (``STATE``, default /run/virtlife-lab-net)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +48,7 @@ from typing import Any
 from virtlife import config
 from virtlife.errors import LabError
 from virtlife.lab import hostprep, labnet, privhost
+from virtlife.lab.common import accepts_tcp, locked, missing_tool, stderr_of, virsh, write_atomic
 from virtlife.lab.labnet import NetPlan
 from virtlife.lab.privhost import Proc
 
@@ -125,9 +121,7 @@ def read_record(state_dir: Path = DEFAULT_STATE_DIR) -> Record | None:
 
 
 def _write_record(state_dir: Path, record: Record) -> None:
-    tmp = state_dir / f".{LAB_FILE}.tmp"
-    tmp.write_text(record.to_json())
-    tmp.replace(state_dir / LAB_FILE)
+    write_atomic(state_dir / LAB_FILE, record.to_json())
 
 
 # --------------------------------------------------------------------------- status
@@ -251,7 +245,7 @@ def _status(state_dir: Path, record: Record) -> LabStatus:
         except LabError:
             pids, host_uuid = {}, None
         hosts.append(HostStatus(h.name, str(h.address), h.uri, h.netns, host_uuid, pids,
-                                _accepts_tcp(h.address)))
+                                accepts_tcp(h.address)))
     owner_alive = record.owner is not None and record.owner.alive()
     state, reason = condition(record.owner, owner_alive, hosts, record.complete)
     return LabStatus(state, reason, record, tuple(hosts))
@@ -261,14 +255,6 @@ def host(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> privhost.PrivateHost
     """Lab host ``name`` as a private host: to run a command in it (``run``), stop or
     start its daemons (``stop_daemon``, ``start_daemons``), or list its processes."""
     return privhost.attach(name, state_dir=state_dir / HOSTS_DIR)
-
-
-def _accepts_tcp(address: IPv4Address, port: int = labnet.LIBVIRT_TCP_PORT) -> bool:
-    try:
-        with socket.create_connection((str(address), port), timeout=2.0):
-            return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- inventory
@@ -340,11 +326,9 @@ def up(n: int = 2, *, segment: IPv4Network | str = labnet.SEGMENT,
     wanted = labnet.plan(n, segment)
     pool = pool_dir or default_pool_dir()
     _check_can_run(pool)
-    owner = None
-    if owner_pid is not None and (owner := Proc.of(owner_pid)) is None:
-        raise LabError(f"cannot bring the lab up: its owner pid {owner_pid} is not running")
+    owner = Proc.owner(owner_pid, "bring the lab up")
     notes = [note] if (note := _postcopy_note()) else []
-    with privhost._locked(state_dir, timeout, tidy=True):  # one up/down at a time
+    with locked(state_dir, timeout, tidy=True):  # one up/down at a time
         record = read_record(state_dir)
         current = _status(state_dir, record) if record is not None else None
         decision = decide_up(current, wanted, owner)
@@ -388,7 +372,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *,
     Raises LabError when something could not be removed (after removing the rest; the
     record is kept, so that the next ``down`` tries again).
     """
-    with privhost._locked(state_dir, timeout, tidy=True):
+    with locked(state_dir, timeout, tidy=True):
         record = read_record(state_dir)
         return record, _teardown(state_dir, record)
 
@@ -433,22 +417,17 @@ def qemu_settings(address: IPv4Address) -> dict[str, privhost.ConfValue]:
 def _define_pool(uri: str, name: str, path: Path, timeout: float) -> None:
     for args in (("pool-define-as", name, "dir", "--target", str(path)),
                  ("pool-start", name), ("pool-autostart", name)):
-        try:
-            done = subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise LabError(f"cannot define pool {name} at {uri}: virsh: {e}") from e
+        done = virsh(uri, args, timeout)
         if done.returncode != 0:
-            detail = " ".join(done.stderr.split())[:300] or f"exit {done.returncode}"
-            raise LabError(f"cannot define pool {name} at {uri}: virsh {args[0]}: {detail}")
+            raise LabError(f"cannot define pool {name} at {uri}: virsh {args[0]}: "
+                           f"{stderr_of(done)}")
 
 
 def _check_reach(p: NetPlan) -> None:
     """Every host answers on libvirt's TCP port from the root namespace and from every
     other host (migrations go host to host, across the bridge)."""
     problems = [f"this machine cannot reach {h.name} at {h.address}"
-                for h in p.hosts if not _accepts_tcp(h.address)]
+                for h in p.hosts if not accepts_tcp(h.address)]
     for h in p.hosts:
         others = [o.address for o in p.hosts if o is not h]
         problems += [f"{h.name} cannot reach {target}"
@@ -497,23 +476,9 @@ def _tidy(record: Record) -> list[str]:
         else:
             pool.rmdir()
             actions.append(f"removed {pool}")
-    netns_dir = labnet.NETNS_DIR
-    if record.netns_dir_made and netns_dir.is_dir() and not any(netns_dir.iterdir()):
-        if _is_mount_point(netns_dir):  # `ip netns add` bind-mounts it on itself
-            subprocess.run(["umount", str(netns_dir)], capture_output=True, check=False,
-                           timeout=15)
-        with contextlib.suppress(OSError):
-            netns_dir.rmdir()
-            actions.append(f"removed {netns_dir}")
+    if record.netns_dir_made:
+        actions += labnet.remove_netns_dir()
     return actions
-
-
-def _is_mount_point(path: Path) -> bool:
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return False
-    return any(line.split()[4] == str(path) for line in lines)
 
 
 # --------------------------------------------------------------------------- checks
@@ -523,11 +488,9 @@ def _check_can_run(pool: Path) -> None:
     ok, why = hostprep.can_run_real_stack()
     if not ok:
         raise LabError(f"cannot bring the lab up: {why}")
-    for tool in _TOOLS:
-        if shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", ""),
-                                                    "/usr/sbin", "/sbin"])) is None:
-            raise LabError(f"cannot bring the lab up: {tool} is missing; install iproute2, "
-                           "util-linux, coreutils and libvirt-clients")
+    if (tool := missing_tool(_TOOLS)) is not None:
+        raise LabError(f"cannot bring the lab up: {tool} is missing; install iproute2, "
+                       "util-linux, coreutils and libvirt-clients")
     if not _SAFE_PATH.match(str(pool)):
         raise LabError(f"cannot use {pool} as the lab's shared pool: give an absolute path "
                        "of letters, digits and / . _ -")

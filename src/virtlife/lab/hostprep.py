@@ -17,8 +17,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 
 from virtlife.errors import LabError
 from virtlife.lab import reaper
+from virtlife.lab.common import accepts_unix, find_tool
 
 Progress = Callable[[str], None]
 
@@ -43,7 +42,6 @@ DAEMONS = ("virtlogd", "libvirtd")  # in start order: libvirtd hands QEMU's outp
 # killed was reported that much later). virtlogd orphans nothing.
 REAPED = ("libvirtd",)
 USERFAULTFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
-_SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
 
 @dataclass(frozen=True)
@@ -94,9 +92,9 @@ def can_run_real_stack() -> tuple[bool, str]:
         return False, "not running as root (qemu:///system and host preparation need root)"
     if not Path("/etc/debian_version").is_file():
         return False, "not a Debian host (/etc/debian_version is missing)"
-    if _find("libvirtd") is None:
+    if find_tool("libvirtd") is None:
         return False, "libvirtd is not installed; install libvirt-daemon-system"
-    if _find("qemu-system-x86_64") is None:
+    if find_tool("qemu-system-x86_64") is None:
         return False, "qemu-system-x86_64 is not installed; install qemu-system-x86"
     return True, ""
 
@@ -158,9 +156,9 @@ def ensure_daemons(timeout: float = 20.0, paths: DaemonPaths = LOCAL_DAEMONS) ->
     actions: list[str] = []
     for daemon in DAEMONS:
         sock = paths.socket(daemon)
-        if _accepts(sock):
+        if accepts_unix(sock):
             continue
-        exe = _find(daemon)
+        exe = find_tool(daemon)
         if exe is None:
             raise LabError(
                 f"cannot start {daemon}: it is not installed; install libvirt-daemon-system"
@@ -299,12 +297,12 @@ def _start_daemon(daemon: str, exe: str | Sequence[str], sock: Path, timeout: fl
     deadline = time.monotonic() + timeout
     while True:
         status, detail = _spawn_daemon(exe, timeout)
-        if status == 0 or _accepts(sock):
+        if status == 0 or accepts_unix(sock):
             break
         if time.monotonic() > deadline:
             raise LabError(f"cannot start {daemon}: {detail or f'exit status {status}'}")
         time.sleep(0.2)
-    while not _accepts(sock):
+    while not accepts_unix(sock):
         if time.monotonic() > deadline:
             raise LabError(
                 f"started {daemon}, but {sock} accepted no connection within {timeout:.0f} s"
@@ -333,22 +331,6 @@ def _spawn_daemon(exe: str | Sequence[str], timeout: float) -> tuple[int, str]:
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
     return done.returncode, lines[-1].strip() if lines else ""
-
-
-def _accepts(sock_path: Path) -> bool:
-    """Whether a daemon is listening on the Unix socket ``sock_path``."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(2.0)
-        try:
-            s.connect(str(sock_path))
-        except OSError:
-            return False
-    return True
-
-
-def _find(program: str) -> str | None:
-    path = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN])
-    return shutil.which(program, path=path)
 
 
 def _user(uid: int) -> str:

@@ -31,6 +31,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from virtlife.errors import LabError
+from virtlife.lab import common
+from virtlife.procs import comm
 
 SEGMENT = IPv4Network("10.253.7.0/24")  # private (RFC 1918), rarely used by anyone
 BRIDGE = "vl-lab0"
@@ -39,7 +41,7 @@ HOST_PREFIX = "lab-"  # the hosts' names in the inventory: lab-a, lab-b, ...
 FIRST_HOST = 11  # lab-a is the segment's 11th address, lab-b the 12th, ...
 MAX_HOSTS = 26  # one letter each
 MARK = "virtlife-lab"  # alias prefix of every interface the lab made: "virtlife-lab TOKEN"
-LIBVIRT_TCP_PORT = 16509
+LIBVIRT_TCP_PORT = common.LIBVIRT_TCP_PORT
 NETNS_DIR = Path("/run/netns")
 INNER_IFNAME = "eth0"  # the host's end of its veth, inside its namespace
 
@@ -99,14 +101,16 @@ def plan(n: int, segment: IPv4Network | str = SEGMENT, bridge: str = BRIDGE) -> 
     return NetPlan(net, bridge, net.network_address + 1, hosts)
 
 
-def mark(token: str) -> str:
-    return f"{MARK} {token}"
+def mark(token: str, lab: str = MARK) -> str:
+    """The alias of everything lab ``lab`` (``MARK``, or the light lab's) made."""
+    return f"{lab} {token}"
 
 
-def marked_token(alias: str | None) -> str | None:
-    """The lab token in an interface alias, or None when the alias is not a lab's."""
-    if alias and alias.startswith(MARK + " "):
-        return alias[len(MARK) + 1:].strip() or None
+def marked_token(alias: str | None, lab: str = MARK) -> str | None:
+    """The token in an interface alias marked by lab ``lab``, or None when the alias is
+    not that lab's."""
+    if alias and alias.startswith(lab + " "):
+        return alias[len(lab) + 1:].strip() or None
     return None
 
 
@@ -192,8 +196,9 @@ def leftovers(view: NetView, recorded: NetPlan | None, keep: str | None = None) 
 # --------------------------------------------------------------------------- reading
 
 
-def _ip(*args: str, netns: str | None = None, check: bool = True,
-        timeout: float = 15.0) -> str:
+def ip(*args: str, netns: str | None = None, check: bool = True,
+       timeout: float = 15.0) -> str:
+    """``ip ARGS`` (in ``netns``, if given): its output; with ``check``, LabError on failure."""
     command = ["ip", *(("-n", netns) if netns else ()), *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
@@ -246,28 +251,34 @@ def parse_links(text: str) -> tuple[Link, ...]:
 
 
 def netns_names() -> list[str]:
-    return sorted(str(d["name"]) for d in _json(_ip("-j", "netns", "list")) if "name" in d)
+    return sorted(str(d["name"]) for d in _json(ip("-j", "netns", "list")) if "name" in d)
 
 
-def _lo_alias(netns: str) -> str | None:
-    links = parse_links(_ip("-j", "link", "show", "lo", netns=netns, check=False))
-    return links[0].alias if links else None
+def links() -> tuple[Link, ...]:
+    """The root namespace's interfaces, with their aliases (a lab's mark)."""
+    return parse_links(ip("-j", "link", "show"))
+
+
+def lo_alias(netns: str) -> str | None:
+    """The alias of the ``lo`` of network namespace ``netns`` (a lab's mark), if any."""
+    found = parse_links(ip("-j", "link", "show", "lo", netns=netns, check=False))
+    return found[0].alias if found else None
 
 
 def read_view() -> NetView:
     """The root namespace's interfaces, IPv4 addresses and routes, and the named network
     namespaces with the alias of their ``lo`` (a lab's mark)."""
     return NetView(
-        links=parse_links(_ip("-j", "link", "show")),
-        addresses=parse_addresses(_ip("-j", "-4", "addr", "show")),
-        routes=parse_routes(_ip("-j", "-4", "route", "show", "table", "all")),
-        netns={name: _lo_alias(name) for name in netns_names()},
+        links=links(),
+        addresses=parse_addresses(ip("-j", "-4", "addr", "show")),
+        routes=parse_routes(ip("-j", "-4", "route", "show", "table", "all")),
+        netns={name: lo_alias(name) for name in netns_names()},
     )
 
 
 def netns_pids(netns: str) -> list[int]:
     """The processes in network namespace ``netns``."""
-    out = _ip("netns", "pids", netns, check=False)
+    out = ip("netns", "pids", netns, check=False)
     return sorted(int(word) for word in out.split() if word.isdigit())
 
 
@@ -282,19 +293,19 @@ def create(p: NetPlan, token: str) -> list[str]:
     """
     alias = mark(token)
     prefix = p.segment.prefixlen
-    _ip("link", "add", p.bridge, "type", "bridge", "forward_delay", "0")
-    _ip("link", "set", p.bridge, "alias", alias)
-    _ip("addr", "add", f"{p.bridge_address}/{prefix}", "dev", p.bridge)
-    _ip("link", "set", p.bridge, "up")
+    ip("link", "add", p.bridge, "type", "bridge", "forward_delay", "0")
+    ip("link", "set", p.bridge, "alias", alias)
+    ip("addr", "add", f"{p.bridge_address}/{prefix}", "dev", p.bridge)
+    ip("link", "set", p.bridge, "up")
     done = [f"bridge {p.bridge} {p.bridge_address}/{prefix}"]
     for h in p.hosts:
-        _ip("netns", "add", h.netns)
-        _ip("link", "set", "lo", "alias", alias, "up", netns=h.netns)
-        _ip("link", "add", h.veth, "type", "veth", "peer", "name", INNER_IFNAME,
+        ip("netns", "add", h.netns)
+        ip("link", "set", "lo", "alias", alias, "up", netns=h.netns)
+        ip("link", "add", h.veth, "type", "veth", "peer", "name", INNER_IFNAME,
             "netns", h.netns)
-        _ip("link", "set", h.veth, "alias", alias, "master", p.bridge, "up")
-        _ip("addr", "add", f"{h.address}/{prefix}", "dev", INNER_IFNAME, netns=h.netns)
-        _ip("link", "set", INNER_IFNAME, "alias", alias, "up", netns=h.netns)
+        ip("link", "set", h.veth, "alias", alias, "master", p.bridge, "up")
+        ip("addr", "add", f"{h.address}/{prefix}", "dev", INNER_IFNAME, netns=h.netns)
+        ip("link", "set", INNER_IFNAME, "alias", alias, "up", netns=h.netns)
         done.append(f"netns {h.netns} {h.address}/{prefix} (veth {h.veth})")
     return done
 
@@ -308,11 +319,11 @@ def remove(recorded: NetPlan | None, keep: str | None = None) -> list[str]:
     gone = leftovers(read_view(), recorded, keep)
     actions: list[str] = []
     for name in gone.links:
-        _ip("link", "del", name, check=False)
+        ip("link", "del", name, check=False)
         actions.append(f"deleted interface {name}")
     for name in gone.netns:
         stray = netns_pids(name)
-        _ip("netns", "del", name)
+        ip("netns", "del", name)
         actions.append(f"deleted network namespace {name}" + (
             f" (processes {', '.join(_describe(stray))} still run in it: not the lab's, "
             "left alone)" if stray else ""))
@@ -320,15 +331,34 @@ def remove(recorded: NetPlan | None, keep: str | None = None) -> list[str]:
     return actions
 
 
+def ip_batch(lines: Iterable[str], netns: str | None = None, check: bool = True) -> None:
+    """Run ``lines`` as one ``ip -force -batch -`` (in ``netns``, if given): many
+    interfaces or namespaces in one process; with ``check``, LabError on failure."""
+    text = "\n".join(lines) + "\n"
+    command = ["ip", *(("-n", netns) if netns else ()), "-force", "-batch", "-"]
+    done = subprocess.run(command, input=text, capture_output=True, text=True,
+                          timeout=60, check=False)
+    if check and done.returncode != 0:
+        raise LabError(f"{' '.join(command)} failed: {' '.join(done.stderr.split())[:300]}")
+
+
+def remove_netns_dir() -> list[str]:
+    """Remove ``NETNS_DIR`` when it is empty (for a lab that made it: ``ip netns add``
+    bind-mounts it on itself, so it is unmounted first); what was done."""
+    if not NETNS_DIR.is_dir() or any(NETNS_DIR.iterdir()):
+        return []
+    if NETNS_DIR in common.mount_points():
+        subprocess.run(["umount", str(NETNS_DIR)], capture_output=True, check=False,
+                       timeout=15)
+    try:
+        NETNS_DIR.rmdir()
+    except OSError:
+        return []
+    return [f"removed {NETNS_DIR}"]
+
+
 def _describe(pids: Iterable[int]) -> list[str]:
-    out = []
-    for pid in pids:
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            comm = "?"
-        out.append(f"{pid} ({comm})")
-    return out
+    return [f"{pid} ({comm(pid) or '?'})" for pid in pids]
 
 
 def reaches(netns: str, targets: Sequence[IPv4Address], port: int = LIBVIRT_TCP_PORT,

@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -52,7 +51,9 @@ from pathlib import Path
 
 from virtlife.errors import LabError
 from virtlife.lab import hostprep, labnet, privhost
+from virtlife.lab.common import accepts_tcp, locked, missing_tool, stderr_of, virsh, write_atomic
 from virtlife.lab.privhost import Proc
+from virtlife.procs import comm, start_time
 
 Progress = Callable[[str], None]
 
@@ -141,9 +142,7 @@ def read_record(state_dir: Path = DEFAULT_STATE_DIR) -> Record | None:
 
 
 def _write_record(state_dir: Path, record: Record) -> None:
-    tmp = state_dir / f".{RECORD}.tmp"
-    tmp.write_text(record.to_json())
-    tmp.replace(state_dir / RECORD)
+    write_atomic(state_dir / RECORD, record.to_json())
 
 
 def domain_xml(index: int) -> str:
@@ -184,12 +183,9 @@ def up(n: int, *, vms: int = 50, running_hosts: int = 2,
         raise LabError(f"cannot give each light host {vms} domains: give 4 to 1000")
     hosts = plan(n, segment, min(running_hosts, n))
     _check_can_run()
-    owner = None
-    if owner_pid is not None and (owner := Proc.of(owner_pid)) is None:
-        raise LabError(f"cannot bring the light lab up: its owner pid {owner_pid} is not "
-                       "running")
+    owner = Proc.owner(owner_pid, "bring the light lab up")
     t0 = time.monotonic()
-    with privhost._locked(state_dir, timeout, tidy=True):
+    with locked(state_dir, timeout, tidy=True):
         old = read_record(state_dir)
         if old is not None and old.complete and (old.owner is None or old.owner.alive()):
             raise LabError(f"cannot bring the light lab up: one of {old.size} hosts is up "
@@ -223,7 +219,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *,
     """Take the light lab down, or clean up what a killed one left; (record, actions)."""
     if not state_dir.exists() and not _marked_links() and not _marked_netns():
         return None, []
-    with privhost._locked(state_dir, timeout, tidy=True):
+    with locked(state_dir, timeout, tidy=True):
         record = read_record(state_dir)
         return record, _teardown(state_dir, record)
 
@@ -235,10 +231,9 @@ def _check_can_run() -> None:
     if not (DRIVER_DIR / QEMU_DRIVER).exists():
         raise LabError(f"cannot bring the light lab up: {DRIVER_DIR / QEMU_DRIVER} is "
                        "missing; install libvirt-daemon-driver-qemu")
-    for tool in ("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd"):
-        if shutil.which(tool, path=os.pathsep.join(
-                [os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])) is None:
-            raise LabError(f"cannot bring the light lab up: {tool} is missing")
+    tool = missing_tool(("ip", "nsenter", "unshare", "virsh", "libvirtd", "virtlogd"))
+    if tool is not None:
+        raise LabError(f"cannot bring the light lab up: {tool} is missing")
 
 
 def _clashes(hosts: Iterable[LightHost], segment: IPv4Network) -> list[str]:
@@ -266,7 +261,7 @@ def _build(state_dir: Path, record: Record, hosts: tuple[LightHost, ...], say: P
         say(f"starting {len(full)} host(s) with virtlogd, and their VMs")
         _start(state_dir, full, timeout)
         for h in full:
-            _virsh(h.uri, _STATE_COMMANDS, timeout)
+            _set_states(h.uri, timeout)
         images = state_dir / "hosts" / full[0].name / "lib" / "qemu" / "save"
         for h in light:
             save = state_dir / "hosts" / h.name / "lib" / "qemu" / "save"
@@ -330,7 +325,7 @@ def _start(state_dir: Path, hosts: list[LightHost], timeout: float) -> None:
                 out = (state_dir / "hosts" / name / "daemon.out").read_text(errors="replace")
                 raise LabError(f"libvirtd of light host {name} ended (exit "
                                f"{procs[name].returncode}): {' '.join(out.split())[-300:]}")
-            if _accepts(h.address):
+            if accepts_tcp(h.address, PORT, timeout=0.5):
                 del waiting[name]
         if waiting and time.monotonic() > deadline:
             raise LabError(f"light hosts {', '.join(sorted(waiting)[:5])} did not accept TCP "
@@ -345,9 +340,7 @@ def _await_drivers(hosts: list[LightHost], deadline: float) -> None:
     (a client then gets "no connection driver available")."""
     def ready(h: LightHost) -> str | None:
         while True:
-            done = subprocess.run(["virsh", "-q", "-c", h.uri, "uri"], capture_output=True,
-                                  text=True, stdin=subprocess.DEVNULL, check=False,
-                                  timeout=max(1.0, deadline - time.monotonic()))
+            done = virsh(h.uri, ["uri"], max(1.0, deadline - time.monotonic()))
             if done.returncode == 0:
                 return None
             if time.monotonic() > deadline:
@@ -360,44 +353,25 @@ def _await_drivers(hosts: list[LightHost], deadline: float) -> None:
         raise LabError("light hosts do not answer: " + "; ".join(problems[:3]))
 
 
-def _accepts(address: IPv4Address) -> bool:
-    try:
-        with socket.create_connection((str(address), PORT), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _virsh(uri: str, commands: str, timeout: float) -> None:
-    done = subprocess.run(["virsh", "-q", "-c", uri, commands], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+def _set_states(uri: str, timeout: float) -> None:
+    done = virsh(uri, [_STATE_COMMANDS], timeout)
     if done.returncode != 0:
-        raise LabError(f"cannot set the light lab's VM states at {uri}: "
-                       f"{' '.join(done.stderr.split())[:300]}")
+        raise LabError(f"cannot set the light lab's VM states at {uri}: {stderr_of(done)}")
 
 
 # --------------------------------------------------------------------------- network
 
 
-def _ip_batch(lines: Iterable[str], netns: str | None = None, check: bool = True) -> None:
-    text = "\n".join(lines) + "\n"
-    command = ["ip", *(("-n", netns) if netns else ()), "-force", "-batch", "-"]
-    done = subprocess.run(command, input=text, capture_output=True, text=True,
-                          timeout=60, check=False)
-    if check and done.returncode != 0:
-        raise LabError(f"{' '.join(command)} failed: {' '.join(done.stderr.split())[:300]}")
-
-
 def _create_network(hosts: tuple[LightHost, ...], segment: IPv4Network, token: str) -> None:
-    alias = f"{MARK} {token}"
+    alias = labnet.mark(token, MARK)
     prefix = segment.prefixlen
     root = [f"link add {BRIDGE} type bridge forward_delay 0",
             f"link set {BRIDGE} alias \"{alias}\"",
             f"addr add {segment.network_address + 1}/{prefix} dev {BRIDGE}",
             f"link set {BRIDGE} up"]
     root += [f"netns add {h.netns}" for h in hosts]
-    _ip_batch(root)
-    _ip_batch(line for h in hosts for line in (
+    labnet.ip_batch(root)
+    labnet.ip_batch(line for h in hosts for line in (
         f"link add {h.netns} type veth peer name {labnet.INNER_IFNAME} netns {h.netns}",
         f"link set {h.netns} alias \"{alias}\" master {BRIDGE} up"))
     procs = [subprocess.Popen(["ip", "-n", h.netns, "-batch", "-"], stdin=subprocess.PIPE,
@@ -414,18 +388,13 @@ def _create_network(hosts: tuple[LightHost, ...], segment: IPv4Network, token: s
 
 
 def _marked_links() -> list[str]:
-    return [link.name for link in labnet.parse_links(labnet._ip("-j", "link", "show"))
-            if link.alias and link.alias.startswith(MARK + " ")]
+    return [link.name for link in labnet.links()
+            if labnet.marked_token(link.alias, MARK) is not None]
 
 
 def _marked_netns() -> list[str]:
-    found = []
-    for ns in labnet.netns_names():
-        if ns.startswith(NETNS_PREFIX):
-            alias = labnet._lo_alias(ns)
-            if alias and alias.startswith(MARK + " "):
-                found.append(ns)
-    return found
+    return [ns for ns in labnet.netns_names() if ns.startswith(NETNS_PREFIX)
+            and labnet.marked_token(labnet.lo_alias(ns), MARK) is not None]
 
 
 # --------------------------------------------------------------------------- down
@@ -444,10 +413,12 @@ def _netns_members(names: Iterable[str]) -> dict[int, str]:
         if not entry.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{entry}/ns/net") in inodes and not _zombie(int(entry)):
-                found[int(entry)] = Path(f"/proc/{entry}/comm").read_text().strip()
+            if os.readlink(f"/proc/{entry}/ns/net") not in inodes or _zombie(int(entry)):
+                continue
         except OSError:
             continue
+        if (name := comm(int(entry))) is not None:
+            found[int(entry)] = name
     return found
 
 
@@ -456,10 +427,7 @@ def _zombie(pid: int) -> bool:
     if child is not None and child.poll() is not None:
         del _CHILDREN[pid]
         return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+    return start_time(pid) is None  # ended, or only its zombie is left
 
 
 def _end_processes(netns: list[str], timeout: float) -> list[str]:
@@ -491,14 +459,13 @@ def _teardown(state_dir: Path, record: Record | None) -> list[str]:
     netns = sorted((named & present) | set(_marked_netns()))
     actions = _end_processes(netns, 20.0)
     links = set(_marked_links())
-    if record is not None and BRIDGE in {link.name for link in labnet.parse_links(
-            labnet._ip("-j", "link", "show"))}:
+    if record is not None and BRIDGE in {link.name for link in labnet.links()}:
         links.add(BRIDGE)  # made, then killed before its mark
     if netns:
-        _ip_batch([f"netns del {ns}" for ns in netns], check=False)
+        labnet.ip_batch([f"netns del {ns}" for ns in netns], check=False)
         actions.append(f"deleted {len(netns)} network namespaces")
     if links:
-        _ip_batch([f"link del {name}" for name in sorted(links)], check=False)
+        labnet.ip_batch([f"link del {name}" for name in sorted(links)], check=False)
         actions.append(f"deleted {len(links)} interfaces")
     for pid, child in list(_CHILDREN.items()):  # reap the daemons this process started
         if child.poll() is not None:
@@ -513,12 +480,7 @@ def _teardown(state_dir: Path, record: Record | None) -> list[str]:
             actions.append(f"removed {state_dir / sub}")
     (state_dir / RECORD).unlink(missing_ok=True)
     if record is not None and record.netns_dir_made:
-        netns_dir = labnet.NETNS_DIR
-        if netns_dir.is_dir() and not any(netns_dir.iterdir()):
-            subprocess.run(["umount", str(netns_dir)], capture_output=True, check=False,
-                           timeout=15)
-            with contextlib.suppress(OSError):
-                netns_dir.rmdir()
+        actions += labnet.remove_netns_dir()
     return actions
 
 
@@ -528,7 +490,7 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, object] | None:
     if record is None:
         return None
     hosts = record.hosts
-    answering = sum(_accepts(h.address) for h in hosts)
+    answering = sum(accepts_tcp(h.address, PORT, timeout=0.5) for h in hosts)
     return {"size": record.size, "segment": record.segment, "vms": record.vms,
             "running_hosts": record.running_hosts, "complete": record.complete,
             "started_at": record.started_at, "answering": answering,
@@ -569,9 +531,9 @@ def memory_kib(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, int]:
     if record is None:
         return {}
     total: dict[str, int] = {}
-    for pid, comm in _netns_members(h.netns for h in record.hosts).items():
+    for pid, command in _netns_members(h.netns for h in record.hosts).items():
         with contextlib.suppress(OSError, ValueError, IndexError):
             line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
                         if x.startswith("VmRSS:"))
-            total[comm] = total.get(comm, 0) + int(line.split()[1])
+            total[command] = total.get(command, 0) + int(line.split()[1])
     return total

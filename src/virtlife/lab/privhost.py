@@ -34,7 +34,6 @@ Layout of a host directory (``STATE/NAME``)::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -51,9 +50,10 @@ from pathlib import Path
 
 from virtlife import config
 from virtlife.errors import LabError
-from virtlife.lab import hostprep
+from virtlife.lab import hostprep, labnet
+from virtlife.lab.common import accepts_unix, locked, missing_tool, mount_points, write_atomic
 from virtlife.lab.hostprep import DAEMONS, DaemonPaths
-from virtlife.procs import start_time
+from virtlife.procs import comm, start_time
 
 DEFAULT_STATE_DIR = Path("/run/virtlife-lab")
 STATE_FILE = "state.json"
@@ -74,7 +74,7 @@ PRIVATE_DIR = Path("/var/lib/libvirt/virtlife-private")  # only the host sees th
 # The namespaces a host has of its own, as unshare(1) and nsenter(1) flags; a host
 # started with ``netns`` also enters that network namespace ("--net").
 _NAMESPACES: tuple[str, ...] = ("--mount",)
-NETNS_DIR = Path("/run/netns")  # where ``ip netns`` names network namespaces
+NETNS_DIR = labnet.NETNS_DIR  # where ``ip netns`` names network namespaces
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9/._-]+\Z")  # goes into a URI and config files
 _SUN_PATH_MAX = 107  # a Unix socket path is at most 108 bytes with its NUL
@@ -116,19 +116,23 @@ class Proc:
     def alive(self) -> bool:
         return start_time(self.pid) == self.start
 
+    @classmethod
+    def owner(cls, pid: int | None, doing: str) -> Proc | None:
+        """Process ``pid``, whose life bounds what is about to be made (None without a
+        ``pid``); LabError "cannot DOING: its owner pid PID is not running" without it."""
+        if pid is None:
+            return None
+        proc = cls.of(pid)
+        if proc is None:
+            raise LabError(f"cannot {doing}: its owner pid {pid} is not running")
+        return proc
+
 
 def _mount_ns(pid: int | str) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
         return None
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 def _members(token: str) -> list[int]:
@@ -202,9 +206,7 @@ def _read_state(directory: Path) -> _State | None:
 
 
 def _write_state(directory: Path, state: _State) -> None:
-    tmp = directory / f".{STATE_FILE}.tmp"
-    tmp.write_text(state.to_json())
-    tmp.replace(directory / STATE_FILE)
+    write_atomic(directory / STATE_FILE, state.to_json())
 
 
 def _token(directory: Path, state: _State | None) -> str | None:
@@ -323,7 +325,7 @@ class PrivateHost:
     def stop(self, *, timeout: float = 30.0) -> list[str]:
         """Stop everything the host runs, remove its directory; returns what was done."""
         state_dir = self.dir.parent
-        with _locked(state_dir, timeout, tidy=True):
+        with locked(state_dir, timeout, tidy=True):
             return _teardown(self.dir, self._state, self._holder_proc, timeout)
 
     def __enter__(self) -> PrivateHost:
@@ -385,11 +387,8 @@ def start(name: str, *, state_dir: Path = DEFAULT_STATE_DIR, owner_pid: int | No
     qemu_settings = {**QEMU_SETTINGS, **display_ports(name, netns), **(qemu_conf or {})}
     for value in (*libvirtd_settings.values(), *qemu_settings.values()):
         _conf_value(value)  # refuse a bad value before anything is written
-    owner = None
-    if owner_pid is not None and (owner := Proc.of(owner_pid)) is None:
-        raise LabError(f"cannot start private host {name}: its owner pid {owner_pid} is not "
-                       "running")
-    with _locked(state_dir, timeout):
+    owner = Proc.owner(owner_pid, f"start private host {name}")
+    with locked(state_dir, timeout):
         if directory.exists():
             _clear_stale(directory, timeout)
         state = _State(name, token=uuid.uuid4().hex, host_uuid=str(uuid.uuid4()),
@@ -434,7 +433,7 @@ def sweep(state_dir: Path = DEFAULT_STATE_DIR, *, timeout: float = 30.0) -> list
     if not state_dir.is_dir():
         return []
     actions: list[str] = []
-    with _locked(state_dir, timeout, tidy=True):
+    with locked(state_dir, timeout, tidy=True):
         for directory in sorted(p for p in state_dir.iterdir() if p.is_dir()):
             if _in_use(directory, _read_state(directory)) is None:
                 actions += _clear_stale(directory, timeout)
@@ -449,7 +448,7 @@ def stop_all(state_dir: Path, *, timeout: float = 30.0) -> list[str]:
     if not state_dir.is_dir():
         return []
     actions: list[str] = []
-    with _locked(state_dir, timeout, tidy=True):
+    with locked(state_dir, timeout, tidy=True):
         for directory in sorted(p for p in state_dir.iterdir() if p.is_dir()):
             actions += _teardown(directory, _read_state(directory), None, timeout)
     return actions
@@ -475,10 +474,9 @@ def _check_can_run(name: str) -> None:
     ok, why = hostprep.can_run_real_stack()
     if not ok:
         raise LabError(f"cannot start private host {name}: {why}")
-    for tool in ("unshare", "nsenter", "mount", "sleep"):
-        if shutil.which(tool) is None:
-            raise LabError(f"cannot start private host {name}: {tool} is missing; install "
-                           "util-linux and coreutils")
+    if (tool := missing_tool(("unshare", "nsenter", "mount", "sleep"))) is not None:
+        raise LabError(f"cannot start private host {name}: {tool} is missing; install "
+                       "util-linux and coreutils")
 
 
 def _check_layout(name: str, state_dir: Path, directory: Path,
@@ -629,7 +627,7 @@ def _spawn_holder(name: str, timeout: float,
                 raise LabError(f"cannot start private host {name}: unshare failed: "
                                f"{detail or f'exit status {proc.returncode}'}")
             holder = Proc.of(proc.pid)
-            if holder is not None and _comm(proc.pid) == "sleep":
+            if holder is not None and comm(proc.pid) == "sleep":
                 return proc, holder
             if time.monotonic() > deadline:
                 proc.kill()
@@ -649,7 +647,7 @@ def _in_use(directory: Path, state: _State | None) -> str | None:
     if state.owner is not None:
         return f"its owner pid {state.owner.pid} is running" if state.owner.alive() else None
     holder_up = state.holder is not None and state.holder.alive()
-    if holder_up and hostprep._accepts(directory / "run" / "libvirt" / "libvirt-sock"):
+    if holder_up and accepts_unix(directory / "run" / "libvirt" / "libvirt-sock"):
         return "it is running"
     return None
 
@@ -678,7 +676,7 @@ def _teardown(directory: Path, state: _State | None,
         for pid in _members(token) if token else []:
             proc = Proc.of(pid)
             if proc is not None and proc not in targets:
-                targets[proc] = _comm(pid)  # a QEMU its libvirtd started, a helper
+                targets[proc] = comm(pid) or "?"  # a QEMU its libvirtd started, a helper
         if not targets:
             break
         _end(targets, timeout)
@@ -720,53 +718,6 @@ def _end(targets: Mapping[Proc, str], timeout: float) -> None:
 
 def _mounts_under(directory: Path) -> list[Path]:
     """Mount points in this namespace at or below ``directory``, deepest first."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    top = str(directory.resolve())
-    points = []
-    for line in lines:
-        point = line.split()[4].replace("\\040", " ").replace("\\011", "\t")
-        if point == top or point.startswith(top + "/"):
-            points.append(Path(point))
+    top = directory.resolve()
+    points = [p for p in mount_points() if p == top or top in p.parents]
     return sorted(points, key=lambda p: len(p.parts), reverse=True)
-
-
-@contextlib.contextmanager
-def _locked(state_dir: Path, timeout: float, *, tidy: bool = False) -> Iterator[None]:
-    """Hold the state directory's lock: one start, stop or sweep at a time, across
-    processes. With ``tidy``, an empty state directory is removed on the way out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LabError(f"cannot lock {state_dir}: another process has held "
-                                       f"it for more than {timeout:.0f} s") from None
-                    time.sleep(0.05)
-            try:
-                st = os.stat(state_dir)
-                mine = os.fstat(fd)
-                same = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
-            break
-        os.close(fd)  # someone removed the directory while we waited: take the new one
-    try:
-        yield
-    finally:
-        if tidy:
-            with contextlib.suppress(OSError):
-                state_dir.rmdir()
-        os.close(fd)
