@@ -17,8 +17,10 @@ symbolic links cannot lead out; a path on a remote host is normalised only (this
 machine cannot see that host's links), which is why a remote root should be a
 directory nobody but root links out of. The check itself is ``paths.within_roots``, a
 pure function, and so is ``xml.reach.host_reaching``, what in a domain XML reaches
-the host (``define_reach`` gives it the roots and the host's emulators); this module
-only gathers the facts. It decides nothing about roles: ``api`` asks it for an
+the host (``define_reach`` gives it the roots and the host's emulators), and
+``backing.chain_refusal``, whether a disk image's backing chain keeps to the roots
+(``services.backing`` reads the chains; ``define_reach`` and ``create_reach`` ask it);
+this module only gathers the facts. It decides nothing about roles: ``api`` asks it for an
 operator's paths and XML only.
 """
 
@@ -31,7 +33,9 @@ from virtlife import config, errors
 from virtlife.hypervisor import hostfacts
 from virtlife.hypervisor.host import is_remote
 from virtlife.paths import within_roots
+from virtlife.services.backing import image_reach
 from virtlife.services.fleet import Fleet
+from virtlife.xml.domain import DomainSpec, build_domain_xml
 from virtlife.xml.reach import Reach, host_reaching
 
 POOL_KINDS = frozenset({"dir", "fs", "netfs"})
@@ -63,10 +67,18 @@ class Roots:
 def define_reach(fleet: Fleet, host: str, xml: str, settings: config.Settings
                  ) -> list[Reach]:
     """What in domain ``xml`` reaches ``host`` beyond the allowed roots and its own
-    emulators (``xml.reach.host_reaching``); [] when an operator may define it."""
+    emulators (``xml.reach.host_reaching``), or through a disk image's backing chain
+    (``services.backing``); [] when an operator may define it."""
     roots = host_roots(fleet, host, settings)
     return host_reaching(xml, path_allowed=roots.allows,
-                         emulators=hostfacts.emulators(fleet.host(host)))
+                         emulators=hostfacts.emulators(fleet.host(host))
+                         ) + image_reach(fleet, host, xml, roots.allows)
+
+
+def create_reach(fleet: Fleet, host: str, spec: DomainSpec, roots: Roots) -> list[Reach]:
+    """What the disk images of ``spec`` (whose paths ``roots`` allows) reach on
+    ``host`` through their backing chains; [] when an operator may create it."""
+    return image_reach(fleet, host, build_domain_xml(spec), roots.allows)
 
 
 def configured(settings: config.Settings) -> list[str]:
