@@ -148,3 +148,24 @@ def test_a_clean_overlay_under_the_roots_is_taken_where_the_evil_one_is_not(
     r = op.post(DEFINE, content=domain("clean2", top), headers=XML)
     assert r.status_code == 200, r.text
     assert _vms(op) == ["clean", "clean2", "test"]
+
+
+def test_an_operators_restore_of_a_save_whose_vm_uses_the_evil_image_is_refused(
+        api: Served, op: httpx.Client, images: Path, evil: Path) -> None:
+    """A save file is written by whoever could write the file (a guest into its raw
+    disk); here the admin's VM using the evil image is saved, as a crafted one would."""
+    image = images / "evil.sav"
+    with api.client() as root:
+        made = root.post(NEW, json={"name": "evil", "disks": [str(evil)], "start": True})
+        assert made.status_code == 200, made.text
+        saved = root.post("/api/vms/local/evil/actions/save", json={"path": str(image)})
+        assert saved.status_code in (200, 202), saved.text
+        if saved.status_code == 202:
+            assert api.wait_operation(root, saved.json()["op_id"])["status"] == "ok"
+        _refused(op.post("/api/hosts/local/restore", json={"path": str(image)}),
+                 f"cannot restore {image} with an operator token",
+                 f"{evil} has the backing file /etc/hostname", "Ask an admin")
+        assert op.get("/api/vms/local/evil").json()["state"] == "saved"
+        back = root.post("/api/hosts/local/restore", json={"path": str(image)})
+        assert back.status_code == 200, back.text
+        assert op.get("/api/vms/local/evil").json()["state"] == "running"

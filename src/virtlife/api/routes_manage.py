@@ -53,7 +53,7 @@ from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
 from virtlife.services.media import CdromBus, Media
-from virtlife.services.roots import create_reach, define_reach
+from virtlife.services.roots import create_reach, define_reach, restore_reach
 from virtlife.states import Operation, check_transition
 from virtlife.store.tokens import Role, TokenRecord
 from virtlife.xml.domain import (
@@ -273,10 +273,19 @@ def vm_restore(request: Request, host: HostName, body: RestoreBody,
     """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. An
     operator's file outside the allowed roots is a 403 whether or not it exists; else a
     missing file is a 404, a file that is no save image a 422, a VM of that name already
-    running a 409; a failed restore keeps the file."""
+    running a 409; a failed restore keeps the file. An operator's is refused (403) when a
+    disk image under the allowed roots that the VM in it uses has a backing chain
+    leaving them."""
     svc = services_of(request)
     svc.fleet.ref(host)
     path = caller_paths(request, token, host)(body.path, "the save file")
+    if not token.role.allows(Role.ADMIN):
+        reach = restore_reach(svc.fleet, host, path, svc.settings)
+        if reach:
+            raise errors.NotPermitted(
+                f"cannot restore {path} with an operator token: a disk image of the VM "
+                "in it reaches the host beyond the allowed roots: "
+                + "; ".join(str(r) for r in reach) + ". Ask an admin to restore it")
     options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s",
                                        "ignore_unreachable"})
     return run_or_accept(request, f"{Operation.RESTORE.value} {host}:{path}", host,

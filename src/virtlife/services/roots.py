@@ -19,7 +19,8 @@ directory nobody but root links out of. The check itself is ``paths.within_roots
 pure function, and so is ``xml.reach.host_reaching``, what in a domain XML reaches
 the host (``define_reach`` gives it the roots and the host's emulators), and
 ``backing.chain_refusal``, whether a disk image's backing chain keeps to the roots
-(``services.backing`` reads the chains; ``define_reach`` and ``create_reach`` ask it);
+(``services.backing`` reads the chains; ``define_reach``, ``create_reach`` and
+``restore_reach``, for the disks of the XML inside a save file, ask it);
 this module only gathers the facts. It decides nothing about roles: ``api`` asks it for an
 operator's paths and XML only.
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 from virtlife import config, errors
 from virtlife.hypervisor import hostfacts
+from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
 from virtlife.paths import within_roots
 from virtlife.services.backing import image_reach
@@ -79,6 +81,21 @@ def create_reach(fleet: Fleet, host: str, spec: DomainSpec, roots: Roots) -> lis
     """What the disk images of ``spec`` (whose paths ``roots`` allows) reach on
     ``host`` through their backing chains; [] when an operator may create it."""
     return image_reach(fleet, host, build_domain_xml(spec), roots.allows)
+
+
+def restore_reach(fleet: Fleet, host: str, path: str, settings: config.Settings
+                  ) -> list[Reach]:
+    """What the disk images of the domain XML inside save file ``path`` on ``host``
+    reach beyond the allowed roots through their backing chains (a save file is
+    written by whoever could write the file, a guest into its own raw disk among
+    them). Only the chains of images under the roots: the rest of the XML is not
+    held to ``define_reach``, so that an operator may still restore a VM an admin made
+    with files elsewhere. [] when the file holds no save image: the restore itself
+    then says what is wrong."""
+    xml = probe_path(fleet.host(host), path).save_xml
+    if not xml:
+        return []
+    return image_reach(fleet, host, xml, host_roots(fleet, host, settings).allows)
 
 
 def configured(settings: config.Settings) -> list[str]:
