@@ -11,6 +11,7 @@ the test driver's storage pool ``/default-pool``.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ def test_create_refuses_an_operators_file_outside_the_roots(
 
 def test_create_takes_an_operators_disk_under_the_roots(op: httpx.Client,
                                                         images: Path) -> None:
-    disk = images / "web1.qcow2"
+    disk = images / "web1.qcow2"  # a qcow2 must be there: its backing chain is read
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
     r = op.post(NEW, json={"name": "web1", "disks": [str(disk)]})
     assert r.status_code == 200, r.text
     r = op.post(NEW, json={"name": "web2", "disks": ["/default-pool/web2.img"]})

@@ -53,7 +53,7 @@ from virtlife.services.base import Call
 from virtlife.services.hosts import add_host, remove_host
 from virtlife.services.isos import DEFAULT_LABEL, build_iso
 from virtlife.services.media import CdromBus, Media
-from virtlife.services.roots import define_reach
+from virtlife.services.roots import create_reach, define_reach, restore_reach
 from virtlife.states import Operation, check_transition
 from virtlife.store.tokens import Role, TokenRecord
 from virtlife.xml.domain import (
@@ -161,10 +161,20 @@ def vm_create(request: Request, host: HostName, body: CreateBody,
               token: Operator) -> JSONResponse:
     """Define a new VM on ``host`` from a small spec (``create``), and start it when
     asked; 200 with the result (the start's, when it started), or 202. An operator's
-    kernel, initrd and disks must lie under the allowed roots (403 else)."""
+    kernel, initrd and disks must lie under the allowed roots, and so must every file
+    a disk image's header names (its backing chain, a qcow2 data file): 403 else."""
     svc = services_of(request)
     svc.fleet.ref(host)  # 404 for an unknown host
-    spec = _spec(body, caller_paths(request, token, host))
+    allowed = caller_paths(request, token, host)
+    spec = _spec(body, allowed)
+    if not token.role.allows(Role.ADMIN):
+        reach = create_reach(svc.fleet, host, spec, allowed.roots())
+        if reach:
+            raise errors.NotPermitted(
+                f"cannot create {spec.name} with an operator token: a disk image reaches "
+                "the host beyond the allowed roots: " + "; ".join(str(r) for r in reach)
+                + ". Use images whose whole backing chain lies under the allowed roots, "
+                "or ask an admin to create it")
     if svc.fleet.host(host).find(spec.name) is not None:
         raise errors.VMAlreadyExists(
             f"cannot create {spec.name}: a VM of that name already exists on host {host}")
@@ -213,8 +223,8 @@ async def vm_define(request: Request, host: HostName, token: Operator,
     """Define a VM from the domain XML in the body, or update an existing VM's definition
     (``define``; at most 1 MiB). A malformed or rejected XML changes nothing. An
     operator's XML must not reach the host (403 naming each element that does: host
-    devices, <qemu:commandline>, another emulator, files outside the allowed roots...);
-    an admin's may."""
+    devices, <qemu:commandline>, another emulator, files outside the allowed roots, a
+    disk image whose backing chain leaves them...); an admin's may."""
     require_xml(request)
     xml = await _bounded_text(request)
     return await anyio.to_thread.run_sync(_define, request, host, xml, wait_s, token,
@@ -263,10 +273,19 @@ def vm_restore(request: Request, host: HostName, body: RestoreBody,
     """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. An
     operator's file outside the allowed roots is a 403 whether or not it exists; else a
     missing file is a 404, a file that is no save image a 422, a VM of that name already
-    running a 409; a failed restore keeps the file."""
+    running a 409; a failed restore keeps the file. An operator's is refused (403) when a
+    disk image under the allowed roots that the VM in it uses has a backing chain
+    leaving them."""
     svc = services_of(request)
     svc.fleet.ref(host)
     path = caller_paths(request, token, host)(body.path, "the save file")
+    if not token.role.allows(Role.ADMIN):
+        reach = restore_reach(svc.fleet, host, path, svc.settings)
+        if reach:
+            raise errors.NotPermitted(
+                f"cannot restore {path} with an operator token: a disk image of the VM "
+                "in it reaches the host beyond the allowed roots: "
+                + "; ".join(str(r) for r in reach) + ". Ask an admin to restore it")
     options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s",
                                        "ignore_unreachable"})
     return run_or_accept(request, f"{Operation.RESTORE.value} {host}:{path}", host,

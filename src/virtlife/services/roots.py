@@ -17,8 +17,11 @@ symbolic links cannot lead out; a path on a remote host is normalised only (this
 machine cannot see that host's links), which is why a remote root should be a
 directory nobody but root links out of. The check itself is ``paths.within_roots``, a
 pure function, and so is ``xml.reach.host_reaching``, what in a domain XML reaches
-the host (``define_reach`` gives it the roots and the host's emulators); this module
-only gathers the facts. It decides nothing about roles: ``api`` asks it for an
+the host (``define_reach`` gives it the roots and the host's emulators), and
+``backing.chain_refusal``, whether a disk image's backing chain keeps to the roots
+(``services.backing`` reads the chains; ``define_reach``, ``create_reach`` and
+``restore_reach``, for the disks of the XML inside a save file, ask it);
+this module only gathers the facts. It decides nothing about roles: ``api`` asks it for an
 operator's paths and XML only.
 """
 
@@ -29,9 +32,12 @@ from dataclasses import dataclass
 
 from virtlife import config, errors
 from virtlife.hypervisor import hostfacts
+from virtlife.hypervisor.files import probe_path
 from virtlife.hypervisor.host import is_remote
 from virtlife.paths import within_roots
+from virtlife.services.backing import image_reach
 from virtlife.services.fleet import Fleet
+from virtlife.xml.domain import DomainSpec, build_domain_xml
 from virtlife.xml.reach import Reach, host_reaching
 
 POOL_KINDS = frozenset({"dir", "fs", "netfs"})
@@ -63,10 +69,33 @@ class Roots:
 def define_reach(fleet: Fleet, host: str, xml: str, settings: config.Settings
                  ) -> list[Reach]:
     """What in domain ``xml`` reaches ``host`` beyond the allowed roots and its own
-    emulators (``xml.reach.host_reaching``); [] when an operator may define it."""
+    emulators (``xml.reach.host_reaching``), or through a disk image's backing chain
+    (``services.backing``); [] when an operator may define it."""
     roots = host_roots(fleet, host, settings)
     return host_reaching(xml, path_allowed=roots.allows,
-                         emulators=hostfacts.emulators(fleet.host(host)))
+                         emulators=hostfacts.emulators(fleet.host(host))
+                         ) + image_reach(fleet, host, xml, roots.allows)
+
+
+def create_reach(fleet: Fleet, host: str, spec: DomainSpec, roots: Roots) -> list[Reach]:
+    """What the disk images of ``spec`` (whose paths ``roots`` allows) reach on
+    ``host`` through their backing chains; [] when an operator may create it."""
+    return image_reach(fleet, host, build_domain_xml(spec), roots.allows)
+
+
+def restore_reach(fleet: Fleet, host: str, path: str, settings: config.Settings
+                  ) -> list[Reach]:
+    """What the disk images of the domain XML inside save file ``path`` on ``host``
+    reach beyond the allowed roots through their backing chains (a save file is
+    written by whoever could write the file, a guest into its own raw disk among
+    them). Only the chains of images under the roots: the rest of the XML is not
+    held to ``define_reach``, so that an operator may still restore a VM an admin made
+    with files elsewhere. [] when the file holds no save image: the restore itself
+    then says what is wrong."""
+    xml = probe_path(fleet.host(host), path).save_xml
+    if not xml:
+        return []
+    return image_reach(fleet, host, xml, host_roots(fleet, host, settings).allows)
 
 
 def configured(settings: config.Settings) -> list[str]:

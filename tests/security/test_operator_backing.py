@@ -1,0 +1,171 @@
+"""An operator's disk image may not reach outside the allowed roots through its header
+(issue 16 follow-up): a qcow2 under the roots whose header names ``/etc/hostname``
+(backing format raw) as its backing file, or an external data file outside them, is
+refused for an operator's ``define`` and ``create`` with 403 naming that file; so is
+a qcow2 disk whose chain cannot be read. The same image declared raw (or with no
+driver type, which libvirt opens as raw) names nothing and is taken; a clean overlay
+of an image under the roots is taken; an admin may use the evil image. On a served
+app over libvirt's test driver, with real qcow2 files made by qemu-img.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_support import Served, served
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
+                                reason="qemu-img (qemu-utils) is not installed")
+
+DEFINE = "/api/hosts/local/define"
+NEW = "/api/hosts/local/vms"
+XML = {"content-type": "application/xml"}
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    where = tmp_path / "images"
+    where.mkdir()
+    monkeypatch.setenv("VIRTLIFE_IMAGES", str(where))
+    return where
+
+
+@pytest.fixture
+def evil(images: Path) -> Path:
+    path = images / "evil.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",
+             str(path), "1M")
+    return path
+
+
+@pytest.fixture
+def api(tmp_path: Path, images: Path) -> Iterator[Served]:
+    with served(tmp_path / "s.db", {"local": "test:///default"}, follow_events=False) as s:
+        yield s
+
+
+@pytest.fixture
+def op(api: Served) -> Iterator[httpx.Client]:
+    with api.client(token=api.operator_token) as c:
+        yield c
+
+
+def domain(name: str, disk: Path, fmt: str | None = "qcow2") -> str:
+    driver = f"<driver name='qemu' type='{fmt}'/>" if fmt else ""
+    return (f"<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>"
+            f"<os><type>hvm</type></os><devices><disk type='file' device='disk'>{driver}"
+            f"<source file='{disk}'/><target dev='vda'/></disk></devices></domain>")
+
+
+def _vms(client: httpx.Client) -> list[str]:
+    return sorted(v["name"] for v in client.get("/api/vms").json()["vms"])
+
+
+def _refused(response: httpx.Response, start: str, *words: str) -> None:
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["code"] == "not_permitted", error
+    assert error["message"].startswith(start), error["message"]
+    for word in words:
+        assert word in error["message"], error["message"]
+
+
+def test_an_operators_define_of_a_qcow2_backed_by_a_host_file_is_refused(
+        api: Served, op: httpx.Client, evil: Path) -> None:
+    r = op.post(DEFINE, content=domain("evil", evil), headers=XML)
+    _refused(r, "cannot define evil with an operator token",
+             f"{evil} has the backing file /etc/hostname, outside the allowed roots",
+             "ask an admin")
+    assert _vms(op) == ["test"]
+    assert op.get("/api/history").json() == []  # refused before any operation
+    with api.client() as root:  # an admin may
+        r = root.post(DEFINE, content=domain("evil", evil), headers=XML)
+        assert r.status_code == 200, r.text
+    assert _vms(op) == ["evil", "test"]
+
+
+def test_an_operators_create_with_a_qcow2_backed_by_a_host_file_is_refused(
+        api: Served, op: httpx.Client, evil: Path) -> None:
+    r = op.post(NEW, json={"name": "evil", "disks": [str(evil)]})
+    _refused(r, "cannot create evil with an operator token",
+             f"{evil} has the backing file /etc/hostname, outside the allowed roots")
+    assert _vms(op) == ["test"]
+    assert op.get("/api/history").json() == []
+    with api.client() as root:  # an admin may
+        r = root.post(NEW, json={"name": "evil", "disks": [str(evil)]})
+        assert r.status_code == 200, r.text
+    assert _vms(op) == ["evil", "test"]
+
+
+def test_an_external_data_file_outside_the_roots_is_refused(op: httpx.Client,
+                                                            images: Path) -> None:
+    disk = images / "data.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "data_file=/tmp/virtlife-no-such-data",
+             str(disk), "1M")
+    _refused(op.post(DEFINE, content=domain("evil", disk), headers=XML),
+             "cannot define evil", "external data file /tmp/virtlife-no-such-data")
+    _refused(op.post(NEW, json={"name": "evil", "disks": [str(disk)]}),
+             "cannot create evil", "external data file /tmp/virtlife-no-such-data")
+
+
+def test_a_qcow2_whose_chain_cannot_be_read_is_refused(op: httpx.Client,
+                                                       images: Path) -> None:
+    missing = images / "missing.qcow2"
+    _refused(op.post(NEW, json={"name": "gone", "disks": [str(missing)]}),
+             "cannot create gone", f"the backing chain of {missing} cannot be read")
+    assert _vms(op) == ["test"]
+
+
+def test_the_evil_file_is_refused_as_qcow2_and_taken_as_raw(op: httpx.Client,
+                                                           evil: Path) -> None:
+    _refused(op.post(DEFINE, content=domain("evil", evil), headers=XML),
+             "cannot define evil", "/etc/hostname")
+    for name, fmt in (("asraw", "raw"), ("untyped", None)):  # libvirt opens both as raw
+        r = op.post(DEFINE, content=domain(name, evil, fmt), headers=XML)
+        assert r.status_code == 200, r.text
+    assert _vms(op) == ["asraw", "test", "untyped"]
+
+
+def test_a_clean_overlay_under_the_roots_is_taken_where_the_evil_one_is_not(
+        op: httpx.Client, images: Path, evil: Path) -> None:
+    base, top = images / "base.img", images / "top.qcow2"
+    qemu_img("create", "-q", "-f", "raw", str(base), "1M")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(top), "1M")
+    _refused(op.post(NEW, json={"name": "evil", "disks": [str(top), str(evil)]}),
+             "cannot create evil", "devices/disk[2]", "/etc/hostname")
+    r = op.post(NEW, json={"name": "clean", "disks": [str(top)]})
+    assert r.status_code == 200, r.text
+    r = op.post(DEFINE, content=domain("clean2", top), headers=XML)
+    assert r.status_code == 200, r.text
+    assert _vms(op) == ["clean", "clean2", "test"]
+
+
+def test_an_operators_restore_of_a_save_whose_vm_uses_the_evil_image_is_refused(
+        api: Served, op: httpx.Client, images: Path, evil: Path) -> None:
+    """A save file is written by whoever could write the file (a guest into its raw
+    disk); here the admin's VM using the evil image is saved, as a crafted one would."""
+    image = images / "evil.sav"
+    with api.client() as root:
+        made = root.post(NEW, json={"name": "evil", "disks": [str(evil)], "start": True})
+        assert made.status_code == 200, made.text
+        saved = root.post("/api/vms/local/evil/actions/save", json={"path": str(image)})
+        assert saved.status_code in (200, 202), saved.text
+        if saved.status_code == 202:
+            assert api.wait_operation(root, saved.json()["op_id"])["status"] == "ok"
+        _refused(op.post("/api/hosts/local/restore", json={"path": str(image)}),
+                 f"cannot restore {image} with an operator token",
+                 f"{evil} has the backing file /etc/hostname", "Ask an admin")
+        assert op.get("/api/vms/local/evil").json()["state"] == "saved"
+        back = root.post("/api/hosts/local/restore", json={"path": str(image)})
+        assert back.status_code == 200, back.text
+        assert op.get("/api/vms/local/evil").json()["state"] == "running"
