@@ -528,8 +528,10 @@ def open_store(path: Path | str | None = None) -> Store:
     if path is None:
         url = config.store_url()
         if url is not None and not is_postgresql(url):
+            from virtlife.store.sql import redacted
+
             raise StoreUnavailable(
-                f"the store URL {url.split('@')[-1]!r} is not a PostgreSQL URL: give "
+                f"the store URL {redacted(url)} is not a PostgreSQL URL: give "
                 "postgresql://USER@HOST/DATABASE in VIRTLIFE_DB or [store] url, or unset "
                 "it to use the SQLite file")
         path = url

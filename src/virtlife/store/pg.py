@@ -17,14 +17,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from virtlife.errors import StoreUnavailable
 from virtlife.store.db import Database
-from virtlife.store.sql import Connection, Cursor, postgresql, postgresql_ddl
+from virtlife.store.sql import Connection, Cursor, postgresql, postgresql_ddl, redacted
 
 # How long connecting may take before the store counts as unavailable.
 CONNECT_TIMEOUT_S: Final = 5
@@ -34,28 +33,17 @@ SCHEMA_LOCK: Final = 0x7669_7274_6C69_6665 & 0x7FFF_FFFF_FFFF_FFFF  # "virtlife"
 PgConnection = psycopg.Connection[DictRow]
 
 
-def redacted(url: str) -> str:
-    """The URL without its password (what messages may show)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, _, host = netloc.rpartition("@")
-            netloc = f"{user.split(':', 1)[0]}@{host}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://..."
-
-
-def one_line(exc: BaseException) -> str:
-    """A driver's message on one line (libpq's span several)."""
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) \
+def one_line(url: str, exc: BaseException) -> str:
+    """A driver's message on one line (libpq's span several), without the URL's
+    password (libpq quotes a URL it cannot parse)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) \
         or type(exc).__name__
+    return text.replace(url, redacted(url))
 
 
 def unavailable(url: str, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(
-        f"the virtlife store {redacted(url)} cannot be used: {one_line(exc)}; check that "
+        f"the virtlife store {redacted(url)} cannot be used: {one_line(url, exc)}; check that "
         "the PostgreSQL server runs and the URL's host, user, password and database, or "
         "unset VIRTLIFE_DB and [store] url to use the SQLite file")
 

@@ -20,6 +20,18 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 
+def redacted(url: str) -> str:
+    """A store URL without its password (what messages may show)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
 class Row(Protocol):
     """A fetched row: its columns by name (``sqlite3.Row`` or psycopg's dict row)."""
 
