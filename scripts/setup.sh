@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 PKGS="libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
 qemu-utils qemu-guest-agent libvirt-dev pkg-config busybox-static cpio e2fsprogs
-novnc chromium"
+novnc chromium postgresql"
+# postgresql: the store's tests on PostgreSQL start a private cluster of their own with its
+# initdb/pg_ctl (tests/pg_support.py); no system-wide service is started or needed.
 # novnc: the browser's VNC console (served from /usr/share/novnc); chromium: the browser
 # tests (Playwright drives /usr/bin/chromium). npm (xterm.js) is the machine's own Node.js
 # one; only where there is none does Debian's come in.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from libvirt_faults import Opens, silent_host
+from pg_support import pg_cluster, pg_url  # noqa: F401 - fixtures for the store's tests
 from support import NODE_URI
 
 # Inventory hosts at libvirt test driver URIs (test:///default, tests/data/node.xml) are
@@ -26,6 +27,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own VIRTLIFE_HOME, so the store starts empty."""
     home = tmp_path / "home"
     monkeypatch.setenv("VIRTLIFE_HOME", str(home))
+    monkeypatch.delenv("VIRTLIFE_DB", raising=False)  # the SQLite file, unless a test says
     return home
 
 

@@ -4,6 +4,8 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
 
 - ``VIRTLIFE_HOME``: the store (inventory + journal). Default ``/var/lib/virtlife``
   as root, ``~/.local/share/virtlife`` otherwise.
+- ``VIRTLIFE_DB=postgresql://USER@HOST/DB``: keep the store in PostgreSQL instead of
+  the SQLite file (over ``[store] url`` of the settings).
 - ``VIRTLIFE_CACHE``: build caches such as the test guest. Default
   ``/var/cache/virtlife`` as root, ``~/.cache/virtlife`` otherwise. It must be readable
   by the QEMU user, which is why the root default is outside ``/root``.
@@ -21,6 +23,10 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
       allowed_roots = []      # more directories where an API operator may name files,
                               # besides the images directory and the hosts' storage
                               # pools (``services.roots``)
+
+      [store]
+      url = "postgresql://virtlife@db1/virtlife"   # the store in PostgreSQL (default:
+                                                   # the SQLite file in VIRTLIFE_HOME)
 """
 
 from __future__ import annotations
@@ -90,6 +96,20 @@ class Settings:
     sync_time: bool = True
     freeze_bound_s: float = 10.0
     allowed_roots: tuple[str, ...] = ()
+    store_url: str | None = None
+
+
+def store_url() -> str | None:
+    """Where the store is when it is not the SQLite file: ``VIRTLIFE_DB``, else the
+    settings' ``[store] url``; None for the SQLite file (a settings file that cannot be
+    read counts as none: the command warns about it and uses the defaults)."""
+    env = os.environ.get("VIRTLIFE_DB")
+    if env:
+        return env
+    try:
+        return load_settings().store_url
+    except InvalidInput:
+        return None
 
 
 def settings_path() -> Path:
@@ -114,11 +134,14 @@ def load_settings(path: Path | None = None) -> Settings:
         raise InvalidInput(f"cannot read the settings in {where}: {err}") from err
     agent = data.get("agent", {})
     paths = data.get("paths", {})
-    if not isinstance(agent, dict) or not isinstance(paths, dict):
-        raise InvalidInput(f"cannot read the settings in {where}: [agent] and [paths] "
-                           "are tables")
-    unknown = ((set(data) - {"agent", "paths"}) | (set(agent) - {"sync_time", "freeze_bound_s"})
-               | (set(paths) - {"allowed_roots"}))
+    store = data.get("store", {})
+    if not isinstance(agent, dict) or not isinstance(paths, dict) or \
+            not isinstance(store, dict):
+        raise InvalidInput(f"cannot read the settings in {where}: [agent], [paths] and "
+                           "[store] are tables")
+    unknown = ((set(data) - {"agent", "paths", "store"})
+               | (set(agent) - {"sync_time", "freeze_bound_s"})
+               | (set(paths) - {"allowed_roots"}) | (set(store) - {"url"}))
     if unknown:
         raise InvalidInput(f"unknown setting(s) {', '.join(sorted(unknown))} in {where}")
     sync = agent.get("sync_time", True)
@@ -133,4 +156,9 @@ def load_settings(path: Path | None = None) -> Settings:
             isinstance(r, str) and r.startswith("/") and r.isprintable() for r in roots):
         raise InvalidInput(f"paths.allowed_roots in {where} must be a list of absolute "
                            'directory paths, e.g. ["/srv/vms"]')
-    return Settings(sync_time=sync, freeze_bound_s=float(bound), allowed_roots=tuple(roots))
+    url = store.get("url")
+    if url is not None and not isinstance(url, str):
+        raise InvalidInput(f'store.url in {where} must be a string, e.g. '
+                           '"postgresql://virtlife@db1/virtlife"')
+    return Settings(sync_time=sync, freeze_bound_s=float(bound), allowed_roots=tuple(roots),
+                    store_url=url or None)

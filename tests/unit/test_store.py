@@ -1,7 +1,11 @@
-"""Tests of the SQLite store: recorded migrations, the host inventory and the journal.
+"""Tests of the store on both engines: recorded migrations, the host inventory and the
+journal.
 
-They use real SQLite files under ``tmp_path`` (no libvirt), including several ``Store``
-objects, threads and processes on one file, as the CLI and the service layer will.
+They use real SQLite files under ``tmp_path`` and a database of their own on a private
+PostgreSQL cluster (``pg_support``), no libvirt, including several ``Store`` objects,
+threads and processes on one store, as the CLI and the service layer will. The tests
+that take ``where`` or ``store`` run on each engine; those that take ``db_path`` are
+about the SQLite file itself.
 """
 
 from __future__ import annotations
@@ -31,16 +35,28 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "virtlife.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, db_path: Path) -> Path | str:
+    """Where a store is: a SQLite file, or a PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return db_path
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with open_store(db_path) as opened:
+def store(where: Path | str) -> Iterator[Store]:
+    with open_store(where) as opened:
         yield opened
 
 
-def migration_rows(path: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name, applied_at FROM schema_migrations ORDER BY rowid")
-        return [(str(name), str(applied_at)) for name, applied_at in rows]
+def migration_rows(where: Path | str) -> list[tuple[str, str]]:
+    """The recorded migrations, in the order they were applied (their times' order)."""
+    with open_store(where) as store, store.database.read() as conn:
+        rows = conn.execute("SELECT name, applied_at FROM schema_migrations").fetchall()
+    listed = [(str(row["name"]), str(row["applied_at"])) for row in rows]
+    order = {name: n for n, (name, _) in enumerate(MIGRATIONS)}
+    return sorted(listed, key=lambda row: (row[1], order.get(row[0], -1)))
 
 
 # --- opening and migrations ----------------------------------------------------------
@@ -62,24 +78,25 @@ def test_open_store_defaults_to_the_configured_home(
     assert (tmp_path / "home" / "virtlife.db").is_file()
 
 
-def test_migrations_are_recorded_once_each_in_order(store: Store, db_path: Path) -> None:
-    rows = migration_rows(db_path)
+def test_migrations_are_recorded_once_each_in_order(store: Store, where: Path | str) -> None:
+    rows = migration_rows(where)
     assert [name for name, _ in rows] == [name for name, _ in MIGRATIONS]
     for _, applied_at in rows:
         assert datetime.fromisoformat(applied_at).tzinfo is not None
 
 
-def test_reopening_the_store_leaves_schema_migrations_unchanged(db_path: Path) -> None:
-    open_store(db_path).close()
-    first = migration_rows(db_path)
-    with open_store(db_path) as store:
+def test_reopening_the_store_leaves_schema_migrations_unchanged(where: Path | str) -> None:
+    open_store(where).close()
+    first = migration_rows(where)
+    with open_store(where) as store:
         store.hosts.add("web-a", "qemu:///system")
-    assert migration_rows(db_path) == first
-    with open_store(db_path) as store:
+    assert migration_rows(where) == first
+    with open_store(where) as store:
         assert [h.name for h in store.hosts.list()] == ["web-a"]
 
 
-def test_store_file_is_in_wal_mode(store: Store, db_path: Path) -> None:
+def test_store_file_is_in_wal_mode(db_path: Path) -> None:
+    open_store(db_path).close()
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -91,8 +108,8 @@ def test_closed_store_refuses_further_use(db_path: Path) -> None:
         store.hosts.list()
 
 
-def test_concurrent_first_opens_of_a_new_file_apply_each_migration_once(
-    db_path: Path,
+def test_concurrent_first_opens_of_a_new_store_apply_each_migration_once(
+    where: Path | str,
 ) -> None:
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
@@ -100,7 +117,7 @@ def test_concurrent_first_opens_of_a_new_file_apply_each_migration_once(
     def opener() -> None:
         try:
             barrier.wait(timeout=30)
-            open_store(db_path).close()
+            open_store(where).close()
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
@@ -110,7 +127,7 @@ def test_concurrent_first_opens_of_a_new_file_apply_each_migration_once(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert [name for name, _ in migration_rows(db_path)] == [name for name, _ in MIGRATIONS]
+    assert [name for name, _ in migration_rows(where)] == [name for name, _ in MIGRATIONS]
 
 
 # --- inventory -----------------------------------------------------------------------
@@ -233,10 +250,10 @@ def test_effective_returns_to_the_local_host_when_the_last_host_is_removed(
     assert [(h.name, h.uri) for h in store.hosts.effective()] == [(LOCAL_HOST_NAME, LOCAL_URI)]
 
 
-def test_host_records_survive_reopening(db_path: Path) -> None:
-    with open_store(db_path) as store:
+def test_host_records_survive_reopening(where: Path | str) -> None:
+    with open_store(where) as store:
         added = store.hosts.add("web-a", "qemu:///system")
-    with open_store(db_path) as store:
+    with open_store(where) as store:
         assert store.hosts.get("web-a") == added
 
 
@@ -355,8 +372,8 @@ def test_last_is_none_when_the_operation_was_never_recorded(store: Store) -> Non
 # --- sharing the file ----------------------------------------------------------------
 
 
-def test_two_stores_on_one_file_both_write_and_see_each_other(db_path: Path) -> None:
-    with open_store(db_path) as one, open_store(db_path) as two:
+def test_two_stores_on_one_file_both_write_and_see_each_other(where: Path | str) -> None:
+    with open_store(where) as one, open_store(where) as two:
         one.hosts.add("web-a", "qemu+ssh://a/system")
         two.hosts.add("web-b", "qemu+ssh://b/system")
         one.journal.record("web-a", "vm1", "start", "ok", 1, "running", started_at=T0)
@@ -403,7 +420,7 @@ def test_threads_sharing_one_store_all_get_their_writes_in(store: Store) -> None
 
 
 def test_threads_with_their_own_stores_on_one_file_all_get_their_writes_in(
-    db_path: Path,
+    where: Path | str,
 ) -> None:
     threads_n, per_thread = 4, 50
     errors: list[BaseException] = []
@@ -411,7 +428,7 @@ def test_threads_with_their_own_stores_on_one_file_all_get_their_writes_in(
 
     def worker(n: int) -> None:
         try:
-            with open_store(db_path) as own:
+            with open_store(where) as own:
                 barrier.wait(timeout=30)
                 for i in range(per_thread):
                     own.journal.record("local", f"vm{n}", f"op{i}", "ok", 0, "")
@@ -420,11 +437,11 @@ def test_threads_with_their_own_stores_on_one_file_all_get_their_writes_in(
 
     _run_threads(worker, threads_n)
     assert errors == []
-    with open_store(db_path) as store:
+    with open_store(where) as store:
         assert len(store.journal.list(limit=10_000)) == threads_n * per_thread
 
 
-def test_processes_writing_one_file_at_once_do_not_fail(db_path: Path) -> None:
+def test_processes_writing_one_file_at_once_do_not_fail(where: Path | str) -> None:
     processes_n, per_process = 3, 100
     src = str(Path(virtlife.__file__).resolve().parents[1])
     script = textwrap.dedent(
@@ -433,7 +450,8 @@ def test_processes_writing_one_file_at_once_do_not_fail(db_path: Path) -> None:
         sys.path.insert(0, {src!r})
         from pathlib import Path
         from virtlife.store import open_store
-        with open_store(Path(sys.argv[1])) as store:
+        where = sys.argv[1]
+        with open_store(where if "://" in where else Path(where)) as store:
             store.hosts.add("proc-" + sys.argv[2], "test:///default")
             for i in range({per_process}):
                 store.journal.record("local", "vm" + sys.argv[2], "start", "ok", 0, str(i))
@@ -441,17 +459,17 @@ def test_processes_writing_one_file_at_once_do_not_fail(db_path: Path) -> None:
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(db_path), str(n)], stderr=subprocess.PIPE
+            [sys.executable, "-c", script, str(where), str(n)], stderr=subprocess.PIPE
         )
         for n in range(processes_n)
     ]
     for proc in procs:
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode()
-    with open_store(db_path) as store:
+    with open_store(where) as store:
         assert len(store.journal.list(limit=10_000)) == processes_n * per_process
         assert [h.name for h in store.hosts.list()] == [f"proc-{n}" for n in range(processes_n)]
-        assert [name for name, _ in migration_rows(db_path)] == [name for name, _ in MIGRATIONS]
+        assert [name for name, _ in migration_rows(where)] == [name for name, _ in MIGRATIONS]
 
 
 def test_host_record_and_journal_entry_are_immutable() -> None:

@@ -1,10 +1,12 @@
-"""virtlife's persistent state: the host inventory and the operations journal, in SQLite.
+"""virtlife's persistent state: the host inventory and the operations journal, in SQLite
+or PostgreSQL.
 
-``open_store()`` opens the file (``config.store_path()`` by default) and returns a
-``Store`` with ``.hosts`` (``Inventory`` of ``HostRecord``) and ``.journal``
-(``Journal`` of ``JournalEntry``). This package uses only the standard library's
-``sqlite3``: it must not import libvirt, talk to hosts, or import from ``services``,
-``cli`` or ``api`` (data flows down into it, never up out of it). The names below are
+``open_store()`` opens the file (``config.store_path()`` by default) or the PostgreSQL
+database a URL names (``VIRTLIFE_DB``, ``[store] url``) and returns a ``Store`` with
+``.hosts`` (``Inventory`` of ``HostRecord``) and ``.journal`` (``Journal`` of
+``JournalEntry``). This package uses the standard library's ``sqlite3``, and psycopg
+only for PostgreSQL (``pg``): it must not import libvirt, talk to hosts, or import from
+``services``, ``cli`` or ``api`` (data flows down into it, never up out of it). The names below are
 imported from their modules on first use (PEP 562): a module that needs one table's
 module does not load the others.
 """

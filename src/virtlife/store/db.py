@@ -1,17 +1,20 @@
-"""The SQLite file behind the store: connection, locking, recorded schema migrations.
+"""The database behind the store: connection, locking, recorded schema migrations.
 
-``open_store`` opens (creating it and its directory if needed) the one SQLite file that
-holds the inventory and the journal, brings its schema up to date and hands back a
-``Store``. A ``Store`` may be shared by worker threads (one connection, one lock) and
-several processes may open the same file at once (WAL mode, a busy timeout, and every
-write in a ``BEGIN IMMEDIATE`` transaction, or one statement that takes the write lock
-the same way). This module must not import libvirt nor
-know anything about VMs: it only owns the file; ``inventory`` and ``journal`` own the
-tables' meaning.
+``open_store`` opens the store, by default the one SQLite file that holds the inventory
+and the journal (creating it and its directory if needed), or a PostgreSQL database
+when ``VIRTLIFE_DB`` or the settings' ``[store] url`` name one (``store.pg``, which alone
+imports psycopg), brings its schema up to date and hands back a ``Store``. A ``Store``
+may be shared by worker threads (one connection, one lock) and several processes may
+open the same file at once (WAL mode, a busy timeout, and every write in a ``BEGIN
+IMMEDIATE`` transaction, or one statement that takes the write lock the same way). This
+module must not import libvirt nor know anything about VMs: it only owns the database;
+the tables' modules own their meaning, and write SQL both engines run (``sql``).
 
 Migrations are named and recorded in ``schema_migrations``, like sqlite-utils'
-recorded migrations: ``MIGRATIONS`` is applied in order, each name once. Never edit or
-reorder a migration that has shipped; append a new one.
+recorded migrations: ``MIGRATIONS`` is applied in order, each name once, on either
+engine (PostgreSQL gets them through ``sql.postgresql_ddl``). Never change what a
+migration that has shipped does, nor reorder them; append a new one. A store that has
+applied a migration this virtlife does not know (a newer virtlife's) is not used.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from virtlife.store.facts import Facts
     from virtlife.store.freezes import Freezes
     from virtlife.store.images import SavedImages
+    from virtlife.store.sql import Connection, Cursor
     from virtlife.store.tokens import Tokens
 
 # How long a writer waits for another process's transaction before giving up.
@@ -214,8 +218,8 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         );
         INSERT INTO api_tokens_v8 (name, digest, role, created_at, last_used_at,
                                    carried_over)
-            SELECT name, digest, CASE WHEN read_only THEN 'reader' ELSE 'admin' END,
-                   created_at, last_used_at, CASE WHEN read_only THEN 0 ELSE 1 END
+            SELECT name, digest, CASE WHEN read_only <> 0 THEN 'reader' ELSE 'admin' END,
+                   created_at, last_used_at, CASE WHEN read_only <> 0 THEN 0 ELSE 1 END
             FROM api_tokens;
         DROP TABLE api_tokens;
         ALTER TABLE api_tokens_v8 RENAME TO api_tokens;
@@ -246,13 +250,19 @@ def _statements(script: str) -> Iterator[str]:
 
 
 class Database:
-    """One SQLite connection and the lock that serialises threads over it.
+    """One SQLite connection and the lock that serialises threads over it
+    (``store.pg.PgDatabase`` is the same for PostgreSQL).
 
-    ``read()``, ``transaction()``, ``write()`` and the timestamp codec are what
-    ``Inventory`` and ``Journal`` use; nothing else should touch the connection. (They
+    ``read()``, ``transaction()``, ``write()``, ``conflicts`` and the timestamp codec are
+    what the tables' modules use; nothing else should touch the connection. (They
     import this class for typing only, so the store's modules have no import cycle at
     runtime.)
     """
+
+    engine: str = "sqlite"
+    # What a broken constraint raises (the journal's per-VM lock, a token's unique
+    # name): the caller's to handle, as ``except db.conflicts``.
+    conflicts: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self._connection = connection
@@ -260,6 +270,11 @@ class Database:
         # Held for reads too: a read on the shared connection while another thread is
         # inside a write transaction would see that thread's uncommitted rows.
         self._lock = threading.RLock()
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as messages name it (a file, or a URL without password)."""
+        return str(self._path) if self._path is not None else "(memory)"
 
     @staticmethod
     def format_ts(moment: datetime) -> str:
@@ -276,7 +291,7 @@ class Database:
         return datetime.fromisoformat(text).astimezone(UTC)
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[Connection]:
         with self._lock:
             try:
                 yield self._connection
@@ -286,7 +301,7 @@ class Database:
                 raise _unavailable(self._path, exc) from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on any exception.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so a concurrent writer in
@@ -303,7 +318,7 @@ class Database:
                     conn.execute("ROLLBACK")
                 raise
 
-    def write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+    def write(self, sql: str, params: Sequence[object] = ()) -> Cursor:
         """One write statement, its own transaction: what ``transaction()`` does for a
         single statement, in one call to SQLite instead of three.
 
@@ -321,9 +336,37 @@ class Database:
             except sqlite3.DatabaseError as exc:  # as _store_errors, without its frames
                 raise _unavailable(self._path, exc) from exc
 
+    def insert(self, sql: str, params: Sequence[object] = ()) -> int:
+        """``write`` of one INSERT into a table with an ``id`` column; the new row's id."""
+        with self._lock:
+            try:
+                cursor = self._connection.execute(sql, params)
+            except _CALLERS_OWN:
+                raise
+            except sqlite3.DatabaseError as exc:  # as write
+                raise _unavailable(self._path, exc) from exc
+        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+        return cursor.lastrowid
+
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+    # -- what the migrations need of each engine ------------------------------------------
+
+    def has_table(self, name: str) -> bool:
+        with self.read() as conn:
+            return bool(conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (name,)).fetchall())
+
+    def ddl(self, script: str) -> str:
+        """A migration script in this engine's spelling (the scripts are SQLite's)."""
+        return script
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Keep other processes from migrating at once, until the transaction ends
+        (``BEGIN IMMEDIATE`` already does, in SQLite)."""
 
 
 @contextmanager
@@ -378,15 +421,18 @@ def _enable_wal(connection: sqlite3.Connection) -> None:
 
 def _migrate(db: Database) -> None:
     with db.transaction() as conn:
+        db.lock_schema(conn)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        applied = {str(row[0]) for row in conn.execute("SELECT name FROM schema_migrations")}
+        applied = {str(row["name"]) for row in
+                   conn.execute("SELECT name FROM schema_migrations").fetchall()}
+        _refuse_newer(db, applied)
         for name, script in MIGRATIONS:
             if name in applied:
                 continue
-            for statement in _statements(script):
+            for statement in _statements(db.ddl(script)):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
@@ -395,10 +441,15 @@ def _migrate(db: Database) -> None:
 
 
 class Store:
-    """The opened store: ``.hosts`` (the inventory) and ``.journal``. Close it when done."""
+    """The opened store: ``.hosts`` (the inventory) and ``.journal``. Close it when done.
 
-    def __init__(self, path: Path, db: Database) -> None:
+    ``path`` is the SQLite file, or for a PostgreSQL store the file it stands in for
+    (files kept beside the store, such as the API's local socket, go in its directory);
+    ``source`` is what ``open_store`` takes to open the same store again."""
+
+    def __init__(self, path: Path, db: Database, source: Path | str | None = None) -> None:
         self.path = path
+        self.source: Path | str = source if source is not None else path
         self._db = db
         self.hosts = Inventory(db)
         self.journal = Journal(db)
@@ -450,18 +501,53 @@ class Store:
     ) -> None:
         self.close()
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({self._db.location!r})"
 
 
-def open_store(path: Path | None = None) -> Store:
-    """Open the store at ``path`` (default ``config.store_path()``), migrating it if needed.
+POSTGRESQL_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def is_postgresql(where: object) -> bool:
+    return isinstance(where, str) and where.startswith(POSTGRESQL_SCHEMES)
+
+
+def open_store(path: Path | str | None = None) -> Store:
+    """Open the store at ``path`` (default: ``config.store_url()``, else the file
+    ``config.store_path()``), migrating it if needed. A ``postgresql://`` URL opens a
+    PostgreSQL store (``store.pg``); anything else is a SQLite file.
 
     Any reason the file cannot be used (its directory cannot be made, it is a directory,
     it is not a database, it is read-only while a migration is due) is one
     ``StoreUnavailable`` naming the file; once open, a read-only store still serves reads.
     """
-    path = path if path is not None else config.store_path()
+    if path is None:
+        url = config.store_url()
+        if url is not None and not is_postgresql(url):
+            from virtlife.store.sql import redacted
+
+            raise StoreUnavailable(
+                f"the store URL {redacted(url)} is not a PostgreSQL URL: give "
+                "postgresql://USER@HOST/DATABASE in VIRTLIFE_DB or [store] url, or unset "
+                "it to use the SQLite file")
+        path = url
+    if is_postgresql(path):
+        from virtlife.store.pg import open_postgresql  # psycopg only for PostgreSQL users
+
+        assert isinstance(path, str)
+        pg = open_postgresql(path)
+        try:
+            if _pending(pg):
+                _migrate(pg)
+        except BaseException:
+            pg.close()
+            raise
+        return Store(config.store_path(), pg, path)
+    path = Path(path) if path is not None else config.store_path()
     try:
         _private(path)
         connection = sqlite3.connect(
@@ -523,12 +609,23 @@ def _private(path: Path) -> None:
 
 
 def _pending(db: Database) -> bool:
-    """Whether any migration is still to apply (read-only: a current store needs no write)."""
+    """Whether any migration is still to apply (read-only: a current store needs no write).
+
+    ``StoreUnavailable`` when the store has migrations this virtlife does not know."""
+    if not db.has_table("schema_migrations"):
+        return True
     with db.read() as conn:
-        known = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-        ).fetchall()
-        if not known:
-            return True
-        applied = {str(r[0]) for r in conn.execute("SELECT name FROM schema_migrations")}
+        applied = {str(r["name"]) for r in
+                   conn.execute("SELECT name FROM schema_migrations").fetchall()}
+    _refuse_newer(db, applied)
     return any(name not in applied for name, _ in MIGRATIONS)
+
+
+def _refuse_newer(db: Database, applied: set[str]) -> None:
+    known = {name for name, _ in MIGRATIONS}
+    newer = sorted(applied - known)
+    if newer:
+        raise StoreUnavailable(
+            f"the virtlife store {db.location} has a newer schema than this virtlife knows "
+            f"(migration {newer[-1]}): upgrade virtlife, or point VIRTLIFE_DB or "
+            "VIRTLIFE_HOME at another store")

@@ -8,13 +8,13 @@ host on every call; the services layer decides when a row is stale (age, a chang
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Row
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Facts:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _facts(self, row: sqlite3.Row) -> HostFacts:
+    def _facts(self, row: Row) -> HostFacts:
         kvm = row["kvm"]
         return HostFacts(
             uri=str(row["uri"]), host_uuid=str(row["host_uuid"]),
@@ -54,8 +54,11 @@ class Facts:
     def put(self, facts: HostFacts) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO host_facts (uri, host_uuid, virt_types, kvm,"
-                " kvm_note, checked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO host_facts (uri, host_uuid, virt_types, kvm, kvm_note,"
+                " checked_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uri) DO UPDATE SET"
+                " host_uuid = excluded.host_uuid, virt_types = excluded.virt_types,"
+                " kvm = excluded.kvm, kvm_note = excluded.kvm_note,"
+                " checked_at = excluded.checked_at",
                 (facts.uri, facts.host_uuid, ",".join(facts.virt_types),
                  None if facts.kvm is None else int(facts.kvm), facts.kvm_note,
                  self._db.format_ts(facts.checked_at.astimezone(UTC))))

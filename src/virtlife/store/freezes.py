@@ -10,7 +10,6 @@ commands say so. This module only keeps the rows; ``services.freeze`` decides.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Row
 
 
 class FreezeKind(StrEnum):
@@ -47,7 +47,7 @@ class Freezes:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _mark(self, row: sqlite3.Row) -> FreezeMark:
+    def _mark(self, row: Row) -> FreezeMark:
         bound = row["bound_s"]
         return FreezeMark(str(row["uuid"]), str(row["host"]), str(row["vm"]),
                           str(row["op_id"]), FreezeKind(str(row["kind"])),
@@ -57,8 +57,11 @@ class Freezes:
     def put(self, mark: FreezeMark) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO freezes (uuid, host, vm, op_id, kind, frozen_at,"
-                " bound_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO freezes (uuid, host, vm, op_id, kind, frozen_at, bound_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET"
+                " host = excluded.host, vm = excluded.vm, op_id = excluded.op_id,"
+                " kind = excluded.kind, frozen_at = excluded.frozen_at,"
+                " bound_s = excluded.bound_s",
                 (mark.uuid, mark.host, mark.vm, mark.op_id, mark.kind.value,
                  self._db.format_ts(mark.frozen_at), mark.bound_s))
 

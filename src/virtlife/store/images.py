@@ -22,7 +22,6 @@ It must not import libvirt nor talk to hosts.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Row
 
 
 class ImageStatus(StrEnum):
@@ -85,7 +85,7 @@ class SavedImages:
     def _now(self) -> str:
         return self._db.format_ts(datetime.now(UTC))
 
-    def _image(self, row: sqlite3.Row) -> SavedImage:
+    def _image(self, row: Row) -> SavedImage:
         changed = row["changed_at"]
         return SavedImage(
             str(row["op_id"]), str(row["uuid"]), str(row["host"]), str(row["vm"]),
@@ -153,8 +153,10 @@ class SavedImages:
     def _place(self, *, uuid: str, host: str, vm: str, kind: str, other: str, op_id: str,
                why: str) -> None:
         self._db.write(
-            "INSERT OR REPLACE INTO vm_places (uuid, host, vm, kind, other, op_id, why,"
-            " marked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO vm_places (uuid, host, vm, kind, other, op_id, why, marked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid, host) DO UPDATE SET"
+            " vm = excluded.vm, kind = excluded.kind, other = excluded.other,"
+            " op_id = excluded.op_id, why = excluded.why, marked_at = excluded.marked_at",
             (uuid, host, vm, kind, other, op_id, why, self._now()))
 
     def leave_copy(self, *, uuid: str, host: str, vm: str, moved_to: str, op_id: str,

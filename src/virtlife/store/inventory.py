@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
@@ -22,6 +21,7 @@ from virtlife.errors import HostAlreadyExists, HostNotFound, InvalidDefinition
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Connection, Row
 
 # Letters, digits, '-', '_', '.'; starts with a letter or digit so it never reads as a
 # CLI option or as '.'/'..'. No '/': "HOST/VM" is how users name a VM on one host.
@@ -62,7 +62,7 @@ class Inventory:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _record(self, row: sqlite3.Row) -> HostRecord:
+    def _record(self, row: Row) -> HostRecord:
         return HostRecord(
             name=str(row["name"]),
             uri=str(row["uri"]),
@@ -98,7 +98,7 @@ class Inventory:
         with self._db.read() as conn:
             return self._get(conn, name)
 
-    def _get(self, conn: sqlite3.Connection, name: str) -> HostRecord:
+    def _get(self, conn: Connection, name: str) -> HostRecord:
         rows = conn.execute(
             "SELECT name, uri, added_at, any_uri FROM hosts WHERE name = ?", (name,)
         ).fetchall()

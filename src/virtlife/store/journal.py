@@ -13,15 +13,14 @@ across threads and processes: ``begin`` either inserts the row or raises ``Held`
 the row that holds the VM.
 
 It must not import libvirt, perform or retry operations, or interpret states: the
-services layer decides what to record and what it means. SQLite failures surface as
-``errors.StoreUnavailable`` (from ``db``).
+services layer decides what to record and what it means. The database's failures surface
+as ``errors.StoreUnavailable`` (from ``db`` and ``pg``).
 """
 
 from __future__ import annotations
 
 import builtins
 import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from virtlife.procs import start_time
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Row
 
 OUTCOMES: Final = ("ok", "error", "refused")  # finished outcomes ``record`` accepts
 RUNNING: Final = "running"
@@ -182,7 +182,7 @@ class Journal:
         """The file this journal is kept in (the store's other tables are beside it)."""
         return self._db
 
-    def _entry(self, row: sqlite3.Row) -> JournalEntry:
+    def _entry(self, row: Row) -> JournalEntry:
         finished = row["finished_at"]
         domid = row["domid"]
         return JournalEntry(
@@ -220,15 +220,14 @@ class Journal:
         read it (without reading it)."""
         proc = this_process()
         fmt = self._db.format_ts
-        cursor = self._db.write(
+        row_id = self._db.insert(
             _INSERT,
             (op_id, fmt(started), fmt(finished) if finished is not None else None, host, vm,
              uuid, domid, operation, outcome, float(duration_s), detail, actor.user,
              actor.process, proc.machine, proc.boot_id, proc.pid, proc.pid_start, lock_key),
         )
-        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
         return JournalEntry(
-            id=cursor.lastrowid, started_at=started.astimezone(UTC), host=host, vm=vm,
+            id=row_id, started_at=started.astimezone(UTC), host=host, vm=vm,
             operation=operation, outcome=outcome, duration_s=float(duration_s),
             detail=detail, op_id=op_id, uuid=uuid,
             finished_at=finished.astimezone(UTC) if finished is not None else None,
@@ -273,7 +272,7 @@ class Journal:
                                     vm=vm, uuid=uuid, domid=domid, operation=operation,
                                     outcome=RUNNING, duration_s=0.0, detail="", actor=actor,
                                     lock_key=lock_key)
-            except sqlite3.IntegrityError:
+            except self._db.conflicts:
                 holder = self.holder(lock_key or "")
                 if holder is None:
                     continue  # it finished between our insert and our look

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +29,7 @@ from virtlife import errors
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.sql import Row
 
 PREFIX = "vl_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -100,7 +100,7 @@ class Tokens:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _record(self, row: sqlite3.Row) -> TokenRecord:
+    def _record(self, row: Row) -> TokenRecord:
         used = row["last_used_at"]
         return TokenRecord(str(row["name"]), Role(str(row["role"])),
                            self._db.parse_ts(str(row["created_at"])),
@@ -121,7 +121,7 @@ class Tokens:
                     " VALUES (?, ?, ?, ?)",
                     (name, digest(secret), Role(role).value,
                      self._db.format_ts(datetime.now(UTC))))
-        except sqlite3.IntegrityError:
+        except self._db.conflicts:
             raise errors.AlreadyExists(
                 f"cannot create token {name!r}: a token of that name exists; "
                 f"revoke it first (`virtlife token revoke {name}`)") from None

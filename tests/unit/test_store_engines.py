@@ -1,0 +1,110 @@
+"""The store's other tables on both engines (SQLite, PostgreSQL): tokens, facts, freezes,
+saved images and VM places, the journal's lock and marks, and the SQL dialect layer.
+
+Each test runs on a fresh SQLite file and on a fresh database of the private PostgreSQL
+cluster (``pg_support``); the rows must read back the same from either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from virtlife import errors
+from virtlife.store import Store, open_store
+from virtlife.store.facts import HostFacts
+from virtlife.store.freezes import FreezeKind, FreezeMark
+from virtlife.store.images import ImageStatus
+from virtlife.store.journal import Actor, Held
+from virtlife.store.sql import postgresql, postgresql_ddl
+from virtlife.store.tokens import Role
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    where: Path | str = tmp_path / "virtlife.db"
+    if request.param == "postgresql":
+        where = request.getfixturevalue("pg_url")
+    with open_store(where) as opened:
+        yield opened
+
+
+def test_tokens_are_created_checked_listed_and_revoked(store: Store) -> None:
+    secret = store.tokens.create("ci", role=Role.READER)
+    checked = store.tokens.check(secret)
+    assert checked is not None and checked.role is Role.READER
+    assert store.tokens.check(secret + "x") is None
+    with pytest.raises(errors.AlreadyExists):
+        store.tokens.create("ci")
+    assert [t.name for t in store.tokens.list()] == ["ci"]
+    assert store.tokens.take_carried_over() == []
+    store.tokens.revoke("ci")
+    with pytest.raises(errors.NotFound):
+        store.tokens.revoke("ci")
+
+
+def test_facts_are_replaced_by_uri(store: Store) -> None:
+    first = HostFacts("qemu:///system", "u1", ("kvm", "qemu"), True, "", T0)
+    store.facts.put(first)
+    assert store.facts.get("qemu:///system") == first
+    second = HostFacts("qemu:///system", "u2", ("qemu",), None, "no kvm", T0 + timedelta(1))
+    store.facts.put(second)
+    assert store.facts.get("qemu:///system") == second
+    store.facts.forget("qemu:///system")
+    assert store.facts.get("qemu:///system") is None
+
+
+def test_freezes_are_replaced_by_uuid_and_removed_by_their_operation(store: Store) -> None:
+    store.freezes.put(FreezeMark("u1", "h", "vm1", "op1", FreezeKind.BOUNDED, T0, 2.5))
+    held = FreezeMark("u1", "h", "vm1", "op2", FreezeKind.HELD, T0 + timedelta(1))
+    store.freezes.put(held)
+    assert store.freezes.list() == [held]
+    assert store.freezes.remove("u1", "op1") is False
+    assert store.freezes.remove("u1", "op2") is True
+    assert store.freezes.get("u1") is None
+
+
+def test_saved_images_and_places_read_back_with_large_numbers(store: Store) -> None:
+    images = store.images
+    images.saving(op_id="s1", uuid="u1", host="h", vm="vm1", path="/var/s1.save")
+    images.settle("s1", ImageStatus.SAVED, size=5 * 2**32, mtime_ns=1_740_000_000_123_456_789)
+    (saved,) = images.of_vm("u1", ImageStatus.SAVED)
+    assert (saved.size, saved.mtime_ns) == (5 * 2**32, 1_740_000_000_123_456_789)
+    assert images.ran("u1", "it started") == 1
+    assert images.at("h", "/var/s1.save").status is ImageStatus.STALE  # type: ignore[union-attr]
+    images.leave_copy(uuid="u1", host="h", vm="vm1", moved_to="h2", op_id="m1", why="kept")
+    images.arrived(uuid="u1", host="h", vm="vm1", came_from="h3", op_id="m2")
+    assert images.left_copy("u1", "h") is None  # the arrival replaced the mark
+    assert images.places_of("u1") == ["h"]
+    assert images.forget_place("u1", "h") is True
+
+
+def test_the_journal_lock_holds_and_marks_are_found_on_both_engines(store: Store) -> None:
+    journal = store.journal
+    begun = journal.begin(op_id="op1", host="h", vm="vm1", operation="migrate",
+                          actor=Actor("u"), lock_key="h/vm1", started_at=T0)
+    assert begun.id > 0 and journal.get("op1") == begun
+    with pytest.raises(Held):
+        journal.begin(op_id="op2", host="h", vm="vm1", operation="save", actor=Actor("u"),
+                      lock_key="h/vm1")
+    journal.finish("op1", "error", "cut off [unconfirmed: 50% done]", 1.25)
+    assert [e.op_id for e in journal.marked(["migrate"], "50% done")] == ["op1"]
+    assert journal.marked(["migrate"], "100%") == []
+    again = journal.begin(op_id="op3", host="h", vm="vm1", operation="save",
+                          actor=Actor("u"), lock_key="h/vm1")
+    assert again.id > begun.id
+    assert journal.interrupt_mine("test") == 1
+
+
+def test_the_dialect_layer_rewrites_placeholders_percent_and_instr_outside_strings() -> None:
+    assert postgresql("SELECT instr(detail, ?) FROM t WHERE a = '?%' AND b LIKE ?") == \
+        "SELECT strpos(detail, %s) FROM t WHERE a = '?%%' AND b LIKE %s"
+    assert postgresql("SELECT 100 % 7") == "SELECT 100 %% 7"
+    assert postgresql_ddl("id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER, d REAL") == (
+        "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, n BIGINT,"
+        " d DOUBLE PRECISION")
