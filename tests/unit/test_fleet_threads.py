@@ -24,11 +24,16 @@ from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.hostcalls import Busy, HostCaller
 
 
-def _threads_of(host: str) -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.endswith(f"-{host}"))
+def _threads_of(host: str, *, besides: frozenset[threading.Thread] = frozenset()
+                ) -> list[str]:
+    """The names of the threads working for ``host``, but ``besides`` (those of earlier
+    tests' fleets, which may still be winding down: a thread name says only the host)."""
+    return sorted(t.name for t in threading.enumerate()
+                  if t.name.endswith(f"-{host}") and t not in besides)
 
 
 def test_a_silent_host_holds_its_caller_thread_and_no_connect_thread(silent: str) -> None:
+    earlier = frozenset(threading.enumerate())
     with Fleet([HostRef("a", NODE_URI), HostRef("far", silent)],
                list_deadline_s=0.5) as fleet:
         t0 = time.monotonic()
@@ -37,8 +42,8 @@ def test_a_silent_host_holds_its_caller_thread_and_no_connect_thread(silent: str
         assert listing.answered == ["a"]
         assert [p.host for p in listing.unreachable] == ["far"]
         # the connect to far still hangs: on far's caller thread, not one of its own
-        assert _threads_of("far") == ["fleet-far"]
-        assert _threads_of("a") == ["fleet-a"]
+        assert _threads_of("far", besides=earlier) == ["fleet-far"]
+        assert _threads_of("a", besides=earlier) == ["fleet-a"]
 
 
 def test_a_connect_that_returns_after_its_deadline_is_closed_and_never_kept(
@@ -69,6 +74,7 @@ def test_a_connect_that_returns_after_its_deadline_is_closed_and_never_kept(
 @pytest.mark.parametrize("wait", [True, False])
 def test_closing_the_fleet_closes_each_connection_on_its_caller_thread(
         opens: Opens, wait: bool) -> None:
+    earlier = frozenset(threading.enumerate())
     fleet = Fleet([HostRef("a", NODE_URI), HostRef("b", NODE2_URI)])
     assert fleet.list_vms().answered == ["a", "b"]
     closed_on: dict[str, str] = {}
@@ -80,7 +86,8 @@ def test_closing_the_fleet_closes_each_connection_on_its_caller_thread(
     fleet.close(wait=wait)
     assert wait_until(lambda: not opens.open_now())
     assert closed_on == {NODE_URI: "fleet-a", NODE2_URI: "fleet-b"}
-    assert wait_until(lambda: not _threads_of("a") and not _threads_of("b"))
+    assert wait_until(lambda: not _threads_of("a", besides=earlier)
+                      and not _threads_of("b", besides=earlier))
 
 
 def test_a_caller_started_ahead_waits_idle_and_runs_the_calls_on_that_thread() -> None:
