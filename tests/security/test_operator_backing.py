@@ -10,6 +10,7 @@ app over libvirt's test driver, with real qcow2 files made by qemu-img.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -153,7 +154,9 @@ def test_a_clean_overlay_under_the_roots_is_taken_where_the_evil_one_is_not(
 def test_an_operators_restore_of_a_save_whose_vm_uses_the_evil_image_is_refused(
         api: Served, op: httpx.Client, images: Path, evil: Path) -> None:
     """A save file is written by whoever could write the file (a guest into its raw
-    disk); here the admin's VM using the evil image is saved, as a crafted one would."""
+    disk); here the admin's VM using the evil image is saved, as a crafted one would,
+    and then defined again without that disk: the save asks for more than the VM's
+    definition has, which is what a crafted one does."""
     image = images / "evil.sav"
     with api.client() as root:
         made = root.post(NEW, json={"name": "evil", "disks": [str(evil)], "start": True})
@@ -162,6 +165,11 @@ def test_an_operators_restore_of_a_save_whose_vm_uses_the_evil_image_is_refused(
         assert saved.status_code in (200, 202), saved.text
         if saved.status_code == 202:
             assert api.wait_operation(root, saved.json()["op_id"])["status"] == "ok"
+        xml = root.get("/api/vms/local/evil/xml", params={"inactive": True}).text
+        plain = re.sub(r"<disk .*?</disk>", "", xml, flags=re.S)
+        assert str(evil) not in plain
+        again = root.post(DEFINE, content=plain, headers=XML)
+        assert again.status_code == 200, again.text
         _refused(op.post("/api/hosts/local/restore", json={"path": str(image)}),
                  f"cannot restore {image} with an operator token",
                  f"{evil} has the backing file /etc/hostname", "Ask an admin")
@@ -169,3 +177,47 @@ def test_an_operators_restore_of_a_save_whose_vm_uses_the_evil_image_is_refused(
         back = root.post("/api/hosts/local/restore", json={"path": str(image)})
         assert back.status_code == 200, back.text
         assert op.get("/api/vms/local/evil").json()["state"] == "running"
+
+
+def test_an_operator_restores_a_save_that_asks_for_no_more_than_its_vm_has(
+        api: Served, op: httpx.Client, images: Path, evil: Path) -> None:
+    """The admin's VM, its definition reaching the evil image, saved: the operator may
+    start that VM, so restoring its own save gives nothing more."""
+    image = images / "evil.sav"
+    with api.client() as root:
+        made = root.post(NEW, json={"name": "evil", "disks": [str(evil)], "start": True})
+        assert made.status_code == 200, made.text
+        saved = root.post("/api/vms/local/evil/actions/save", json={"path": str(image)})
+        assert saved.status_code in (200, 202), saved.text
+        if saved.status_code == 202:
+            assert api.wait_operation(root, saved.json()["op_id"])["status"] == "ok"
+    back = op.post("/api/hosts/local/restore", json={"path": str(image)})
+    assert back.status_code == 200, back.text
+    assert op.get("/api/vms/local/evil").json()["state"] == "running"
+
+
+def test_an_operators_restore_of_a_save_asking_for_a_host_file_is_refused(
+        api: Served, op: httpx.Client, images: Path, tmp_path: Path) -> None:
+    """Not only backing chains: a save whose XML names a host file outside the roots
+    (a serial port writing to it) that the VM's definition does not is refused, as
+    define refuses it; before, only the chains of the save's disk images were looked at."""
+    image, outside = images / "port.sav", tmp_path / "outside.log"
+    port = f"<serial type='file'><source path='{outside}'/><target port='0'/></serial>"
+    with api.client() as root:
+        xml = domain("port", images / "none", fmt=None).replace(
+            "<disk type='file' device='disk'><source file='" + str(images / "none")
+            + "'/><target dev='vda'/></disk>", port)
+        assert root.post(DEFINE, content=xml, headers=XML).status_code == 200
+        started = root.post("/api/vms/local/port/actions/start")
+        assert started.status_code in (200, 202), started.text
+        if started.status_code == 202:
+            assert api.wait_operation(root, started.json()["op_id"])["status"] == "ok"
+        saved = root.post("/api/vms/local/port/actions/save", json={"path": str(image)})
+        assert saved.status_code in (200, 202), saved.text
+        if saved.status_code == 202:
+            assert api.wait_operation(root, saved.json()["op_id"])["status"] == "ok"
+        now = root.get("/api/vms/local/port/xml", params={"inactive": True}).text
+        plain = re.sub(r"<(serial|console) .*?</(serial|console)>", "", now, flags=re.S)
+        assert root.post(DEFINE, content=plain, headers=XML).status_code == 200
+    _refused(op.post("/api/hosts/local/restore", json={"path": str(image)}),
+             f"cannot restore {image} with an operator token", str(outside))

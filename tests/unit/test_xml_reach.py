@@ -180,7 +180,9 @@ def test_the_harmless_os_and_head_pass() -> None:
                        "schemas/domain/qemu/1.0'/></metadata>"  # metadata is inert
                        "<seclabel type='dynamic' model='selinux' relabel='yes'>"
                        "<label>s0:c1</label></seclabel>"
-                       "<memoryBacking><source type='memfd'/></memoryBacking>",
+                       "<memoryBacking><source type='memfd'/></memoryBacking>"
+                       # libvirt's own cgroup partition: a running VM's XML names it
+                       "<resource><partition>/machine</partition></resource>",
                   os=f"<kernel>{ROOT}/vmlinuz</kernel><initrd>{ROOT}/initrd</initrd>"
                      f"<loader>{ROOT}/OVMF.fd</loader><nvram>{ROOT}/v.fd</nvram>"
                      "<boot dev='hd'/><cmdline>console=ttyS0</cmdline>")

@@ -273,9 +273,9 @@ def vm_restore(request: Request, host: HostName, body: RestoreBody,
     """Restore a VM from a save file on ``host`` (``restore``); the file names the VM. An
     operator's file outside the allowed roots is a 403 whether or not it exists; else a
     missing file is a 404, a file that is no save image a 422, a VM of that name already
-    running a 409; a failed restore keeps the file. An operator's is refused (403) when a
-    disk image under the allowed roots that the VM in it uses has a backing chain
-    leaving them."""
+    running a 409; a failed restore keeps the file. An operator's is refused (403) when
+    the VM's XML in the file reaches the host (as ``define`` judges it, backing chains
+    included) beyond what that VM's definition on the host reaches already."""
     svc = services_of(request)
     svc.fleet.ref(host)
     path = caller_paths(request, token, host)(body.path, "the save file")
@@ -283,8 +283,8 @@ def vm_restore(request: Request, host: HostName, body: RestoreBody,
         reach = restore_reach(svc.fleet, host, path, svc.settings)
         if reach:
             raise errors.NotPermitted(
-                f"cannot restore {path} with an operator token: a disk image of the VM "
-                "in it reaches the host beyond the allowed roots: "
+                f"cannot restore {path} with an operator token: the VM's definition "
+                "in it reaches the host beyond what an operator may define: "
                 + "; ".join(str(r) for r in reach) + ". Ask an admin to restore it")
     options = body.model_dump(include={"paused", "wait_agent", "sync_time", "timeout_s",
                                        "ignore_unreachable"})

@@ -37,7 +37,7 @@ from virtlife.hypervisor.host import is_remote
 from virtlife.paths import within_roots
 from virtlife.services.backing import image_reach
 from virtlife.services.fleet import Fleet
-from virtlife.xml.domain import DomainSpec, build_domain_xml
+from virtlife.xml.domain import DomainSpec, build_domain_xml, parse_domain
 from virtlife.xml.reach import Reach, host_reaching
 
 POOL_KINDS = frozenset({"dir", "fs", "netfs"})
@@ -85,17 +85,27 @@ def create_reach(fleet: Fleet, host: str, spec: DomainSpec, roots: Roots) -> lis
 
 def restore_reach(fleet: Fleet, host: str, path: str, settings: config.Settings
                   ) -> list[Reach]:
-    """What the disk images of the domain XML inside save file ``path`` on ``host``
-    reach beyond the allowed roots through their backing chains (a save file is
-    written by whoever could write the file, a guest into its own raw disk among
-    them). Only the chains of images under the roots: the rest of the XML is not
-    held to ``define_reach``, so that an operator may still restore a VM an admin made
-    with files elsewhere. [] when the file holds no save image: the restore itself
-    then says what is wrong."""
+    """What the domain XML inside save file ``path`` on ``host`` reaches beyond what an
+    operator may define (``define_reach``: host devices, files outside the allowed
+    roots, backing chains...) and beyond what the VM of that UUID, defined on ``host``
+    now, reaches already. A save file is written by whoever could write the file (a
+    guest into its own raw disk among them), so its XML is held to define's rules; but
+    an operator may restore a VM an admin made with files elsewhere, as long as the
+    save image asks for nothing more than the VM's own definition has. [] when the file
+    holds no save image: the restore itself then says what is wrong."""
     xml = probe_path(fleet.host(host), path).save_xml
     if not xml:
         return []
-    return image_reach(fleet, host, xml, host_roots(fleet, host, settings).allows)
+    found = define_reach(fleet, host, xml, settings)
+    if not found:
+        return []
+    uuid = parse_domain(xml).findtext("uuid")
+    defined = fleet.host(host).find_uuid(uuid) if uuid else None
+    if defined is None:
+        return found
+    already = set(define_reach(fleet, host, defined.xml(inactive=True, secure=True),
+                               settings))
+    return [r for r in found if r not in already]
 
 
 def configured(settings: config.Settings) -> list[str]:

@@ -20,7 +20,8 @@ emulators are the host's own (its capabilities). What it lists:
   input, a random-number source other than /dev/random or /dev/urandom, graphics other
   than VNC and SPICE, audio other than none, SPICE and D-Bus, a GL ``rendernode``,
   file-backed ``<memoryBacking>``, ``<blkiotune>`` of a host device, a cgroup
-  ``<resource><partition>``;
+  ``<resource><partition>`` other than libvirt's own ``/machine`` (which the XML of a
+  running VM, and so its save image, names);
 - character devices (serial, parallel, console, channel, an egd RNG's backend) of a
   type that opens the host's network, stdio or a host device (tcp, udp, stdio, dev,
   nmdm...);
@@ -63,6 +64,7 @@ CHAR_DEVICES = frozenset({"serial", "parallel", "console", "channel"})
 GRAPHICS_TYPES = frozenset({"vnc", "spice"})
 AUDIO_TYPES = frozenset({"none", "spice", "dbus"})
 RNG_FILES = frozenset({"/dev/random", "/dev/urandom"})
+DEFAULT_PARTITION = "/machine"  # where libvirt puts every VM unless told otherwise
 ALWAYS = {"hostdev": "passes a host device to the guest",
           "redirdev": "redirects a USB device over a host channel",
           "smartcard": "gives the guest a host smartcard or its channel",
@@ -182,7 +184,8 @@ def _element_rules(element: ET.Element, parent: ET.Element | None, where: str,
         note(where, "file-backed guest memory on the host")
     elif tag == "device" and parent_tag == "blkiotune":
         note(where, "tunes a host block device")
-    elif tag == "partition" and parent_tag == "resource":
+    elif (tag == "partition" and parent_tag == "resource"
+          and (element.text or "").strip() != DEFAULT_PARTITION):
         note(where, "places the VM in a host cgroup partition")
     elif tag == "seclabel":
         _seclabel(element, parent_tag, where, note)
