@@ -75,7 +75,8 @@ def require(request: Request, needed: Role) -> TokenRecord:
     record = authenticate(request)
     if not record.role.allows(needed):
         raise HTTPException(
-            403, f"this request needs {_an(needed)} token (or above); token "
+            403, f"this request needs {_an(needed)} token"
+                 f"{'' if needed is Role.ADMIN else ' (or above)'}; token "
                  f"{record.name!r} is {_an(record.role)}: ask an admin for a token with "
                  f"`virtlife token create NAME --role {needed.value}`")
     return record

@@ -172,6 +172,7 @@ def _web_leg() -> None:
     from virtlife.api.app import create_app
     from virtlife.services.context import open_services
     from virtlife.store import open_store
+    from virtlife.store.tokens import Role
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -182,7 +183,7 @@ def _web_leg() -> None:
             store.tokens.revoke("demo")
         except errors.NotFound:
             pass
-        token = store.tokens.create("demo")
+        token = store.tokens.create("demo", role=Role.READER)
         try:
             server = uvicorn.Server(listener.config(create_app(served), "127.0.0.1", port,
                                                     log_level="warning", graceful_s=2))
@@ -197,8 +198,9 @@ def _web_leg() -> None:
                 with urllib.request.urlopen(ask, timeout=30) as answer:
                     listed = json.load(answer)
                 click.echo(f"-> virtlife serve (on 127.0.0.1:{port} for a moment): GET "
-                           f"/api/vms with a token: {len(listed['vms'])} VM(s)  "
+                           f"/api/vms with a reader token: {len(listed['vms'])} VM(s)  "
                            f"[{time.monotonic() - t0:.2f} s]")
+                click.echo(f"   the same token adding a host: {_refusal(port, token)}")
             finally:
                 server.should_exit = True
                 thread.join(10)
@@ -213,6 +215,25 @@ def _web_leg() -> None:
         click.echo(f"-> the web UI: run `virtlife serve`, then open {url}")
     click.echo("   log in with a token of your own: `virtlife token create NAME` prints one "
                "(the demo's token is revoked)")
+
+
+def _refusal(port: int, token: str) -> str:
+    """What the served API answers a reader token that asks to add a host (an admin's
+    request, whose URI would run a program were it allowed)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"name": "evil", "uri": "qemu+ext:///system?command=/bin/true"})
+    ask = urllib.request.Request(f"http://127.0.0.1:{port}/api/hosts", data=body.encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {token}",
+                                                         "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(ask, timeout=30) as answer:
+            return f"{answer.status} (unexpected)"
+    except urllib.error.HTTPError as err:
+        said = json.load(err).get("error", {}).get("message", "")
+        return f"{err.code}, {said.split(';')[0]}"
 
 
 def _shutdown_in_background(s: Services, ref: str, real: bool) -> None:
