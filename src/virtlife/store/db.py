@@ -233,6 +233,23 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE hosts ADD COLUMN any_uri INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        # The leases of processes holding running journal rows in a store that machines
+        # share (PostgreSQL: ``store.leases``); SQLite stores keep it empty. expires_s is
+        # the database's clock, in seconds since the epoch.
+        "0010_process_leases",
+        """
+        CREATE TABLE process_leases (
+            machine   TEXT NOT NULL,
+            boot_id   TEXT NOT NULL,
+            pid       INTEGER NOT NULL,
+            pid_start INTEGER NOT NULL,
+            host_name TEXT NOT NULL,
+            expires_s REAL NOT NULL,
+            PRIMARY KEY (machine, boot_id, pid, pid_start)
+        );
+        """,
+    ),
 ]
 
 

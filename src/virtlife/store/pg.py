@@ -89,6 +89,10 @@ class PgDatabase(Database):
     def url(self) -> str:
         return self._url
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _use(self) -> PgConnection:
         """The connection, a new one when the server dropped the last."""
         if self._closed:
