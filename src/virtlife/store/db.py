@@ -381,6 +381,37 @@ class Database:
         """A migration script in this engine's spelling (the scripts are SQLite's)."""
         return script
 
+    # -- what moving a store needs (``store.move``) --------------------------------------
+
+    def tables(self) -> list[str]:
+        """The store's tables, by name."""
+        with self.read() as conn:
+            return [str(r["name"]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                "'sqlite_%' ORDER BY name").fetchall()]
+
+    def columns(self, table: str) -> list[str]:
+        with self.read() as conn:
+            return [str(r["name"]) for r in
+                    conn.execute("SELECT name FROM pragma_table_info(?)", (table,)).fetchall()]
+
+    def copy_rows(self, table: str, columns: Sequence[str],
+                  rows: Iterator[Sequence[object]]) -> int:
+        """Insert ``rows`` (values in ``columns``' order) into ``table``, inside the
+        caller's ``transaction()``; how many."""
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        count = 0
+        with self.read() as conn:
+            for row in rows:
+                conn.execute(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', tuple(row))
+                count += 1
+        return count
+
+    def continue_identities(self, conn: Connection) -> None:
+        """Make identity columns continue after the rows copied in (SQLite's
+        AUTOINCREMENT already does)."""
+
     def lock_schema(self, conn: Connection) -> None:
         """Keep other processes from migrating at once, until the transaction ends
         (``BEGIN IMMEDIATE`` already does, in SQLite)."""
