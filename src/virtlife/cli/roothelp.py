@@ -124,6 +124,8 @@ INDEX: dict[str, tuple[str, str, str]] = {
         'clock is set right).'),
     "state": ("vm", "state",
         'Print the VM\'s state and libvirt\'s reason, e.g. "paused (user)".'),
+    "store": ("store", "store",
+        'The store of the inventory, journal and tokens (SQLite file or PostgreSQL).'),
     "suspend": ("vm", "suspend",
         "Pause the VM's vCPUs (RAM stays in the host)."),
     "token": ("serve", "token",

@@ -29,7 +29,6 @@ from virtlife.hypervisor.files import local_identity, probe_path
 from virtlife.lazylog import get_logger
 from virtlife.states import StateInfo, VMState
 from virtlife.store.images import ImageStatus, SavedImage, SavedImages
-from virtlife.store.journal import is_dead
 from virtlife.xml.domain import domain_uuid
 
 if TYPE_CHECKING:
@@ -168,7 +167,7 @@ class SavedImageGuard:
         if self.journal is None:
             return False
         entry = self.journal.get(op_id)
-        return entry is not None and entry.running and not is_dead(entry.process)
+        return entry is not None and entry.running and not self.journal.ended([entry])
 
     # -- start -----------------------------------------------------------------------
 

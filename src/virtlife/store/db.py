@@ -233,6 +233,23 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE hosts ADD COLUMN any_uri INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        # The leases of processes holding running journal rows in a store that machines
+        # share (PostgreSQL: ``store.leases``); SQLite stores keep it empty. expires_s is
+        # the database's clock, in seconds since the epoch.
+        "0010_process_leases",
+        """
+        CREATE TABLE process_leases (
+            machine   TEXT NOT NULL,
+            boot_id   TEXT NOT NULL,
+            pid       INTEGER NOT NULL,
+            pid_start INTEGER NOT NULL,
+            host_name TEXT NOT NULL,
+            expires_s REAL NOT NULL,
+            PRIMARY KEY (machine, boot_id, pid, pid_start)
+        );
+        """,
+    ),
 ]
 
 
@@ -363,6 +380,37 @@ class Database:
     def ddl(self, script: str) -> str:
         """A migration script in this engine's spelling (the scripts are SQLite's)."""
         return script
+
+    # -- what moving a store needs (``store.move``) --------------------------------------
+
+    def tables(self) -> list[str]:
+        """The store's tables, by name."""
+        with self.read() as conn:
+            return [str(r["name"]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                "'sqlite_%' ORDER BY name").fetchall()]
+
+    def columns(self, table: str) -> list[str]:
+        with self.read() as conn:
+            return [str(r["name"]) for r in
+                    conn.execute("SELECT name FROM pragma_table_info(?)", (table,)).fetchall()]
+
+    def copy_rows(self, table: str, columns: Sequence[str],
+                  rows: Iterator[Sequence[object]]) -> int:
+        """Insert ``rows`` (values in ``columns``' order) into ``table``, inside the
+        caller's ``transaction()``; how many."""
+        marks = ", ".join("?" for _ in columns)
+        names = ", ".join(f'"{c}"' for c in columns)
+        count = 0
+        with self.read() as conn:
+            for row in rows:
+                conn.execute(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', tuple(row))
+                count += 1
+        return count
+
+    def continue_identities(self, conn: Connection) -> None:
+        """Make identity columns continue after the rows copied in (SQLite's
+        AUTOINCREMENT already does)."""
 
     def lock_schema(self, conn: Connection) -> None:
         """Keep other processes from migrating at once, until the transaction ends

@@ -8,6 +8,14 @@ another VM's past; they say who acted (user, and the kind of process: cli, serve
 supervisor) and which process (machine, boot, pid), so that a row left ``running`` by a
 process that died is found and marked ``interrupted`` by the next one that looks.
 
+Whether a row's process died is known two ways. On its own machine (the machine id,
+``/etc/machine-id`` or ``VIRTLIFE_MACHINE_ID``) a process reads ``/proc``: exact and at
+once; that is all a SQLite store (one machine) needs. A PostgreSQL store is shared by
+machines that cannot see each other's ``/proc``: there a process holding running rows
+also holds a lease (``store.leases``) renewed every few seconds by the database's clock,
+and a row of another machine whose lease has lapsed (``leases.TTL_S``, 15 s by default,
+after its last renewal) counts as its process's death.
+
 The partial unique index on ``lock_key`` makes "one running operation per VM" hold
 across threads and processes: ``begin`` either inserts the row or raises ``Held`` with
 the row that holds the VM.
@@ -32,6 +40,7 @@ from virtlife.procs import start_time
 
 if TYPE_CHECKING:
     from virtlife.store.db import Database
+    from virtlife.store.leases import Leases
     from virtlife.store.sql import Row
 
 OUTCOMES: Final = ("ok", "error", "refused")  # finished outcomes ``record`` accepts
@@ -44,6 +53,7 @@ _INSERT: Final = (
     " outcome, duration_s, detail, actor_user, actor_proc, machine, boot_id, pid,"
     " pid_start, lock_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_ENDED: Final = "its process ended while it ran"
 _COLUMNS: Final = (
     "id, op_id, started_at, finished_at, host, vm, uuid, domid, operation, outcome, "
     "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start"
@@ -86,10 +96,41 @@ def _boot_id() -> str:
 
 
 @cache
-def _machine() -> tuple[str, str]:
+def _host() -> tuple[str, str, str]:
+    """This machine's id (``/etc/machine-id``; the host name without one), its host
+    name, and its boot id."""
     import socket  # only when a process is compared: not on every command's path
 
-    return socket.gethostname(), _boot_id()
+    name = socket.gethostname()
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            found = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if found:
+            return found, name, _boot_id()
+    return name, name, _boot_id()
+
+
+MACHINE_ID_ENV: Final = "VIRTLIFE_MACHINE_ID"
+
+
+def machine_id() -> str:
+    """Which machine this is, as the journal's rows name it: ``VIRTLIFE_MACHINE_ID`` when
+    set (two machines cloned with one machine id must set it), else ``/etc/machine-id``.
+    Not the host name: two machines sharing a store may share a name."""
+    return os.environ.get(MACHINE_ID_ENV, "").strip() or _host()[0]
+
+
+def _machine() -> tuple[str, str]:
+    return machine_id(), _host()[2]
+
+
+def same_machine(ref: ProcessRef) -> bool:
+    """Whether ``ref`` ran on this machine, whose ``/proc`` can tell about it (rows
+    written before machine ids name the machine by its host name)."""
+    return ref.machine == machine_id() or (
+        ref.machine == _host()[1] and MACHINE_ID_ENV not in os.environ)
 
 
 _this: list[ProcessRef] = []  # this process, read once per pid (a fork gets its own)
@@ -98,19 +139,19 @@ _this: list[ProcessRef] = []  # this process, read once per pid (a fork gets its
 def this_process() -> ProcessRef:
     pid = os.getpid()
     known = _this[0] if _this else None
-    if known is not None and known.pid == pid:
-        return known
     machine, boot = _machine()
+    if known is not None and known.pid == pid and known.machine == machine:
+        return known
     ref = ProcessRef(machine, boot, pid, start_time(pid) or 0)
     _this[:] = [ref]
     return ref
 
 
 def is_dead(ref: ProcessRef) -> bool:
-    """True when ``ref`` surely no longer runs; False when alive or when we cannot tell
-    (another machine sharing the file)."""
-    machine, boot = _machine()
-    if ref.machine != machine:
+    """True when ``ref`` surely no longer runs; False when alive or when ``/proc`` cannot
+    tell (another machine sharing the store: ``Journal.ended`` asks its lease)."""
+    _, boot = _machine()
+    if not same_machine(ref):
         return False
     if ref.boot_id and boot and ref.boot_id != boot:
         return True  # this machine rebooted since
@@ -176,6 +217,30 @@ class Journal:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._leases: Leases | None = None
+
+    def _lease(self) -> Leases | None:
+        """This process's lease in a PostgreSQL store (None in SQLite: one machine)."""
+        if self._db.engine != "postgresql":
+            return None
+        me = this_process()
+        if self._leases is None or self._leases.me != me:
+            from virtlife.store.leases import Leases
+
+            self._leases = Leases(self._db, me, _host()[1])
+        return self._leases
+
+    def ended(self, entries: Sequence[JournalEntry]) -> builtins.list[JournalEntry]:
+        """Which of ``entries`` (running rows, as read) belong to a process that surely
+        ended: by ``/proc`` on this machine, by a lapsed lease for another machine's
+        rows in a PostgreSQL store (``store.leases``)."""
+        dead = [e for e in entries if is_dead(e.process)]
+        elsewhere = [e for e in entries if not same_machine(e.process)]
+        leases = self._lease() if elsewhere else None
+        if leases is not None:
+            lapsed = leases.lapsed(e.process for e in elsewhere)
+            dead += [e for e in elsewhere if e.process in lapsed]
+        return dead
 
     @property
     def database(self) -> Database:
@@ -266,21 +331,30 @@ class Journal:
         VM: ``Held`` if another live operation has it (a dead holder is marked
         ``interrupted`` first and the VM taken)."""
         started = started_at or datetime.now(UTC)
-        for _attempt in range(2):
-            try:
-                return self._insert(op_id=op_id, started=started, finished=None, host=host,
-                                    vm=vm, uuid=uuid, domid=domid, operation=operation,
-                                    outcome=RUNNING, duration_s=0.0, detail="", actor=actor,
-                                    lock_key=lock_key)
-            except self._db.conflicts:
-                holder = self.holder(lock_key or "")
-                if holder is None:
-                    continue  # it finished between our insert and our look
-                if not is_dead(holder.process):
-                    raise Held(holder) from None
-                self._interrupt([holder], "its process ended while it ran")
-        raise Held(  # pragma: no cover - two holders dying under us in a row
-            self.holder(lock_key or "") or self._missing(lock_key))
+        leases = self._lease()
+        if leases is not None:  # before the row: a row is never seen without its lease
+            leases.hold(op_id)
+        try:
+            for _attempt in range(2):
+                try:
+                    return self._insert(op_id=op_id, started=started, finished=None,
+                                        host=host, vm=vm, uuid=uuid, domid=domid,
+                                        operation=operation, outcome=RUNNING,
+                                        duration_s=0.0, detail="", actor=actor,
+                                        lock_key=lock_key)
+                except self._db.conflicts:
+                    holder = self.holder(lock_key or "")
+                    if holder is None:
+                        continue  # it finished between our insert and our look
+                    if not self.ended([holder]):
+                        raise Held(holder) from None
+                    self._interrupt([holder], _ENDED)
+            raise Held(  # pragma: no cover - two holders dying under us in a row
+                self.holder(lock_key or "") or self._missing(lock_key))
+        except BaseException:
+            if leases is not None:
+                leases.release([op_id])
+            raise
 
     @staticmethod
     def _missing(lock_key: str | None) -> JournalEntry:  # pragma: no cover - see begin
@@ -305,7 +379,12 @@ class Journal:
         if uuid is not None:
             sets += ", uuid = ?"
             params.append(uuid)
-        self._db.write(f"{sets} WHERE op_id = ? AND outcome = ?", (*params, op_id, RUNNING))
+        try:
+            self._db.write(f"{sets} WHERE op_id = ? AND outcome = ?",
+                           (*params, op_id, RUNNING))
+        finally:
+            if self._leases is not None:
+                self._leases.release([op_id])
 
     def _interrupt(self, entries: builtins.list[JournalEntry], why: str) -> None:
         now = datetime.now(UTC)
@@ -321,9 +400,9 @@ class Journal:
     def sweep(self) -> builtins.list[JournalEntry]:
         """Mark every running entry whose process surely ended as ``interrupted``;
         return them as they were."""
-        dead = [e for e in self.running() if is_dead(e.process)]
+        dead = self.ended(self.running())
         if dead:
-            self._interrupt(dead, "its process ended while it ran")
+            self._interrupt(dead, _ENDED)
         return dead
 
     def interrupt_mine(self, why: str = "the command was interrupted (Ctrl-C)") -> int:
@@ -332,6 +411,8 @@ class Journal:
         mine = [e for e in self.running() if e.process == me]
         if mine:
             self._interrupt(mine, why)
+        if self._leases is not None:
+            self._leases.release([e.op_id for e in mine])
         return len(mine)
 
     def correct(self, op_id: str, outcome: str, detail: str) -> None:

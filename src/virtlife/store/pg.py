@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import DictRow, dict_row
 
 from virtlife.errors import StoreUnavailable
@@ -89,6 +90,10 @@ class PgDatabase(Database):
     def url(self) -> str:
         return self._url
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _use(self) -> PgConnection:
         """The connection, a new one when the server dropped the last."""
         if self._closed:
@@ -145,6 +150,45 @@ class PgDatabase(Database):
 
     def ddl(self, script: str) -> str:
         return postgresql_ddl(script)
+
+    def tables(self) -> list[str]:
+        with self.read() as conn:
+            return [str(r["table_name"]) for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+                " current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"
+            ).fetchall()]
+
+    def columns(self, table: str) -> list[str]:
+        with self.read() as conn:
+            return [str(r["column_name"]) for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+                " current_schema() AND table_name = ? ORDER BY ordinal_position",
+                (table,)).fetchall()]
+
+    def copy_rows(self, table: str, columns: Sequence[str],
+                  rows: Iterator[Sequence[object]]) -> int:
+        """COPY ``rows`` into ``table`` (inside the caller's ``transaction()``)."""
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
+            pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns)))
+        count = 0
+        with self._lock, self._errors(), self._use().cursor() as cursor, \
+                cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(tuple(row))
+                count += 1
+        return count
+
+    def continue_identities(self, conn: Connection) -> None:
+        """Each identity column's next value: one past the largest copied (or 1)."""
+        found = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE"
+            " table_schema = current_schema() AND is_identity = 'YES'").fetchall()
+        for row in found:
+            table, column = str(row["table_name"]), str(row["column_name"])
+            quoted = f'"{table}"', f'"{column}"'
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({quoted[1]}), 0)"
+                f" + 1, false) FROM {quoted[0]}", (quoted[0], column)).fetchall()
 
     def lock_schema(self, conn: Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,)).fetchall()
