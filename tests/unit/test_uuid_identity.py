@@ -4,12 +4,13 @@ private nodes (tests/data/node*.xml: each VM with a fixed UUID)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from api_support import Served, served
+from api_support import Served, served, sse_messages
 from support import NODE2_URI, NODE_URI
 from virtlife import errors
 from virtlife.services.fleet import Fleet, HostRef, as_uuid
@@ -72,3 +73,39 @@ def test_the_api_takes_a_uuid_in_place_of_the_name(api: Served) -> None:
             f"/api/vms/local/{RUNNING_A}/actions/suspend").json()["op_id"])
         assert done["result"]["state"] == "paused"
         assert client.get("/api/vms/local/vm-running").json()["state"] == "paused"
+
+
+OFF = "44444444-4444-4444-4444-444444444444"  # vm-off on node.xml
+
+
+def test_the_event_stream_keys_a_vm_by_uuid_so_a_rename_is_one_row(api: Served) -> None:
+    # a VM renamed (or moved) is the same VM: every event and state message carries its
+    # UUID, and the state told after the old name's "undefined" event is the VM's under
+    # its new name, never "undefined" (a client would drop the row and add another)
+    fleet = api.app.state.feed.fleet
+    with api.client() as c:
+        started = threading.Event()
+
+        def act() -> None:
+            started.wait(10)
+            fleet.host("local").conn.lookupByName("vm-off").rename("vm-new", 0)
+
+        thread = threading.Thread(target=act)
+        thread.start()
+        try:
+            def seen(message: dict[str, object]) -> bool:
+                started.set()
+                return (message.get("type") == "state" and message.get("uuid") == OFF
+                        and message.get("name") == "vm-new")
+
+            messages = sse_messages(c, until=seen)
+        finally:
+            started.set()
+            thread.join(10)
+        events = [m for m in messages if m["type"] == "event" and m["kind"] == "lifecycle"]
+        assert events and {m["uuid"] for m in events} == {OFF}
+        states = [(m["name"], m["state"]) for m in messages if m["type"] == "state"]
+        assert ("vm-off", "undefined") not in states and ("vm-new", "shutoff") in states
+        listing = c.get("/api/vms").json()["vms"]
+        assert [(v["name"], v["host"]) for v in listing if v["uuid"] == OFF] == [
+            ("vm-new", "local")]

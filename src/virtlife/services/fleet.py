@@ -87,10 +87,12 @@ class VMRow:
     vcpus: int
     memory_mib: int
     persistent: bool
+    uuid: str = ""  # what the VM is: its name and host are what it is called and where
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "host": self.host, "name": self.name, "state": self.state.state.value,
+            "uuid": self.uuid, "host": self.host, "name": self.name,
+            "state": self.state.state.value,
             "label": self.state.state.label, "reason": self.state.reason,
             "vcpus": self.vcpus, "memory_mib": self.memory_mib,
             "persistent": self.persistent,
@@ -183,7 +185,7 @@ def rows_of(host: Host, journal: Journal | None, *, observe: bool,
             continue
         state = observed_state(d.guest, journal, d.state) if observe else d.state
         rows.append(VMRow(host.name, d.guest.name, state, d.vcpus, d.max_memory_mib,
-                          d.persistent))
+                          d.persistent, d.guest.uuid()))
     return rows
 
 
