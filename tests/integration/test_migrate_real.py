@@ -69,6 +69,14 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
     assert moved["outcome"] == "ok" and "migrated: " in moved["detail"]
     assert f"downtime {stats['downtime_ms']} ms" in moved["detail"], moved
     assert "policy: no step needed" in moved["detail"]
+    # issue 17: the VM is its UUID: history shows its operations at both hosts, and the
+    # UUID names it wherever it is now
+    assert any(h["host"] == "lab-a" and h["operation"] != "migrate" for h in history), history
+    uuid = virsh(b, "domuuid", name).stdout.strip()
+    by_uuid = json.loads(lab.virtlife("history", uuid, "--json").stdout)
+    assert [h["op_id"] for h in by_uuid] == [h["op_id"] for h in history]
+    state = json.loads(lab.virtlife("state", uuid, "--json").stdout)
+    assert (state["host"], state["state"]) == ("lab-b", "running"), state
 
     run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a", "--offline")  # it runs
     assert run.returncode == 3 and "--shutdown-first" in run.stderr, run.stderr
@@ -80,6 +88,8 @@ def test_check_then_live_move_then_offline_move_back(lab: LabSession, real_stack
     assert virsh(b, "domstate", name).stdout.strip() == "shut off"  # kept, shut down
     history = json.loads(lab.virtlife("history", f"lab-b/{name}", "--json").stdout)
     assert [h["operation"] for h in history][:2] == ["migrate-offline", "shutdown"], history
+    assert {"lab-a", "lab-b"} <= {h["host"] for h in history}  # the moves and both hosts'
+    assert "migrate" in [h["operation"] for h in history]
     run = lab.virtlife("migrate", f"lab-b/{name}", "lab-a")  # shut off: not live
     assert run.returncode == 3 and "--offline" in run.stderr
     assert lab.virtlife("undefine", f"lab-b/{name}").returncode == 0

@@ -102,11 +102,12 @@ def test_the_listing_is_the_servers_and_matches_the_direct_one(
 def test_an_event_not_yet_read_is_answered_live(api: Served) -> None:
     cache = api.app.state.feed.cache
     assert cache.state("vm-paused") is not None
-    cache.vm_event("t", "vm-paused")  # as the event thread does, before the re-read
+    paused = "22222222-2222-2222-2222-222222222222"  # vm-paused's UUID (the cache's key)
+    cache.vm_event("t", paused)  # as the event thread does, before the re-read
     assert cache.state("vm-paused") is None
     answer = ask_state("vm-paused")
     assert answer is not None and answer["source"] == "live" and answer["state"] == "paused"
-    cache.refresh("t", "vm-paused")
+    cache.refresh("t", paused)
     assert cache.state("vm-paused") is not None
 
 

@@ -94,3 +94,26 @@ def test_rows_without_a_uuid_after_the_last_vm_left_are_the_present_vms() -> Non
     rows = [_entry(1, "A"), _entry(2, "A", "undefine"), _entry(3, "")]
     assert holder_of(rows, "C") == {3: "C"}
     assert holder_of([_entry(1, "")], "C") == {1: "C"}  # no identified row at all
+
+
+def test_history_by_uuid_follows_the_vm_across_hosts_and_after_it_is_gone(
+        life: Lifecycle, store: Store) -> None:
+    # issue 17: vm-off lived on host a (as "old-name"), moved to t, and ``history UUID``
+    # finds it as ``history NAME`` does, and still once it is undefined
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    store.journal.record("a", "old-name", "start", "ok", 1.0, "running", start,
+                         uuid=OFF_UUID)
+    store.journal.record("a", "old-name", "migrate", "ok", 2.0, "moved to t",
+                         start + timedelta(minutes=1), uuid=OFF_UUID)
+    store.journal.record("a", "vm-off", "start", "ok", 1.0, "another VM",
+                         start + timedelta(minutes=2), uuid=NEW_UUID)
+    life.start("vm-off")
+    expected = [("t", "start", OFF_UUID), ("a", "migrate", OFF_UUID),
+                ("a", "start", OFF_UUID)]
+    for ref in ("vm-off", OFF_UUID, f"t/{OFF_UUID}"):
+        assert [(e.host, e.operation, e.uuid) for e in life.history(ref)] == expected, ref
+    life.destroy("vm-off")
+    life.undefine("vm-off")
+    assert [(e.host, e.operation) for e in life.history(OFF_UUID)] == [
+        ("t", "undefine"), ("t", "destroy"), ("t", "start"), ("a", "migrate"),
+        ("a", "start")]

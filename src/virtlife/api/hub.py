@@ -107,8 +107,10 @@ class Subscription:
         return message
 
 
-def state_dict(host: str, vm: str, state: StateInfo) -> Message:
-    return {"host": host, "name": vm, "state": state.state.value,
+def state_dict(host: str, vm: str, state: StateInfo, uuid: str = "") -> Message:
+    """A VM's state as the API and the event stream give it. ``uuid`` is what the VM is
+    (a client keys its rows by it: a migrated VM is one row that changes host)."""
+    return {"uuid": uuid, "host": host, "name": vm, "state": state.state.value,
             "label": state.state.label, "reason": state.reason,
             "allowed": [op.value for op in allowed_operations(state)]}
 
@@ -139,8 +141,9 @@ class Feed:
         self.stop = threading.Event()
         self.hosts: dict[str, str] = {}  # host -> its last connection event
         self.cache = StateCache(fleet)
-        # (host, VM) to re-read after its event; (host, "") to list a host that connected
-        self._lookups: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        # (host, VM name, UUID) to re-read after its event; (host, "", "") to list a host
+        # that connected
+        self._lookups: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -160,23 +163,24 @@ class Feed:
             self.hosts[event.host] = event.event
             self.cache.host_event(event.host, event.event)
             if event.event == "connected":
-                self._lookups.put((event.host, ""))
-        elif event.kind in (EventKind.LIFECYCLE, EventKind.PM):
-            self.cache.vm_event(event.host, event.vm)
-            self._lookups.put((event.host, event.vm))
+                self._lookups.put((event.host, "", ""))
+        elif event.kind in (EventKind.LIFECYCLE, EventKind.PM) and event.uuid:
+            self.cache.vm_event(event.host, event.uuid)
+            self._lookups.put((event.host, event.vm, event.uuid))
 
     def _read_states(self) -> None:
         while True:
             item = self._lookups.get()
             if item is None or self.stop.is_set():
                 return
-            host, vm = item
-            if not vm:
+            host, vm, uuid = item
+            if not uuid:
                 self.cache.fill(host)
                 continue
             try:
-                state = self.cache.refresh(host, vm)
+                row, state = self.cache.refresh(host, uuid)
             except errors.VirtlifeError as err:
                 log.info("state of %s/%s after an event: %s", host, vm, err)
                 continue
-            self.hub.publish({"type": "state", **state_dict(host, vm, state)})
+            name = row.name if row is not None else vm  # a renamed VM: its new name
+            self.hub.publish({"type": "state", **state_dict(host, name, state, uuid)})

@@ -161,7 +161,7 @@ def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
 
 
 def _row(row: Any) -> dict[str, object]:
-    return {**row.as_dict(), **state_dict(row.host, row.name, row.state)}
+    return {**row.as_dict(), **state_dict(row.host, row.name, row.state, row.uuid)}
 
 
 @router.get("/api/vms", tags=["vms"])
@@ -183,7 +183,7 @@ def vms(request: Request, _t: Reader, all: bool = True,
 def vm(request: Request, host: HostName, name: VMName, _t: Reader) -> dict[str, object]:
     """One VM: its state and reason, the operations it allows, and its details."""
     info = services_of(request).lifecycle.info(ref_of(host, name))
-    return {**info.as_dict(), **state_dict(host, info.name, info.state)}
+    return {**info.as_dict(), **state_dict(info.host, info.name, info.state, info.uuid)}
 
 
 @router.get("/api/vms/{host}/{name}/xml", tags=["vms"], response_class=PlainTextResponse)

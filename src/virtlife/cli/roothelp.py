@@ -28,7 +28,7 @@ USAGE_ARGS = "[OPTIONS] COMMAND [ARGS]..."
 HELP = """\
 virtlife: manage the whole life of KVM/QEMU VMs on libvirt hosts.
 
-VMs are named NAME or HOST/NAME. Example: virtlife -c test:///default list --all"""
+VMs are named NAME, HOST/NAME, UUID or HOST/UUID. Example: virtlife -c test:///default list --all"""
 
 # The root group's options as its help lists them: the option column, then its help.
 OPTIONS: dict[str, str] = {

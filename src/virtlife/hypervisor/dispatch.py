@@ -214,22 +214,27 @@ class Dispatcher:
 
         def lifecycle(_c: Any, dom: Any, event: int, detail: int, _o: Any) -> None:
             ev, det = lifecycle_names(event, detail)
-            publish(lambda: DomainEvent(name, dom.name(), EventKind.LIFECYCLE, ev, det))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.LIFECYCLE, ev, det,
+                                        uuid=dom.UUIDString()))
 
         def agent(_c: Any, dom: Any, state: int, reason: int, _o: Any) -> None:
             publish(lambda: DomainEvent(
                 name, dom.name(), EventKind.AGENT,
                 AGENT_STATES.get(state, str(state)), AGENT_REASONS.get(reason, str(reason)),
+                uuid=dom.UUIDString(),
             ))
 
         def reboot(_c: Any, dom: Any, _o: Any) -> None:
-            publish(lambda: DomainEvent(name, dom.name(), EventKind.REBOOT, "reset"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.REBOOT, "reset",
+                                        uuid=dom.UUIDString()))
 
         def pmsuspend(_c: Any, dom: Any, _reason: int, _o: Any) -> None:
-            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "suspend"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "suspend",
+                                        uuid=dom.UUIDString()))
 
         def pmwakeup(_c: Any, dom: Any, _reason: int, _o: Any) -> None:
-            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "wakeup"))
+            publish(lambda: DomainEvent(name, dom.name(), EventKind.PM, "wakeup",
+                                        uuid=dom.UUIDString()))
 
         callbacks: dict[str, Callable[..., None]] = {
             "LIFECYCLE": lifecycle, "REBOOT": reboot, "PMWAKEUP": pmwakeup,

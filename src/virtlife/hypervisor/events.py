@@ -70,7 +70,9 @@ def lifecycle_names(event: int, detail: int) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class DomainEvent:
-    """One event from one host; ``vm`` is empty for ``EventKind.HOST`` events."""
+    """One event from one host; ``vm`` and ``uuid`` are empty for ``EventKind.HOST``
+    events. The UUID is what the VM is; its name and host may change (a migration,
+    a rename) or be reused."""
 
     host: str
     vm: str
@@ -78,6 +80,7 @@ class DomainEvent:
     event: str
     detail: str = ""
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    uuid: str = ""
 
     def __str__(self) -> str:
         text = f"{self.host}/{self.vm}: {self.kind.value} {self.event}"
@@ -88,6 +91,7 @@ class DomainEvent:
             "time": self.at.isoformat(),
             "host": self.host,
             "vm": self.vm,
+            "uuid": self.uuid,
             "kind": self.kind.value,
             "event": self.event,
             "detail": self.detail,

@@ -5,17 +5,20 @@ with a deadline and remembered as unreachable for a few seconds after a failure)
 one caller thread per host (``hostcalls``: a host that never answers holds one thread,
 never one more per call), asks all hosts at once with a deadline so that an
 unreachable host is reported and never hides the others (a listing: one bulk read per
-host, 2 s by default), and resolves ``NAME`` or ``HOST/NAME`` to exactly one
-``Guest``. Given a callable instead of a list, it re-reads the hosts on each use: a
-host added to the inventory is seen at once, and a removed host's connection is
-closed. It never prints; a bug in a host's thread is re-raised, never reported as an
+host, 2 s by default), and resolves ``NAME``, ``UUID``, ``HOST/NAME`` or
+``HOST/UUID`` to exactly one ``Guest`` (a UUID first, as virsh looks a domain up).
+Given a callable instead of a list, it re-reads the hosts on each use: a host added
+to the inventory is seen at once, and a removed host's connection is closed. It never
+prints; a bug in a host's thread is re-raised, never reported as an
 unreachable host.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +45,8 @@ __all__ = [
     "HostProblem",
     "HostRef",
     "VMRow",
+    "as_uuid",
+    "find_ref",
     "rows_of",
     "split_ref",
 ]
@@ -82,10 +87,12 @@ class VMRow:
     vcpus: int
     memory_mib: int
     persistent: bool
+    uuid: str = ""  # what the VM is: its name and host are what it is called and where
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "host": self.host, "name": self.name, "state": self.state.state.value,
+            "uuid": self.uuid, "host": self.host, "name": self.name,
+            "state": self.state.state.value,
             "label": self.state.state.label, "reason": self.state.reason,
             "vcpus": self.vcpus, "memory_mib": self.memory_mib,
             "persistent": self.persistent,
@@ -149,6 +156,25 @@ def split_ref(ref: str) -> tuple[str | None, str]:
     return None, ref
 
 
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}")
+
+
+def as_uuid(text: str) -> str | None:
+    """``text`` as a canonical UUID (lower case, with dashes) when it is one, as virsh
+    takes it (with or without dashes); else None."""
+    if not _UUID_RE.fullmatch(text):
+        return None
+    return str(uuidlib.UUID(text))
+
+
+def find_ref(host: Host, vm: str) -> Guest | None:
+    """The VM of ``host`` whose UUID is ``vm`` (when it is one), else the one named
+    ``vm``; None when the host has neither."""
+    uuid = as_uuid(vm)
+    found = host.find_uuid(uuid) if uuid is not None else None
+    return found if found is not None else host.find(vm)
+
+
 def rows_of(host: Host, journal: Journal | None, *, observe: bool,
             include_inactive: bool = True) -> list[VMRow]:
     """Every VM of ``host`` as a row, from one bulk read; with ``observe``, states as the
@@ -159,7 +185,7 @@ def rows_of(host: Host, journal: Journal | None, *, observe: bool,
             continue
         state = observed_state(d.guest, journal, d.state) if observe else d.state
         rows.append(VMRow(host.name, d.guest.name, state, d.vcpus, d.max_memory_mib,
-                          d.persistent))
+                          d.persistent, d.guest.uuid()))
     return rows
 
 
@@ -375,20 +401,27 @@ class Fleet:
         return FleetListing(rows, problems, sorted(results))
 
     def resolve(self, ref: str) -> Guest:
-        """The one VM called ``ref`` (``NAME`` or ``HOST/NAME``)."""
+        """The one VM called ``ref`` (``NAME``, ``UUID``, ``HOST/NAME`` or ``HOST/UUID``:
+        a UUID is looked up as one first, then as a name, as virsh does)."""
         host_name, name = split_ref(ref)
-        if host_name is not None:
-            return self.host(host_name).lookup(name)
         refs = self.refs
-        if len(refs) == 1:
-            return self._connected(next(iter(refs.values()))).lookup(name)
-        found, problems = self.each_host(lambda h: h.find(name))
+        if host_name is None and len(refs) == 1:
+            host_name = next(iter(refs.values())).name
+        if host_name is not None:
+            host = self.host(host_name)
+            uuid = as_uuid(name)
+            by_uuid = host.find_uuid(uuid) if uuid is not None else None
+            return by_uuid if by_uuid is not None else host.lookup(name)
+        found, problems = self.each_host(lambda h: find_ref(h, name))
         matches = [g for g in found.values() if g is not None]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise errors.AmbiguousName(name, sorted(f"{g.host.name}/{name}" for g in matches))
+            raise errors.AmbiguousName(
+                name, sorted(f"{g.host.name}/{g.name}" for g in matches))
         msg = f"no VM named {name} on any host"
+        if as_uuid(name) is not None:
+            msg = f"no VM with the UUID or name {name} on any host"
         if problems:
             msg += " (unreachable: " + ", ".join(p.host for p in problems) + ")"
         raise errors.VMNotFound(msg)

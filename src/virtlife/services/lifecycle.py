@@ -32,7 +32,7 @@ from virtlife.hypervisor.snapshot import DomainSnapshots
 from virtlife.paths import check_path
 from virtlife.services.base import Call, OperationService
 from virtlife.services.clock import ClockSync, sync_after
-from virtlife.services.fleet import Fleet, split_ref
+from virtlife.services.fleet import Fleet, as_uuid, split_ref
 from virtlife.services.history import vm_history
 from virtlife.services.ladder import STEPS, Step, climb
 from virtlife.services.observe import MANAGED_SAVE_REMOVED, current_state, observed_state
@@ -166,7 +166,8 @@ class Lifecycle(OperationService):
         """The journal, newest first. For a VM that exists, its whole history by UUID
         (across hosts and renames, without another VM's past under the same name), with
         the rows of its name written without a UUID that were its (``services.history``);
-        for one that is gone, the rows under its name."""
+        for one that is gone, the rows under its name, or under its UUID when ``ref``
+        gives one."""
         if self.journal is None:
             raise errors.StoreUnavailable("there is no journal to read (the store is not open)")
         if ref is None:
@@ -176,6 +177,9 @@ class Lifecycle(OperationService):
         try:
             guest = self.fleet.resolve(f"{host}/{name}" if host else name)
         except (errors.NotFound, errors.AmbiguousName, errors.HostUnreachable):
+            uuid = as_uuid(name)
+            if uuid is not None:  # a VM that is gone (or out of reach), by its UUID
+                return self.journal.list(uuid=uuid, host=host, limit=limit)
             return self.journal.list(vm=name, host=host, limit=limit)
         return vm_history(self.journal, guest.uuid(), guest.name, guest.host.name, limit)
 

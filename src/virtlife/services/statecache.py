@@ -2,8 +2,10 @@
 
 ``StateCache`` holds each host's VMs (state, vCPUs, memory) as one listing left them
 when the host's event stream (re)connected, kept up to date by re-reading a VM after
-each of its lifecycle events. Its owner (the API's ``Feed``) calls ``host_event`` and
-``vm_event`` on the event threads, and ``fill``/``refresh`` on one reader thread.
+each of its lifecycle events. A VM is keyed by its UUID, its name an attribute: a
+renamed VM is the same row, and a new VM under an old name is another. Its owner
+(the API's ``Feed``) calls ``host_event`` and ``vm_event`` on the event threads, and
+``fill``/``refresh`` on one reader thread.
 
 It never answers with a state older than the last event received:
 
@@ -35,6 +37,7 @@ from virtlife.services.fleet import (
     FleetListing,
     HostProblem,
     VMRow,
+    as_uuid,
     rows_of,
     split_ref,
 )
@@ -69,11 +72,11 @@ class StateCache:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self._lock = threading.Lock()
-        self._rows: dict[str, dict[str, VMRow]] = {}  # host -> VM name -> row (raw state)
+        self._rows: dict[str, dict[str, VMRow]] = {}  # host -> VM UUID -> row (raw state)
         self._links: dict[str, str] = {}  # host -> its last connection event
         self._generation: dict[str, int] = {}  # host -> connection events so far
         self._fresh: set[str] = set()  # listed since the stream last connected
-        self._pending: dict[tuple[str, str], int] = {}  # events whose re-read is due
+        self._pending: dict[tuple[str, str], int] = {}  # (host, UUID): re-reads due
 
     # -- fed by the events ---------------------------------------------------------------
 
@@ -87,10 +90,11 @@ class StateCache:
             if event == "removed":
                 self._rows.pop(host, None)
 
-    def vm_event(self, host: str, vm: str) -> None:
-        """A lifecycle event of ``host/vm``: read live until ``refresh`` re-reads it."""
+    def vm_event(self, host: str, uuid: str) -> None:
+        """A lifecycle event of the VM ``uuid`` on ``host``: read live until ``refresh``
+        re-reads it."""
         with self._lock:
-            self._pending[(host, vm)] = self._pending.get((host, vm), 0) + 1
+            self._pending[(host, uuid)] = self._pending.get((host, uuid), 0) + 1
 
     # -- the reader thread ---------------------------------------------------------------
 
@@ -107,41 +111,43 @@ class StateCache:
             if (self._generation.get(host, 0) != generation
                     or self._links.get(host) != "connected"):
                 return  # the stream dropped (or reconnected) meanwhile: the next fill will do
-            self._rows[host] = {row.name: row for row in rows}
+            self._rows[host] = {row.uuid: row for row in rows}
             self._fresh.add(host)
 
-    def refresh(self, host: str, vm: str) -> StateInfo:
-        """Re-read ``host/vm`` after its event; its state (``undefined`` once gone)."""
+    def refresh(self, host: str, uuid: str) -> tuple[VMRow | None, StateInfo]:
+        """Re-read the VM ``uuid`` of ``host`` after its event: its row (None once it
+        is gone from the host) and state (then ``undefined``)."""
         with self._lock:
-            seen = self._pending.get((host, vm), 0)
+            seen = self._pending.get((host, uuid), 0)
         row: VMRow | None = None
         failed = False
         try:
-            guest = self.fleet.host(host).find(vm)
+            guest = self.fleet.host(host).find_uuid(uuid)
             if guest is not None:
                 info = guest.info()
-                row = VMRow(host, vm, info.state, info.vcpus, info.max_memory_mib,
-                            info.persistent)
+                row = VMRow(host, guest.name, info.state, info.vcpus, info.max_memory_mib,
+                            info.persistent, uuid)
         except errors.VMNotFound:
             row = None
         except errors.VirtlifeError as err:
-            log.info("state of %s/%s after an event: %s", host, vm, err)
+            log.info("state of the VM %s on %s after an event: %s", uuid, host, err)
             failed = True  # leave it pending: answered live until a later read works
         with self._lock:
             if not failed:
-                left = self._pending.get((host, vm), 0) - seen
+                left = self._pending.get((host, uuid), 0) - seen
                 if left > 0:
-                    self._pending[(host, vm)] = left
+                    self._pending[(host, uuid)] = left
                 else:
-                    self._pending.pop((host, vm), None)
+                    self._pending.pop((host, uuid), None)
                 rows = self._rows.setdefault(host, {})
                 if row is None:
-                    rows.pop(vm, None)
+                    rows.pop(uuid, None)
                 else:
-                    rows[vm] = row
+                    rows[uuid] = row
         if failed:
-            raise errors.HostUnreachable(f"cannot read the state of {host}/{vm}")
-        return row.state if row is not None else StateInfo(VMState.UNDEFINED, "")
+            raise errors.HostUnreachable(
+                f"cannot read the state of the VM {uuid} on host {host}")
+        return row, row.state if row is not None else StateInfo(VMState.UNDEFINED, "")
 
     # -- answers -------------------------------------------------------------------------
 
@@ -155,20 +161,25 @@ class StateCache:
             return bool(names) and all(name in self._fresh for name in names)
 
     def _usable(self, host: str, row: VMRow) -> bool:
-        return row.state.state in CACHEABLE and not self._pending.get((host, row.name))
+        return row.state.state in CACHEABLE and not self._pending.get((host, row.uuid))
 
     def state(self, ref: str) -> tuple[str, StateInfo] | None:
         """``ref``'s host and state from the cache, or None when it must be read live
-        (not cached, ambiguous, unknown: the live read gives the exact answer or error)."""
+        (not cached, ambiguous, unknown: the live read gives the exact answer or error).
+        A UUID is looked for as one first, then as a name, as ``Fleet.resolve`` does."""
         try:
             host, name = split_ref(ref)
             hosts = [host] if host is not None else sorted(self.fleet.refs)
         except errors.VirtlifeError:
             return None
+        uuid = as_uuid(name)
         with self._lock:
             if not hosts or any(h not in self._fresh for h in hosts):
                 return None
-            found = [row for h in hosts if (row := self._rows.get(h, {}).get(name))]
+            found = [row for h in hosts if (row := self._rows.get(h, {}).get(uuid or ""))]
+            if not found:
+                found = [row for h in hosts for row in self._rows.get(h, {}).values()
+                         if row.name == name]
             if len(found) != 1 or not self._usable(found[0].host, found[0]):
                 return None
             return found[0].host, found[0].state
@@ -189,7 +200,7 @@ class StateCache:
                     if self._usable(name, row):
                         rows.append(row)
                     elif (row.state.save_kind is SaveKind.MANAGED
-                          and not self._pending.get((name, row.name))):
+                          and not self._pending.get((name, row.uuid))):
                         saved_rows.append(row)
                     else:
                         stale_rows.append(row)
@@ -211,13 +222,13 @@ class StateCache:
         if stale_rows:  # read again live: one bulk read per host that has any
             stale: dict[str, set[str]] = {}
             for row in stale_rows:
-                stale.setdefault(row.host, set()).add(row.name)
+                stale.setdefault(row.host, set()).add(row.uuid)
             again, failed = self.fleet.each_host(
                 lambda h: rows_of(h, self.fleet.journal, observe=True), sorted(stale),
                 deadline_s=self.fleet.list_deadline_s)
             if failed:  # the caller lists live instead, as the direct listing would
                 raise errors.HostUnreachable(failed[0].message)
-            rows += [row for name in again for row in again[name] if row.name in stale[name]]
+            rows += [row for name in again for row in again[name] if row.uuid in stale[name]]
         if not include_inactive:
             rows = [row for row in rows if row.state.state.is_active]
         rows.sort(key=lambda r: (r.host, r.name))

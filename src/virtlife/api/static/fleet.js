@@ -1,13 +1,16 @@
 // The fleet page: every host and its VMs with their live state. Filled from
 // /api/hosts and /api/vms, then kept current by the event stream with no reload; the
-// New VM and Add host forms (manage.js) below it.
+// New VM and Add host forms (manage.js) below it. A VM's row is keyed by its UUID:
+// a VM that moves to another host (or is renamed) is one row that changes host.
 import { ApiError, actionBar, api, banner, el, follow, stateText, vmPage } from './common.js';
 import { addHostForm, newVmForm, removeHostButton } from './manage.js';
 
 const FLEET_ACTIONS = ['start', 'shutdown', 'reboot', 'suspend', 'resume', 'managedsave',
   'destroy'];
 const fleet = document.getElementById('fleet');
-const rows = new Map(); // "host/name" -> {vm, row}
+const rows = new Map(); // the VM's UUID -> {vm, row}
+const keyOf = (vm) => vm.uuid || `${vm.host}/${vm.name}`;
+const INACTIVE = ['shutoff', 'saved', 'undefined', 'crashed'];
 let reloading = null;
 const creator = newVmForm(() => reload());
 document.querySelector('#new-vm .body').replaceChildren(creator.form);
@@ -17,12 +20,13 @@ function renderRow(entry) {
   const { vm } = entry;
   const message = entry.row ? entry.row.querySelector('.message').cloneNode(true)
     : el('td', { class: 'message' });
-  const row = el('tr', { 'data-host': vm.host, 'data-vm': vm.name, class: `state-${vm.state}` },
+  const row = el('tr', { 'data-host': vm.host, 'data-vm': vm.name, 'data-uuid': vm.uuid,
+    class: `state-${vm.state}` },
     el('td', {}, el('a', { href: vmPage(vm.host, vm.name) }, vm.name)),
     el('td', { class: 'state' }, stateText(vm)),
     el('td', {}, `${vm.vcpus ?? '?'} vCPU, ${vm.memory_mib ?? '?'} MiB`),
     el('td', {}, actionBar(vm, FLEET_ACTIONS, (text, kind) => {
-      const cell = rows.get(`${vm.host}/${vm.name}`)?.row.querySelector('.message');
+      const cell = rows.get(keyOf(vm))?.row.querySelector('.message');
       if (!cell) return;
       cell.textContent = text;
       cell.className = `message ${kind}`;
@@ -36,12 +40,19 @@ function renderRow(entry) {
 async function load() {
   const [hosts, listing] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/vms')]);
   rows.clear();
+  const shown = new Map(); // one row per VM: where it runs, if it is defined on two hosts
+  for (const vm of listing.vms) {
+    const other = shown.get(keyOf(vm));
+    if (!other || (INACTIVE.includes(other.state) && !INACTIVE.includes(vm.state))) {
+      shown.set(keyOf(vm), vm);
+    }
+  }
   const sections = hosts.map((host) => {
-    const vms = listing.vms.filter((vm) => vm.host === host.name);
+    const vms = [...shown.values()].filter((vm) => vm.host === host.name);
     const body = el('tbody');
     for (const vm of vms.sort((a, b) => a.name.localeCompare(b.name))) {
       const entry = { vm };
-      rows.set(`${vm.host}/${vm.name}`, entry);
+      rows.set(keyOf(vm), entry);
       body.append(renderRow(entry));
     }
     const status = host.reachable ? el('span', { class: 'muted' }, host.uri)
@@ -80,13 +91,22 @@ follow({
     banner('');
   },
   state: (message) => {
-    const entry = rows.get(`${message.host}/${message.name}`);
+    const entry = rows.get(keyOf(message));
     if (!entry) { reload(); return; }
+    if (message.host !== entry.vm.host) {
+      // the VM on another host: it moved there, unless what is left behind (a copy
+      // kept at the source, or its removal) speaks while it runs where it went
+      if (message.state === 'undefined') return;
+      if (INACTIVE.includes(message.state) && !INACTIVE.includes(entry.vm.state)) return;
+      const body = fleet.querySelector(`section.host[data-host="${CSS.escape(message.host)}"] tbody`);
+      if (!body) { reload(); return; }
+      body.append(entry.row);
+    } else if (message.state === 'undefined') { reload(); return; }
     entry.vm = { ...entry.vm, ...message };
     renderRow(entry);
   },
   event: (message) => {
-    if (message.kind === 'host' || ['defined', 'undefined'].includes(message.event)) reload();
+    if (message.kind === 'host') reload();
   },
   lagged: reload,
   lost: () => banner('Event stream lost; reconnecting…', 'error'),
