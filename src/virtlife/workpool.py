@@ -44,7 +44,7 @@ class WorkPool:
         self._cond = threading.Condition()
         self._jobs: deque[Callable[[], object]] = deque()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._busy = 0  # workers running a job (the others take the next job at once)
         self._closed = False
         self._started = 0
 
@@ -57,17 +57,15 @@ class WorkPool:
             if self._closed:
                 return
             self._jobs.append(job)
-            if self._idle >= len(self._jobs):
+            free = len(self._threads) - self._busy
+            if free >= len(self._jobs) or len(self._threads) >= self.size:
                 self._cond.notify()
-                return
-            if len(self._threads) < self.size:
+            else:
                 self._started += 1
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"{self.name}-{self._started}")
                 self._threads.append(thread)
                 thread.start()
-            else:
-                self._cond.notify()
 
     @property
     def threads(self) -> int:
@@ -96,17 +94,19 @@ class WorkPool:
         while True:
             with self._cond:
                 while not self._jobs and not self._closed:
-                    self._idle += 1
                     self._cond.wait()
-                    self._idle -= 1
                 if self._closed:
                     self._threads.remove(me)
                     return
                 job = self._jobs.popleft()
+                self._busy += 1
             try:
                 job()
             except BaseException:  # a job's bug: logged, and the worker carries on
                 logger.exception("a job on work pool %s failed", self.name)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
 
 class Lanes(Generic[K]):
