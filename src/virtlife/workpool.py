@@ -45,6 +45,7 @@ class WorkPool:
         self._jobs: deque[Callable[[], object]] = deque()
         self._threads: list[threading.Thread] = []
         self._busy = 0  # workers running a job (the others take the next job at once)
+        self._extra = 0  # workers held by jobs given up as stuck (``hold_extra``)
         self._closed = False
         self._started = 0
 
@@ -57,19 +58,40 @@ class WorkPool:
             if self._closed:
                 return
             self._jobs.append(job)
-            free = len(self._threads) - self._busy
-            if free >= len(self._jobs) or len(self._threads) >= self.size:
-                self._cond.notify()
-            else:
-                self._started += 1
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self.name}-{self._started}")
-                self._threads.append(thread)
-                thread.start()
+            self._grow()
+
+    def _grow(self) -> None:
+        """Wake a free worker, or start one when none is free and the bound allows
+        (lock held)."""
+        free = len(self._threads) - self._busy
+        if free >= len(self._jobs) or len(self._threads) >= self.size + self._extra:
+            self._cond.notify()
+            return
+        self._started += 1
+        thread = threading.Thread(target=self._work, daemon=True,
+                                  name=f"{self.name}-{self._started}")
+        self._threads.append(thread)
+        thread.start()
+
+    def hold_extra(self) -> None:
+        """A running job was given up as stuck (a call to a frozen host, which cannot be
+        cancelled): its worker no longer counts against ``size`` until
+        ``release_extra``, so the other jobs keep ``size`` workers. The threads are then
+        bounded by ``size`` plus the stuck jobs (at most one per host for lanes)."""
+        with self._cond:
+            self._extra += 1
+            if self._jobs:
+                self._grow()
+
+    def release_extra(self) -> None:
+        """The stuck job returned: a worker beyond ``size`` ends once idle."""
+        with self._cond:
+            self._extra = max(0, self._extra - 1)
+            self._cond.notify()
 
     @property
     def threads(self) -> int:
-        """How many workers exist now (never more than ``size``)."""
+        """How many workers exist now (never more than ``size`` plus the stuck jobs)."""
         with self._cond:
             return len(self._threads)
 
@@ -94,6 +116,9 @@ class WorkPool:
         while True:
             with self._cond:
                 while not self._jobs and not self._closed:
+                    if len(self._threads) > self.size + self._extra:  # one too many
+                        self._threads.remove(me)
+                        return
                     self._cond.wait()
                 if self._closed:
                     self._threads.remove(me)
