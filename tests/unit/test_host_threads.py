@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import threading
 
-from libvirt_faults import wait_until
-from support import NODE_URI
+import pytest
+
+from libvirt_faults import Opens, wait_until
+from support import NODE2_URI, NODE_URI
+from virtlife import errors
 from virtlife.hypervisor import DomainEvent, Host, connection, dispatch
+from virtlife.workpool import WorkPool
 
 HOSTS = 40
 
@@ -76,3 +80,22 @@ def test_the_servers_feed_over_sixty_hosts_holds_a_bound_of_threads_set_by_its_p
     finally:
         feed.close()
         fleet.close()
+
+
+def test_a_connect_given_up_while_it_hangs_leaves_the_pool_to_the_other_hosts(
+        opens: Opens, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "JOBS", WorkPool("t-jobs", 1))
+    hung = opens.gate = threading.Event()  # this first open hangs (a frozen libvirtd)
+    frozen = Host("frozen", NODE_URI, connect_timeout_s=0.3)
+    other = Host("other", NODE2_URI, connect_timeout_s=5)
+    try:
+        with pytest.raises(errors.HostUnreachable, match=r"did not answer within 0\.3 s"):
+            frozen.connect()  # given up at its deadline; libvirt.open still hangs
+        opens.gate = None
+        other.connect()  # a second worker, since the hung one no longer counts
+        assert other.alive()
+    finally:
+        hung.set()
+        frozen.close(timeout_s=0)
+        other.close(timeout_s=0)
+    assert wait_until(lambda: connection.JOBS.threads == 1)  # the extra one ends

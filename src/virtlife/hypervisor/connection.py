@@ -30,9 +30,10 @@ found dead without a close callback, and ``close()``'s. A caller waits on
 ``_Attempt.done`` with its deadline, never on a worker, so a connect queued behind a
 busy pool still meets its waiters' deadline, and one that starts after it was given up
 never dials. A host has at most one connect in flight (later ones fail fast while it
-hangs), so a frozen host holds at most one worker. The keepalives and close callbacks
-stay on libvirt's one event loop (``libvirt_api.ensure_event_loop``), shared by every
-connection.
+hangs), so a frozen host holds at most one worker, and a connect given up while it
+hangs no longer counts against the bound (``WorkPool.hold_extra``). The keepalives and
+close callbacks stay on libvirt's one event loop (``libvirt_api.ensure_event_loop``),
+shared by every connection.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class _Attempt:
         self.deadline = self.started + timeout_s
         self.done = threading.Event()
         self.abandoned = False  # its waiters gave up: close the connection if it comes
+        self.on_pool = False  # runs as a job of ``JOBS`` (not in its caller's thread)
+        self.running = False  # its job started (it may dial)
+        self.held = False  # given up while it runs: its worker is out of JOBS's bound
         self.connection: Connection | None = None
         self.error: Exception | None = None
 
@@ -246,6 +250,7 @@ class Connector:
                 mine = in_this_thread and (threading.current_thread()
                                            is not threading.main_thread())
                 if not mine:
+                    attempt.on_pool = True
                     _spawn(self._run_attempt, attempt)
         if stale is not None:  # found dead without a close callback: closed the same way
             self._release(stale)
@@ -298,6 +303,11 @@ class Connector:
         """Give up ``attempt`` at its deadline, once (call with the lock held)."""
         if not attempt.abandoned:
             attempt.abandoned = True
+            if attempt.on_pool and attempt.running and not attempt.held:
+                # libvirt.open cannot be cancelled: the pool lets this worker go from its
+                # bound until it returns, so that the other hosts keep theirs
+                attempt.held = True
+                JOBS.hold_extra()
             self._remember(f"host {self.name} ({self.uri}) did not answer within "
                            f"{self.connect_timeout_s:g} s")
 
@@ -312,6 +322,8 @@ class Connector:
     def _run_attempt(self, attempt: _Attempt) -> None:
         record: Connection | None = None
         error: Exception | None = None
+        with self.lock:
+            attempt.running = True
         try:
             if attempt.abandoned:  # it waited for a worker past its deadline: no dial
                 raise errors.HostUnreachable(f"host {self.name} ({self.uri}) was given up "
@@ -335,6 +347,9 @@ class Connector:
                 error = errors.HostUnreachable(self.failure.reason if self.failure
                                                else f"host {self.name} did not answer")
             attempt.error = error
+            if attempt.held:
+                attempt.held = False
+                JOBS.release_extra()
             if record is not None and (attempt.abandoned or self._closed):
                 late, record.retired = record, True
             elif record is not None:
