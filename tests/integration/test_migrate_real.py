@@ -20,6 +20,7 @@ from migrate_support import (
     start_vm,
     still_at_a,
     virsh,
+    wait_agent,
 )
 
 from lab_support import LabSession
@@ -352,6 +353,14 @@ def test_a_post_copy_libvirt_called_failed_that_qemu_finished_is_reported_comple
     assert "its shut-off copy at lab-a was undefined" in out, out
     assert domstate(lab, "lab-b", name).startswith("running"), domstate(lab, "lab-b", name)
     assert name not in virsh(lab.uri("lab-a"), "list", "--all", "--name").stdout
+    try:
+        wait_agent(lab, "lab-b", name, timeout=20)
+    except AssertionError:
+        # libvirt at lab-b can keep the agent channel "not connected" after a move it
+        # called failed (QEMU's port event came while it held the job failed; seen in 2
+        # of 8 clean-clone runs): a libvirtd restart reads the channels' state again
+        cluster.host("lab-b").stop_daemon("libvirtd")
+        cluster.host("lab-b").start_daemons()
     assert boot_id(lab, f"lab-b/{name}") == before
     run = lab.virtlife("history", name, "--json")
     row = next(h for h in json.loads(run.stdout) if h["operation"] == "migrate")
