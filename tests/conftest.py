@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from libvirt_faults import Opens, silent_host
 from pg_support import pg_cluster, pg_url  # noqa: F401 - fixtures for the store's tests
 from support import NODE_URI
+
+if TYPE_CHECKING:
+    from virtlife.lab.guest import GuestImage
 
 # Inventory hosts at libvirt test driver URIs (test:///default, tests/data/node.xml) are
 # refused unless this is set (services.uripolicy). The tests add them throughout, and the
@@ -133,3 +136,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "lab" if path in LAB_FILES else path
 
     return LabFirst(config, log)
+
+
+@pytest.fixture(scope="session")
+def real_stack() -> GuestImage:
+    """The test guest, once this machine runs the real stack (integration and security
+    tests); skipped where it cannot, failed instead under CI."""
+    from virtlife.lab.guest import build_guest
+    from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
+
+    ok, why = can_run_real_stack()
+    if not ok:
+        message = f"the real libvirt + QEMU stack cannot run here: {why}"
+        if os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") == "1":  # set by .ci/run
+            pytest.fail(message)
+        pytest.skip(message)
+    prepare_local_host()
+    return build_guest()

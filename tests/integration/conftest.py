@@ -1,7 +1,8 @@
 """Fixtures for tests against the real local libvirtd + QEMU (TCG) and the test guest.
 
-``real_stack`` prepares the host once per session (KVM node, daemons, guest build);
-``make_vm`` defines test-guest VMs with their own disk copies and always removes them.
+``real_stack`` (tests/conftest.py, the security tests use it too) prepares the host
+once per session (KVM node, daemons, guest build); ``make_vm`` defines test-guest VMs
+with their own disk copies and always removes them.
 """
 
 from __future__ import annotations
@@ -12,24 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from real_support import remove_vm
 from virtlife.lab.guest import GuestImage
 
 URI = "qemu:///system"
-
-
-@pytest.fixture(scope="session")
-def real_stack() -> GuestImage:
-    from virtlife.lab.guest import build_guest
-    from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
-
-    ok, why = can_run_real_stack()
-    if not ok:
-        message = f"the real libvirt + QEMU stack cannot run here: {why}"
-        if os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") == "1":  # set by .ci/run
-            pytest.fail(message)
-        pytest.skip(message)
-    prepare_local_host()
-    return build_guest()
 
 
 @pytest.fixture
@@ -38,19 +25,6 @@ def services(real_stack: GuestImage, tmp_path: Path) -> Iterator[object]:
 
     with open_services(URI, store_path=tmp_path / "store.db") as s:
         yield s
-
-
-def _remove(name: str) -> None:
-    from virtlife.hypervisor import Host
-
-    with Host.open("cleanup", URI, events=False) as host:
-        guest = host.find(name)
-        if guest is None:
-            return
-        if guest.status().state.is_active:
-            guest.destroy()
-        if guest.is_persistent():
-            guest.undefine(managed_save=True, snapshots=True)
 
 
 @pytest.fixture
@@ -65,7 +39,7 @@ def make_vm(services: object, real_stack: GuestImage,
 
     def make(suffix: str = "", **options: object) -> str:
         name = f"{base}{suffix}-{os.getpid()}"
-        _remove(name)
+        remove_vm(name)
         spec = lab_guest_spec(real_stack, name, **options)  # type: ignore[arg-type]
         made.append((name, spec.disks[0] if spec.disks else None))
         provision.create(services.lifecycle, spec,  # type: ignore[attr-defined]
@@ -74,7 +48,7 @@ def make_vm(services: object, real_stack: GuestImage,
 
     yield make
     for name, disk in made:
-        _remove(name)
+        remove_vm(name)
         if disk is not None and disk.exists():
             disk.unlink()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from api_support import Served, served
-from conftest import _remove
+from real_support import remove_vm
 from support import write_iso_stub
 from virtlife.lab.guest import GuestImage
 from virtlife.lab.spec import guest_disk_path
@@ -37,14 +37,14 @@ def api(real_stack: GuestImage, tmp_path: Path) -> Iterator[Served]:
 def vm_name() -> Iterator[str]:
     """A fresh VM name; the VM and its disk copy are removed afterwards."""
     name = f"vl-it-api-create-{os.getpid()}"
-    _remove(name)
+    remove_vm(name)
     files = (guest_disk_path(name), guest_disk_path(name).with_suffix(".iso"))
     for path in files:
         path.unlink(missing_ok=True)
     try:
         yield name
     finally:
-        _remove(name)
+        remove_vm(name)
         for path in files:
             path.unlink(missing_ok=True)
 

@@ -241,10 +241,10 @@ def test_a_vm_made_with_the_new_vm_form_appears_in_the_fleet_running(
         server: Served, page: Any, shots: Shots) -> None:
     """No disk: SeaBIOS finds nothing to boot, and the VM runs all the same. Its page
     then shows its CD-ROMs and VNC graphics, and sets a VNC password."""
-    from conftest import _remove
+    from real_support import remove_vm
 
     name = f"vl-it-web-new-{random.randrange(10**6)}"
-    _remove(name)
+    remove_vm(name)
     try:
         log_in(page, server)
         page.locator('section.host[data-host="local"]').wait_for()
@@ -279,4 +279,4 @@ def test_a_vm_made_with_the_new_vm_form_appears_in_the_fleet_running(
         assert page.input_value("#graphics-form input[name=password]") == ""
         shots("vm-page")
     finally:
-        _remove(name)
+        remove_vm(name)

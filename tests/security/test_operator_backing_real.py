@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from api_support import Served, served
+from real_support import remove_vm
 from virtlife import config
 from virtlife.lab.guest import GuestImage
 
@@ -29,34 +30,6 @@ pytestmark = pytest.mark.integration
 
 URI = "qemu:///system"
 NEW = "/api/hosts/local/vms"
-
-
-@pytest.fixture(scope="module")
-def real_stack() -> GuestImage:
-    from virtlife.lab.guest import build_guest
-    from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
-
-    ok, why = can_run_real_stack()
-    if not ok:
-        message = f"the real libvirt + QEMU stack cannot run here: {why}"
-        if os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    prepare_local_host()
-    return build_guest()
-
-
-def _remove(name: str) -> None:
-    from virtlife.hypervisor import Host
-
-    with Host.open("cleanup", URI, events=False) as host:
-        guest = host.find(name)
-        if guest is None:
-            return
-        if guest.status().state.is_active:
-            guest.destroy()
-        if guest.is_persistent():
-            guest.undefine(managed_save=True, snapshots=True)
 
 
 @pytest.fixture
@@ -73,11 +46,11 @@ def name() -> Iterator[str]:
     vm = f"vl-sec-backing-{os.getpid()}"
     files = [config.images_dir() / f"{vm}{end}" for end in
              (".qcow2", "-base.qcow2", "-evil.qcow2")]
-    _remove(vm)
+    remove_vm(vm)
     try:
         yield vm
     finally:
-        _remove(vm)
+        remove_vm(vm)
         for path in files:
             path.unlink(missing_ok=True)
 

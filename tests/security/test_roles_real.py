@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from api_support import Served, served
+from real_support import remove_vm
 from virtlife import config
 from virtlife.lab.guest import GuestImage
 from virtlife.lab.spec import guest_disk_path
@@ -34,34 +35,6 @@ URI = "qemu:///system"
 PASSWORD = "Vv7pw8xq"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 XML = {"content-type": "application/xml"}  # define takes nothing else
-
-
-@pytest.fixture(scope="module")
-def real_stack() -> GuestImage:
-    from virtlife.lab.guest import build_guest
-    from virtlife.lab.hostprep import can_run_real_stack, prepare_local_host
-
-    ok, why = can_run_real_stack()
-    if not ok:
-        message = f"the real libvirt + QEMU stack cannot run here: {why}"
-        if os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    prepare_local_host()
-    return build_guest()
-
-
-def _remove(name: str) -> None:
-    from virtlife.hypervisor import Host
-
-    with Host.open("cleanup", URI, events=False) as host:
-        guest = host.find(name)
-        if guest is None:
-            return
-        if guest.status().state.is_active:
-            guest.destroy()
-        if guest.is_persistent():
-            guest.undefine(managed_save=True, snapshots=True)
 
 
 @pytest.fixture
@@ -85,7 +58,7 @@ def vm(api: Served, real_stack: GuestImage, request: pytest.FixtureRequest) -> I
     name = f"vl-sec-{request.node.name.removeprefix('test_')[:20]}-{os.getpid()}"
     disk = guest_disk_path(name)
     leftovers = [disk, config.images_dir() / f"{name}.sav"]
-    _remove(name)
+    remove_vm(name)
     try:
         disk.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(real_stack.disk, disk)
@@ -100,7 +73,7 @@ def vm(api: Served, real_stack: GuestImage, request: pytest.FixtureRequest) -> I
             assert graphics.status_code == 200, graphics.text
         yield name
     finally:
-        _remove(name)
+        remove_vm(name)
         for path in leftovers:
             path.unlink(missing_ok=True)
 
