@@ -13,13 +13,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from api_support import Served, served
+from api_support import Served
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None,
                                 reason="qemu-img (qemu-utils) is not installed")
@@ -34,31 +33,11 @@ def qemu_img(*args: str) -> None:
 
 
 @pytest.fixture
-def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path / "images"
-    where.mkdir()
-    monkeypatch.setenv("VIRTLIFE_IMAGES", str(where))
-    return where
-
-
-@pytest.fixture
 def evil(images: Path) -> Path:
     path = images / "evil.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",
              str(path), "1M")
     return path
-
-
-@pytest.fixture
-def api(tmp_path: Path, images: Path) -> Iterator[Served]:
-    with served(tmp_path / "s.db", {"local": "test:///default"}, follow_events=False) as s:
-        yield s
-
-
-@pytest.fixture
-def op(api: Served) -> Iterator[httpx.Client]:
-    with api.client(token=api.operator_token) as c:
-        yield c
 
 
 def domain(name: str, disk: Path, fmt: str | None = "qcow2") -> str:

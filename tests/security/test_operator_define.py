@@ -6,13 +6,12 @@ defined. On a served app over libvirt's test driver, with the real roles' tokens
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from api_support import Served, served
+from api_support import Served
 
 DEFINE = "/api/hosts/local/define"
 XML = {"content-type": "application/xml"}  # define takes nothing else
@@ -42,20 +41,6 @@ ATTACKS = {
     "kernel": domain("evil").replace("<os><type>hvm</type>",
                                      "<os><type>hvm</type><kernel>/etc/shadow</kernel>"),
 }
-
-
-@pytest.fixture
-def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path / "images"
-    where.mkdir()
-    monkeypatch.setenv("VIRTLIFE_IMAGES", str(where))
-    return where
-
-
-@pytest.fixture
-def api(tmp_path: Path, images: Path) -> Iterator[Served]:
-    with served(tmp_path / "s.db", {"local": "test:///default"}, follow_events=False) as s:
-        yield s
 
 
 def _names(client: httpx.Client) -> list[str]:

@@ -27,26 +27,6 @@ NEW = "/api/hosts/local/vms"
 
 
 @pytest.fixture
-def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path / "images"
-    where.mkdir()
-    monkeypatch.setenv("VIRTLIFE_IMAGES", str(where))
-    return where
-
-
-@pytest.fixture
-def api(tmp_path: Path, images: Path) -> Iterator[Served]:
-    with served(tmp_path / "s.db", {"local": "test:///default"}, follow_events=False) as s:
-        yield s
-
-
-@pytest.fixture
-def op(api: Served) -> Iterator[httpx.Client]:
-    with api.client(token=api.operator_token) as c:
-        yield c
-
-
-@pytest.fixture
 def root(api: Served) -> Iterator[httpx.Client]:
     with api.client() as c:
         yield c
