@@ -32,6 +32,7 @@ from virtlife.lab.privhost import Proc
 
 WAIT_FOR_OTHER_LAB_S = 200.0  # under pytest-timeout's 300 s, which covers fixture setup
 _CLAIM = b"\0virtlife-lab-tests"  # abstract socket name: gone with its process
+LIGHT_CLAIM = b"\0virtlife-light-lab-tests"  # the light lab's (it coexists with the other)
 
 
 class LabSession:
@@ -110,13 +111,14 @@ def _wait_for_the_lab() -> None:
 
 
 @contextlib.contextmanager
-def _claim() -> Iterator[None]:
-    """Hold the machine's lab for the block: wait while another test process holds it."""
+def _claim(name: bytes = _CLAIM) -> Iterator[None]:
+    """Hold the machine's lab for the block: wait while another test process holds it.
+    ``name``: which lab (``LIGHT_CLAIM`` for the light lab, ``light.up``'s)."""
     deadline = time.monotonic() + WAIT_FOR_OTHER_LAB_S
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as claim:
         while True:
             try:
-                claim.bind(_CLAIM)
+                claim.bind(name)
                 break
             except OSError as err:
                 if err.errno != errno.EADDRINUSE:
@@ -126,6 +128,12 @@ def _claim() -> Iterator[None]:
                                 f"{WAIT_FOR_OTHER_LAB_S:.0f} s")
                 time.sleep(1.0)
         yield
+
+
+def claim_light_lab() -> contextlib.AbstractContextManager[None]:
+    """Hold the light lab (one per machine) for the block, as ``lab_session`` holds the
+    migration lab: test modules on other pytest workers wait for it."""
+    return _claim(LIGHT_CLAIM)
 
 
 @contextlib.contextmanager

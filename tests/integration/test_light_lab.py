@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from lab_support import claim_light_lab
 from virtlife.lab import labnet, light
 from virtlife.lab.light import UpResult
 from virtlife.services.fleet import Fleet, HostRef
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _the_light_lab_is_ours() -> Iterator[None]:
+    with claim_light_lab():  # test_fleet_frozen_host brings one up too
+        yield
 
 
 def _leftovers() -> list[str]:

@@ -1,4 +1,4 @@
-"""Events leave libvirt's thread at once: each listener has its own queue and thread.
+"""Events leave libvirt's thread at once: each listener has its own queue, drained in order.
 
 A slow listener delays neither another listener nor libvirt's event loop; a listener
 that raises is logged with its traceback; listeners survive a reconnect. The event

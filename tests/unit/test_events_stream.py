@@ -113,3 +113,24 @@ def test_the_stream_follows_hosts_added_to_and_removed_from_the_inventory(
         del inventory[0]
         stream.wait_for(lambda: stream.host_events("a") == ["connected", "removed"])
         stream.close()
+
+
+def test_a_stream_of_forty_hosts_holds_a_few_threads_not_one_per_host() -> None:
+    from virtlife.hypervisor import connection, dispatch
+
+    before = frozenset(threading.enumerate())
+    names = [f"h{n:02d}" for n in range(40)]
+    with Fleet([HostRef(name, NODE_URI) for name in names]) as fleet:
+        stream = Stream(fleet)
+        stream.wait_for(lambda: all(stream.host_events(n) == ["connected"] for n in names),
+                        timeout_s=20)
+        for name in names:
+            fleet.host(name).lookup("vm-running").suspend()
+        stream.wait_for(lambda: {e.host for e in stream.seen if e.event == "suspended"}
+                        == set(names), timeout_s=20)
+        added = [t for t in threading.enumerate() if t not in before]
+        bound = (1 + events_module.FOLLOW_WORKERS + connection.HOST_JOB_WORKERS
+                 + dispatch.DELIVERY_WORKERS + 1)  # the timer ... libvirt's event loop
+        assert len(added) <= bound, sorted(t.name for t in added)
+        assert [t.name for t in added for n in names if n in t.name] == []
+        stream.close()

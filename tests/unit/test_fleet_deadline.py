@@ -90,3 +90,26 @@ def test_a_caller_busy_with_a_call_given_up_refuses_new_ones() -> None:
         time.sleep(0.01)
     assert not isinstance(again, Busy) and again.done.wait(5) and again.value == 2
     caller.stop()
+
+
+def test_a_call_given_up_while_it_runs_frees_its_place_in_the_pool_for_other_hosts() -> None:
+    from libvirt_faults import wait_until
+    from virtlife.workpool import WorkPool
+
+    pool = WorkPool("t-stuck", 1)
+    frozen, other = HostCaller("frozen", pool), HostCaller("other", pool)
+    gate = threading.Event()
+    stuck = frozen.submit(lambda: gate.wait(5))
+    assert not isinstance(stuck, Busy)
+    assert wait_until(lambda: stuck.started is not None)
+    waiting = other.submit(lambda: "answered")  # queued: the one worker is taken
+    assert not isinstance(waiting, Busy)
+    try:
+        assert stuck.abandon()  # given up at its deadline: its worker no longer counts
+        assert waiting.done.wait(5) and waiting.value == "answered"
+        assert pool.threads == 2
+    finally:
+        gate.set()
+    assert stuck.done.wait(5)
+    assert wait_until(lambda: pool.threads == 1)  # the extra worker ends once idle
+    pool.close()

@@ -1,10 +1,10 @@
-"""The threads of a fleet call: the host's one caller thread connects, lists and closes.
+"""The threads of a fleet call: the host's caller connects, lists and closes.
 
-A fleet call to a host runs on that host's ``HostCaller`` thread, and the connect runs
-there too (no connect thread per host: ``each_host`` enforces the deadline); a
-connection that comes after its deadline is closed, never kept; closing the fleet
-closes each connection on its caller thread; a caller's thread can be started ahead
-(idle) and its calls then run on it. The main thread never connects in its own
+A fleet call to a host runs in that host's ``HostCaller`` turn on the shared caller
+pool, and the connect runs there too (no connect job per host: ``each_host`` enforces
+the deadline); no thread is any host's own; a connection that comes after its deadline
+is closed, never kept; closing the fleet closes each connection as its caller's last
+turn; an idle caller holds no thread. The main thread never connects in its own
 thread: Ctrl-C must end a connect to a silent host at once.
 """
 
@@ -32,7 +32,7 @@ def _threads_of(host: str, *, besides: frozenset[threading.Thread] = frozenset()
                   if t.name.endswith(f"-{host}") and t not in besides)
 
 
-def test_a_silent_host_holds_its_caller_thread_and_no_connect_thread(silent: str) -> None:
+def test_a_silent_host_holds_one_caller_worker_and_no_thread_of_its_own(silent: str) -> None:
     earlier = frozenset(threading.enumerate())
     with Fleet([HostRef("a", NODE_URI), HostRef("far", silent)],
                list_deadline_s=0.5) as fleet:
@@ -41,9 +41,14 @@ def test_a_silent_host_holds_its_caller_thread_and_no_connect_thread(silent: str
         assert time.monotonic() - t0 < 1.5
         assert listing.answered == ["a"]
         assert [p.host for p in listing.unreachable] == ["far"]
-        # the connect to far still hangs: on far's caller thread, not one of its own
-        assert _threads_of("far", besides=earlier) == ["fleet-far"]
-        assert _threads_of("a", besides=earlier) == ["fleet-a"]
+        # the connect to far still hangs, in far's caller turn: one worker of the pool
+        # (which no longer counts it), and no thread named after a host
+        assert fleet._callers["far"][1].stuck
+        assert _threads_of("far", besides=earlier) == []
+        assert _threads_of("a", besides=earlier) == []
+        added = [t.name for t in threading.enumerate() if t not in earlier]
+        pools = ("fleet-", "host-jobs-", "events-", "libvirt-")
+        assert all(n.startswith(pools) for n in added), added
 
 
 def test_a_connect_that_returns_after_its_deadline_is_closed_and_never_kept(
@@ -85,24 +90,24 @@ def test_closing_the_fleet_closes_each_connection_on_its_caller_thread(
         opened.conn.close = close
     fleet.close(wait=wait)
     assert wait_until(lambda: not opens.open_now())
-    assert closed_on == {NODE_URI: "fleet-a", NODE2_URI: "fleet-b"}
+    assert set(closed_on) == {NODE_URI, NODE2_URI}
+    assert all(name.startswith("fleet-") for name in closed_on.values()), closed_on
     assert wait_until(lambda: not _threads_of("a", besides=earlier)
                       and not _threads_of("b", besides=earlier))
 
 
-def test_a_caller_started_ahead_waits_idle_and_runs_the_calls_on_that_thread() -> None:
+def test_a_caller_runs_its_calls_on_the_shared_pool_and_holds_nothing_when_idle() -> None:
     caller = HostCaller("h")
-    caller.start()
-    assert caller.alive
-    started = next(t for t in threading.enumerate() if t.name == "fleet-h")
-    call = caller.submit(lambda: threading.current_thread())
+    caller.start()  # nothing to start
+    assert not caller.alive
+    call = caller.submit(lambda: threading.current_thread().name)
     assert not isinstance(call, Busy) and call.done.wait(5)
-    assert call.value is started
-    caller.stop()
+    assert isinstance(call.value, str) and call.value.startswith("fleet-")
     assert wait_until(lambda: not caller.alive)
+    caller.stop()
 
 
-def test_a_stopped_caller_runs_its_last_call_on_its_thread_after_the_running_one() -> None:
+def test_a_stopped_caller_runs_its_last_call_after_the_running_one_on_its_worker() -> None:
     caller = HostCaller("h")
     gate = threading.Event()
     order: list[tuple[str, str]] = []
@@ -120,7 +125,9 @@ def test_a_stopped_caller_runs_its_last_call_on_its_thread_after_the_running_one
     assert order == []  # the last call waits for the running one
     gate.set()
     assert wait_until(lambda: len(order) == 2)
-    assert order == [("call", "fleet-h"), ("last", "fleet-h")]
+    ((_, worker), _) = order
+    assert worker.startswith("fleet-")
+    assert order == [("call", worker), ("last", worker)]
     assert wait_until(lambda: not caller.alive)
 
 

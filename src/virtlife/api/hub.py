@@ -8,7 +8,8 @@ is dropped, so one slow browser never holds up the others or grows memory.
 
 ``Feed`` connects the hub to the fleet: domain and host events as they come, and,
 after each lifecycle event, the VM's new state and the operations that state allows,
-read on the feed's own thread (never on libvirt's event loop or a follower thread).
+read on the feed's small pool, one lane per host (never on libvirt's event loop or a
+follower thread), so that a frozen host never holds up the other hosts' states.
 Those states are also kept as the server's cache, ``Feed.cache``
 (``services.statecache``: each host listed once its event stream connects, then kept
 by the events; what the CLI's served path answers from).
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from virtlife import errors
@@ -28,10 +29,12 @@ from virtlife.services.events import DomainEvent, EventKind, stream_events
 from virtlife.services.fleet import Fleet, FleetListing
 from virtlife.services.statecache import StateCache
 from virtlife.states import StateInfo, allowed_operations
+from virtlife.workpool import Lanes, WorkPool
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 1000  # messages a subscriber may fall behind before it is dropped
+FEED_WORKERS = 4  # threads re-reading states after events, for every host together
 Message = dict[str, Any]
 
 
@@ -133,7 +136,13 @@ def cached_listing(cache: StateCache, *, include_inactive: bool = True,
 
 
 class Feed:
-    """Follows the fleet's events into ``hub`` until ``stop``; keeps ``cache`` current."""
+    """Follows the fleet's events into ``hub`` until ``stop``; keeps ``cache`` current.
+
+    The re-reads after events run on a small pool (``FEED_WORKERS`` threads, however
+    many hosts), one lane per host: a host's re-reads stay in order and one at a time,
+    and a host that froze holds only its own lane (each read has the host caller's
+    deadline), never the other hosts' states.
+    """
 
     def __init__(self, fleet: Fleet, hub: Hub) -> None:
         self.fleet = fleet
@@ -141,19 +150,16 @@ class Feed:
         self.stop = threading.Event()
         self.hosts: dict[str, str] = {}  # host -> its last connection event
         self.cache = StateCache(fleet)
-        # (host, VM name, UUID) to re-read after its event; (host, "", "") to list a host
-        # that connected
-        self._lookups: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self._pool = WorkPool("feed", FEED_WORKERS)
+        self._lanes: Lanes[str] = Lanes(self._pool)  # re-reads, per host
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        reader = threading.Thread(target=self._read_states, name="feed-states", daemon=True)
-        reader.start()
-        self._threads = [reader, *stream_events(self.fleet, self._on_event, self.stop)]
+        self._threads = stream_events(self.fleet, self._on_event, self.stop)
 
     def close(self) -> None:
         self.stop.set()
-        self._lookups.put(None)
+        self._pool.close(2.0)
         for thread in self._threads:
             thread.join(2.0)
 
@@ -163,24 +169,23 @@ class Feed:
             self.hosts[event.host] = event.event
             self.cache.host_event(event.host, event.event)
             if event.event == "connected":
-                self._lookups.put((event.host, "", ""))
+                self._lanes.submit(event.host, partial(self._fill, event.host))
         elif event.kind in (EventKind.LIFECYCLE, EventKind.PM) and event.uuid:
             self.cache.vm_event(event.host, event.uuid)
-            self._lookups.put((event.host, event.vm, event.uuid))
+            self._lanes.submit(event.host, partial(self._read_state, event.host, event.vm,
+                                                   event.uuid))
 
-    def _read_states(self) -> None:
-        while True:
-            item = self._lookups.get()
-            if item is None or self.stop.is_set():
-                return
-            host, vm, uuid = item
-            if not uuid:
-                self.cache.fill(host)
-                continue
-            try:
-                row, state = self.cache.refresh(host, uuid)
-            except errors.VirtlifeError as err:
-                log.info("state of %s/%s after an event: %s", host, vm, err)
-                continue
-            name = row.name if row is not None else vm  # a renamed VM: its new name
-            self.hub.publish({"type": "state", **state_dict(host, name, state, uuid)})
+    def _fill(self, host: str) -> None:
+        if not self.stop.is_set():
+            self.cache.fill(host)
+
+    def _read_state(self, host: str, vm: str, uuid: str) -> None:
+        if self.stop.is_set():
+            return
+        try:
+            row, state = self.cache.refresh(host, uuid)
+        except errors.VirtlifeError as err:
+            log.info("state of %s/%s after an event: %s", host, vm, err)
+            return
+        name = row.name if row is not None else vm  # a renamed VM: its new name
+        self.hub.publish({"type": "state", **state_dict(host, name, state, uuid)})

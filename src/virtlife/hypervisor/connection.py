@@ -19,21 +19,21 @@ on a new connection when someone listens; it delivers no event itself, looks up 
 domain and holds no policy (whether a URI may be opened is decided in ``services``:
 ``refused``).
 
-Threads today, and what they become for a fleet of hundreds of hosts (issue 17).
-Every thread this module starts goes through ``_spawn``, a daemon thread per job:
-``connect-<host>`` for each connect (``libvirt.open``, keepalive, close callback and,
-when someone listens, the event callbacks), unless the caller connects on its own
-thread (``in_this_thread``); ``lost-<host>`` when libvirt reports the connection
-closed (its close callback runs on libvirt's event thread, which must never block: the
-loss is announced and the connection closed on this thread); ``close-<host>`` for the
-close of a connection found dead without a close callback, and for ``close()``. The
-waiting is already decoupled from those threads: a caller waits on ``_Attempt.done``
-with its deadline, never on a thread, and a connection is released once, by whoever
-comes first (``claim_disposal``). So the next step only swaps ``_spawn`` for a bounded
-worker pool (a connect queued behind a full pool still meets its waiters' deadline,
-and a connect that starts past its deadline is given up before it dials), while the
-keepalives and close callbacks stay on libvirt's one event loop
-(``libvirt_api.ensure_event_loop``), which is already shared by every connection.
+Threads. Every job this module runs in the background goes through ``_spawn``, onto one
+bounded pool shared by every host (``JOBS``: at most ``HOST_JOB_WORKERS`` threads,
+``host-jobs-<n>``, however many hosts): each connect (``libvirt.open``, keepalive,
+close callback and, when someone listens, the event callbacks), unless the caller
+connects on its own thread (``in_this_thread``: the fleet's host callers); the
+announcement and close of a connection libvirt reported closed (its close callback
+runs on libvirt's event thread, which must never block); the close of a connection
+found dead without a close callback, and ``close()``'s. A caller waits on
+``_Attempt.done`` with its deadline, never on a worker, so a connect queued behind a
+busy pool still meets its waiters' deadline, and one that starts after it was given up
+never dials. A host has at most one connect in flight (later ones fail fast while it
+hangs), so a frozen host holds at most one worker, and a connect given up while it
+hangs no longer counts against the bound (``WorkPool.hold_extra``). The keepalives and
+close callbacks stay on libvirt's one event loop (``libvirt_api.ensure_event_loop``),
+shared by every connection.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from virtlife.hypervisor.dispatch import host_event
 from virtlife.hypervisor.events import CLOSE_REASONS
 from virtlife.hypervisor.libvirt_api import calling, ensure_event_loop, libvirt
 from virtlife.lazylog import get_logger
+from virtlife.workpool import WorkPool
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.dispatch import Dispatcher
@@ -63,12 +64,13 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0  # how long a connect may take before the host 
 DEFAULT_RETRY_AFTER_S = 3.0  # how long a failed connect is remembered (calls fail fast)
 CLOSE_TIMEOUT_S = 5.0  # how long close() waits for libvirt to close a connection
 KEEPALIVE = (5, 3)  # remote connections: a probe every 5 s, dead after 3 unanswered
+HOST_JOB_WORKERS = 16  # threads for every host's connects and closes together
+JOBS = WorkPool("host-jobs", HOST_JOB_WORKERS)
 
 
-def _spawn(name: str, job: Callable[..., object], *args: object) -> None:
-    """Run ``job(*args)`` in the background: the one place this module starts a thread
-    (a bounded pool takes its place later, see the module doc)."""
-    threading.Thread(target=job, args=args, daemon=True, name=name).start()
+def _spawn(job: Callable[..., object], *args: object) -> None:
+    """Run ``job(*args)`` in the background, on the shared pool (see the module doc)."""
+    JOBS.submit(partial(job, *args))
 
 
 def is_remote(uri: str) -> bool:
@@ -119,6 +121,9 @@ class _Attempt:
         self.deadline = self.started + timeout_s
         self.done = threading.Event()
         self.abandoned = False  # its waiters gave up: close the connection if it comes
+        self.on_pool = False  # runs as a job of ``JOBS`` (not in its caller's thread)
+        self.running = False  # its job started (it may dial)
+        self.held = False  # given up while it runs: its worker is out of JOBS's bound
         self.connection: Connection | None = None
         self.error: Exception | None = None
 
@@ -204,8 +209,8 @@ class Connector:
         return partial(self._dispose, current)
 
     def close_in_background(self, finish: Callable[[], None]) -> None:
-        """Run ``finish`` (from ``begin_close``) on a job thread."""
-        _spawn(f"close-{self.name}", finish)
+        """Run ``finish`` (from ``begin_close``) on the pool."""
+        _spawn(finish)
 
     def wait_closed(self, timeout_s: float) -> bool:
         """Wait until the connection closed by ``begin_close()`` is released; False on
@@ -245,7 +250,8 @@ class Connector:
                 mine = in_this_thread and (threading.current_thread()
                                            is not threading.main_thread())
                 if not mine:
-                    _spawn(f"connect-{self.name}", self._run_attempt, attempt)
+                    attempt.on_pool = True
+                    _spawn(self._run_attempt, attempt)
         if stale is not None:  # found dead without a close callback: closed the same way
             self._release(stale)
         if mine:
@@ -297,6 +303,11 @@ class Connector:
         """Give up ``attempt`` at its deadline, once (call with the lock held)."""
         if not attempt.abandoned:
             attempt.abandoned = True
+            if attempt.on_pool and attempt.running and not attempt.held:
+                # libvirt.open cannot be cancelled: the pool lets this worker go from its
+                # bound until it returns, so that the other hosts keep theirs
+                attempt.held = True
+                JOBS.hold_extra()
             self._remember(f"host {self.name} ({self.uri}) did not answer within "
                            f"{self.connect_timeout_s:g} s")
 
@@ -311,7 +322,12 @@ class Connector:
     def _run_attempt(self, attempt: _Attempt) -> None:
         record: Connection | None = None
         error: Exception | None = None
+        with self.lock:
+            attempt.running = True
         try:
+            if attempt.abandoned:  # it waited for a worker past its deadline: no dial
+                raise errors.HostUnreachable(f"host {self.name} ({self.uri}) was given up "
+                                             "before the connect could start")
             record = self._open()
         except errors.VirtlifeError as err:
             error = err
@@ -331,6 +347,9 @@ class Connector:
                 error = errors.HostUnreachable(self.failure.reason if self.failure
                                                else f"host {self.name} did not answer")
             attempt.error = error
+            if attempt.held:
+                attempt.held = False
+                JOBS.release_extra()
             if record is not None and (attempt.abandoned or self._closed):
                 late, record.retired = record, True
             elif record is not None:
@@ -387,7 +406,7 @@ class Connector:
     def _on_close(self, record: Connection, reason: int) -> None:
         """libvirt closed the connection (runs on libvirt's event thread: never block)."""
         record.lost = CLOSE_REASONS.get(reason, f"reason {reason}")
-        _spawn(f"lost-{self.name}", self._lost, record)
+        _spawn(self._lost, record)
 
     def _lost(self, record: Connection) -> None:
         """A connection stopped working: tell the listeners, forget it and close it."""
@@ -406,8 +425,8 @@ class Connector:
             self.events.publish(host_event(self.name, "disconnected", record.lost or ""))
 
     def _release(self, record: Connection) -> None:
-        """Close ``record`` in a daemon thread (libvirt's close may wait for the peer)."""
-        _spawn(f"close-{self.name}", self._dispose, record)
+        """Close ``record`` on the pool (libvirt's close may wait for the peer)."""
+        _spawn(self._dispose, record)
 
     def _dispose(self, record: Connection) -> None:
         """Remove the callbacks of ``record`` and close it; once, whoever calls first."""

@@ -5,26 +5,24 @@ callbacks on a connection (``attach``: once per connection, and only once someon
 listens, so that a connection opened only to read saves their round trips), turns
 each callback into a ``DomainEvent`` and ``publish``-es it: a tap is called at once on
 the publishing thread (libvirt's event thread for domain events), a listener gets it
-through its own bounded queue, drained by its own thread, so a slow or failing
-listener delays neither another one nor libvirt's event loop (keepalives). It never
-opens, closes or replaces a connection (``connection.Connector`` does, and publishes
-the ``EventKind.HOST`` events through this), and never blocks a libvirt callback.
+through its own bounded queue, so a slow or failing listener delays neither another one
+nor libvirt's event loop (keepalives). It never opens, closes or replaces a connection
+(``connection.Connector`` does, and publishes the ``EventKind.HOST`` events through
+this), and never blocks a libvirt callback.
 
-Threads today, and what they become for a fleet of hundreds of hosts (issue 17):
-each listener has a delivery thread of its own (``events-<host>-<listener>``), for as
-long as it listens, so a server that listens to 500 hosts holds 500+ of them, mostly
-idle. The callbacks already run on libvirt's one event loop (``ensure_event_loop``),
-which is the one thread events need to reach us. The step after this split keeps
-``_Subscriber``'s bounded queue and its order but drains it from a bounded worker pool:
-``offer`` schedules one drain task when the queue goes from empty to non-empty, and
-the task delivers what is queued (at most a batch, then reschedules itself), so each
-listener stays serial and in order, an idle listener costs no thread, and a slow one
-holds at most one worker. Taps (``services.wait``) already cost no thread.
+Threads: none per host or listener. The callbacks run on libvirt's one event loop
+(``ensure_event_loop``); a listener's queue is drained on one pool shared by every
+host (``DELIVERY``: at most ``DELIVERY_WORKERS`` threads, ``events-<n>``): ``offer``
+schedules one drain when the queue goes from empty to non-empty, and the drain delivers
+what is queued (at most ``DRAIN_BATCH``, then it reschedules itself behind the others),
+so each listener stays serial and in order, an idle listener costs nothing, and a slow
+one holds at most one worker. Taps (``services.wait``) cost no thread either.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +37,7 @@ from virtlife.hypervisor.events import (
 )
 from virtlife.hypervisor.libvirt_api import libvirt
 from virtlife.lazylog import get_logger
+from virtlife.workpool import WorkPool
 
 if TYPE_CHECKING:
     from virtlife.hypervisor.connection import Connection
@@ -46,6 +45,9 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)  # logging imported only when needed
 
 LISTENER_QUEUE_SIZE = 1000  # events held for one slow listener before new ones are dropped
+DELIVERY_WORKERS = 8  # threads delivering to every host's listeners together
+DRAIN_BATCH = 64  # events one listener gets before its drain lets the others' run
+DELIVERY = WorkPool("events", DELIVERY_WORKERS)
 
 
 def host_event(host: str, event: str, detail: str) -> DomainEvent:
@@ -54,60 +56,67 @@ def host_event(host: str, event: str, detail: str) -> DomainEvent:
 
 
 class _Subscriber:
-    """One listener with its own bounded queue and delivery thread."""
+    """One listener with its own bounded queue, drained on the ``DELIVERY`` pool."""
 
     def __init__(self, host: str, listener: Listener, size: int) -> None:
-        import queue  # only with a listener: list and state never start one
-
         self.host = host
         self.listener = listener
         self.stopped = False
-        self._queue: queue.Queue[DomainEvent | None] = queue.Queue(size)
+        self.size = size
+        self._lock = threading.Lock()
+        self._queue: deque[DomainEvent] = deque()
+        self._draining = False  # a drain is scheduled or running
         self._dropped = 0
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"events-{host}-{_callable_name(listener)}")
-        self._thread.start()
 
     def offer(self, event: DomainEvent) -> None:
         """Queue ``event`` without ever blocking (libvirt's event thread calls this)."""
-        if self.stopped:
-            return
-        import queue  # loaded by __init__
-
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self._dropped += 1
-            if self._dropped == 1:
-                logger.warning(
-                    "event listener %s on host %s is too slow: %d events wait for it; "
-                    "dropping new ones until it catches up (first dropped: %s)",
-                    _callable_name(self.listener), self.host, self._queue.maxsize, event)
+        with self._lock:
+            if self.stopped:
+                return
+            if len(self._queue) >= self.size:
+                self._dropped += 1
+                first = self._dropped == 1
+            else:
+                first = False
+                self._queue.append(event)
+                if not self._draining:
+                    self._draining = True
+                    DELIVERY.submit(self._drain)
+        if first:
+            logger.warning(
+                "event listener %s on host %s is too slow: %d events wait for it; "
+                "dropping new ones until it catches up (first dropped: %s)",
+                _callable_name(self.listener), self.host, self.size, event)
 
     def stop(self) -> None:
-        self.stopped = True
-        import queue  # loaded by __init__
+        """Deliver nothing more (what is queued is dropped; a delivery running ends)."""
+        with self._lock:
+            self.stopped = True
+            self._queue.clear()
 
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:  # the thread sees ``stopped`` after its current event
-            pass
-
-    def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None or self.stopped:
-                return
+    def _drain(self) -> None:
+        for _ in range(DRAIN_BATCH):
+            with self._lock:
+                if self.stopped or not self._queue:
+                    self._draining = False
+                    return
+                event = self._queue.popleft()
             try:
                 self.listener(event)
             except Exception:
                 logger.exception("event listener %s on host %s failed on event %s",
                                  _callable_name(self.listener), self.host, event)
-            if self._dropped and self._queue.empty():
+            with self._lock:
+                caught_up = bool(self._dropped) and not self._queue
+                dropped, self._dropped = self._dropped, 0 if caught_up else self._dropped
+            if caught_up:
                 logger.warning("event listener %s on host %s caught up; %d events were "
-                               "dropped", _callable_name(self.listener), self.host,
-                               self._dropped)
-                self._dropped = 0
+                               "dropped", _callable_name(self.listener), self.host, dropped)
+        with self._lock:
+            if self.stopped or not self._queue:
+                self._draining = False
+                return
+        DELIVERY.submit(self._drain)  # behind the other listeners' drains
 
 
 def _callable_name(fn: Callable[..., object]) -> str:
@@ -130,7 +139,7 @@ class Dispatcher:
         self._closed = False
 
     def subscriber(self, listener: Listener) -> _Subscriber:
-        """A new subscriber for ``listener`` (its thread runs; not yet subscribed):
+        """A new subscriber for ``listener`` (not yet subscribed):
         the caller may ``offer`` it the host's state before ``subscribe``."""
         return _Subscriber(self.host, listener, LISTENER_QUEUE_SIZE)
 

@@ -13,9 +13,9 @@ A ``Host`` is a name and a URI over three parts, one module per job:
 This module only wires them together and keeps ``Host``'s interface; it starts no
 thread and calls libvirt only through them. It holds no policy: which operation is
 allowed is decided in ``services``, and so is whether a URI may be opened at all
-(``refused``: the Host then never opens it). What each part's threads are, and how
-they become libvirt's one event loop plus a bounded worker pool for a fleet of
-hundreds of hosts (issue 17), is written in ``connection`` and ``dispatch``.
+(``refused``: the Host then never opens it). The parts start no thread per host:
+libvirt's one event loop plus bounded pools shared by every host (issue 17), as
+``connection`` and ``dispatch`` tell.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ class Host:
     # -- events (dispatch.Dispatcher) ------------------------------------------------
 
     def add_listener(self, listener: Listener, *, with_state: bool = False) -> None:
-        """Deliver this host's events to ``listener``, in order, on a thread of its own.
+        """Deliver this host's events to ``listener``, in order, one at a time (on the
+        shared delivery pool: see ``dispatch``).
 
         Besides domain events, the Host tells its listeners about its connection:
         ``EventKind.HOST`` events ``connected``, ``disconnected`` and ``unreachable``

@@ -2,15 +2,15 @@
 
 ``Fleet`` keeps one ``Host`` per inventory entry (each owns its one connection, opened
 with a deadline and remembered as unreachable for a few seconds after a failure) and
-one caller thread per host (``hostcalls``: a host that never answers holds one thread,
-never one more per call), asks all hosts at once with a deadline so that an
-unreachable host is reported and never hides the others (a listing: one bulk read per
-host, 2 s by default), and resolves ``NAME``, ``UUID``, ``HOST/NAME`` or
-``HOST/UUID`` to exactly one ``Guest`` (a UUID first, as virsh looks a domain up).
-Given a callable instead of a list, it re-reads the hosts on each use: a host added
-to the inventory is seen at once, and a removed host's connection is closed. It never
-prints; a bug in a host's thread is re-raised, never reported as an
-unreachable host.
+one caller per host (``hostcalls``: the host's calls in turn on a pool shared by every
+host; a host that never answers holds one worker, never one more per call), asks
+all hosts at once with a deadline so that an unreachable host is reported and never
+hides the others (a listing: one bulk read per host, 2 s by default), and resolves
+``NAME``, ``UUID``, ``HOST/NAME`` or ``HOST/UUID`` to exactly one ``Guest`` (a UUID
+first, as virsh looks a domain up). Given a callable instead of a list, it re-reads
+the hosts on each use: a host added to the inventory is seen at once, and a removed
+host's connection is closed. It never prints; a bug in a host's call is re-raised,
+never reported as an unreachable host.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ DEFAULT_LIST_DEADLINE_S = 2.0
 # each_host waits this long past the connect deadline, so that a connect that timed
 # out is reported with its own message rather than as a host that did not answer.
 JOIN_GRACE_S = 0.25
-# How often each_host looks whether a connect (made on a host's caller thread) has
+# How often each_host looks whether a connect (made in a host's caller turn) has
 # passed its deadline, when that deadline may come before each_host's own.
 CONNECT_POLL_S = 0.05
 
@@ -114,8 +114,8 @@ class FleetListing:
 
 
 def _connected_call(host: Host, fn: Callable[[Host], T]) -> T:
-    # on the host's caller thread, whose caller (each_host) enforces the deadline: it
-    # connects here, with no connect thread of its own (see Host.connect)
+    # in the host's caller turn (a pool worker), whose caller (each_host) enforces the
+    # deadline: it connects here, with no connect job of its own (see Host.connect)
     host.connect(in_this_thread=True)
     return fn(host)
 
@@ -214,9 +214,9 @@ class Fleet:
     def close(self, *, wait: bool = True) -> None:
         """Close every host's connection; nothing stays cached (the fleet may be reused).
 
-        The connections close all at once, each on its host's caller thread (after the
-        call it may still run; a host never called through ``each_host`` gets a thread
-        for it); with ``wait`` (the default) this returns once they are closed (5 s at
+        The connections close all at once, each as its host caller's last turn (after
+        the call it may still run; a host never called through ``each_host`` closes on
+        the connection pool); with ``wait`` (the default) this returns once they are closed (5 s at
         most). A process about to end passes ``wait=False``: the closes are started,
         not awaited (libvirt's close is a round trip per host; the daemons see the
         sockets close at exit anyway).
@@ -317,7 +317,7 @@ class Fleet:
         return self._connected(ref) if connect else self._host(ref)
 
     def _caller(self, name: str, host: Host) -> HostCaller:
-        """The one caller thread of ``host`` (a replaced Host gets a new one)."""
+        """The one caller of ``host`` (a replaced Host gets a new one)."""
         with self._lock:
             entry = self._callers.get(name)
             if entry is not None and entry[0] is host:
@@ -334,8 +334,8 @@ class Fleet:
     ) -> tuple[dict[str, T], list[HostProblem]]:
         """Run ``fn`` on every host at once; collect results and per-host problems.
 
-        Each host's calls run on its one ``HostCaller`` thread (made on first use and
-        kept), so a host that never answers holds one thread, however often it is
+        Each host's calls run in turn through its one ``HostCaller`` (made on first use
+        and kept), so a host that never answers holds one worker, however often it is
         asked. The caller waits at most ``deadline_s`` (default: the connect timeout
         and a grace) for them all; a host that has not answered by then is reported,
         and one still busy with a call given up earlier is reported at once. An
@@ -353,7 +353,6 @@ class Fleet:
         for ref in wanted:
             host = hosts[ref.name] = self._host(ref)
             callers[ref.name] = self._caller(ref.name, host)
-            callers[ref.name].start()  # all threads up before any call runs (see start)
         for ref in wanted:
             host = hosts[ref.name]
             pending = callers[ref.name].submit(partial(_connected_call, host, fn))

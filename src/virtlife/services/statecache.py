@@ -5,7 +5,8 @@ when the host's event stream (re)connected, kept up to date by re-reading a VM a
 each of its lifecycle events. A VM is keyed by its UUID, its name an attribute: a
 renamed VM is the same row, and a new VM under an old name is another. Its owner
 (the API's ``Feed``) calls ``host_event`` and ``vm_event`` on the event threads, and
-``fill``/``refresh`` on one reader thread.
+``fill``/``refresh`` on its workers, one host at a time each (a host's reads go
+through that host's caller with a deadline, so a frozen host delays only its own).
 
 It never answers with a state older than the last event received:
 
@@ -29,8 +30,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import partial
 
 from virtlife import errors
+from virtlife.hypervisor import Host
 from virtlife.hypervisor.listing import managed_saved
 from virtlife.services.fleet import (
     Fleet,
@@ -68,6 +71,19 @@ class Answer:
             self.listing.answered) | {p.host for p in self.listing.unreachable} else "mixed"
 
 
+def _read_row(host: Host, uuid: str) -> VMRow | None:
+    """The VM ``uuid`` of ``host`` as a row, read now; None once it is gone."""
+    try:
+        guest = host.find_uuid(uuid)
+        if guest is None:
+            return None
+        info = guest.info()
+    except errors.VMNotFound:
+        return None
+    return VMRow(host.name, guest.name, info.state, info.vcpus, info.max_memory_mib,
+                 info.persistent, uuid)
+
+
 class StateCache:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
@@ -96,17 +112,25 @@ class StateCache:
         with self._lock:
             self._pending[(host, uuid)] = self._pending.get((host, uuid), 0) + 1
 
-    # -- the reader thread ---------------------------------------------------------------
+    # -- the readers ---------------------------------------------------------------------
 
     def fill(self, host: str) -> None:
-        """List ``host`` (after its stream connected); fresh if no host event came since."""
+        """List ``host`` (after its stream connected); fresh if no host event came since.
+
+        The listing runs on the host's caller (``Fleet.each_host``) with its deadline: a
+        host that froze meanwhile holds this thread no longer than that."""
         with self._lock:
             generation = self._generation.get(host, 0)
         try:
-            rows = rows_of(self.fleet.host(host), self.fleet.journal, observe=False)
+            found, problems = self.fleet.each_host(
+                lambda h: rows_of(h, self.fleet.journal, observe=False), [host])
         except errors.VirtlifeError as err:
             log.info("cannot list %s for the state cache: %s", host, err)
             return
+        if problems:
+            log.info("cannot list %s for the state cache: %s", host, problems[0].message)
+            return
+        rows = found[host]
         with self._lock:
             if (self._generation.get(host, 0) != generation
                     or self._links.get(host) != "connected"):
@@ -121,17 +145,16 @@ class StateCache:
             seen = self._pending.get((host, uuid), 0)
         row: VMRow | None = None
         failed = False
-        try:
-            guest = self.fleet.host(host).find_uuid(uuid)
-            if guest is not None:
-                info = guest.info()
-                row = VMRow(host, guest.name, info.state, info.vcpus, info.max_memory_mib,
-                            info.persistent, uuid)
-        except errors.VMNotFound:
-            row = None
+        try:  # on the host's caller, with its deadline (see ``fill``)
+            found, problems = self.fleet.each_host(partial(_read_row, uuid=uuid), [host])
         except errors.VirtlifeError as err:
-            log.info("state of the VM %s on %s after an event: %s", uuid, host, err)
+            found, problems = {}, [HostProblem(host, "", str(err))]
+        if problems:
+            log.info("state of the VM %s on %s after an event: %s", uuid, host,
+                     problems[0].message)
             failed = True  # leave it pending: answered live until a later read works
+        else:
+            row = found[host]
         with self._lock:
             if not failed:
                 left = self._pending.get((host, uuid), 0) - seen
