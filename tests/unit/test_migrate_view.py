@@ -1,7 +1,7 @@
 """``MigrationView``: what the operator sees of a migration, on a terminal and in a log.
 
 Samples are real libvirt job statistics (tests/data/migration_jobstats.json) read by
-``Progress.from_job_stats``; the one iterating sample is a real one with the iteration,
+``JobSample.from_job_stats``; the one iterating sample is a real one with the iteration,
 dirty rate, bandwidth and throttle of a busy guest written over it. On a terminal the
 raw output goes through a small emulator of the escape sequences Rich uses, so that the
 tests read the screen as it stays, not every frame ever drawn.
@@ -19,7 +19,7 @@ from rich.console import Console
 
 from support import DATA
 from virtlife.cli.migrate_view import MigrationView
-from virtlife.services.migration.phases import MIB, Progress
+from virtlife.services.migration.phases import MIB, JobSample
 from virtlife.services.migration.policy import Action, Decision
 from virtlife.services.progress import Update
 
@@ -33,15 +33,15 @@ RAISE = Decision(Action.RAISE_DOWNTIME, "dirty 16 MiB/s vs 64 MiB/s for 3 sample
                  "max downtime 300 -> 600 ms", at_s=7.5, value=600)
 
 
-def samples(stats: list[dict[str, Any]], step_s: float = 0.5) -> list[Progress]:
-    out: list[Progress] = []
+def samples(stats: list[dict[str, Any]], step_s: float = 0.5) -> list[JobSample]:
+    out: list[JobSample] = []
     for i, s in enumerate(stats):
-        out.append(Progress.from_job_stats(s, previous=out[-1] if out else None,
-                                           elapsed_s=step_s * (i + 1)))
+        out.append(JobSample.from_job_stats(s, previous=out[-1] if out else None,
+                                            elapsed_s=step_s * (i + 1)))
     return out
 
 
-def progress(p: Progress) -> Update:
+def progress(p: JobSample) -> Update:
     return Update(VM, "progress", p.describe(), p.fraction, "op1", p.as_dict())
 
 
@@ -52,7 +52,7 @@ def policy(d: Decision) -> Update:
 CHECK = Update(VM, "check", "checking web1 against lab-b", op_id="op1")
 START = Update(VM, "start", "preparing destination: lab-b", op_id="op1")
 RUN = samples(REAL[1:-1])  # preparing, transferring x6, stopped x2 (the completed job)
-ITERATING = Progress.from_job_stats(BUSY, previous=RUN[3], elapsed_s=7.5)
+ITERATING = JobSample.from_job_stats(BUSY, previous=RUN[3], elapsed_s=7.5)
 
 
 def terminal() -> Console:
@@ -178,7 +178,7 @@ def test_post_copy_with_disks_shows_page_requests_and_the_disk_copy() -> None:
              "disk_processed": 512 * MIB, "disk_remaining": 1536 * MIB}
     view = MigrationView(terminal())
     view.vm = VM
-    view.detail = Progress.from_job_stats(stats, previous=None, elapsed_s=75.0).as_dict()
+    view.detail = JobSample.from_job_stats(stats, previous=None, elapsed_s=75.0).as_dict()
     out = Console(width=120, file=io.StringIO(), force_terminal=False)
     out.print(view.render())
     head, bar, rates = raw(out).splitlines()

@@ -18,7 +18,7 @@ import pytest
 
 from virtlife.services.migration import service
 from virtlife.services.migration.checks import MigrationKind, Report
-from virtlife.services.migration.phases import MigrationPhase, Progress
+from virtlife.services.migration.phases import JobSample, MigrationPhase
 from virtlife.services.migration.policy import PolicyState
 from virtlife.services.migration.service import MigrationOutcome, _completed
 from virtlife.services.operations import OperationResult
@@ -60,7 +60,7 @@ def _moved(dom: StatsDomain) -> Any:
     return SimpleNamespace(name="web1", host=SimpleNamespace(name="lab-b"), _dom=dom)
 
 
-def _outcome(*samples: Progress) -> MigrationOutcome:
+def _outcome(*samples: JobSample) -> MigrationOutcome:
     result = OperationResult("lab-b", "web1", Operation.MIGRATE,
                              StateInfo(VMState.RUNNING, "migrated"), 0.0)
     report = Report(vm="web1", source="lab-a", destination="lab-b",
@@ -74,14 +74,14 @@ def _state(*, postcopy: bool = False) -> PolicyState:
 
 
 def _sample(*, disk_done: int | None, phase: MigrationPhase = MigrationPhase.STOPPED,
-            ) -> Progress:
+            ) -> JobSample:
     """The source's last progress sample; ``disk_done`` None: it saw no disk copy."""
     copy = disk_done is not None
-    return Progress(phase=phase, at_s=2.0, iteration=3, memory_total=286072832,
-                    memory_processed=140 * MIB, memory_remaining=4 * MIB,
-                    bandwidth=60.0 * MIB, downtime_ms=300, job_elapsed_ms=1990,
-                    disk_total=DISK if copy else None, disk_processed=disk_done,
-                    disk_remaining=DISK - disk_done if disk_done is not None else None)
+    return JobSample(phase=phase, at_s=2.0, iteration=3, memory_total=286072832,
+                     memory_processed=140 * MIB, memory_remaining=4 * MIB,
+                     bandwidth=60.0 * MIB, downtime_ms=300, job_elapsed_ms=1990,
+                     disk_total=DISK if copy else None, disk_processed=disk_done,
+                     disk_remaining=DISK - disk_done if disk_done is not None else None)
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_disk_figures_the_destination_reports_are_its_own() -> None:
 
 @pytest.mark.parametrize("samples", [(), (_sample(disk_done=None),)],
                          ids=["no sample", "a sample without a disk copy"])
-def test_no_disk_figures_where_no_sample_saw_a_disk_copy(samples: tuple[Progress, ...],
+def test_no_disk_figures_where_no_sample_saw_a_disk_copy(samples: tuple[JobSample, ...],
                                                          ) -> None:
     stats = _completed(_moved(StatsDomain(COMPLETED)), _outcome(*samples), _state())
     assert stats is not None and stats.phase is MigrationPhase.COMPLETED

@@ -10,7 +10,7 @@ import pytest
 from support import DATA
 from virtlife.hypervisor.libvirt_api import libvirt
 from virtlife.services.migration import phases
-from virtlife.services.migration.phases import MIB, MigrationPhase, Progress
+from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 
 P = MigrationPhase
 TOTAL = 286072832  # memory_total of the 256 MiB test guest (RAM plus video memory)
@@ -57,9 +57,9 @@ def mig(iteration: int, remaining: int, processed: int, *, bps: int | None = 64 
     return stats
 
 
-def read(stats: dict[str, Any], previous: Progress | None = None, at: float = 1.0,
-         **kw: Any) -> Progress:
-    return Progress.from_job_stats(stats, previous=previous, elapsed_s=at, **kw)
+def read(stats: dict[str, Any], previous: JobSample | None = None, at: float = 1.0,
+         **kw: Any) -> JobSample:
+    return JobSample.from_job_stats(stats, previous=previous, elapsed_s=at, **kw)
 
 
 @pytest.mark.parametrize(("stats", "postcopy", "phase"), [
@@ -190,7 +190,7 @@ def test_fraction_is_what_is_clean_at_the_destination() -> None:
      "failed: client socket is closed"),
     (read(mig(2, 40 * MIB, 300 * MIB, job=5)), "cancelled"),
 ])
-def test_describe_reads_as_one_line(progress: Progress, text: str) -> None:
+def test_describe_reads_as_one_line(progress: JobSample, text: str) -> None:
     assert progress.describe() == text
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from virtlife import errors
-from virtlife.services.migration.phases import MIB, MigrationPhase, Progress
+from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
     Action,
     Decision,
@@ -41,26 +41,26 @@ DIRTY = 16300 * 4096  # the recipe's `dirty 64`: 63.7 MiB/s
 
 def sample(at: float, iteration: int, remaining_mib: float, *, dirty: float | None = DIRTY,
            bw_mib: float | None = 64, processed_mib: float | None = None,
-           throttle: int | None = None, phase: MigrationPhase | None = None) -> Progress:
+           throttle: int | None = None, phase: MigrationPhase | None = None) -> JobSample:
     if phase is None:
         phase = P.TRANSFERRING if iteration <= 1 else P.ITERATING
-    return Progress(phase=phase, at_s=at, iteration=iteration, memory_total=TOTAL,
-                    memory_processed=int((processed_mib if processed_mib is not None
-                                          else at * 64) * MIB),
-                    memory_remaining=int(remaining_mib * MIB),
-                    bandwidth=bw_mib * MIB if bw_mib else None, dirty_rate=dirty,
-                    throttle_pct=throttle)
+    return JobSample(phase=phase, at_s=at, iteration=iteration, memory_total=TOTAL,
+                     memory_processed=int((processed_mib if processed_mib is not None
+                                           else at * 64) * MIB),
+                     memory_remaining=int(remaining_mib * MIB),
+                     bandwidth=bw_mib * MIB if bw_mib else None, dirty_rate=dirty,
+                     throttle_pct=throttle)
 
 
-def first_pass(seconds: int = 4) -> list[Progress]:
+def first_pass(seconds: int = 4) -> list[JobSample]:
     """The first pass: 256 MiB at 64 MiB/s, nothing dirty measured yet."""
-    out = [Progress(P.PREPARING, 0.0)]
+    out = [JobSample(P.PREPARING, 0.0)]
     for t in range(1, seconds + 1):
         out.append(sample(t, 1, 256 - 64 * t + 20, dirty=0))
     return out
 
 
-def dirtier(remaining_mib: Sequence[float], start: int = 5) -> list[Progress]:
+def dirtier(remaining_mib: Sequence[float], start: int = 5) -> list[JobSample]:
     """Passes 2.. of a guest that dirties as fast as the link sends, one pass a second."""
     return [sample(start + i, 2 + i, r) for i, r in enumerate(remaining_mib)]
 
@@ -71,12 +71,12 @@ BORDER = [70, 60, 75, 62, 72, 61, 74, 63, 70, 60, 75, 62, 73, 61, 71]
 MEDIUM = [55, 17, 40, 30, 48, 22, 35, 50, 19, 44]  # ~0.9 s at most: 1000 ms lets it through
 
 
-def drive(series: Sequence[Progress], limits: Limits, start: PolicyState | None = None,
+def drive(series: Sequence[JobSample], limits: Limits, start: PolicyState | None = None,
           ) -> tuple[list[Decision], PolicyState]:
     """Feed the samples one by one, as the orchestrator does, carrying decisions out;
     from ``start`` (default: ``plan_start``'s state)."""
     state = plan_start(limits) if start is None else start
-    seen: list[Progress] = []
+    seen: list[JobSample] = []
     decisions: list[Decision] = []
     for progress in series:
         seen.append(progress)
@@ -204,7 +204,7 @@ def test_a_pass_seen_mid_way_is_not_mistaken_for_shrinking() -> None:
 
 
 def test_no_step_on_a_single_sample_or_during_the_first_pass() -> None:
-    slow_first_pass = [Progress(P.PREPARING, 0.0),
+    slow_first_pass = [JobSample(P.PREPARING, 0.0),
                        *[sample(t, 1, 256 - 2 * t, dirty=DIRTY) for t in range(1, 30)]]
     assert drive(slow_first_pass, Limits(window=1))[0] == []
     assert drive([*first_pass(), *dirtier([90, 90])], Limits())[0] == []
@@ -270,7 +270,7 @@ def test_the_policy_never_exceeds_its_bounds(
     ([sample(5, 2, 80, dirty=30 * MIB), sample(6, 2, 50, dirty=30 * MIB)],
      300, True, "each pass leaves less than the last"),
 ])
-def test_estimate_convergence(samples: list[Progress], allowed: int, verdict: bool | None,
+def test_estimate_convergence(samples: list[JobSample], allowed: int, verdict: bool | None,
                               words: str) -> None:
     found = estimate_convergence(samples, allowed)
     assert found.converges is verdict
@@ -312,7 +312,7 @@ def test_plan_start_says_which_flags_to_arm(limits: Limits, ac: bool, pc: bool,
 
 # -- the watchdog ------------------------------------------------------------------------
 
-def cut_link(cut_at: int, until: int) -> list[Progress]:
+def cut_link(cut_at: int, until: int) -> list[JobSample]:
     """A pass at 20 MiB/s whose bytes stop moving when the link is cut at ``cut_at``."""
     return [sample(t, 1, 200 - 20 * min(t, cut_at), processed_mib=20 * min(t, cut_at))
             for t in range(1, until + 1)]

@@ -25,7 +25,7 @@ from test_migration_policy import (
 )
 
 from virtlife import errors
-from virtlife.services.migration.phases import MIB, MigrationPhase, Progress
+from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
     Action,
     Decision,
@@ -78,7 +78,7 @@ RAISED = ("dirty rate 64 MiB/s ≥ 95% of bandwidth 64 MiB/s for 3 samples: rais
         "--on-timeout pause decides"]),
 ])
 def test_each_rung_says_what_it_saw_and_does_in_full(
-        limits: Limits, series: list[Progress], reasons: list[str]) -> None:
+        limits: Limits, series: list[JobSample], reasons: list[str]) -> None:
     decisions, _ = drive([*first_pass(), *series], limits)
     assert [d.reason for d in decisions] == reasons
     assert [str(d) for d in decisions] == reasons
@@ -210,7 +210,7 @@ SHRINKING = [sample(5 + i, 2 + i, r, dirty=30 * MIB) for i, r in enumerate([80, 
     ([sample(5, 2, 0), sample(6, 3, 0)], 300, True, 0, 0, DIRTY),
 ])
 def test_every_verdict_carries_what_it_measured(
-        samples: list[Progress], allowed: int, verdict: bool | None, needed: float,
+        samples: list[JobSample], allowed: int, verdict: bool | None, needed: float,
         least: float, rate: float) -> None:
     found = estimate_convergence(samples, allowed)
     assert found.converges is verdict
@@ -309,7 +309,7 @@ def test_a_stalled_post_copy_is_reported_in_full_at_its_last_sample() -> None:
 def test_a_stall_while_preparing_or_stopped_at_the_source_is_aborted(
         phase: MigrationPhase) -> None:
     # the destination never answers, or the last pages and device state do not move
-    frozen = [Progress(phase, float(t), memory_processed=5 * MIB) for t in range(11)]
+    frozen = [JobSample(phase, float(t), memory_processed=5 * MIB) for t in range(11)]
     decision = watchdog(frozen)
     assert decision is not None and decision.action is Action.ABORT
 

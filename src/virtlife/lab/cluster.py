@@ -48,11 +48,17 @@ from typing import Any
 from virtlife import config
 from virtlife.errors import LabError
 from virtlife.lab import hostprep, labnet, privhost
-from virtlife.lab.common import accepts_tcp, locked, missing_tool, stderr_of, virsh, write_atomic
+from virtlife.lab.common import (
+    Say,
+    accepts_tcp,
+    locked,
+    missing_tool,
+    stderr_of,
+    virsh,
+    write_atomic,
+)
 from virtlife.lab.labnet import NetPlan
 from virtlife.lab.privhost import Proc
-
-Progress = Callable[[str], None]
 
 DEFAULT_STATE_DIR = Path("/run/virtlife-lab-net")
 LAB_FILE = "lab.json"
@@ -313,7 +319,7 @@ class UpResult:
 
 def up(n: int = 2, *, segment: IPv4Network | str = labnet.SEGMENT,
        owner_pid: int | None = None, state_dir: Path = DEFAULT_STATE_DIR,
-       pool_dir: Path | None = None, progress: Progress | None = None,
+       pool_dir: Path | None = None, progress: Say | None = None,
        timeout: float = 60.0) -> UpResult:
     """Bring up a lab of ``n`` hosts (see the module doc) and return its status.
 
@@ -322,7 +328,7 @@ def up(n: int = 2, *, segment: IPv4Network | str = labnet.SEGMENT,
     owner is kept; a stale one, or a broken one of the same owner, is cleaned up and
     built again; any other is refused. Raises LabError, after undoing what it did.
     """
-    say: Progress = progress or (lambda _m: None)
+    say: Say = progress or (lambda _m: None)
     wanted = labnet.plan(n, segment)
     pool = pool_dir or default_pool_dir()
     _check_can_run(pool)
@@ -377,7 +383,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *,
         return record, _teardown(state_dir, record)
 
 
-def _build(state_dir: Path, record: Record, p: NetPlan, say: Progress,
+def _build(state_dir: Path, record: Record, p: NetPlan, say: Say,
            timeout: float) -> list[str]:
     say(f"network: bridge {p.bridge} on {p.segment}, a namespace per host")
     actions = [f"made {what}" for what in labnet.create(p, record.token)]

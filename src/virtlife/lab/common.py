@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from virtlife.errors import LabError
 
 LIBVIRT_TCP_PORT = 16509
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")  # where root's tools are, beyond PATH
+
+Say = Callable[[str], None]  # where a lab step tells the operator what it is doing
 
 
 @contextlib.contextmanager

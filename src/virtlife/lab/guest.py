@@ -38,8 +38,7 @@ from typing import NamedTuple, Protocol
 
 from virtlife import config
 from virtlife.errors import LabError
-
-Progress = Callable[[str], None]
+from virtlife.lab.common import Say
 
 
 class Writer(Protocol):
@@ -173,7 +172,7 @@ def build_guest(
     out_dir: Path | None = None,
     *,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: Say | None = None,
 ) -> GuestImage:
     """Build the test guest into ``out_dir`` (default ``config.guest_dir()``).
 
@@ -183,7 +182,7 @@ def build_guest(
     Concurrent builders of one ``out_dir`` are serialised by a lock file.
     Raises LabError when a tool or package is missing or a step fails.
     """
-    say: Progress = progress or _quiet
+    say: Say = progress or _quiet
     out = _out_dir(out_dir)
     _make_dirs(out)
     with _locked(out / ".lock"):
@@ -203,7 +202,7 @@ def build_guest(
 # --------------------------------------------------------------------------- build steps
 
 
-def _build(out: Path, kernel_pkg: KernelPackage, digest: str, say: Progress) -> GuestImage:
+def _build(out: Path, kernel_pkg: KernelPackage, digest: str, say: Say) -> GuestImage:
     started = time.monotonic()
     tools = {name: _tool(name) for name in _TOOL_PACKAGES}
     _require_file(BUSYBOX, "busybox-static")
@@ -405,7 +404,7 @@ def control_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def _download_kernel(pkg: KernelPackage, apt_get: str, say: Progress) -> Path:
+def _download_kernel(pkg: KernelPackage, apt_get: str, say: Say) -> Path:
     """The kernel .deb from the download cache, fetching it with apt-get if absent."""
     debs = config.cache_dir() / "debs"
     _make_dirs(debs)
@@ -677,7 +676,7 @@ def _make_dirs(path: Path) -> None:
         raise LabError(f"cannot build the test guest: {path} is not a directory")
 
 
-def _warn_if_unreachable(out: Path, say: Progress) -> None:
+def _warn_if_unreachable(out: Path, say: Say) -> None:
     """QEMU runs as libvirt-qemu: every directory above the guest must be searchable."""
     for p in [out.resolve(), *out.resolve().parents]:
         if not os.stat(p).st_mode & stat.S_IXOTH:

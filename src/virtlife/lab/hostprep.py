@@ -21,15 +21,13 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtlife.errors import LabError
 from virtlife.lab import reaper
-from virtlife.lab.common import accepts_unix, find_tool
-
-Progress = Callable[[str], None]
+from virtlife.lab.common import Say, accepts_unix, find_tool
 
 KVM_NODE = Path("/dev/kvm")
 KVM_GROUP = "kvm"
@@ -244,13 +242,13 @@ def enable_postcopy() -> str | None:
     return f"vm.unprivileged_userfaultfd: {current} -> 1 (post-copy migration)"
 
 
-def prepare_local_host(progress: Progress | None = None) -> PrepReport:
+def prepare_local_host(progress: Say | None = None) -> PrepReport:
     """Everything above, in order: /dev/kvm, daemons, post-copy sysctl.
 
     Raises LabError when the host cannot run the stack at all or a required step
     fails; the post-copy sysctl is optional, so its failure is only a note.
     """
-    say: Progress = progress or (lambda _m: None)
+    say: Say = progress or (lambda _m: None)
     ok, why = can_run_real_stack()
     if not ok:
         raise LabError(f"cannot prepare this host: {why}")

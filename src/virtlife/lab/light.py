@@ -42,7 +42,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -51,11 +51,17 @@ from pathlib import Path
 
 from virtlife.errors import LabError
 from virtlife.lab import hostprep, labnet, privhost
-from virtlife.lab.common import accepts_tcp, locked, missing_tool, stderr_of, virsh, write_atomic
+from virtlife.lab.common import (
+    Say,
+    accepts_tcp,
+    locked,
+    missing_tool,
+    stderr_of,
+    virsh,
+    write_atomic,
+)
 from virtlife.lab.privhost import Proc
 from virtlife.procs import comm, start_time
-
-Progress = Callable[[str], None]
 
 DEFAULT_STATE_DIR = Path("/run/virtlife-lab-light")
 SEGMENT = IPv4Network("10.252.0.0/22")  # not the migration lab's 10.253.7.0/24
@@ -170,7 +176,7 @@ class UpResult:
 
 def up(n: int, *, vms: int = 50, running_hosts: int = 2,
        segment: IPv4Network | str = SEGMENT, owner_pid: int | None = None,
-       state_dir: Path = DEFAULT_STATE_DIR, progress: Progress | None = None,
+       state_dir: Path = DEFAULT_STATE_DIR, progress: Say | None = None,
        timeout: float = 120.0) -> UpResult:
     """Bring up a light lab of ``n`` hosts with ``vms`` domains each (module doc).
 
@@ -178,7 +184,7 @@ def up(n: int, *, vms: int = 50, running_hosts: int = 2,
     ``up`` did not finish; one in use is refused. Raises LabError after undoing what
     it did.
     """
-    say: Progress = progress or (lambda _m: None)
+    say: Say = progress or (lambda _m: None)
     if not 4 <= vms <= 1000:
         raise LabError(f"cannot give each light host {vms} domains: give 4 to 1000")
     hosts = plan(n, segment, min(running_hosts, n))
@@ -247,7 +253,7 @@ def _clashes(hosts: Iterable[LightHost], segment: IPv4Network) -> list[str]:
     return found
 
 
-def _build(state_dir: Path, record: Record, hosts: tuple[LightHost, ...], say: Progress,
+def _build(state_dir: Path, record: Record, hosts: tuple[LightHost, ...], say: Say,
            timeout: float) -> list[str]:
     say(f"network: bridge {BRIDGE} on {record.segment}, {len(hosts)} namespaces")
     _create_network(hosts, IPv4Network(record.segment), record.token)

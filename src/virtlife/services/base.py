@@ -16,14 +16,14 @@ from virtlife import errors
 from virtlife.hypervisor import Guest, Host
 from virtlife.services.fleet import Fleet, split_ref
 from virtlife.services.operations import OperationRun, Operations
-from virtlife.services.progress import Progress
+from virtlife.services.progress import ProgressSink
 from virtlife.states import Operation
 
 
 class Call(TypedDict, total=False):
     """What every operation takes besides its own arguments."""
 
-    progress: Progress | None  # this call's progress sink
+    progress: ProgressSink | None  # this call's progress sink
     op_id: str | None  # the id to run under (``Jobs`` chooses it for background runs)
     queue_s: float | None  # wait up to this long for the VM to be free; None: refuse at once
 

@@ -39,7 +39,7 @@ from virtlife.hypervisor import DomainEvent, Guest, Host
 from virtlife.hypervisor.events import EventKind
 from virtlife.services import restarts
 from virtlife.services.observe import observed_state
-from virtlife.services.progress import Progress, Update
+from virtlife.services.progress import ProgressSink, Update
 from virtlife.services.wait import Watch
 from virtlife.states import Operation, Rule, StateInfo, VMState, check_transition
 from virtlife.store.journal import Actor, Held, Journal, JournalEntry, new_op_id
@@ -146,7 +146,7 @@ class OperationRun:
 
     def __init__(self, op: Operation, op_id: str, host: Host, vm: str, guest: Guest | None,
                  current: StateInfo, rule: Rule, watch: Watch, timeout_s: float,
-                 progress: Progress | None) -> None:
+                 progress: ProgressSink | None) -> None:
         self.operation = op
         self.op_id = op_id
         self.host = host
@@ -332,7 +332,7 @@ class Operations:
 
     @contextmanager
     def run(self, op: Operation, host: Host, vm: str, guest: Guest | None, *,
-            timeout_s: float | None = None, progress: Progress | None = None,
+            timeout_s: float | None = None, progress: ProgressSink | None = None,
             op_id: str | None = None, queue_s: float | None = None) -> Iterator[OperationRun]:
         """Run ``op`` on ``vm`` (``guest`` None when it does not exist yet).
 
@@ -470,7 +470,7 @@ class Job:
         }
 
 
-Starter = Callable[[str, Progress], OperationResult]
+Starter = Callable[[str, ProgressSink], OperationResult]
 
 
 class Jobs:

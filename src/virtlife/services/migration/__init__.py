@@ -14,7 +14,7 @@ facts and the job statistics, the orchestrator calls these in this order and act
    ``migrateSetMaxDowntime(state.downtime_ms)``. With ``--compressed`` print
    ``compressed_warning(...)`` first.
 3. Every second or so (``phases`` then ``policy``):
-   ``p = Progress.from_job_stats(dom.jobStats(), previous=p, elapsed_s=t, postcopy=seen)``;
+   ``p = JobSample.from_job_stats(dom.jobStats(), previous=p, elapsed_s=t, postcopy=seen)``;
    keep the samples; print ``p.describe()`` or ``p.as_dict()``. Then
    ``watchdog(samples)`` (abort a stall before libvirt's ~28 s keepalive), then
    ``next_step(state, samples, limits)``; carry out a decision's ``action``, print its
@@ -22,7 +22,7 @@ facts and the job statistics, the orchestrator calls these in this order and act
    ``on_timeout(limits.on_timeout, state, timeout_s=..., at_s=t)``, the same way.
 4. The end: ``p.with_phase(MigrationPhase.RESUMED)`` on the destination's event,
    ``COMPLETED`` once verified (a crashed guest there is ``FAILED``), else ``FAILED`` or
-   ``CANCELLED``; the final statistics are ``Progress.from_job_stats`` of the completed
+   ``CANCELLED``; the final statistics are ``JobSample.from_job_stats`` of the completed
    job (the source's JOB_COMPLETED event after post-copy), journalled with
    ``state.as_dict()`` (the policy steps taken).
 """
@@ -42,7 +42,7 @@ from virtlife.services.migration.checks import (
     run_checks,
     version_from_int,
 )
-from virtlife.services.migration.phases import MigrationPhase, Progress
+from virtlife.services.migration.phases import JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
     Action,
     Convergence,
@@ -72,12 +72,12 @@ __all__ = [
     "Disk",
     "DiskAtDestination",
     "HostFacts",
+    "JobSample",
     "Limits",
     "MigrationKind",
     "MigrationPhase",
     "PolicyState",
     "PostcopyMode",
-    "Progress",
     "Report",
     "Status",
     "TimeoutAction",

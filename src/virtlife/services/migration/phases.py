@@ -1,6 +1,6 @@
 """A migration's phase and progress, read from libvirt's job statistics.
 
-``MigrationPhase`` names the phases in the operators' words; ``Progress.from_job_stats``
+``MigrationPhase`` names the phases in the operators' words; ``JobSample.from_job_stats``
 turns one ``virDomain.jobStats()`` dict (or a ``JOB_COMPLETED`` event's parameters) into
 a small frozen value: the phase, memory sent of the total, what is left, the dirty rate
 against the bandwidth, the throttle, and an ETA, with ``describe()`` for the CLI and
@@ -169,7 +169,7 @@ def _stats_phase(stats: Mapping[str, Any], *, postcopy: bool) -> MigrationPhase 
 
 
 @dataclass(frozen=True)
-class Progress:
+class JobSample:
     """One sample of a migration's progress. Sizes are bytes, rates bytes per second.
 
     ``at_s`` is the caller's wall clock since the migration began (the watchdog and the
@@ -196,8 +196,8 @@ class Progress:
     error: str | None = None  # libvirt's errmsg of a failed job
 
     @classmethod
-    def from_job_stats(cls, stats: Mapping[str, Any], *, previous: Progress | None,
-                       elapsed_s: float, postcopy: bool = False) -> Progress:
+    def from_job_stats(cls, stats: Mapping[str, Any], *, previous: JobSample | None,
+                       elapsed_s: float, postcopy: bool = False) -> JobSample:
         """Read one ``jobStats()`` dict (or ``JOB_COMPLETED`` event parameters).
 
         ``previous`` is the last sample (None for the first): the phase never goes back
@@ -253,7 +253,7 @@ class Progress:
         )
 
     def with_phase(self, phase: MigrationPhase, *, at_s: float | None = None,
-                   error: str | None = None) -> Progress:
+                   error: str | None = None) -> JobSample:
         """This sample in a phase the statistics cannot show: ``resumed`` (the
         destination's event), ``completed`` (verified), or how it ended."""
         return dataclasses.replace(self, phase=phase,

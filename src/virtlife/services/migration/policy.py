@@ -1,6 +1,6 @@
 """The convergence policy (``--policy auto``), the stall watchdog and ``--on-timeout``.
 
-Plain functions over ``Progress`` samples and the limits the operator allowed; they
+Plain functions over a series of ``JobSample`` and the limits the operator allowed; they
 decide, the orchestrator acts (each ``Action`` names the one libvirt call it stands
 for) and prints each ``Decision`` with its reason. Nothing here calls libvirt, sleeps
 or reads a clock: time is the samples' ``at_s``.
@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from virtlife import errors
-from virtlife.services.migration.phases import MIB, MigrationPhase, Progress
+from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 
 QEMU_DOWNTIME_MS = 300  # QEMU's default allowed downtime: where a migration starts
 DEFAULT_MAX_DOWNTIME_MS = 1000  # the bound when --max-downtime is not given
@@ -184,7 +184,7 @@ def _mib(nbytes: float) -> str:
     return f"{value:.1f} MiB" if value < 10 else f"{value:.0f} MiB"
 
 
-def estimate_convergence(samples: Sequence[Progress], max_downtime_ms: int) -> Convergence:
+def estimate_convergence(samples: Sequence[JobSample], max_downtime_ms: int) -> Convergence:
     """Will pre-copy converge with ``max_downtime_ms`` allowed, judging by ``samples``?
 
     QEMU stops the VM once what is left goes within the allowed downtime:
@@ -247,7 +247,7 @@ def _raise_to(state: PolicyState, limits: Limits, seen: Convergence) -> int:
     return wanted if state.downtime_ms < wanted < bound else bound
 
 
-def next_step(state: PolicyState, samples: Sequence[Progress], limits: Limits,
+def next_step(state: PolicyState, samples: Sequence[JobSample], limits: Limits,
               ) -> Decision | None:
     """The policy's next rung, or None to let the migration run as it is.
 
@@ -311,7 +311,7 @@ _WATCHED = {MigrationPhase.PREPARING, MigrationPhase.TRANSFERRING, MigrationPhas
             MigrationPhase.STOPPED, MigrationPhase.POSTCOPY}
 
 
-def stalled_for(samples: Sequence[Progress]) -> float:
+def stalled_for(samples: Sequence[JobSample]) -> float:
     """Seconds the transferred bytes (memory and disks) have not moved, up to the last
     sample; 0 when they moved at the last sample or the job is not running."""
     if not samples or samples[-1].phase not in _WATCHED:
@@ -325,12 +325,12 @@ def stalled_for(samples: Sequence[Progress]) -> float:
     return last.at_s - since.at_s
 
 
-def stalled(samples: Sequence[Progress], bound_s: float = STALL_BOUND_S) -> bool:
+def stalled(samples: Sequence[JobSample], bound_s: float = STALL_BOUND_S) -> bool:
     """True when nothing has moved for ``bound_s`` seconds of samples."""
     return stalled_for(samples) >= bound_s
 
 
-def watchdog(samples: Sequence[Progress], bound_s: float = STALL_BOUND_S,
+def watchdog(samples: Sequence[JobSample], bound_s: float = STALL_BOUND_S,
              ) -> Decision | None:
     """Abort a stalled migration sooner than libvirt's keepalive (~28 s), saying why;
     a stalled post-copy cannot be aborted: it is reported with how to recover."""

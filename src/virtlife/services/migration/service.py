@@ -3,7 +3,7 @@
 ``check`` gathers the facts (``gather``) and judges them (``checks.run_checks``);
 nothing moves. ``migrate`` runs the same checks first and refuses on any fail, then
 starts a peer-to-peer migration (``hypervisor.migration``) on a thread and, every
-``SAMPLE_S``, reads the job into a ``Progress``, reports it, and lets the policy act
+``SAMPLE_S``, reads the job into a ``JobSample``, reports it, and lets the policy act
 (``policy.watchdog``, ``next_step``, ``on_timeout``). The end is verified, never
 assumed: the VM runs at the destination (a crashed or paused guest there is a failed
 migration), its agent answers, its clock is set right, and it is gone from the source.
@@ -44,7 +44,7 @@ from virtlife.services.migration.ending import (
     unconfirmed_message,
 )
 from virtlife.services.migration.gather import gather
-from virtlife.services.migration.phases import MigrationPhase, Progress, size_text
+from virtlife.services.migration.phases import JobSample, MigrationPhase, size_text
 from virtlife.services.migration.policy import (
     Action,
     Decision,
@@ -86,11 +86,11 @@ class MigrationOutcome:
 
     result: OperationResult
     report: Report
-    samples: list[Progress] = field(default_factory=list)
+    samples: list[JobSample] = field(default_factory=list)
     state: PolicyState | None = None
     # The completed job's statistics, read at the destination (libvirt hands them over
     # in the migration cookie): total time, downtime, memory sent, iterations.
-    stats: Progress | None = None
+    stats: JobSample | None = None
     wall_s: float | None = None  # the whole move as the operator waited for it
 
     def as_dict(self) -> dict[str, object]:
@@ -310,7 +310,7 @@ class Migrations(OperationService):
         with self._running_lock:
             self._running[key] = job
         threading.Thread(target=work, name=f"migrate-{guest.name}", daemon=True).start()
-        previous: Progress | None = None
+        previous: JobSample | None = None
         there: Sighting | None = None  # the destination, asked while the abort settled
         timed_out = False
         gave_up = ""
@@ -320,8 +320,8 @@ class Migrations(OperationService):
                 stats = job.job_stats()
                 if not stats:
                     continue
-                previous = Progress.from_job_stats(stats, previous=previous, elapsed_s=at,
-                                                   postcopy=state.postcopy_started)
+                previous = JobSample.from_job_stats(stats, previous=previous, elapsed_s=at,
+                                                    postcopy=state.postcopy_started)
                 outcome.samples.append(previous)
                 run.report("progress", previous.describe(), previous.fraction,
                            previous.as_dict())
@@ -552,9 +552,9 @@ def _still_moving(guest: Guest, look_s: float = 1.0) -> bool:
     a post-copy libvirt calls failed may still be running (issue 15, F)."""
     job = Migration(guest)
     try:
-        first = Progress.from_job_stats(job.job_stats(), previous=None, elapsed_s=0.0)
+        first = JobSample.from_job_stats(job.job_stats(), previous=None, elapsed_s=0.0)
         threading.Event().wait(look_s)
-        then = Progress.from_job_stats(job.job_stats(), previous=None, elapsed_s=look_s)
+        then = JobSample.from_job_stats(job.job_stats(), previous=None, elapsed_s=look_s)
     except errors.VirtlifeError:
         return False
     return then.transferred > first.transferred
@@ -588,7 +588,7 @@ def _at_source(guest: Guest) -> str:
 
 
 def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
-               ) -> Progress | None:
+               ) -> JobSample | None:
     """The completed job's statistics at the destination of a live move; None where
     libvirt keeps none.
 
@@ -609,8 +609,8 @@ def _completed(moved: Guest, outcome: MigrationOutcome, state: PolicyState,
     else:
         return None  # no job (an offline move), or none kept
     last = outcome.samples[-1] if outcome.samples else None
-    found = Progress.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
-                                    postcopy=state.postcopy_started)
+    found = JobSample.from_job_stats(stats, previous=last, elapsed_s=outcome.wall_s or 0.0,
+                                     postcopy=state.postcopy_started)
     if not found.disk_total and last is not None and last.disk_total:
         # the destination's statistics have no disk figures (seen with libvirt 9.0):
         # the copy's size, as the source's job last showed it; the move completed, so

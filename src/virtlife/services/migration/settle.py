@@ -30,7 +30,7 @@ from virtlife.services.migration.ending import (
     postcopy_settle,
     where_now,
 )
-from virtlife.services.migration.phases import MigrationPhase, Progress
+from virtlife.services.migration.phases import JobSample, MigrationPhase
 from virtlife.states import VMState
 from virtlife.store.journal import Journal, JournalEntry
 
@@ -83,7 +83,7 @@ def wind_down(guest: Guest, job: Migration, done: threading.Event) -> None:
     while not done.wait(POLL_S) and time.monotonic() < end:
         try:
             stats = job.job_stats()
-            phase = Progress.from_job_stats(stats, previous=None, elapsed_s=0.0).phase \
+            phase = JobSample.from_job_stats(stats, previous=None, elapsed_s=0.0).phase \
                 if stats else None
             if phase in (None, MigrationPhase.FAILED, MigrationPhase.CANCELLED) and \
                     guest.status().state in (VMState.RUNNING, VMState.IDLE):
