@@ -13,7 +13,7 @@ from pathlib import Path
 from test_bad_input import one_line_error, virtlife
 
 from virtlife.store import open_store
-from virtlife.store.facts import HostFacts
+from virtlife.store.facts import StoredFacts
 from virtlife.store.freezes import FreezeKind, FreezeMark
 from virtlife.store.images import ImageStatus
 from virtlife.store.journal import Actor
@@ -35,7 +35,7 @@ def _fill(path: Path) -> str:
                             actor=Actor("alice"), lock_key="u9", uuid="u9")
         store.journal.finish("op-run", "error", "cut off [unconfirmed: 50% done]", 2.25)
         secret = store.tokens.create("ci", role=Role.OPERATOR)
-        store.facts.put(HostFacts("qemu:///system", "hu1", ("kvm", "qemu"), True, "", T0))
+        store.facts.put(StoredFacts("qemu:///system", "hu1", ("kvm", "qemu"), True, "", T0))
         store.freezes.put(FreezeMark("u1", "web-a", "vm1", "op1", FreezeKind.HELD, T0))
         store.images.saving(op_id="s1", uuid="u1", host="web-a", vm="vm1", path="/v/s1")
         store.images.settle("s1", ImageStatus.SAVED, size=5 * 2**32,

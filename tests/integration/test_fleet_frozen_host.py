@@ -17,7 +17,7 @@ from lab_support import claim_light_lab
 from virtlife.api.hub import Feed, Hub
 from virtlife.hypervisor.host import KEEPALIVE
 from virtlife.lab import light
-from virtlife.lab.light import UpResult
+from virtlife.lab.light import LightUpResult
 from virtlife.services.events import DomainEvent, EventKind
 from virtlife.services.fleet import Fleet, HostRef
 
@@ -40,7 +40,7 @@ class Recorder(Hub):
 
 
 @pytest.fixture(scope="module")
-def lab(real_stack: object) -> Iterator[UpResult]:
+def lab(real_stack: object) -> Iterator[LightUpResult]:
     with claim_light_lab():
         result = light.up(HOSTS, vms=4, running_hosts=0, owner_pid=os.getpid())
         try:
@@ -64,7 +64,7 @@ def _until(rec: Recorder, deadline: float, done: Any) -> list[dict[str, Any]]:
 
 
 def test_a_frozen_host_holds_up_no_other_hosts_states_and_is_lost_at_keepalive(
-        lab: UpResult) -> None:
+        lab: LightUpResult) -> None:
     frozen = lab.hosts[-1].name
     others = [h.name for h in lab.hosts[:-1]]
     pid = light.libvirtd_pid(frozen)

@@ -15,7 +15,7 @@ import pytest
 
 from lab_support import claim_light_lab
 from virtlife.lab import labnet, light
-from virtlife.lab.light import UpResult
+from virtlife.lab.light import LightUpResult
 from virtlife.services.fleet import Fleet, HostRef
 
 
@@ -65,7 +65,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lab(real_stack: object) -> Iterator[UpResult]:
+def lab(real_stack: object) -> Iterator[LightUpResult]:
     result = light.up(3, vms=6, running_hosts=1, owner_pid=os.getpid())
     try:
         yield result
@@ -73,7 +73,7 @@ def lab(real_stack: object) -> Iterator[UpResult]:
         light.down()
 
 
-def test_the_hosts_report_their_domains_in_mixed_states(lab: UpResult) -> None:
+def test_the_hosts_report_their_domains_in_mixed_states(lab: LightUpResult) -> None:
     with Fleet([HostRef(h.name, h.uri) for h in lab.hosts]) as fleet:
         listing = fleet.list_vms()
     assert listing.answered == ["light-001", "light-002", "light-003"]
@@ -90,7 +90,7 @@ def test_the_hosts_report_their_domains_in_mixed_states(lab: UpResult) -> None:
 
 
 def test_a_stopped_libvirtd_is_unreachable_at_the_deadline_and_leaks_no_thread(
-        lab: UpResult) -> None:
+        lab: LightUpResult) -> None:
     pid = light.libvirtd_pid("light-002")
     with Fleet([HostRef(h.name, h.uri) for h in lab.hosts], list_deadline_s=1.0) as fleet:
         fleet.list_vms()  # connections open, as in a running server

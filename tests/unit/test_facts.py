@@ -14,7 +14,7 @@ from virtlife.hypervisor import Host
 from virtlife.hypervisor.probe import identity
 from virtlife.services import facts as facts_mod
 from virtlife.store import Store, open_store
-from virtlife.store.facts import HostFacts, now
+from virtlife.store.facts import StoredFacts, now
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_a_changed_host_uuid_means_another_machine_and_a_new_probe(store: Store,
 
 
 def test_stale_facts_and_refresh_probe_again(store: Store, fake: Counter) -> None:
-    old = HostFacts(HOST.uri, "u1", ("kvm",), True, "", now() - timedelta(days=30))
+    old = StoredFacts(HOST.uri, "u1", ("kvm",), True, "", now() - timedelta(days=30))
     store.facts.put(old)
     assert facts_mod.host_facts(HOST, store.facts).kvm is False  # type: ignore[arg-type]
     facts_mod.host_facts(HOST, store.facts, refresh=True)  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ def test_identity_reads_the_host_uuid_and_offers_no_x86_64_type_on_the_test_driv
 
 
 def test_facts_survive_a_reopened_store(tmp_path: Path) -> None:
-    entry = HostFacts("qemu:///system", "u", ("kvm", "qemu"), None, "", now())
+    entry = StoredFacts("qemu:///system", "u", ("kvm", "qemu"), None, "", now())
     with open_store(tmp_path / "f.db") as s:
         s.facts.put(entry)
     with open_store(tmp_path / "f.db") as s:

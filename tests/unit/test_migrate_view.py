@@ -20,7 +20,7 @@ from rich.console import Console
 from support import DATA
 from virtlife.cli.migrate_view import MigrationView
 from virtlife.services.migration.phases import MIB, JobSample
-from virtlife.services.migration.policy import Action, Decision
+from virtlife.services.migration.policy import Decision, PolicyAction
 from virtlife.services.progress import Update
 
 VM = "web1"
@@ -29,7 +29,7 @@ REAL = json.loads((DATA / "migration_jobstats.json").read_text())["live_snapshot
 # (4096 pages of 4 KiB), vCPUs throttled by 20 %.
 BUSY = {**REAL[4], "memory_iteration": 3, "memory_remaining": 120 * MIB,
         "memory_bps": 64 * MIB, "memory_dirty_rate": 4096, "auto_converge_throttle": 20}
-RAISE = Decision(Action.RAISE_DOWNTIME, "dirty 16 MiB/s vs 64 MiB/s for 3 samples: "
+RAISE = Decision(PolicyAction.RAISE_DOWNTIME, "dirty 16 MiB/s vs 64 MiB/s for 3 samples: "
                  "max downtime 300 -> 600 ms", at_s=7.5, value=600)
 
 

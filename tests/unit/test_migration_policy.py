@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from virtlife import errors
 from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
-    Action,
     Decision,
     Limits,
+    PolicyAction,
     PolicyState,
     PostcopyMode,
     TimeoutAction,
@@ -87,7 +87,7 @@ def drive(series: Sequence[JobSample], limits: Limits, start: PolicyState | None
     return decisions, state
 
 
-def actions(decisions: Sequence[Decision]) -> list[tuple[Action, int | None]]:
+def actions(decisions: Sequence[Decision]) -> list[tuple[PolicyAction, int | None]]:
     return [(d.action, d.value) for d in decisions]
 
 
@@ -106,8 +106,9 @@ def test_a_guest_dirtying_slower_than_the_link_is_left_alone() -> None:
 
 def test_the_dirtier_escalates_downtime_then_auto_converge_then_post_copy() -> None:
     decisions, state = drive([*first_pass(), *dirtier(BORDER)], Limits(auto_converge=True))
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.AUTO_CONVERGE, None),
-                                  (Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.AUTO_CONVERGE, None),
+                                  (PolicyAction.POSTCOPY, None)]
     assert [d.at_s for d in decisions] == [7, 10, 13]  # a full window (3 samples) each
     assert decisions[0].reason == (
         "dirty rate 64 MiB/s ≥ 95% of bandwidth 64 MiB/s for 3 samples: raising max "
@@ -120,27 +121,29 @@ def test_the_dirtier_escalates_downtime_then_auto_converge_then_post_copy() -> N
 
 def test_without_auto_converge_armed_it_goes_from_downtime_to_post_copy_and_says_why() -> None:
     decisions, _ = drive([*first_pass(), *dirtier(BORDER)], Limits())
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.POSTCOPY, None)]
     assert "auto-converge was not armed at start, and QEMU cannot add it now" in \
         decisions[1].reason
 
 
 def test_a_raise_that_cannot_let_it_through_is_skipped_while_a_later_rung_exists() -> None:
     decisions, state = drive([*first_pass(), *dirtier(HARD)], Limits(auto_converge=True))
-    assert actions(decisions) == [(Action.AUTO_CONVERGE, None), (Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.AUTO_CONVERGE, None), (PolicyAction.POSTCOPY, None)]
     # the window 90, 70, 80 MiB: its least, 70 MiB, needs 1094 ms at 64 MiB/s
     assert "even the least left needs 1094 ms, over the 1000 ms bound: no downtime raise" \
         in decisions[0].reason
     assert state.downtime_ms == 300  # never raised for nothing
     decisions, _ = drive([*first_pass(), *dirtier(HARD)], Limits())
-    assert actions(decisions) == [(Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.POSTCOPY, None)]
     assert decisions[0].at_s == 7  # one window after the first pass, not two
 
 
 def test_with_no_later_rung_a_hopeless_raise_is_still_the_last_try() -> None:
     limits = Limits(postcopy=PostcopyMode.NEVER)
     decisions, _ = drive([*first_pass(), *dirtier(HARD)], limits)
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.EXHAUSTED, None)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.EXHAUSTED, None)]
 
 
 def test_policy_off_takes_no_step() -> None:
@@ -152,8 +155,9 @@ def test_policy_off_takes_no_step() -> None:
 def test_postcopy_never_stops_before_it_and_says_so_once() -> None:
     limits = Limits(auto_converge=True, postcopy=PostcopyMode.NEVER)
     decisions, state = drive([*first_pass(), *dirtier(BORDER * 2)], limits)
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.AUTO_CONVERGE, None),
-                                  (Action.EXHAUSTED, None)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.AUTO_CONVERGE, None),
+                                  (PolicyAction.EXHAUSTED, None)]
     assert "post-copy is not allowed (--postcopy never)" in decisions[-1].reason
     assert "--on-timeout abort decides" in decisions[-1].reason
     assert not state.postcopy_armed
@@ -161,20 +165,21 @@ def test_postcopy_never_stops_before_it_and_says_so_once() -> None:
 
 def test_postcopy_always_switches_once_the_first_pass_is_done() -> None:
     decisions, _ = drive([*first_pass(), *dirtier(HARD)], Limits(postcopy=PostcopyMode.ALWAYS))
-    assert actions(decisions) == [(Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.POSTCOPY, None)]
     assert decisions[0].at_s == 5 and "iteration 2" in decisions[0].reason
 
 
 def test_a_downtime_raise_that_lets_it_through_is_the_last_step() -> None:
     decisions, _ = drive([*first_pass(), *dirtier(MEDIUM)], Limits(auto_converge=True))
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000)]
 
 
 def test_downtime_rises_step_by_step_to_what_is_needed_under_a_high_bound() -> None:
     series = [*first_pass(), *dirtier([55, 17, 40, 30, 48, 90, 70, 80, 66, 75, 88])]
     decisions, state = drive(series, Limits(max_downtime_ms=5000))
     # 55 MiB at 64 MiB/s needs 859 ms (+25 %: 1100); then 90 MiB needs 1406 (+25 %: 1800)
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1100), (Action.RAISE_DOWNTIME, 1800)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1100),
+                                  (PolicyAction.RAISE_DOWNTIME, 1800)]
     assert state.downtime_ms == 1800
 
 
@@ -182,7 +187,7 @@ def test_a_bound_under_the_start_downtime_starts_there_and_never_rises() -> None
     limits = Limits(max_downtime_ms=50)
     assert plan_start(limits).downtime_ms == 50
     decisions, _ = drive([*first_pass(), *dirtier(HARD)], limits)
-    assert actions(decisions) == [(Action.POSTCOPY, None)]
+    assert actions(decisions) == [(PolicyAction.POSTCOPY, None)]
     assert "at max downtime 50 ms (its bound)" in decisions[0].reason
 
 
@@ -190,7 +195,7 @@ def test_a_bound_under_the_start_downtime_starts_there_and_never_rises() -> None
 def test_one_sample_under_the_bandwidth_holds_the_step_back(good_one: int) -> None:
     window = dirtier([90, 60, 30])  # each a new pass, each leaving less
     assert actions(drive([*first_pass(), *window], Limits())[0]) == \
-        [(Action.RAISE_DOWNTIME, 1000)]  # QEMU's dirty rate says it cannot last
+        [(PolicyAction.RAISE_DOWNTIME, 1000)]  # QEMU's dirty rate says it cannot last
     window[good_one] = dataclasses.replace(window[good_one], dirty_rate=10 * MIB)
     assert drive([*first_pass(), *window], Limits())[0] == []
 
@@ -215,7 +220,7 @@ def test_nothing_is_decided_once_post_copy_runs_or_the_job_stopped() -> None:
     series = [*first_pass(), *dirtier(HARD[:3])]
     assert next_step(state, series, Limits()) is not None
     assert next_step(state, [*series, sample(8, 5, 0, phase=P.STOPPED)], Limits()) is None
-    started = state.after(Decision(Action.POSTCOPY, "switch", 7))
+    started = state.after(Decision(PolicyAction.POSTCOPY, "switch", 7))
     assert next_step(started, [*series, *dirtier(HARD, start=8)], Limits()) is None
 
 
@@ -239,15 +244,15 @@ def test_the_policy_never_exceeds_its_bounds(
     limits = Limits(max_downtime_ms=bound, start_downtime_ms=start,
                     auto_converge=auto_converge, postcopy=postcopy, window=window)
     decisions, state = drive(series, limits)
-    raised = [d.value or 0 for d in decisions if d.action is Action.RAISE_DOWNTIME]
+    raised = [d.value or 0 for d in decisions if d.action is PolicyAction.RAISE_DOWNTIME]
     assert all(min(start, bound) < v <= bound for v in raised)
     assert raised == sorted(set(raised))  # each raise goes higher
     kinds = [d.action for d in decisions]
-    assert kinds.count(Action.AUTO_CONVERGE) <= int(auto_converge)
-    assert kinds.count(Action.POSTCOPY) <= int(postcopy is not PostcopyMode.NEVER)
-    assert kinds.count(Action.EXHAUSTED) <= 1
-    assert all(k in (Action.POSTCOPY, Action.EXHAUSTED) for k in kinds[-1:]) or \
-        not any(k in (Action.POSTCOPY, Action.EXHAUSTED) for k in kinds)
+    assert kinds.count(PolicyAction.AUTO_CONVERGE) <= int(auto_converge)
+    assert kinds.count(PolicyAction.POSTCOPY) <= int(postcopy is not PostcopyMode.NEVER)
+    assert kinds.count(PolicyAction.EXHAUSTED) <= 1
+    assert all(k in (PolicyAction.POSTCOPY, PolicyAction.EXHAUSTED) for k in kinds[-1:]) or \
+        not any(k in (PolicyAction.POSTCOPY, PolicyAction.EXHAUSTED) for k in kinds)
     if postcopy is not PostcopyMode.ALWAYS:
         times = [series[0].at_s - 1, *(d.at_s for d in decisions)]
         assert all(b - a >= window for a, b in itertools.pairwise(times))
@@ -323,7 +328,7 @@ def test_a_cut_link_is_caught_after_the_bound_not_libvirts_28_s() -> None:
     assert stalled_for(cut_link(5, 14)) == 9
     assert stalled(cut_link(5, 15))
     decision = watchdog(cut_link(5, 15))
-    assert decision is not None and decision.action is Action.ABORT
+    assert decision is not None and decision.action is PolicyAction.ABORT
     assert decision.at_s == 15
     assert decision.reason.startswith("no bytes moved for 10 s (bound 10 s) at 100 MiB")
     assert "the VM keeps running at the source" in decision.reason
@@ -345,7 +350,7 @@ def test_disk_bytes_count_as_movement() -> None:
 def test_a_stalled_post_copy_is_not_aborted_but_reported_with_the_way_back() -> None:
     post = [sample(t, 4, 50, processed_mib=300, phase=P.POSTCOPY) for t in range(1, 13)]
     decision = watchdog(post)
-    assert decision is not None and decision.action is Action.POSTCOPY_STALLED
+    assert decision is not None and decision.action is PolicyAction.POSTCOPY_STALLED
     assert "cannot go back" in decision.reason and "--postcopy-resume" in decision.reason
 
 
@@ -357,22 +362,22 @@ def test_a_finished_job_is_never_stalled() -> None:
 # -- --on-timeout ------------------------------------------------------------------------
 
 START = plan_start(Limits())
-IN_POSTCOPY = START.after(Decision(Action.POSTCOPY, "switch", 5))
+IN_POSTCOPY = START.after(Decision(PolicyAction.POSTCOPY, "switch", 5))
 NOT_ARMED = plan_start(Limits(postcopy=PostcopyMode.NEVER))
-PAUSED = START.after(Decision(Action.PAUSE, "pause", 5))
+PAUSED = START.after(Decision(PolicyAction.PAUSE, "pause", 5))
 
 
 @pytest.mark.parametrize(("action", "state", "expected", "words"), [
-    (TimeoutAction.ABORT, START, Action.ABORT, "keeps running at the source"),
-    (TimeoutAction.POSTCOPY, START, Action.POSTCOPY, "switching to post-copy"),
-    (TimeoutAction.POSTCOPY, NOT_ARMED, Action.ABORT, "post-copy was not armed"),
-    (TimeoutAction.PAUSE, START, Action.PAUSE, "pausing the VM at the source"),
-    (TimeoutAction.PAUSE, PAUSED, Action.CONTINUE, "paused at the source already"),
-    (TimeoutAction.ABORT, IN_POSTCOPY, Action.CONTINUE, "letting post-copy finish"),
-    (TimeoutAction.POSTCOPY, IN_POSTCOPY, Action.CONTINUE, "letting post-copy finish"),
-    (TimeoutAction.PAUSE, IN_POSTCOPY, Action.CONTINUE, "letting post-copy finish"),
+    (TimeoutAction.ABORT, START, PolicyAction.ABORT, "keeps running at the source"),
+    (TimeoutAction.POSTCOPY, START, PolicyAction.POSTCOPY, "switching to post-copy"),
+    (TimeoutAction.POSTCOPY, NOT_ARMED, PolicyAction.ABORT, "post-copy was not armed"),
+    (TimeoutAction.PAUSE, START, PolicyAction.PAUSE, "pausing the VM at the source"),
+    (TimeoutAction.PAUSE, PAUSED, PolicyAction.CONTINUE, "paused at the source already"),
+    (TimeoutAction.ABORT, IN_POSTCOPY, PolicyAction.CONTINUE, "letting post-copy finish"),
+    (TimeoutAction.POSTCOPY, IN_POSTCOPY, PolicyAction.CONTINUE, "letting post-copy finish"),
+    (TimeoutAction.PAUSE, IN_POSTCOPY, PolicyAction.CONTINUE, "letting post-copy finish"),
 ])
-def test_on_timeout(action: TimeoutAction, state: PolicyState, expected: Action,
+def test_on_timeout(action: TimeoutAction, state: PolicyState, expected: PolicyAction,
                     words: str) -> None:
     decision = on_timeout(action, state, timeout_s=60, at_s=60.5)
     assert decision.action is expected

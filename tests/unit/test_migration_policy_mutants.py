@@ -27,9 +27,9 @@ from test_migration_policy import (
 from virtlife import errors
 from virtlife.services.migration.phases import MIB, JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
-    Action,
     Decision,
     Limits,
+    PolicyAction,
     PolicyState,
     PostcopyMode,
     TimeoutAction,
@@ -88,7 +88,7 @@ def test_a_raise_under_the_bound_does_not_call_itself_the_bound() -> None:
     # 51.456 MiB at 64 MiB/s needs 804 ms; +25 % is 1005 ms, rounded up to 1100 (not 1000)
     decisions, state = drive([*first_pass(), *dirtier([51.456, 40, 45])],
                              Limits(max_downtime_ms=5000))
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1100)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1100)]
     assert decisions[0].reason == (
         "dirty rate 64 MiB/s ≥ 95% of bandwidth 64 MiB/s for 3 samples: raising max "
         "downtime 300 → 1100 ms")
@@ -100,14 +100,15 @@ def test_a_raise_under_the_bound_does_not_call_itself_the_bound() -> None:
 def test_a_least_remaining_that_just_fits_the_bound_is_worth_a_raise() -> None:
     # the window 70, 64, 75 MiB: its least, 64 MiB, needs exactly 1000 ms at 64 MiB/s
     decisions, _ = drive([*first_pass(), *dirtier([70, 64, 75])], Limits(auto_converge=True))
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000)]
 
 
 def test_auto_converge_alone_is_a_later_rung_then_the_raise_is_the_last_try() -> None:
     limits = Limits(auto_converge=True, postcopy=PostcopyMode.NEVER)
     decisions, state = drive([*first_pass(), *dirtier(HARD)], limits)
-    assert actions(decisions) == [(Action.AUTO_CONVERGE, None), (Action.RAISE_DOWNTIME, 1000),
-                                  (Action.EXHAUSTED, None)]
+    assert actions(decisions) == [(PolicyAction.AUTO_CONVERGE, None),
+                                  (PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.EXHAUSTED, None)]
     assert [d.at_s for d in decisions] == [7, 10, 13]
     assert state.exhausted and state.auto_converge_rung and state.downtime_ms == 1000
 
@@ -116,7 +117,8 @@ def test_post_copy_not_armed_is_no_later_rung_and_never_switched_to() -> None:
     # --postcopy auto, but the flag was not set at the start: no switch is possible
     state = dataclasses.replace(plan_start(Limits()), postcopy_armed=False)
     decisions, after = drive([*first_pass(), *dirtier(HARD)], Limits(), start=state)
-    assert actions(decisions) == [(Action.RAISE_DOWNTIME, 1000), (Action.EXHAUSTED, None)]
+    assert actions(decisions) == [(PolicyAction.RAISE_DOWNTIME, 1000),
+                                  (PolicyAction.EXHAUSTED, None)]
     assert decisions[1].reason == (
         f"{AT_BOUND}{NOT_ARMED_AC}; post-copy was not armed at start: nothing left to try, "
         "--on-timeout abort decides")
@@ -226,14 +228,14 @@ def test_each_decision_carried_out_changes_only_its_own_part_of_the_state() -> N
                                     "postcopy_started": False, "exhausted": False,
                                     "paused": False}
     cases: list[tuple[Decision, dict[str, object]]] = [
-        (Decision(Action.RAISE_DOWNTIME, "r", 7.0, 1000), {"downtime_ms": 1000}),
-        (Decision(Action.RAISE_DOWNTIME, "r", 7.0), {}),
-        (Decision(Action.AUTO_CONVERGE, "a", 7.0), {"auto_converge_rung": True}),
-        (Decision(Action.POSTCOPY, "p", 7.0), {"postcopy_started": True}),
-        (Decision(Action.EXHAUSTED, "e", 7.0), {"exhausted": True}),
-        (Decision(Action.PAUSE, "z", 7.0), {"paused": True}),
-        (Decision(Action.ABORT, "x", 7.0), {}),
-        (Decision(Action.CONTINUE, "c", 7.0), {})]
+        (Decision(PolicyAction.RAISE_DOWNTIME, "r", 7.0, 1000), {"downtime_ms": 1000}),
+        (Decision(PolicyAction.RAISE_DOWNTIME, "r", 7.0), {}),
+        (Decision(PolicyAction.AUTO_CONVERGE, "a", 7.0), {"auto_converge_rung": True}),
+        (Decision(PolicyAction.POSTCOPY, "p", 7.0), {"postcopy_started": True}),
+        (Decision(PolicyAction.EXHAUSTED, "e", 7.0), {"exhausted": True}),
+        (Decision(PolicyAction.PAUSE, "z", 7.0), {"paused": True}),
+        (Decision(PolicyAction.ABORT, "x", 7.0), {}),
+        (Decision(PolicyAction.CONTINUE, "c", 7.0), {})]
     for decision, changed in cases:
         after = start.after(decision)
         assert {k: getattr(after, k) for k in untouched} == {**untouched, **changed}, decision
@@ -246,8 +248,8 @@ def test_the_state_and_its_decisions_as_json() -> None:
         "downtime_ms": 300, "auto_converge": False, "postcopy_armed": True,
         "postcopy_started": False, "steps": []}
     state = plan_start(Limits(auto_converge=True)).after(
-        Decision(Action.RAISE_DOWNTIME, "raised", 7.126, 1000)).after(
-        Decision(Action.POSTCOPY, "switched", 10.0))
+        Decision(PolicyAction.RAISE_DOWNTIME, "raised", 7.126, 1000)).after(
+        Decision(PolicyAction.POSTCOPY, "switched", 10.0))
     assert state.as_dict() == {
         "downtime_ms": 1000, "auto_converge": True, "postcopy_armed": True,
         "postcopy_started": True,
@@ -287,7 +289,7 @@ def test_the_smallest_limits_are_allowed_and_the_defaults_are_policy_auto() -> N
 
 def test_the_watchdog_keeps_to_its_given_bound() -> None:
     decision = watchdog(cut_link(5, 8), bound_s=3)
-    assert decision is not None and decision.action is Action.ABORT
+    assert decision is not None and decision.action is PolicyAction.ABORT
     assert decision.reason == ("no bytes moved for 3 s (bound 3 s) at 100 MiB: the link to "
                                "the destination may be down; aborting, the VM keeps running "
                                "at the source")
@@ -311,7 +313,7 @@ def test_a_stall_while_preparing_or_stopped_at_the_source_is_aborted(
     # the destination never answers, or the last pages and device state do not move
     frozen = [JobSample(phase, float(t), memory_processed=5 * MIB) for t in range(11)]
     decision = watchdog(frozen)
-    assert decision is not None and decision.action is Action.ABORT
+    assert decision is not None and decision.action is PolicyAction.ABORT
 
 
 def test_a_stall_of_one_sample_counts() -> None:
@@ -355,9 +357,9 @@ START = plan_start(Limits())
     (TimeoutAction.PAUSE, START,
      ": pausing the VM at the source so the rest goes across (--on-timeout pause); it "
      "resumes at the destination"),
-    (TimeoutAction.PAUSE, START.after(Decision(Action.PAUSE, "pause", 5)),
+    (TimeoutAction.PAUSE, START.after(Decision(PolicyAction.PAUSE, "pause", 5)),
      "; the VM is paused at the source already: letting the rest go across"),
-    (TimeoutAction.ABORT, START.after(Decision(Action.POSTCOPY, "switch", 5)),
+    (TimeoutAction.ABORT, START.after(Decision(PolicyAction.POSTCOPY, "switch", 5)),
      ", in post-copy: the VM runs at the destination and cannot come back; letting "
      "post-copy finish"),
 ])

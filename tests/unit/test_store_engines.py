@@ -15,7 +15,7 @@ import pytest
 
 from virtlife import errors
 from virtlife.store import Store, open_store
-from virtlife.store.facts import HostFacts
+from virtlife.store.facts import StoredFacts
 from virtlife.store.freezes import FreezeKind, FreezeMark
 from virtlife.store.images import ImageStatus
 from virtlife.store.journal import Actor, Held
@@ -49,10 +49,10 @@ def test_tokens_are_created_checked_listed_and_revoked(store: Store) -> None:
 
 
 def test_facts_are_replaced_by_uri(store: Store) -> None:
-    first = HostFacts("qemu:///system", "u1", ("kvm", "qemu"), True, "", T0)
+    first = StoredFacts("qemu:///system", "u1", ("kvm", "qemu"), True, "", T0)
     store.facts.put(first)
     assert store.facts.get("qemu:///system") == first
-    second = HostFacts("qemu:///system", "u2", ("qemu",), None, "no kvm", T0 + timedelta(1))
+    second = StoredFacts("qemu:///system", "u2", ("qemu",), None, "no kvm", T0 + timedelta(1))
     store.facts.put(second)
     assert store.facts.get("qemu:///system") == second
     store.facts.forget("qemu:///system")

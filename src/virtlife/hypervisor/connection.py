@@ -86,7 +86,7 @@ def _is_alive(conn: Any) -> bool:
         return False
 
 
-class Connection:
+class LibvirtConnection:
     """One libvirt connection of a ``Host`` and what was registered on it."""
 
     def __init__(self, conn: Any) -> None:
@@ -124,7 +124,7 @@ class _Attempt:
         self.on_pool = False  # runs as a job of ``JOBS`` (not in its caller's thread)
         self.running = False  # its job started (it may dial)
         self.held = False  # given up while it runs: its worker is out of JOBS's bound
-        self.connection: Connection | None = None
+        self.connection: LibvirtConnection | None = None
         self.error: Exception | None = None
 
 
@@ -164,11 +164,11 @@ class Connector:
         self.retry_after_s = retry_after_s
         # The one lock for the connection: the check and the reconnect happen under it.
         self.lock = threading.Lock()
-        self.current: Connection | None = None
+        self.current: LibvirtConnection | None = None
         self.attempt: _Attempt | None = None  # in flight, possibly abandoned
         self.failure: _Failure | None = None
         self._closed = False
-        self._last_release: Connection | None = None
+        self._last_release: LibvirtConnection | None = None
 
     @property
     def closed(self) -> bool:
@@ -222,10 +222,10 @@ class Connector:
                     "on in the background", self.name, timeout_s)
         return False
 
-    def get(self, *, in_this_thread: bool = False) -> Connection:
+    def get(self, *, in_this_thread: bool = False) -> LibvirtConnection:
         """A working connection: the current one, or one opened with the deadline
         (``Host.connect`` tells what ``in_this_thread`` does); ``HostUnreachable``."""
-        stale: Connection | None = None
+        stale: LibvirtConnection | None = None
         mine = False
         with self.lock:
             if self._closed:
@@ -258,7 +258,7 @@ class Connector:
             self._run_attempt(attempt)  # done once it returns: _await does not wait
         return self._await(attempt)
 
-    def _await(self, attempt: _Attempt) -> Connection:
+    def _await(self, attempt: _Attempt) -> LibvirtConnection:
         # Event.wait with a timeout: the main thread stays interruptible by Ctrl-C.
         attempt.done.wait(max(0.0, attempt.deadline - time.monotonic()))
         with self.lock:
@@ -320,7 +320,7 @@ class Connector:
         self.events.publish(host_event(self.name, "unreachable", reason))
 
     def _run_attempt(self, attempt: _Attempt) -> None:
-        record: Connection | None = None
+        record: LibvirtConnection | None = None
         error: Exception | None = None
         with self.lock:
             attempt.running = True
@@ -335,7 +335,7 @@ class Connector:
             logger.exception("connecting to host %s (%s) failed unexpectedly",
                              self.name, self.uri)
             error = err
-        late: Connection | None = None
+        late: LibvirtConnection | None = None
         with self.lock:
             if self.attempt is attempt:
                 self.attempt = None
@@ -369,7 +369,7 @@ class Connector:
             logger.info("connected to host %s (%s) in %.2f s", self.name, self.uri,
                         time.monotonic() - attempt.started)
 
-    def _open(self) -> Connection:
+    def _open(self) -> LibvirtConnection:
         """Open and set up one connection (runs in the connect thread)."""
         if self.refused is not None:
             raise errors.HostUnreachable(self.refused)
@@ -387,7 +387,7 @@ class Connector:
             ) from err
         if conn is None:  # pragma: no cover - old bindings returned None
             raise errors.HostUnreachable(f"cannot reach host {self.name} ({self.uri})")
-        record = Connection(conn)
+        record = LibvirtConnection(conn)
         try:
             if is_remote(self.uri):
                 with calling(f"set keepalive on {self.name}"):
@@ -403,12 +403,12 @@ class Connector:
             raise
         return record
 
-    def _on_close(self, record: Connection, reason: int) -> None:
+    def _on_close(self, record: LibvirtConnection, reason: int) -> None:
         """libvirt closed the connection (runs on libvirt's event thread: never block)."""
         record.lost = CLOSE_REASONS.get(reason, f"reason {reason}")
         _spawn(self._lost, record)
 
-    def _lost(self, record: Connection) -> None:
+    def _lost(self, record: LibvirtConnection) -> None:
         """A connection stopped working: tell the listeners, forget it and close it."""
         with self.lock:
             if self.current is record:
@@ -417,18 +417,18 @@ class Connector:
             self._announce(record)
         self._dispose(record)
 
-    def _announce(self, record: Connection) -> None:
+    def _announce(self, record: LibvirtConnection) -> None:
         """Tell the listeners, once per connection, that it was lost (lock held)."""
         if record.first_to_announce() and not self._closed:
             logger.info("lost the connection to host %s (%s): %s", self.name, self.uri,
                         record.lost)
             self.events.publish(host_event(self.name, "disconnected", record.lost or ""))
 
-    def _release(self, record: Connection) -> None:
+    def _release(self, record: LibvirtConnection) -> None:
         """Close ``record`` on the pool (libvirt's close may wait for the peer)."""
         _spawn(self._dispose, record)
 
-    def _dispose(self, record: Connection) -> None:
+    def _dispose(self, record: LibvirtConnection) -> None:
         """Remove the callbacks of ``record`` and close it; once, whoever calls first."""
         if not record.claim_disposal():
             return

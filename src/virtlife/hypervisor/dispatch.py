@@ -40,7 +40,7 @@ from virtlife.lazylog import get_logger
 from virtlife.workpool import WorkPool
 
 if TYPE_CHECKING:
-    from virtlife.hypervisor.connection import Connection
+    from virtlife.hypervisor.connection import LibvirtConnection
 
 logger = get_logger(__name__)  # logging imported only when needed
 
@@ -199,7 +199,7 @@ class Dispatcher:
         with self._lock:
             return self.enabled and bool(self._subscribers or self._taps)
 
-    def attach(self, record: Connection) -> None:
+    def attach(self, record: LibvirtConnection) -> None:
         """Register the domain event callbacks on ``record`` once (not when disabled);
         a caller that comes while another registers waits until the events flow."""
         if not self.enabled:
@@ -210,7 +210,7 @@ class Dispatcher:
             record.events_on = True
             self._register(record)
 
-    def _register(self, record: Connection) -> None:
+    def _register(self, record: LibvirtConnection) -> None:
         name = self.host
 
         def publish(make: Callable[[], DomainEvent]) -> None:

@@ -71,7 +71,7 @@ class StorageProbe:
 
 
 @dataclass(frozen=True)
-class ClockReading:
+class HostClockReading:
     offset_s: float  # the host's clock minus this machine's
     uncertainty_s: float  # half the round trip
     how: str
@@ -261,7 +261,7 @@ def _unknown(err: LibvirtError, what: str) -> StorageProbe:
     return StorageProbe(Storage.UNKNOWN, str(translate(err, what)))
 
 
-def clock_offset(host: Host, pool_name: str) -> ClockReading:
+def clock_offset(host: Host, pool_name: str) -> HostClockReading:
     """``host``'s clock against this machine's, from a probe volume's mtime."""
     name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
     with calling(f"probe the clock of {host.name}"):
@@ -276,6 +276,6 @@ def clock_offset(host: Host, pool_name: str) -> ClockReading:
     mtime = root.findtext("target/timestamps/mtime")
     if not mtime:
         raise errors.Unsupported(f"{host.name}'s pool {pool_name} gives no file times")
-    return ClockReading(float(mtime) - (t0 + t1) / 2, (t1 - t0) / 2,
-                        f"a probe file's mtime in pool {pool_name}, against this "
-                        "machine's clock")
+    return HostClockReading(float(mtime) - (t0 + t1) / 2, (t1 - t0) / 2,
+                            f"a probe file's mtime in pool {pool_name}, against this "
+                            "machine's clock")

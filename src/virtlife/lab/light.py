@@ -96,7 +96,7 @@ class LightHost:
 
 
 @dataclass(frozen=True)
-class Record:
+class LightRecord:
     token: str
     size: int
     segment: str
@@ -117,7 +117,7 @@ class Record:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> Record:
+    def from_json(cls, text: str) -> LightRecord:
         d = json.loads(text)
         owner = d.pop("owner", None)
         return cls(**d, owner=None if owner is None else Proc(int(owner[0]), int(owner[1])))
@@ -140,14 +140,14 @@ def plan(n: int, segment: IPv4Network | str = SEGMENT,
                  for i in range(n))
 
 
-def read_record(state_dir: Path = DEFAULT_STATE_DIR) -> Record | None:
+def read_record(state_dir: Path = DEFAULT_STATE_DIR) -> LightRecord | None:
     try:
-        return Record.from_json((state_dir / RECORD).read_text())
+        return LightRecord.from_json((state_dir / RECORD).read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_record(state_dir: Path, record: Record) -> None:
+def _write_record(state_dir: Path, record: LightRecord) -> None:
     write_atomic(state_dir / RECORD, record.to_json())
 
 
@@ -167,8 +167,8 @@ def domain_xml(index: int) -> str:
 
 
 @dataclass(frozen=True)
-class UpResult:
-    record: Record
+class LightUpResult:
+    record: LightRecord
     hosts: tuple[LightHost, ...]
     actions: list[str]
     seconds: float
@@ -177,7 +177,7 @@ class UpResult:
 def up(n: int, *, vms: int = 50, running_hosts: int = 2,
        segment: IPv4Network | str = SEGMENT, owner_pid: int | None = None,
        state_dir: Path = DEFAULT_STATE_DIR, progress: Say | None = None,
-       timeout: float = 120.0) -> UpResult:
+       timeout: float = 120.0) -> LightUpResult:
     """Bring up a light lab of ``n`` hosts with ``vms`` domains each (module doc).
 
     A light lab already there is taken down first when its owner has ended or its
@@ -200,10 +200,10 @@ def up(n: int, *, vms: int = 50, running_hosts: int = 2,
         clashes = _clashes(hosts, IPv4Network(segment))
         if clashes:
             raise LabError("cannot bring the light lab up: " + "; ".join(clashes))
-        record = Record(uuid.uuid4().hex, n, str(IPv4Network(segment)), vms,
-                        sum(h.full for h in hosts), owner,
-                        datetime.now(UTC).isoformat(timespec="seconds"),
-                        netns_dir_made=not labnet.NETNS_DIR.exists())
+        record = LightRecord(uuid.uuid4().hex, n, str(IPv4Network(segment)), vms,
+                             sum(h.full for h in hosts), owner,
+                             datetime.now(UTC).isoformat(timespec="seconds"),
+                             netns_dir_made=not labnet.NETNS_DIR.exists())
         _write_record(state_dir, record)  # first: a lab killed from here on is found
         try:
             actions += _build(state_dir, record, hosts, say, timeout)
@@ -217,11 +217,11 @@ def up(n: int, *, vms: int = 50, running_hosts: int = 2,
             if isinstance(e, LabError | KeyboardInterrupt | SystemExit):
                 raise
             raise LabError(f"cannot bring the light lab up: {e}") from e
-    return UpResult(record, hosts, actions, time.monotonic() - t0)
+    return LightUpResult(record, hosts, actions, time.monotonic() - t0)
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, *,
-         timeout: float = 60.0) -> tuple[Record | None, list[str]]:
+         timeout: float = 60.0) -> tuple[LightRecord | None, list[str]]:
     """Take the light lab down, or clean up what a killed one left; (record, actions)."""
     if not state_dir.exists() and not _marked_links() and not _marked_netns():
         return None, []
@@ -253,7 +253,7 @@ def _clashes(hosts: Iterable[LightHost], segment: IPv4Network) -> list[str]:
     return found
 
 
-def _build(state_dir: Path, record: Record, hosts: tuple[LightHost, ...], say: Say,
+def _build(state_dir: Path, record: LightRecord, hosts: tuple[LightHost, ...], say: Say,
            timeout: float) -> list[str]:
     say(f"network: bridge {BRIDGE} on {record.segment}, {len(hosts)} namespaces")
     _create_network(hosts, IPv4Network(record.segment), record.token)
@@ -458,7 +458,7 @@ def _end_processes(netns: list[str], timeout: float) -> list[str]:
                    + ": still running after SIGKILL")
 
 
-def _teardown(state_dir: Path, record: Record | None) -> list[str]:
+def _teardown(state_dir: Path, record: LightRecord | None) -> list[str]:
     """End every process in the lab's namespaces, delete its network and directory."""
     named = {h.netns for h in record.hosts} if record is not None else set()
     present = set(labnet.netns_names())

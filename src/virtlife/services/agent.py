@@ -39,7 +39,7 @@ from virtlife.hypervisor.agent import (
     exec_arguments,
 )
 from virtlife.services.base import Call, OperationService
-from virtlife.services.clock import ClockReading, ClockSync, read_clock, sync_now
+from virtlife.services.clock import ClockSync, GuestClockReading, read_clock, sync_now
 from virtlife.services.fleet import Fleet
 from virtlife.services.freeze import FreezeGuard
 from virtlife.services.operations import OperationResult, Operations
@@ -191,7 +191,7 @@ class GuestAgent(OperationService):
     def ifaddr(self, ref: str) -> list[Interface]:
         return self._running(ref, "read the addresses of").interfaces()
 
-    def time(self, ref: str) -> ClockReading:
+    def time(self, ref: str) -> GuestClockReading:
         return read_clock(self._running(ref, "read the clock of"))
 
     def freeze_status(self, ref: str) -> FreezeStatus:

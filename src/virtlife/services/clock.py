@@ -37,7 +37,7 @@ FROM_RTC = "synced from the guest's RTC (libvirt)"
 
 
 @dataclass(frozen=True)
-class ClockReading:
+class GuestClockReading:
     guest: float  # the guest's clock, seconds since the epoch
     here: float  # this machine's clock at the same moment (midpoint of the round trip)
     round_trip_s: float
@@ -85,11 +85,11 @@ def describe_offset(offset: float | None) -> str:
     return f"{abs(offset):.3f} s {way}"
 
 
-def read_clock(agent: Agent) -> ClockReading:
+def read_clock(agent: Agent) -> GuestClockReading:
     t0 = time.time()
     guest = agent.time()
     t1 = time.time()
-    return ClockReading(guest, (t0 + t1) / 2, t1 - t0)
+    return GuestClockReading(guest, (t0 + t1) / 2, t1 - t0)
 
 
 def set_clock(agent: Agent, when: float | None) -> None:
@@ -97,7 +97,7 @@ def set_clock(agent: Agent, when: float | None) -> None:
     agent.set_time(when)
 
 
-def sync_now(agent: Agent, before: ClockReading | None = None) -> ClockSync:
+def sync_now(agent: Agent, before: GuestClockReading | None = None) -> ClockSync:
     """Set the guest's clock right now; the agent's errors are raised, typed."""
     local = not is_remote(agent.guest.host.uri)
     before = before or read_clock(agent)

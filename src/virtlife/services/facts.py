@@ -17,34 +17,34 @@ from datetime import timedelta
 from virtlife import errors
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.probe import identity, kvm_usable
-from virtlife.store.facts import Facts, HostFacts, now
+from virtlife.store.facts import Facts, StoredFacts, now
 
 log = logging.getLogger(__name__)
 
 MAX_AGE = timedelta(days=7)
-_cache: dict[str, HostFacts] = {}
+_cache: dict[str, StoredFacts] = {}
 _cache_lock = threading.Lock()
 
 
-def _fresh(found: HostFacts | None, host_uuid: str) -> bool:
+def _fresh(found: StoredFacts | None, host_uuid: str) -> bool:
     return (found is not None and found.host_uuid == host_uuid
             and now() - found.checked_at < MAX_AGE)
 
 
-def probe_facts(host: Host, host_uuid: str, virt_types: set[str]) -> HostFacts:
+def probe_facts(host: Host, host_uuid: str, virt_types: set[str]) -> StoredFacts:
     """Ask ``host`` (a KVM start when it offers kvm: about 2 s)."""
     kvm: bool | None = None
     note = ""
     if "kvm" in virt_types:
         kvm, note = kvm_usable(host)
         log.info("KVM on %s: %s", host.name, "works" if kvm else f"does not work ({note})")
-    return HostFacts(host.uri, host_uuid, tuple(sorted(virt_types)), kvm, note, now())
+    return StoredFacts(host.uri, host_uuid, tuple(sorted(virt_types)), kvm, note, now())
 
 
-def host_facts(host: Host, facts: Facts | None, *, refresh: bool = False) -> HostFacts:
+def host_facts(host: Host, facts: Facts | None, *, refresh: bool = False) -> StoredFacts:
     """The facts of ``host``, recorded in ``facts`` (the store) when it is given."""
     host_uuid, virt_types = identity(host)
-    found: HostFacts | None
+    found: StoredFacts | None
     if facts is not None:
         try:
             found = facts.get(host.uri)

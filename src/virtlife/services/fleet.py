@@ -29,7 +29,7 @@ from virtlife.hypervisor import Guest, Host
 from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RETRY_AFTER_S
 from virtlife.hypervisor.listing import list_domains
 from virtlife.lazylog import get_logger
-from virtlife.services.hostcalls import Busy, Call, HostCaller
+from virtlife.services.hostcalls import Busy, HostCall, HostCaller
 from virtlife.services.observe import observed_state
 from virtlife.states import StateInfo, VMState
 
@@ -120,7 +120,7 @@ def _connected_call(host: Host, fn: Callable[[Host], T]) -> T:
     return fn(host)
 
 
-def _await_call(call: Call[T], host: Host, end: float) -> None:
+def _await_call(call: HostCall[T], host: Host, end: float) -> None:
     """Wait until ``call`` is done, ``end`` (monotonic) has come, or the connect that
     the call makes on its thread has passed the host's connect deadline."""
     while True:
@@ -346,7 +346,7 @@ class Fleet:
         limit = deadline_s if deadline_s is not None else self.connect_timeout_s + JOIN_GRACE_S
         shown = deadline_s if deadline_s is not None else self.connect_timeout_s
         end = time.monotonic() + limit
-        calls: dict[str, Call[T]] = {}
+        calls: dict[str, HostCall[T]] = {}
         hosts: dict[str, Host] = {}
         problems: dict[str, HostProblem] = {}
         callers: dict[str, HostCaller] = {}

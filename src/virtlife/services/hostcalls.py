@@ -44,7 +44,7 @@ CALLER_WORKERS = 16  # threads for every host's calls together (plus the stuck o
 CALLERS = WorkPool("fleet", CALLER_WORKERS)
 
 
-class Call(Generic[T]):
+class HostCall(Generic[T]):
     """One call handed to a ``HostCaller``: its outcome once ``done`` is set."""
 
     def __init__(self, fn: Callable[[], T]) -> None:
@@ -101,8 +101,8 @@ class HostCaller:
         self.name = name
         self._pool = pool if pool is not None else CALLERS
         self._cond = threading.Condition()
-        self._queue: deque[Call[object]] = deque()
-        self._running: Call[object] | None = None
+        self._queue: deque[HostCall[object]] = deque()
+        self._running: HostCall[object] | None = None
         self._stopped = False
         self._scheduled = False  # a turn of this host is queued on the pool or running
         self._last: Callable[[], object] | None = None  # run after the running call
@@ -110,7 +110,7 @@ class HostCaller:
     def __repr__(self) -> str:
         return f"HostCaller({self.name})"
 
-    def submit(self, fn: Callable[[], T]) -> Call[T] | Busy:
+    def submit(self, fn: Callable[[], T]) -> HostCall[T] | Busy:
         """Queue ``fn`` for this host; ``Busy`` when an abandoned call blocks it."""
         with self._cond:
             if self._stopped:
@@ -121,7 +121,7 @@ class HostCaller:
                 return Busy(f"host {self.name} has not answered a call made {age:.1f} s ago "
                             f"(at {running.asked_at:%H:%M:%S}); it is not asked again "
                             "until that call returns")
-            call: Call[T] = Call(fn)
+            call: HostCall[T] = HostCall(fn)
             call.on_stuck = self._pool.hold_extra
             self._queue.append(call)  # type: ignore[arg-type]
             self._schedule()
@@ -172,7 +172,7 @@ class HostCaller:
         """One call of this host, on a pool worker; the next one goes behind the other
         hosts' turns (a busy host never keeps the pool from them)."""
         with self._cond:
-            call: Call[object] | None = None
+            call: HostCall[object] | None = None
             while self._queue and not self._stopped:
                 candidate = self._queue.popleft()
                 if candidate._claim():

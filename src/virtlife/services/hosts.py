@@ -21,7 +21,7 @@ from virtlife.hypervisor.host import DEFAULT_CONNECT_TIMEOUT_S
 from virtlife.services.facts import host_facts
 from virtlife.services.uripolicy import add_refusal
 from virtlife.store import HostRecord, Store
-from virtlife.store.facts import HostFacts
+from virtlife.store.facts import StoredFacts
 from virtlife.store.inventory import validate_host_name, validate_uri
 
 
@@ -30,7 +30,7 @@ class AddedHost:
     record: HostRecord
     info: HostInfo | None  # what the host said, when it answered
     problem: str | None  # why it did not, otherwise
-    facts: HostFacts | None = None  # what it offers, and whether KVM works there
+    facts: StoredFacts | None = None  # what it offers, and whether KVM works there
     # set when this first host ended the implicit local host: what to tell the user
     dropped_local: str | None = None
 

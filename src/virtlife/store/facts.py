@@ -1,7 +1,7 @@
 """What each libvirt host said about itself, by URI: its ``host_uuid``, the virt types its
 capabilities offer, and whether a KVM guest really started there.
 
-``Facts`` keeps one ``HostFacts`` row per URI, so that a command does not re-probe a
+``Facts`` keeps one ``StoredFacts`` row per URI, so that a command does not re-probe a
 host on every call; the services layer decides when a row is stale (age, a changed
 ``host_uuid``) and how facts are found. It must not talk to hosts or import libvirt.
 """
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class HostFacts:
+class StoredFacts:
     uri: str
     host_uuid: str
     virt_types: tuple[str, ...]
@@ -38,20 +38,20 @@ class Facts:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _facts(self, row: Row) -> HostFacts:
+    def _facts(self, row: Row) -> StoredFacts:
         kvm = row["kvm"]
-        return HostFacts(
+        return StoredFacts(
             uri=str(row["uri"]), host_uuid=str(row["host_uuid"]),
             virt_types=tuple(t for t in str(row["virt_types"]).split(",") if t),
             kvm=None if kvm is None else bool(kvm), kvm_note=str(row["kvm_note"]),
             checked_at=self._db.parse_ts(str(row["checked_at"])))
 
-    def get(self, uri: str) -> HostFacts | None:
+    def get(self, uri: str) -> StoredFacts | None:
         with self._db.read() as conn:
             rows = conn.execute("SELECT * FROM host_facts WHERE uri = ?", (uri,)).fetchall()
         return self._facts(rows[0]) if rows else None
 
-    def put(self, facts: HostFacts) -> None:
+    def put(self, facts: StoredFacts) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO host_facts (uri, host_uuid, virt_types, kvm, kvm_note,"

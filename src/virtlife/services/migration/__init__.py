@@ -44,10 +44,10 @@ from virtlife.services.migration.checks import (
 )
 from virtlife.services.migration.phases import JobSample, MigrationPhase
 from virtlife.services.migration.policy import (
-    Action,
     Convergence,
     Decision,
     Limits,
+    PolicyAction,
     PolicyState,
     PostcopyMode,
     TimeoutAction,
@@ -62,7 +62,6 @@ from virtlife.services.migration.policy import (
 )
 
 __all__ = [
-    "Action",
     "Check",
     "CheckOptions",
     "Clock",
@@ -76,6 +75,7 @@ __all__ = [
     "Limits",
     "MigrationKind",
     "MigrationPhase",
+    "PolicyAction",
     "PolicyState",
     "PostcopyMode",
     "Report",

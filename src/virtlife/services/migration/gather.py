@@ -100,7 +100,7 @@ def _pool_holding(path: str, pools: dict[str, str]) -> str | None:
     return max(best)[1] if best else None
 
 
-def _reading(host: Host, pools: list[str]) -> tuple[hf.ClockReading | None, str]:
+def _reading(host: Host, pools: list[str]) -> tuple[hf.HostClockReading | None, str]:
     """The first clock reading one of ``pools`` gives on ``host``, with its pool; or None
     and why none did."""
     if not pools:

@@ -1,7 +1,7 @@
 """The convergence policy (``--policy auto``), the stall watchdog and ``--on-timeout``.
 
 Plain functions over a series of ``JobSample`` and the limits the operator allowed; they
-decide, the orchestrator acts (each ``Action`` names the one libvirt call it stands
+decide, the orchestrator acts (each ``PolicyAction`` names the one libvirt call it stands
 for) and prints each ``Decision`` with its reason. Nothing here calls libvirt, sleeps
 or reads a clock: time is the samples' ``at_s``.
 
@@ -17,7 +17,7 @@ the last rung) said pre-copy does not converge:
    QEMU's throttle one more window before the next;
 3. post-copy where allowed (``--postcopy auto``; ``always`` switches as soon as the
    first pass is over, ``never`` never): the VM runs at the destination from then on;
-4. nothing left: said once (``Action.EXHAUSTED``); ``--timeout`` and ``--on-timeout``
+4. nothing left: said once (``PolicyAction.EXHAUSTED``); ``--timeout`` and ``--on-timeout``
    decide the rest (``on_timeout``).
 """
 
@@ -57,7 +57,7 @@ class TimeoutAction(StrEnum):
     PAUSE = "pause"  # pause the VM at the source so the rest fits (libvirt resumes it)
 
 
-class Action(StrEnum):
+class PolicyAction(StrEnum):
     """What a decision asks of the orchestrator, and the libvirt call for it."""
 
     RAISE_DOWNTIME = "raise-downtime"  # migrateSetMaxDowntime(value)
@@ -72,7 +72,7 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: PolicyAction
     reason: str  # what was seen and what is done, for the operator
     at_s: float  # the sample it was decided on
     value: int | None = None  # RAISE_DOWNTIME: the new max downtime in ms
@@ -128,15 +128,15 @@ class PolicyState:
         """The state once the orchestrator has carried ``decision`` out."""
         changes: dict[str, Any] = {"last_step_at_s": decision.at_s,
                                    "steps": (*self.steps, decision)}
-        if decision.action is Action.RAISE_DOWNTIME and decision.value is not None:
+        if decision.action is PolicyAction.RAISE_DOWNTIME and decision.value is not None:
             changes["downtime_ms"] = decision.value
-        elif decision.action is Action.AUTO_CONVERGE:
+        elif decision.action is PolicyAction.AUTO_CONVERGE:
             changes["auto_converge_rung"] = True
-        elif decision.action is Action.POSTCOPY:
+        elif decision.action is PolicyAction.POSTCOPY:
             changes["postcopy_started"] = True
-        elif decision.action is Action.EXHAUSTED:
+        elif decision.action is PolicyAction.EXHAUSTED:
             changes["exhausted"] = True
-        elif decision.action is Action.PAUSE:
+        elif decision.action is PolicyAction.PAUSE:
             changes["paused"] = True
         return dataclasses.replace(self, **changes)
 
@@ -262,7 +262,7 @@ def next_step(state: PolicyState, samples: Sequence[JobSample], limits: Limits,
         return None
     if (limits.postcopy is PostcopyMode.ALWAYS and state.postcopy_armed
             and now.phase is MigrationPhase.ITERATING):
-        return Decision(Action.POSTCOPY, f"first pass over memory done (iteration "
+        return Decision(PolicyAction.POSTCOPY, f"first pass over memory done (iteration "
                         f"{now.iteration}): switching to post-copy (--postcopy always); "
                         "the VM runs at the destination from now on", now.at_s)
     since = [s for s in samples if state.last_step_at_s is None
@@ -280,7 +280,7 @@ def next_step(state: PolicyState, samples: Sequence[JobSample], limits: Limits,
     if state.downtime_ms < limits.max_downtime_ms and not (hopeless and later_rung):
         value = _raise_to(state, limits, seen)
         bound = " (its bound)" if value == limits.max_downtime_ms else ""
-        return Decision(Action.RAISE_DOWNTIME, f"{seen.reason}: raising max downtime "
+        return Decision(PolicyAction.RAISE_DOWNTIME, f"{seen.reason}: raising max downtime "
                         f"{state.downtime_ms} → {value} ms{bound}", now.at_s, value)
     if state.downtime_ms < limits.max_downtime_ms:
         at_bound = (f"{seen.reason}; even the least left needs "
@@ -291,17 +291,17 @@ def next_step(state: PolicyState, samples: Sequence[JobSample], limits: Limits,
     if state.auto_converge_armed and not state.auto_converge_rung:
         throttle = f"throttle now {now.throttle_pct} %" if now.throttle_pct else \
             "no throttle yet"
-        return Decision(Action.AUTO_CONVERGE, f"{at_bound}: leaving it to auto-converge "
+        return Decision(PolicyAction.AUTO_CONVERGE, f"{at_bound}: leaving it to auto-converge "
                         f"(armed at start; {throttle}) for {limits.window} more samples",
                         now.at_s)
     ac_note = "" if state.auto_converge_armed else \
         " (auto-converge was not armed at start, and QEMU cannot add it now)"
     if limits.postcopy is PostcopyMode.AUTO and state.postcopy_armed:
-        return Decision(Action.POSTCOPY, f"{at_bound}{ac_note}: switching to post-copy; "
+        return Decision(PolicyAction.POSTCOPY, f"{at_bound}{ac_note}: switching to post-copy; "
                         "the VM runs at the destination from now on", now.at_s)
     why = ("post-copy is not allowed (--postcopy never)" if limits.postcopy is
            PostcopyMode.NEVER else "post-copy was not armed at start")
-    return Decision(Action.EXHAUSTED, f"{at_bound}{ac_note}; {why}: nothing left to try, "
+    return Decision(PolicyAction.EXHAUSTED, f"{at_bound}{ac_note}; {why}: nothing left to try, "
                     f"--on-timeout {limits.on_timeout.value} decides", now.at_s)
 
 
@@ -340,12 +340,12 @@ def watchdog(samples: Sequence[JobSample], bound_s: float = STALL_BOUND_S,
     idle = stalled_for(samples)
     moved = f"no bytes moved for {idle:.0f} s (bound {bound_s:g} s) at {_mib(last.transferred)}"
     if last.phase is MigrationPhase.POSTCOPY:
-        return Decision(Action.POSTCOPY_STALLED, f"{moved} in post-copy: the VM runs at the "
+        return Decision(PolicyAction.POSTCOPY_STALLED, f"{moved} in post-copy: the VM runs at the "
                         "destination and its missing pages are still at the source, so it "
                         "cannot go back; libvirt pauses it at the destination if the link is "
                         "lost (paused, post-copy failed): once the link is back, recover it "
                         "with --postcopy-resume", last.at_s)
-    return Decision(Action.ABORT, f"{moved}: the link to the destination may be down; "
+    return Decision(PolicyAction.ABORT, f"{moved}: the link to the destination may be down; "
                     "aborting, the VM keeps running at the source", last.at_s)
 
 
@@ -358,22 +358,22 @@ def on_timeout(action: TimeoutAction, state: PolicyState, *, timeout_s: float,
     with the reason; likewise when the VM is paused already."""
     head = f"not finished within --timeout {timeout_s:g} s"
     if state.postcopy_started:
-        return Decision(Action.CONTINUE, f"{head}, in post-copy: the VM runs at the "
+        return Decision(PolicyAction.CONTINUE, f"{head}, in post-copy: the VM runs at the "
                         "destination and cannot come back; letting post-copy finish", at_s)
     if action is TimeoutAction.POSTCOPY:
         if not state.postcopy_armed:
-            return Decision(Action.ABORT, f"{head}; post-copy was not armed at start: "
+            return Decision(PolicyAction.ABORT, f"{head}; post-copy was not armed at start: "
                             "aborting instead, the VM keeps running at the source", at_s)
-        return Decision(Action.POSTCOPY, f"{head}: switching to post-copy (--on-timeout "
+        return Decision(PolicyAction.POSTCOPY, f"{head}: switching to post-copy (--on-timeout "
                         "postcopy); the VM runs at the destination from now on", at_s)
     if action is TimeoutAction.PAUSE:
         if state.paused:
-            return Decision(Action.CONTINUE, f"{head}; the VM is paused at the source "
+            return Decision(PolicyAction.CONTINUE, f"{head}; the VM is paused at the source "
                             "already: letting the rest go across", at_s)
-        return Decision(Action.PAUSE, f"{head}: pausing the VM at the source so the rest "
+        return Decision(PolicyAction.PAUSE, f"{head}: pausing the VM at the source so the rest "
                         "goes across (--on-timeout pause); it resumes at the destination",
                         at_s)
-    return Decision(Action.ABORT, f"{head}: aborting (--on-timeout abort); the VM keeps "
+    return Decision(PolicyAction.ABORT, f"{head}: aborting (--on-timeout abort); the VM keeps "
                     "running at the source", at_s)
 
 

@@ -46,9 +46,9 @@ from virtlife.services.migration.ending import (
 from virtlife.services.migration.gather import gather
 from virtlife.services.migration.phases import JobSample, MigrationPhase, size_text
 from virtlife.services.migration.policy import (
-    Action,
     Decision,
     Limits,
+    PolicyAction,
     PolicyState,
     next_step,
     on_timeout,
@@ -333,13 +333,13 @@ class Migrations(OperationService):
                                           at_s=at)
                 if decision is not None and not _said(state, decision):
                     state = self._act(run, guest, job, decision, state)
-                    if decision.action is Action.ABORT:
+                    if decision.action is PolicyAction.ABORT:
                         # not one "cancelled" line per sample while libvirt winds the
                         # job down (over a cut link, for its ~28 s keepalive): once the
                         # abort shows at the source, the move is over for us
                         there = settle.after_abort(self.fleet, guest, job, done, dst.name)
                         break
-                    if decision.action is Action.POSTCOPY_STALLED and req.postcopy_resume:
+                    if decision.action is PolicyAction.POSTCOPY_STALLED and req.postcopy_resume:
                         # a resume that moves nothing: back to where it was, and say so
                         _pause_quietly(job)
                         done.wait(RESUME_GIVE_UP_S)
@@ -373,7 +373,7 @@ class Migrations(OperationService):
             raise errors.OperationFailed(
                 f"{guest.name} did not move to {dst.name}: {found.text}{mark}"
             ) from failure[0]
-        ours = next((d for d in reversed(state.steps) if d.action is Action.ABORT), None)
+        ours = next((d for d in reversed(state.steps) if d.action is PolicyAction.ABORT), None)
         if failure or (ours is not None and not done.is_set()):
             err = failure[0] if failure else None
             where, lost = self._where(guest, dst, there)
@@ -456,13 +456,13 @@ class Migrations(OperationService):
     def _act(self, run: OperationRun, guest: Guest, job: Migration, decision: Decision,
              state: PolicyState) -> PolicyState:
         run.report("policy", decision.reason, detail=decision.as_dict())
-        if decision.action is Action.RAISE_DOWNTIME and decision.value is not None:
+        if decision.action is PolicyAction.RAISE_DOWNTIME and decision.value is not None:
             job.set_max_downtime(decision.value)
-        elif decision.action is Action.POSTCOPY:
+        elif decision.action is PolicyAction.POSTCOPY:
             job.start_postcopy()
-        elif decision.action is Action.PAUSE:
+        elif decision.action is PolicyAction.PAUSE:
             guest.suspend()
-        elif decision.action is Action.ABORT:
+        elif decision.action is PolicyAction.ABORT:
             job.abort()
         return state.after(decision)
 
@@ -505,8 +505,8 @@ class Migrations(OperationService):
 
 def _said(state: PolicyState, decision: Decision) -> bool:
     """A stalled post-copy is reported once, not at every sample while it stays so."""
-    return decision.action is Action.POSTCOPY_STALLED and any(
-        d.action is Action.POSTCOPY_STALLED for d in state.steps)
+    return decision.action is PolicyAction.POSTCOPY_STALLED and any(
+        d.action is PolicyAction.POSTCOPY_STALLED for d in state.steps)
 
 
 def _refuse_failed(guest: Guest, dest: str, report: Report) -> None:
