@@ -321,7 +321,7 @@ class Leadership:
         try:
             self._store.journal.record(self._host_name, "-", operation, outcome, 0.0, detail,
                                        actor=self._actor, epoch=epoch)
-        except errors.StoreUnavailable as err:
+        except Exception as err:  # the journal records; it never changes the outcome
             log.warning("leadership: cannot journal %s of epoch %d: %s", operation, epoch,
                         err)
 
@@ -352,5 +352,6 @@ class Leadership:
             if not lease.release(self._db(), self._me, epoch, record=record):
                 self._journal(STEPPED_DOWN, epoch, f"stepped down from epoch {epoch}: its "
                               "term had ended already", "ok")
-        except errors.StoreUnavailable as err:
-            log.warning("leadership: cannot release epoch %d: %s", epoch, err)
+        except Exception as err:  # unavailable, or closed under us: it lapses in the TTL
+            log.warning("leadership: cannot release epoch %d (it lapses within %g s): %s",
+                        epoch, TTL_S, err)
