@@ -32,8 +32,8 @@ from test_bad_input import VIRTLIFE, virtlife
 
 from support import NODE_URI
 from virtlife.services.leadership import ACQUIRED, FAILOVER_BOUND_S, STEPPED_DOWN, TOOK_OVER
-from virtlife.store import open_store
 from virtlife.store import leadership as lease
+from virtlife.store import open_store
 
 EXIT_NOT_FOUND = 2
 START_S = 90.0  # a loaded 2-core machine starts a server in ~5-15 s

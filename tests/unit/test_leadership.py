@@ -260,3 +260,24 @@ def test_the_sqlite_file_lock_keeps_a_second_leader_out_while_the_first_lives(
         finally:
             a.stop()
             b.stop()
+
+
+def test_the_api_shows_the_leader_to_a_reader_and_404_without_one(tmp_path: Path) -> None:
+    from api_support import served
+
+    with served(tmp_path / "s.db", {"local": "test:///default"}, follow_events=False) as api, \
+            api.client(token=api.read_only_token) as reader:
+        missing = reader.get("/api/leader")
+        assert missing.status_code == 404
+        assert "no supervisor leads" in missing.json()["error"]["message"]
+        store = api.app.state.services.need_store()
+        one = ld.Leadership(store)
+        try:
+            one.step()
+            shown = reader.get("/api/leader")
+            assert shown.status_code == 200
+            assert {k: shown.json()[k] for k in ("pid", "epoch")} == {"pid": os.getpid(),
+                                                                      "epoch": 1}
+        finally:
+            one.stop()
+        assert api.client(token="").get("/api/leader").status_code == 401
