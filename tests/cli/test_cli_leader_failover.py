@@ -31,7 +31,13 @@ import pytest
 from test_bad_input import VIRTLIFE, virtlife
 
 from support import NODE_URI
-from virtlife.services.leadership import ACQUIRED, FAILOVER_BOUND_S, STEPPED_DOWN, TOOK_OVER
+from virtlife.services.leadership import (
+    ACQUIRED,
+    FAILOVER_BOUND_S,
+    STEPPED_DOWN,
+    TOOK_OVER,
+    TTL_S,
+)
 from virtlife.store import leadership as lease
 from virtlife.store import open_store
 
@@ -149,20 +155,24 @@ def test_a_stopped_leader_is_replaced_in_the_bound_and_steps_down_when_it_wakes(
     assert leader_json(observer) == {**first, "expires_in_s": pytest.approx(
         first["expires_in_s"], abs=10)}  # B follows: still A, epoch 1
 
-    a.send_signal(signal.SIGSTOP)
-    with open_store(pg_url) as store:  # the database's clock when A stopped
+    with open_store(pg_url) as store:  # the database's clock as A stops (just before)
         _, stopped_s = lease.read(store.database)
+        a.send_signal(signal.SIGSTOP)
+        a_term, _ = lease.read(store.database)
     taken = wait_for("machine-b to take over",
                      lambda: (v := leader_json(observer)) and v["machine"] == "machine-b"
                      and v, FAILOVER_BOUND_S + 60)
     assert (taken["pid"], taken["epoch"]) == (b.pid, 2)
     with open_store(pg_url) as store:
-        term, _ = lease.read(store.database)
-    assert term is not None
-    failover_s = term.since_s - stopped_s
-    print(f"failover: B's term began {failover_s:.2f} s after A stopped (by the database's"
-          f" clock; bound {FAILOVER_BOUND_S:g} s)")
-    assert failover_s <= FAILOVER_BOUND_S + 1.0, supervisors.log("machine-b")
+        b_term, _ = lease.read(store.database)
+    assert a_term is not None and b_term is not None and b_term.epoch == 2
+    failover_s = b_term.since_s - stopped_s
+    print(f"failover: B's term began {failover_s:.2f} s after A stopped, "
+          f"{b_term.since_s - a_term.expires_s:.2f} s after A's lease ended (by the "
+          f"database's clock; bound {FAILOVER_BOUND_S:g} s)")
+    assert b_term.since_s >= a_term.expires_s  # never while A's lease was in force
+    assert a_term.expires_s - stopped_s <= TTL_S
+    assert failover_s <= FAILOVER_BOUND_S + 1.0, supervisors.log("machine-b")  # + its step
 
     a.send_signal(signal.SIGCONT)
     rows = wait_for("machine-a to step down",
