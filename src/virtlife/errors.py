@@ -35,6 +35,8 @@ Every message says what was wanted, what was found and, where it helps, what to 
     │   └── NotPermitted             not for this caller's role: a path outside the
     │                                allowed roots, domain XML that reaches the host
     ├── StoreUnavailable             the inventory/journal database cannot be opened or written
+    ├── NotLeader                    a supervisor's action refused: it does not lead, or
+    │                                its epoch is stale (another took over)
     └── LabError                     preparing the host or building the test guest failed
 
 Exit codes (the CLI's contract; one meaning each):
@@ -175,6 +177,11 @@ class NotPermitted(InvalidInput):
 
 class StoreUnavailable(VirtlifeError):
     exit_code = 7
+
+
+class NotLeader(VirtlifeError):
+    """A supervisor's fleet action refused, nothing written: this process is not the
+    leader, or its term (epoch) ended (``services.leadership``)."""
 
 
 class LabError(VirtlifeError):

@@ -38,6 +38,7 @@ STATUS: tuple[tuple[type[errors.VirtlifeError], int], ...] = (
     (errors.OperationTimeout, 504),
     (errors.HostUnreachable, 503),
     (errors.StoreUnavailable, 503),
+    (errors.NotLeader, 409),
     (errors.LabError, 500),
 )
 

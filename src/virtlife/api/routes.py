@@ -146,6 +146,15 @@ def health(request: Request) -> dict[str, object]:
             "hosts": len(services_of(request).fleet.refs)}
 
 
+@router.get("/api/leader", tags=["server"])
+def leader(request: Request, _t: Reader) -> dict[str, object]:
+    """The supervisor that leads the store now (``virtlife leader --json``): 404 when
+    none does."""
+    from virtlife.services.leadership import current_leader
+
+    return current_leader(services_of(request).need_store()).as_dict()
+
+
 @router.get("/api/hosts", tags=["hosts"])
 def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
     """Every host of the inventory, and whether it answers now."""

@@ -83,6 +83,8 @@ INDEX: dict[str, tuple[str, str, str]] = {
     "lab": ("lab", "lab",
         'The test lab: host preparation, the tiny test guest, and N libvirt hosts on '
         'this machine for migrations (lab up / down / status).'),
+    "leader": ("leader", "leader",
+        'Print the supervisor that leads now: machine, pid, epoch and since when.'),
     "list": ("fleet", "list_vms",
         'List the VMs of every host (hosts are asked at once).'),
     "managedsave": ("vm", "managedsave",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from virtlife.services.agent import GuestAgent
     from virtlife.services.consoles import Consoles
     from virtlife.services.freeze import FreezeGuard
+    from virtlife.services.leadership import Leadership
     from virtlife.services.lifecycle import Lifecycle
     from virtlife.services.migration.service import Migrations
     from virtlife.services.operations import Jobs, Operations
@@ -143,6 +144,18 @@ class Services:
             return Consoles(self.fleet, self.operations)
 
         return self._part("consoles", build)
+
+    @property
+    def leadership(self) -> Leadership:
+        """This process's part in electing the supervisors' leader (not started: ``serve
+        --supervise`` starts it); needs the store."""
+        def build() -> Leadership:
+            from virtlife.services.leadership import Leadership
+            from virtlife.store.journal import Actor
+
+            return Leadership(self.need_store(), actor=Actor.current("supervisor"))
+
+        return self._part("leadership", build)
 
     def default_host(self) -> str:
         """The host to act on when none is named: the only one, else an error."""

@@ -250,6 +250,27 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         );
         """,
     ),
+    (
+        # The supervisors' leadership (``store.leadership``): one lease row per role, its
+        # fencing epoch (every new term increments it) and its holder; times are the
+        # database's clock in seconds since the epoch. A journal row written by a leader
+        # carries the epoch it acted under.
+        "0011_leadership",
+        """
+        CREATE TABLE leadership (
+            role      TEXT PRIMARY KEY,
+            epoch     INTEGER NOT NULL,
+            machine   TEXT NOT NULL,
+            boot_id   TEXT NOT NULL,
+            pid       INTEGER NOT NULL,
+            pid_start INTEGER NOT NULL,
+            host_name TEXT NOT NULL,
+            since_s   REAL NOT NULL,
+            expires_s REAL NOT NULL
+        );
+        ALTER TABLE journal ADD COLUMN epoch INTEGER;
+        """,
+    ),
 ]
 
 

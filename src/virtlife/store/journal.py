@@ -41,7 +41,7 @@ from virtlife.procs import start_time
 if TYPE_CHECKING:
     from virtlife.store.db import Database
     from virtlife.store.leases import Leases
-    from virtlife.store.sql import Row
+    from virtlife.store.sql import Connection, Row
 
 OUTCOMES: Final = ("ok", "error", "refused")  # finished outcomes ``record`` accepts
 RUNNING: Final = "running"
@@ -51,12 +51,13 @@ ALL_OUTCOMES: Final = (RUNNING, *OUTCOMES, INTERRUPTED)
 _INSERT: Final = (
     "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid, operation,"
     " outcome, duration_s, detail, actor_user, actor_proc, machine, boot_id, pid,"
-    " pid_start, lock_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " pid_start, lock_key, epoch)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ENDED: Final = "its process ended while it ran"
 _COLUMNS: Final = (
     "id, op_id, started_at, finished_at, host, vm, uuid, domid, operation, outcome, "
-    "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start"
+    "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start, epoch"
 )
 
 
@@ -180,6 +181,7 @@ class JournalEntry:
     domid: int | None = None  # libvirt's id of the running domain when it was asked
     actor: Actor = field(default_factory=lambda: Actor(""))
     process: ProcessRef = field(default_factory=lambda: ProcessRef("", "", 0, 0))
+    epoch: int | None = None  # the leadership term a supervisor acted under, if any
 
     @property
     def running(self) -> bool:
@@ -194,7 +196,7 @@ class JournalEntry:
             "finished": self.finished_at.isoformat() if self.finished_at else None,
             "duration_s": round(self.duration_s, 3), "detail": self.detail,
             "user": self.actor.user, "process": self.actor.process, "pid": self.process.pid,
-            "machine": self.process.machine,
+            "machine": self.process.machine, "epoch": self.epoch,
         }
 
     def describe(self) -> str:
@@ -266,6 +268,7 @@ class Journal:
             actor=Actor(str(row["actor_user"]), str(row["actor_proc"])),
             process=ProcessRef(str(row["machine"]), str(row["boot_id"]), int(row["pid"]),
                                int(row["pid_start"])),
+            epoch=int(row["epoch"]) if row["epoch"] is not None else None,
         )
 
     def _select(self, where: str, params: Sequence[object],
@@ -280,23 +283,26 @@ class Journal:
     def _insert(self, *, op_id: str, started: datetime, finished: datetime | None,
                 host: str, vm: str, uuid: str, domid: int | None, operation: str,
                 outcome: str, duration_s: float, detail: str, actor: Actor,
-                lock_key: str | None) -> JournalEntry:
-        """Insert one row, one statement (``Database.write``); return it as ``get`` would
-        read it (without reading it)."""
+                lock_key: str | None, epoch: int | None = None,
+                conn: Connection | None = None) -> JournalEntry:
+        """Insert one row, one statement (``Database.write``), or inside the caller's
+        transaction ``conn``; return it as ``get`` would read it (without reading it)."""
         proc = this_process()
         fmt = self._db.format_ts
-        row_id = self._db.insert(
-            _INSERT,
-            (op_id, fmt(started), fmt(finished) if finished is not None else None, host, vm,
-             uuid, domid, operation, outcome, float(duration_s), detail, actor.user,
-             actor.process, proc.machine, proc.boot_id, proc.pid, proc.pid_start, lock_key),
-        )
+        params = (op_id, fmt(started), fmt(finished) if finished is not None else None, host,
+                  vm, uuid, domid, operation, outcome, float(duration_s), detail, actor.user,
+                  actor.process, proc.machine, proc.boot_id, proc.pid, proc.pid_start,
+                  lock_key, epoch)
+        if conn is None:
+            row_id = self._db.insert(_INSERT, params)
+        else:  # RETURNING: SQLite 3.35 and PostgreSQL both have it
+            row_id = int(conn.execute(_INSERT + " RETURNING id", params).fetchone()["id"])
         return JournalEntry(
             id=row_id, started_at=started.astimezone(UTC), host=host, vm=vm,
             operation=operation, outcome=outcome, duration_s=float(duration_s),
             detail=detail, op_id=op_id, uuid=uuid,
             finished_at=finished.astimezone(UTC) if finished is not None else None,
-            domid=domid, actor=actor, process=proc)
+            domid=domid, actor=actor, process=proc, epoch=epoch)
 
     def record(
         self,
@@ -312,8 +318,12 @@ class Journal:
         actor: Actor | None = None,
         op_id: str | None = None,
         domid: int | None = None,
+        epoch: int | None = None,
+        conn: Connection | None = None,
     ) -> JournalEntry:
-        """Append a finished entry; ``started_at`` defaults to now and must be aware."""
+        """Append a finished entry; ``started_at`` defaults to now and must be aware.
+        ``epoch``: the leadership term a supervisor acted under (``store.leadership``);
+        ``conn``: write it in that transaction (a leader's guarded one), not on its own."""
         if outcome not in OUTCOMES:
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
         if duration_s < 0:
@@ -322,7 +332,8 @@ class Journal:
         return self._insert(op_id=op_id or new_op_id(), started=started_at or finished,
                             finished=finished, host=host, vm=vm, uuid=uuid, domid=domid,
                             operation=operation, outcome=outcome, duration_s=duration_s,
-                            detail=detail, actor=actor or Actor.current(), lock_key=None)
+                            detail=detail, actor=actor or Actor.current(), lock_key=None,
+                            epoch=epoch, conn=conn)
 
     def begin(self, *, op_id: str, host: str, vm: str, operation: str, actor: Actor,
               lock_key: str | None, uuid: str = "", domid: int | None = None,

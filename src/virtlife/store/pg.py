@@ -14,7 +14,7 @@ without its password. This module must not know what the tables mean.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -49,11 +49,13 @@ def unavailable(url: str, exc: BaseException) -> StoreUnavailable:
         "unset VIRTLIFE_DB and [store] url to use the SQLite file")
 
 
-def connect(url: str) -> PgConnection:
+def connect(url: str, options: Mapping[str, Any] | None = None) -> PgConnection:
+    """A connection in autocommit mode; ``options``: more libpq parameters (a dedicated
+    connection's keepalives, ``tcp_user_timeout``, server settings in ``options``)."""
     try:
         return psycopg.connect(url, autocommit=True, row_factory=dict_row,
                                connect_timeout=CONNECT_TIMEOUT_S,
-                               application_name="virtlife")
+                               application_name="virtlife", **dict(options or {}))
     except psycopg.Error as exc:
         raise unavailable(url, exc) from None
 
@@ -75,11 +77,13 @@ class PgDatabase(Database):
     engine = "postgresql"
     conflicts: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
-    def __init__(self, url: str) -> None:  # no sqlite3 connection: not super().__init__
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        # no sqlite3 connection: not super().__init__
         self._url = url
+        self._options = dict(options or {})
         self._path = None
         self._lock = threading.RLock()
-        self._pg: PgConnection | None = connect(url)
+        self._pg: PgConnection | None = connect(url, self._options)
         self._closed = False
 
     @property
@@ -100,7 +104,7 @@ class PgDatabase(Database):
             raise psycopg.InterfaceError("the store is closed")
         if self._pg is None or self._pg.closed:
             self._pg = None
-            self._pg = connect(self._url)
+            self._pg = connect(self._url, self._options)
         return self._pg
 
     @contextmanager
@@ -194,5 +198,7 @@ class PgDatabase(Database):
         conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,)).fetchall()
 
 
-def open_postgresql(url: str) -> PgDatabase:
-    return PgDatabase(url)
+def open_postgresql(url: str, options: Mapping[str, Any] | None = None) -> PgDatabase:
+    """The store's database at ``url``; ``options`` as ``connect``'s (a dedicated
+    connection's settings: the store's own has none)."""
+    return PgDatabase(url, options)
