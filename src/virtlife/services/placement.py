@@ -170,8 +170,8 @@ def _destination(vm: VMToPlace, pair: PairFacts, host: HostState,
                  planned: Mapping[str, str]) -> HostFacts:
     """The destination's facts for this VM: its answer about the VM's CPU, the memory
     the plan leaves there, the domains the plan has sent there already."""
-    cpu, detail = pair.cpus.get(vm.cpu, (None, f"not compared with this VM's CPU "
-                                               f"({vm.name}): not gathered"))
+    cpu, detail = pair.cpus.get(vm.cpu, (None, f"{vm.name}'s CPU definition was not "
+                                               "among those gathered"))
     dst = pair.destination
     domains = {**dst.domains, **planned} if planned else dst.domains
     return replace(dst, cpu=cpu, cpu_detail=detail, free_memory_mib=host.free_memory_mib,
