@@ -27,6 +27,12 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
       [store]
       url = "postgresql://virtlife@db1/virtlife"   # the store in PostgreSQL (default:
                                                    # the SQLite file in VIRTLIFE_HOME)
+
+      [placement]
+      reserve_pct = 10        # memory each host keeps free, in % of all it has: no VM
+                              # is placed (maintenance, balancing) into it
+      max_outgoing = 2        # migrations running at once from one host
+      max_incoming = 2        # and to one host
 """
 
 from __future__ import annotations
@@ -97,6 +103,9 @@ class Settings:
     freeze_bound_s: float = 10.0
     allowed_roots: tuple[str, ...] = ()
     store_url: str | None = None
+    reserve_pct: float = 10.0
+    max_outgoing: int = 2
+    max_incoming: int = 2
 
 
 def store_url() -> str | None:
@@ -135,13 +144,14 @@ def load_settings(path: Path | None = None) -> Settings:
     agent = data.get("agent", {})
     paths = data.get("paths", {})
     store = data.get("store", {})
-    if not isinstance(agent, dict) or not isinstance(paths, dict) or \
-            not isinstance(store, dict):
-        raise InvalidInput(f"cannot read the settings in {where}: [agent], [paths] and "
-                           "[store] are tables")
-    unknown = ((set(data) - {"agent", "paths", "store"})
+    placement = data.get("placement", {})
+    if not all(isinstance(t, dict) for t in (agent, paths, store, placement)):
+        raise InvalidInput(f"cannot read the settings in {where}: [agent], [paths], "
+                           "[store] and [placement] are tables")
+    unknown = ((set(data) - {"agent", "paths", "store", "placement"})
                | (set(agent) - {"sync_time", "freeze_bound_s"})
-               | (set(paths) - {"allowed_roots"}) | (set(store) - {"url"}))
+               | (set(paths) - {"allowed_roots"}) | (set(store) - {"url"})
+               | (set(placement) - {"reserve_pct", "max_outgoing", "max_incoming"}))
     if unknown:
         raise InvalidInput(f"unknown setting(s) {', '.join(sorted(unknown))} in {where}")
     sync = agent.get("sync_time", True)
@@ -160,5 +170,16 @@ def load_settings(path: Path | None = None) -> Settings:
     if url is not None and not isinstance(url, str):
         raise InvalidInput(f'store.url in {where} must be a string, e.g. '
                            '"postgresql://virtlife@db1/virtlife"')
+    reserve = placement.get("reserve_pct", 10.0)
+    if isinstance(reserve, bool) or not isinstance(reserve, int | float) or \
+            not 0 <= reserve < 100:
+        raise InvalidInput(f"placement.reserve_pct in {where} must be a percentage from 0 "
+                           "up to (not including) 100")
+    slots = {k: placement.get(k, 2) for k in ("max_outgoing", "max_incoming")}
+    for key, value in slots.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+            raise InvalidInput(f"placement.{key} in {where} must be a whole number of "
+                               "migrations from 1 to 64")
     return Settings(sync_time=sync, freeze_bound_s=float(bound), allowed_roots=tuple(roots),
-                    store_url=url or None)
+                    store_url=url or None, reserve_pct=float(reserve),
+                    max_outgoing=slots["max_outgoing"], max_incoming=slots["max_incoming"])

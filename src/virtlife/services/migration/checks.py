@@ -152,6 +152,7 @@ class Check:
     name: str
     reason: str
     fix: str = ""
+    unknown: bool = False  # a warning because a fact could not be gathered, not a finding
 
     def as_dict(self) -> dict[str, str]:
         return {"status": self.status.value, "name": self.name, "reason": self.reason,
@@ -179,6 +180,12 @@ class Report:
     @property
     def warnings(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.status is Status.WARN)
+
+    @property
+    def unknowns(self) -> tuple[Check, ...]:
+        """The warnings that say a fact is unknown: a migration may go on past them, but
+        nothing that chooses a host (``services.placement``) takes one as a yes."""
+        return tuple(c for c in self.checks if c.unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "source": self.source, "destination": self.destination,
@@ -209,6 +216,10 @@ def _ok(name: str, reason: str) -> Check:
 
 def _warn(name: str, reason: str, fix: str) -> Check:
     return Check(Status.WARN, name, reason, fix)
+
+
+def _unknown(name: str, reason: str, fix: str) -> Check:
+    return Check(Status.WARN, name, reason, fix, unknown=True)
 
 
 def _fail(name: str, reason: str, fix: str) -> Check:
@@ -249,7 +260,7 @@ def check_hypervisor(vm: VMFacts, src: HostFacts, dst: HostFacts) -> Check:
         return _fail(name, f"{src.name} runs {src.hypervisor}, {dst.name} runs "
                      f"{dst.hypervisor}", "migrate between hosts of the same hypervisor")
     if not dst.hypervisor:
-        return _warn(name, f"{dst.name} did not say its hypervisor",
+        return _unknown(name, f"{dst.name} did not say its hypervisor",
                      f"check that {dst.name} runs the same hypervisor as {src.name}")
     if vm.virt_type not in dst.virt_types:
         offered = _join(sorted(dst.virt_types)) or "none"
@@ -265,7 +276,7 @@ def check_versions(src: HostFacts, dst: HostFacts) -> Check:
     found = (f"libvirt {_v(src.libvirt_version)} → {_v(dst.libvirt_version)}, "
              f"QEMU {_v(src.qemu_version)} → {_v(dst.qemu_version)}")
     if None in (src.libvirt_version, dst.libvirt_version, src.qemu_version, dst.qemu_version):
-        return _warn(name, f"{found}: not every version is known",
+        return _unknown(name, f"{found}: not every version is known",
                      "check that both hosts run compatible libvirt and QEMU")
     assert src.qemu_version and dst.qemu_version and src.libvirt_version
     assert dst.libvirt_version
@@ -279,7 +290,7 @@ def check_versions(src: HostFacts, dst: HostFacts) -> Check:
 def check_machine(vm: VMFacts, dst: HostFacts) -> Check:
     name = "machine type"
     if not dst.machine_types:
-        return _warn(name, f"{dst.name} did not list its machine types; {vm.machine} "
+        return _unknown(name, f"{dst.name} did not list its machine types; {vm.machine} "
                      "not checked", f"check `virsh capabilities` on {dst.name} lists "
                      f"{vm.machine}")
     if vm.machine not in dst.machine_types:
@@ -293,7 +304,7 @@ def check_machine(vm: VMFacts, dst: HostFacts) -> Check:
 def check_cpu(vm: VMFacts, dst: HostFacts) -> Check:
     name = "guest CPU"
     if dst.cpu is None:
-        return _warn(name, f"not compared with {dst.name}'s CPU: "
+        return _unknown(name, f"not compared with {dst.name}'s CPU: "
                      f"{dst.cpu_detail or 'no answer'}",
                      "compare by hand: `virsh hypervisor-cpu-compare` on the destination")
     if dst.cpu in CPU_OK:
@@ -309,7 +320,7 @@ def check_memory(vm: VMFacts, dst: HostFacts, kind: MigrationKind) -> Check:
     if kind is MigrationKind.OFFLINE:
         return _offline_memory(vm, dst)
     if dst.free_memory_mib is None:
-        return _warn(name, f"{dst.name} did not say its free memory; the VM needs "
+        return _unknown(name, f"{dst.name} did not say its free memory; the VM needs "
                      f"{need} MiB", f"check `virsh freecell` on {dst.name}")
     free = dst.free_memory_mib
     if free < need:
@@ -527,7 +538,7 @@ def check_clock(dst: HostFacts, bound_ms: float) -> Check:
     clock = dst.clock
     if clock is None or clock.offset_ms is None:
         how = clock.how if clock is not None else "not measured"
-        return _warn(name, f"offset unknown ({how})", "make sure both hosts sync their "
+        return _unknown(name, f"offset unknown ({how})", "make sure both hosts sync their "
                      "clocks (NTP, chrony): the guest's clock follows the host's")
     offset = clock.offset_ms
     found = f"{dst.name} is {abs(offset):.0f} ms {'ahead' if offset >= 0 else 'behind'} " \
@@ -597,7 +608,7 @@ def check_postcopy(src: HostFacts, dst: HostFacts, options: CheckOptions) -> Che
         return _warn(name, why + "; start without it (--postcopy never) or the "
                      "migration fails to begin", fix)
     if unknown:
-        return _warn(name, f"not known whether {_join(unknown)} allow userfaultfd", fix) \
+        return _unknown(name, f"not known whether {_join(unknown)} allow userfaultfd", fix) \
             if always else None
     return _ok(name, "userfaultfd open on both hosts")
 

@@ -10,26 +10,35 @@ destination's pools (refreshed), or is unknown where none holds its directory. T
 hosts' clocks are compared through a probe volume's file time on each (both against
 this machine's clock), in the pools of the VM's disks first. An unreachable
 destination is a fact too (``reachable=False`` with the error), not an exception.
+
+For placement (``services.placement``), ``gather_pairs`` asks each (source,
+destination) pair once for every VM of the source, not once per VM: the hosts' own
+facts, one CPU comparison per distinct guest CPU, one storage probe per pair of pools,
+one clock measurement; ``host_state`` reads a host's memory and VMs.
 """
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, Host
 from virtlife.hypervisor import hostfacts as hf
 from virtlife.hypervisor.probe import identity
 from virtlife.services.migration.checks import (
+    CheckOptions,
     Clock,
     Disk,
     DiskAtDestination,
     HostFacts,
+    MigrationKind,
     VMFacts,
     version_from_int,
 )
+from virtlife.services.placement import HostState, PairFacts, VMToPlace
 
 DEFAULT_CPU = "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>"
 
@@ -75,10 +84,17 @@ def nic_sources(root: ET.Element) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(found["network"]), tuple(found["bridge"])
 
 
-def _host_facts(host: Host, cpu_xml: str, vm: VMFacts) -> HostFacts:
+def cpu_answer(host: Host, cpu_xml: str, vm: VMFacts) -> tuple[str, str]:
+    """``HostFacts.cpu`` and ``cpu_detail`` for a guest CPU on ``host``."""
+    cpu_ok, detail = hf.cpu_runs(host, cpu_xml, vm.machine, vm.virt_type or "qemu")
+    return (detail if cpu_ok else "incompatible"), detail
+
+
+def host_only_facts(host: Host) -> HostFacts:
+    """What the checks read about ``host`` whatever the VM: all but the CPU answer, the
+    disks and the clock."""
     facts = hf.hypervisor(host)
     host_uuid, virt_types = identity(host)
-    cpu_ok, detail = hf.cpu_runs(host, cpu_xml, vm.machine, vm.virt_type or "qemu")
     pools = hf.pools(host)
     return HostFacts(
         name=host.name, hypervisor=facts.hypervisor, host_uuid=host_uuid,
@@ -86,12 +102,23 @@ def _host_facts(host: Host, cpu_xml: str, vm: VMFacts) -> HostFacts:
         libvirt_version=version_from_int(facts.libvirt_version),
         qemu_version=version_from_int(facts.hypervisor_version),
         machine_types=facts.machine_types,
-        cpu=detail if cpu_ok else "incompatible", cpu_detail=detail,
         free_memory_mib=facts.free_memory_mib, total_memory_mib=facts.total_memory_mib,
         domains=hf.domains(host),
         pools={p.name: p.path for p in pools if p.active},
         stopped_pools=frozenset(p.name for p in pools if not p.active),
         networks=hf.networks(host), bridges=frozenset(hf.bridges(host)))
+
+
+def _host_facts(host: Host, cpu_xml: str, vm: VMFacts) -> HostFacts:
+    cpu, detail = cpu_answer(host, cpu_xml, vm)
+    return replace(host_only_facts(host), cpu=cpu, cpu_detail=detail)
+
+
+def cpu_xml_of(guest: Guest) -> str:
+    """The guest's ``<cpu>`` definition as the CPU comparison takes it."""
+    cpu = ET.fromstring(guest.xml()).find("cpu")
+    return ET.tostring(cpu, encoding="unicode") if cpu is not None and len(cpu) else \
+        DEFAULT_CPU
 
 
 def _pool_holding(path: str, pools: dict[str, str]) -> str | None:
@@ -132,11 +159,13 @@ def _clock(src: Host, dst: Host, src_pools: dict[str, str], dst_pools: dict[str,
                  f"(±{(a.uncertainty_s + b.uncertainty_s) * 1000:.0f} ms)")
 
 
-def _probed(src: Host, dst: Host, path: str, pool: str, there: str) -> DiskAtDestination:
+def _probed(src: Host, dst: Host, path: str, pool: str, there: str,
+            probe: hf.StorageProbe | None = None) -> DiskAtDestination:
     """The disk at ``path`` as the storage probe between ``pool`` on ``src`` and
-    ``there`` on ``dst`` finds it: the same storage, other storage, or unknown (an error
-    kept the probe from telling: neither proof is given)."""
-    probe = hf.shared_storage(src, dst, pool, there)
+    ``there`` on ``dst`` finds it (``probe``: one made already for these two pools): the
+    same storage, other storage, or unknown (an error kept the probe from telling:
+    neither proof is given)."""
+    probe = probe or hf.shared_storage(src, dst, pool, there)
     made = f"a probe volume made in pool {pool} on {src.name}"
     if probe.answer is hf.Storage.SHARED:
         return DiskAtDestination(present=True,
@@ -156,10 +185,7 @@ def gather(guest: Guest, dst: Host | None, dst_name: str,
            dst_error: str = "") -> tuple[VMFacts, HostFacts, HostFacts]:
     """The VM's facts and both hosts' (``dst`` None: it could not be reached)."""
     vm = vm_facts(guest)
-    live = ET.fromstring(guest.xml())
-    cpu = live.find("cpu")
-    cpu_xml = ET.tostring(cpu, encoding="unicode") if cpu is not None and len(cpu) else \
-        DEFAULT_CPU
+    cpu_xml = cpu_xml_of(guest)
     src = _host_facts(guest.host, cpu_xml, vm)
     if dst is None:
         return vm, src, HostFacts(name=dst_name, reachable=False, error=dst_error)
@@ -182,3 +208,109 @@ def gather(guest: Guest, dst: Host | None, dst_name: str,
         disks[disk.path] = _probed(guest.host, dst, disk.path, pool, there)
     clock = _clock(guest.host, dst, dict(src.pools), dict(at.pools), tuple(used))
     return vm, src, replace(at, disks=disks, clock=clock)
+
+
+# -- for placement: once per host pair ---------------------------------------------------
+
+def default_options(vm: VMFacts) -> CheckOptions:
+    """How an evacuation moves a VM: live when it runs (or is paused), else offline."""
+    up = vm.state.state.is_active
+    return CheckOptions(kind=MigrationKind.LIVE if up else MigrationKind.OFFLINE)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The VMs of one source as placement takes them, the pre-flight facts of each pair
+    (source, destination), and the destinations whose facts an error kept back (by name:
+    the error), for which there is no pair: placement calls them unknown."""
+
+    vms: tuple[VMToPlace, ...]
+    pairs: dict[tuple[str, str], PairFacts]
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
+def _cpu_key(vm: VMFacts, cpu_xml: str) -> str:
+    return f"{vm.virt_type} {vm.machine} {vm.arch}\n{cpu_xml}"
+
+
+def gather_pairs(source: Host, guests: Sequence[Guest],
+                 destinations: Mapping[str, Host | None],
+                 unreachable: Mapping[str, str] | None = None, *,
+                 options: Callable[[VMFacts], CheckOptions] = default_options) -> Gathered:
+    """The facts placement judges for ``guests`` (all on ``source``) against each of
+    ``destinations`` (None: it could not be reached, ``unreachable`` says why)."""
+    vms: list[VMToPlace] = []
+    cpus: dict[str, tuple[str, VMFacts]] = {}  # one comparison per distinct guest CPU
+    for guest in guests:
+        facts, cpu_xml = vm_facts(guest), cpu_xml_of(guest)
+        key = _cpu_key(facts, cpu_xml)
+        cpus.setdefault(key, (cpu_xml, facts))
+        vms.append(VMToPlace(facts, source.name, options(facts), cpu=key))
+    src = host_only_facts(source)
+    pairs: dict[tuple[str, str], PairFacts] = {}
+    failed: dict[str, str] = {}
+    for name, dst in sorted(destinations.items()):
+        if name == source.name:
+            continue
+        if dst is None:
+            why = (unreachable or {}).get(name, "")
+            pairs[source.name, name] = PairFacts(src, HostFacts(name=name, reachable=False,
+                                                                error=why))
+            continue
+        try:
+            pairs[source.name, name] = _pair(source, src, dst, vms, cpus)
+        except errors.HostUnreachable as err:
+            pairs[source.name, name] = PairFacts(src, HostFacts(name=name, reachable=False,
+                                                                error=str(err)))
+        except errors.VirtlifeError as err:  # unknown, not a finding: no pair at all
+            failed[name] = str(err)
+    return Gathered(tuple(vms), pairs, failed)
+
+
+def _pair(source: Host, src: HostFacts, dst: Host, vms: Sequence[VMToPlace],
+          cpus: Mapping[str, tuple[str, VMFacts]]) -> PairFacts:
+    at = host_only_facts(dst)
+    answers = {key: cpu_answer(dst, xml, vm) for key, (xml, vm) in cpus.items()}
+    disks: dict[str, DiskAtDestination] = {}
+    probes: dict[tuple[str, str], hf.StorageProbe] = {}  # one per pair of pools
+    used: list[str] = []
+    for vm in vms:
+        for disk in vm.facts.disks:
+            path = disk.path
+            if path is None or path in disks:
+                continue
+            pool = _pool_holding(path, dict(src.pools))
+            if pool is not None and pool not in used:
+                used.append(pool)
+            there = _pool_holding(path, dict(at.pools))
+            if pool is None or there is None:
+                disks[path] = DiskAtDestination(present=hf.disk_present(dst, path))
+                continue
+            if (pool, there) not in probes:
+                probes[pool, there] = hf.shared_storage(source, dst, pool, there)
+            disks[path] = _probed(source, dst, path, pool, there, probes[pool, there])
+    clock = _clock(source, dst, dict(src.pools), dict(at.pools), tuple(used))
+    return PairFacts(src, replace(at, disks=disks, clock=clock), answers)
+
+
+def host_state(name: str, host: Host | None, error: str = "", *, active: bool = True,
+               maintenance: bool = False, outgoing: int = 0, incoming: int = 0,
+               ) -> HostState:
+    """``host`` as placement sees it: its memory and its domains (every defined one)
+    read now; None (or an error on the way) leaves it unreachable or unknown."""
+    def unknown(reachable: bool | None, why: str) -> HostState:
+        return HostState(name, None, None, active=active, maintenance=maintenance,
+                         reachable=reachable, error=why, outgoing=outgoing,
+                         incoming=incoming)
+
+    if host is None:
+        return unknown(False, error)
+    try:
+        facts, domains = hf.hypervisor(host), hf.domains(host)
+    except errors.HostUnreachable as err:
+        return unknown(False, str(err))
+    except errors.VirtlifeError as err:
+        return unknown(None, str(err))
+    return HostState(name, facts.total_memory_mib, facts.free_memory_mib, vms=len(domains),
+                     active=active, maintenance=maintenance, outgoing=outgoing,
+                     incoming=incoming)
