@@ -27,9 +27,9 @@ from virtlife.services.migration.checks import (
 )
 from virtlife.services.placement import (
     HostState,
-    Limits,
     PairFacts,
     Placement,
+    PlacementLimits,
     Plan,
     Unplaced,
     VMToPlace,
@@ -127,13 +127,13 @@ def test_a_host_that_cannot_take_the_vm_is_refused_with_why(
 
 
 def test_the_reserve_is_kept_to_the_mebibyte() -> None:
-    reserve = Limits().reserve_mib(8192)  # 820
+    reserve = PlacementLimits().reserve_mib(8192)  # 820
     fits = place(to_place("web1", 1000), [host("a"), host("b", 1000 + reserve)], PAIRS)
     assert isinstance(fits, Placement) and fits.free_after_mib == reserve
     short = place(to_place("web1", 1000), [host("a"), host("b", 999 + reserve)], PAIRS)
     assert isinstance(short, Unplaced) and short.kind is Why.NO_MEMORY
     none = place(to_place("web1", 1000), [host("a"), host("b", 999 + reserve)], PAIRS,
-                 Limits(reserve_pct=0))
+                 PlacementLimits(reserve_pct=0))
     assert isinstance(none, Placement)
 
 
@@ -215,7 +215,7 @@ def test_hosts_given_twice_are_refused() -> None:
 def test_a_plan_counts_each_placement_before_the_next() -> None:
     vms = [to_place("web1", 3000), to_place("web2", 3000), to_place("web3", 3000)]
     got = plan(vms, [host("a"), host("b", 6000), host("c", 5000)], PAIRS,
-               Limits(max_outgoing=3))
+               PlacementLimits(max_outgoing=3))
     assert [(p.vm, p.destination, p.free_after_mib) for p in got.placements] == [
         ("web1", "b", 3000), ("web2", "c", 2000)]  # web2 would leave b under its reserve
     assert [(u.vm, u.kind) for u in got.unplaced] == [("web3", Why.NO_MEMORY)]
@@ -252,9 +252,9 @@ def test_a_plan_does_not_send_two_vms_of_one_name_to_one_host() -> None:
 
 def test_placement_settings_are_read_with_their_defaults(tmp_path: Path) -> None:
     path = tmp_path / "settings.toml"
-    assert Limits.from_settings(config.load_settings(path)) == Limits(10.0, 2, 2)
+    assert PlacementLimits.from_settings(config.load_settings(path)) == PlacementLimits(10.0, 2, 2)
     path.write_text("[placement]\nreserve_pct = 5\nmax_outgoing = 1\nmax_incoming = 3\n")
-    assert Limits.from_settings(config.load_settings(path)) == Limits(5.0, 1, 3)
+    assert PlacementLimits.from_settings(config.load_settings(path)) == PlacementLimits(5.0, 1, 3)
 
 
 @pytest.mark.parametrize(("text", "says"), [
@@ -291,7 +291,7 @@ NAMES = ["h0", "h1", "h2", "h3", "h4", "h5"]
 
 @st.composite
 def fleets(draw: st.DrawFn) -> tuple[list[HostState], list[VMToPlace], dict[
-        tuple[str, str], PairFacts], Limits]:
+        tuple[str, str], PairFacts], PlacementLimits]:
     names = draw(st.lists(st.sampled_from(NAMES), min_size=2, max_size=6, unique=True))
     hosts = []
     for name in names:
@@ -322,13 +322,13 @@ def fleets(draw: st.DrawFn) -> tuple[list[HostState], list[VMToPlace], dict[
                 dst = replace(dst, clock=None)
             cpus = {} if flaw == "cpu" else {CPU: ("identical", "")}
             pairs[a, b] = PairFacts(host_facts(a), dst, cpus)
-    limits = Limits(draw(st.sampled_from([0.0, 10.0, 25.0])), draw(st.integers(1, 6)),
+    limits = PlacementLimits(draw(st.sampled_from([0.0, 10.0, 25.0])), draw(st.integers(1, 6)),
                     draw(st.integers(1, 4)))
     return hosts, vms, pairs, limits
 
 
 def _check_plan(got: Plan, hosts: list[HostState], vms: list[VMToPlace],
-                pairs: dict[tuple[str, str], PairFacts], limits: Limits,
+                pairs: dict[tuple[str, str], PairFacts], limits: PlacementLimits,
                 slots: bool = True) -> None:
     before = {h.name: h for h in hosts}
     assert [v.name for v in vms] == sorted(
@@ -365,7 +365,7 @@ def _check_plan(got: Plan, hosts: list[HostState], vms: list[VMToPlace],
 @settings(max_examples=150, deadline=None)
 def test_plans_keep_every_bound_and_ignore_the_order_of_hosts(
         fleet: tuple[list[HostState], list[VMToPlace],
-                     dict[tuple[str, str], PairFacts], Limits],
+                     dict[tuple[str, str], PairFacts], PlacementLimits],
         rnd: object) -> None:
     hosts, vms, pairs, limits = fleet
     got = plan(vms, hosts, pairs, limits)
@@ -379,7 +379,7 @@ def test_plans_keep_every_bound_and_ignore_the_order_of_hosts(
 @settings(max_examples=150, deadline=None)
 def test_a_plan_without_slots_on_healthy_hosts_still_keeps_the_memory(
         fleet: tuple[list[HostState], list[VMToPlace],
-                     dict[tuple[str, str], PairFacts], Limits]) -> None:
+                     dict[tuple[str, str], PairFacts], PlacementLimits]) -> None:
     hosts, vms, pairs, limits = fleet
     healthy = [replace(h, active=True, maintenance=False, reachable=True,
                        total_memory_mib=16384, free_memory_mib=(h.free_memory_mib or 0) + 4096)
@@ -395,7 +395,7 @@ def test_a_plan_without_slots_on_healthy_hosts_still_keeps_the_memory(
 @settings(max_examples=150, deadline=None)
 def test_place_picks_the_best_host_it_did_not_refuse(
         fleet: tuple[list[HostState], list[VMToPlace],
-                     dict[tuple[str, str], PairFacts], Limits]) -> None:
+                     dict[tuple[str, str], PairFacts], PlacementLimits]) -> None:
     hosts, vms, pairs, limits = fleet
     vm = vms[0]
     got = place(vm, hosts, pairs, limits)

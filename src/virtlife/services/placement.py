@@ -9,7 +9,7 @@ the VM is there, and passes the migration pre-flight checks for this VM
 (``migration.checks.run_checks``) with no fact of theirs unknown: unknown is not yes.
 Among those, the most free memory after placement wins; ties go to the fewest VMs, then
 the name, whatever the order of the hosts given. A VM that fits nowhere is ``Unplaced``
-with its reason and one ``Refusal`` per host (a failed check's fix with it), never
+with its reason and one ``PlacementRefusal`` per host (a failed check's fix with it), never
 skipped.
 
 The checks' facts come per host pair (``PairFacts`` by (source, destination)), gathered
@@ -104,7 +104,7 @@ Pairs = Mapping[tuple[str, str], PairFacts]
 
 
 @dataclass(frozen=True)
-class Limits:
+class PlacementLimits:
     """The placement's bounds (``[placement]`` in settings.toml)."""
 
     reserve_pct: float = 10.0  # of each host's memory, kept free
@@ -112,7 +112,7 @@ class Limits:
     max_incoming: int = 2  # and to one host
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: Settings) -> PlacementLimits:
         return cls(settings.reserve_pct, settings.max_outgoing, settings.max_incoming)
 
     def reserve_mib(self, total_mib: int) -> int:
@@ -120,7 +120,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Refusal:
+class PlacementRefusal:
     """Why one host cannot take the VM, with what to do about it; ``report`` is the
     pre-flight report when the checks ran."""
 
@@ -137,7 +137,7 @@ class Placement:
     destination: str
     free_after_mib: int  # the destination's free memory once the VM is there
     report: Report  # the checks behind the choice
-    per_host: Mapping[str, Refusal] = field(default_factory=dict)  # the hosts passed over
+    per_host: Mapping[str, PlacementRefusal] = field(default_factory=dict)  # the hosts passed over
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class Unplaced:
     source: str
     kind: Why  # the VM's own problem (no slot at the source, unknown source) or the most
     reason: str  # common refusal; ``reason`` says it in a sentence
-    per_host: Mapping[str, Refusal] = field(default_factory=dict)
+    per_host: Mapping[str, PlacementRefusal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,69 +178,72 @@ def _destination(vm: VMToPlace, pair: PairFacts, host: HostState,
                    total_memory_mib=host.total_memory_mib, domains=domains)
 
 
-def _judge(vm: VMToPlace, host: HostState, pairs: Pairs, limits: Limits, slots: bool,
-           planned: Mapping[str, str]) -> Refusal | tuple[int, Report]:
+def _judge(vm: VMToPlace, host: HostState, pairs: Pairs, limits: PlacementLimits, slots: bool,
+           planned: Mapping[str, str]) -> PlacementRefusal | tuple[int, Report]:
     """A refusal, or the free memory left after the VM and the report that passed."""
     name = host.name
     if name == vm.source:
-        return Refusal(Why.SOURCE, f"{vm.name} is there")
+        return PlacementRefusal(Why.SOURCE, f"{vm.name} is there")
     if not host.active:
-        return Refusal(Why.NOT_ACTIVE, f"{name} is not active",
-                       f"`virtlife host activate {name}`")
+        return PlacementRefusal(Why.NOT_ACTIVE, f"{name} is not active",
+                                f"`virtlife host activate {name}`")
     if host.maintenance:
-        return Refusal(Why.MAINTENANCE, f"{name} is in maintenance",
-                       f"`virtlife host activate {name}` ends it")
+        return PlacementRefusal(Why.MAINTENANCE, f"{name} is in maintenance",
+                                f"`virtlife host activate {name}` ends it")
     if host.reachable is None:
-        return Refusal(Why.UNKNOWN, f"unknown: whether {name} answers"
-                       + (f" ({host.error})" if host.error else ""),
-                       "check `virtlife host list`, then plan again")
+        return PlacementRefusal(Why.UNKNOWN, f"unknown: whether {name} answers"
+                                + (f" ({host.error})" if host.error else ""),
+                                "check `virtlife host list`, then plan again")
     if not host.reachable:
-        return Refusal(Why.UNREACHABLE, f"cannot reach {name}: {host.error or 'no answer'}",
-                       f"check that libvirtd runs on {name} and that this machine reaches it")
+        return PlacementRefusal(
+            Why.UNREACHABLE, f"cannot reach {name}: {host.error or 'no answer'}",
+            f"check that libvirtd runs on {name} and that this machine reaches it")
     if slots and host.incoming >= limits.max_incoming:
-        return Refusal(Why.NO_SLOT, f"{name} receives {host.incoming} migration(s) already, "
-                       f"at most {limits.max_incoming} at once",
-                       "wait for one to end, or raise placement.max_incoming in settings.toml")
+        return PlacementRefusal(
+            Why.NO_SLOT, f"{name} receives {host.incoming} migration(s) already, "
+            f"at most {limits.max_incoming} at once",
+            "wait for one to end, or raise placement.max_incoming in settings.toml")
     total, free = host.total_memory_mib, host.free_memory_mib
     if total is None or free is None:
         which = "free memory" if total is not None else "memory"
-        return Refusal(Why.UNKNOWN, f"unknown: how much {which} {name} has"
-                       + (f" ({host.error})" if host.error else ""),
-                       f"check `virsh nodeinfo` and `virsh freecell` on {name}")
+        return PlacementRefusal(Why.UNKNOWN, f"unknown: how much {which} {name} has"
+                                + (f" ({host.error})" if host.error else ""),
+                                f"check `virsh nodeinfo` and `virsh freecell` on {name}")
     reserve, after = limits.reserve_mib(total), free - vm.need_mib
     if after < reserve:
-        return Refusal(Why.NO_MEMORY, f"{name} has {free} MiB free: {vm.name} needs "
-                       f"{vm.need_mib} MiB, and {reserve} MiB ({limits.reserve_pct:g}% of "
-                       f"{total} MiB) stay in reserve",
-                       f"free memory on {name}, or lower placement.reserve_pct")
+        return PlacementRefusal(Why.NO_MEMORY, f"{name} has {free} MiB free: {vm.name} needs "
+                                f"{vm.need_mib} MiB, and {reserve} MiB ({limits.reserve_pct:g}% of "
+                                f"{total} MiB) stay in reserve",
+                                f"free memory on {name}, or lower placement.reserve_pct")
     pair = pairs.get((vm.source, name))
     if pair is None:
-        return Refusal(Why.UNKNOWN, f"unknown: the pre-flight facts from {vm.source} to "
-                       f"{name} were not gathered", "gather them, then plan again")
+        return PlacementRefusal(Why.UNKNOWN, f"unknown: the pre-flight facts from {vm.source} to "
+                                f"{name} were not gathered", "gather them, then plan again")
     report = run_checks(vm.facts, pair.source, _destination(vm, pair, host, planned),
                         vm.options)
     if report.failures:
         fails = report.failures
-        return Refusal(Why.CHECKS, "; ".join(f"{c.name}: {c.reason}" for c in fails),
-                       "; ".join(c.fix for c in fails if c.fix), report)
+        return PlacementRefusal(Why.CHECKS, "; ".join(f"{c.name}: {c.reason}" for c in fails),
+                                "; ".join(c.fix for c in fails if c.fix), report)
     if report.unknowns:
         unknowns = report.unknowns
-        return Refusal(Why.UNKNOWN, "unknown: " + "; ".join(f"{c.name}: {c.reason}"
-                                                            for c in unknowns),
-                       "; ".join(c.fix for c in unknowns if c.fix), report)
+        return PlacementRefusal(Why.UNKNOWN, "unknown: " + "; ".join(f"{c.name}: {c.reason}"
+                                                                     for c in unknowns),
+                                "; ".join(c.fix for c in unknowns if c.fix), report)
     return after, report
 
 
-def _source_problem(vm: VMToPlace, hosts: Mapping[str, HostState], limits: Limits,
-                    slots: bool) -> Refusal | None:
+def _source_problem(vm: VMToPlace, hosts: Mapping[str, HostState], limits: PlacementLimits,
+                    slots: bool) -> PlacementRefusal | None:
     source = hosts.get(vm.source)
     if source is None:
-        return Refusal(Why.UNKNOWN, f"unknown: {vm.name}'s host {vm.source} is not among "
-                       "the hosts, so its migration slots are not known")
+        return PlacementRefusal(Why.UNKNOWN, f"unknown: {vm.name}'s host {vm.source} is not among "
+                                "the hosts, so its migration slots are not known")
     if slots and source.outgoing >= limits.max_outgoing:
-        return Refusal(Why.NO_SLOT, f"{vm.source} sends {source.outgoing} migration(s) "
-                       f"already, at most {limits.max_outgoing} at once",
-                       "wait for one to end, or raise placement.max_outgoing in settings.toml")
+        return PlacementRefusal(
+            Why.NO_SLOT, f"{vm.source} sends {source.outgoing} migration(s) "
+            f"already, at most {limits.max_outgoing} at once",
+            "wait for one to end, or raise placement.max_outgoing in settings.toml")
     return None
 
 
@@ -249,7 +252,7 @@ def _names(hosts: list[str]) -> str:
     return shown + (f" and {len(hosts) - 3} more" if len(hosts) > 3 else "")
 
 
-def _unplaced(vm: VMToPlace, per_host: dict[str, Refusal]) -> Unplaced:
+def _unplaced(vm: VMToPlace, per_host: dict[str, PlacementRefusal]) -> Unplaced:
     others = {h: r for h, r in per_host.items() if r.kind is not Why.SOURCE}
     if not others:
         return Unplaced(vm.name, vm.source, Why.NO_HOST,
@@ -267,14 +270,14 @@ def _unplaced(vm: VMToPlace, per_host: dict[str, Refusal]) -> Unplaced:
                     f"no host can take {vm.name}: {said}", per_host)
 
 
-def _place(vm: VMToPlace, hosts: Mapping[str, HostState], pairs: Pairs, limits: Limits,
+def _place(vm: VMToPlace, hosts: Mapping[str, HostState], pairs: Pairs, limits: PlacementLimits,
            slots: bool, planned: Mapping[str, Mapping[str, str]]) -> Placement | Unplaced:
-    per_host: dict[str, Refusal] = {}
+    per_host: dict[str, PlacementRefusal] = {}
     best: tuple[tuple[int, int, str], str, int, Report] | None = None
     for name in sorted(hosts):
         host = hosts[name]
         judged = _judge(vm, host, pairs, limits, slots, planned.get(name, {}))
-        if isinstance(judged, Refusal):
+        if isinstance(judged, PlacementRefusal):
             per_host[name] = judged
             continue
         after, report = judged
@@ -292,18 +295,18 @@ def _place(vm: VMToPlace, hosts: Mapping[str, HostState], pairs: Pairs, limits: 
 
 
 def place(vm: VMToPlace, hosts: Iterable[HostState], pairs: Pairs,
-          limits: Limits | None = None, *, slots: bool = True) -> Placement | Unplaced:
+          limits: PlacementLimits | None = None, *, slots: bool = True) -> Placement | Unplaced:
     """The destination for ``vm`` among ``hosts`` (see the module doc), or why none.
 
     ``pairs`` holds the pre-flight facts by (source, destination); a host without its
     pair is unknown, and refused. ``slots`` False leaves the migration slots out (a
     dry run that lists where each VM would go, whatever runs now).
     """
-    return _place(vm, _index(hosts), pairs, limits or Limits(), slots, {})
+    return _place(vm, _index(hosts), pairs, limits or PlacementLimits(), slots, {})
 
 
 def plan(vms: Iterable[VMToPlace], hosts: Iterable[HostState], pairs: Pairs,
-         limits: Limits | None = None, *, slots: bool = True) -> Plan:
+         limits: PlacementLimits | None = None, *, slots: bool = True) -> Plan:
     """Place ``vms`` in the order given, each against the hosts as the earlier
     placements leave them: the destination's free memory less the VM's, one more VM
     there, and (``slots``) one more incoming migration there and outgoing at the
@@ -315,7 +318,7 @@ def plan(vms: Iterable[VMToPlace], hosts: Iterable[HostState], pairs: Pairs,
     starts each placement only while both its slots are free. The source's memory is
     not credited: both hosts hold the VM while it moves.
     """
-    limits = limits or Limits()
+    limits = limits or PlacementLimits()
     state = _index(hosts)
     planned: dict[str, dict[str, str]] = {}
     placements: list[Placement] = []
