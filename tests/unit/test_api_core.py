@@ -171,8 +171,23 @@ def test_the_event_stream_carries_the_new_state_and_the_operation(api: Served) -
     assert "resume" in state["allowed"]  # type: ignore[operator]
 
 
-def test_metrics_count_vms_hosts_and_operations(api: Served, client: httpx.Client) -> None:
+def test_metrics_count_vms_hosts_and_operations(api: Served, client: httpx.Client,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # the gauges come from the state cache, which the suspend's lifecycle event updates
+    # after the operation ended: the scrape waits for the hub's state message, which
+    # is published once the cache holds the new state
+    hub = api.app.state.hub
+    paused = threading.Event()
+    publish = hub.publish
+
+    def watching(message: dict[str, object]) -> None:
+        publish(message)
+        if message.get("type") == "state" and message.get("state") == "paused":
+            paused.set()
+
+    monkeypatch.setattr(hub, "publish", watching)
     api.wait_operation(client, client.post(f"{VM}/actions/suspend").json()["op_id"])
+    assert paused.wait(10), "no state message for the suspended VM"
     text = client.get("/metrics").text
     assert 'virtlife_vms{host="local",state="paused"} 1' in text
     assert 'virtlife_vms{host="local",state="running"} 0' in text
