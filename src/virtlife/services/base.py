@@ -26,6 +26,7 @@ class Call(TypedDict, total=False):
     progress: ProgressSink | None  # this call's progress sink
     op_id: str | None  # the id to run under (``Jobs`` chooses it for background runs)
     queue_s: float | None  # wait up to this long for the VM to be free; None: refuse at once
+    parent_id: str | None  # the operation this one is part of (an evacuation's move)
 
 
 class OperationService:
@@ -72,4 +73,4 @@ class OperationService:
         """``Operations.run`` with this call's options (``guest`` None: not there yet)."""
         return self.ops.run(op, host, vm, guest, timeout_s=timeout_s,
                             progress=call.get("progress"), op_id=call.get("op_id"),
-                            queue_s=call.get("queue_s"))
+                            queue_s=call.get("queue_s"), parent_id=call.get("parent_id"))

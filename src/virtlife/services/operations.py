@@ -304,7 +304,7 @@ class Operations:
 
     def _begin_row(self, run_warnings: list[str], *, op: Operation, op_id: str, host: str,
                    vm: str, uuid: str, domid: int | None, key: str | None,
-                   deadline: float | None) -> bool:
+                   deadline: float | None, parent: str = "") -> bool:
         """Write the running row, taking the VM across processes; queue while held.
         False when there is no row (no journal, or it could not be written: a warning
         says so, and the operation's end then has no row to complete)."""
@@ -314,7 +314,8 @@ class Operations:
         while True:
             try:
                 journal.begin(op_id=op_id, host=host, vm=vm, operation=op.value,
-                              actor=self.acting, lock_key=key, uuid=uuid, domid=domid)
+                              actor=self.acting, lock_key=key, uuid=uuid, domid=domid,
+                              parent=parent)
                 return True
             except Held as held:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -333,11 +334,13 @@ class Operations:
     @contextmanager
     def run(self, op: Operation, host: Host, vm: str, guest: Guest | None, *,
             timeout_s: float | None = None, progress: ProgressSink | None = None,
-            op_id: str | None = None, queue_s: float | None = None) -> Iterator[OperationRun]:
+            op_id: str | None = None, queue_s: float | None = None,
+            parent_id: str | None = None) -> Iterator[OperationRun]:
         """Run ``op`` on ``vm`` (``guest`` None when it does not exist yet).
 
         ``queue_s``: wait up to that long for another operation on the VM to end, instead
-        of being refused at once with it named."""
+        of being refused at once with it named; ``parent_id``: the operation this one is
+        part of (journalled with it)."""
         op_id = op_id or new_op_id()
         t0 = time.monotonic()
         started_at = datetime.now(UTC)
@@ -353,7 +356,8 @@ class Operations:
                 locked = True
             domid = guest.domain_id() if guest is not None else None
             row = self._begin_row(warnings, op=op, op_id=op_id, host=host.name, vm=vm,
-                                  uuid=uuid, domid=domid, key=key, deadline=deadline)
+                                  uuid=uuid, domid=domid, key=key, deadline=deadline,
+                                  parent=parent_id or "")
             began = True
             if guest is not None and self.on_touch is not None and op not in _OVERRIDES:
                 warnings.extend(self.on_touch(guest))

@@ -271,6 +271,20 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE journal ADD COLUMN epoch INTEGER;
         """,
     ),
+    (
+        # Host maintenance (issue 18): each host's mode (a host in maintenance takes no
+        # VM: placement passes it over); a journal row's parent operation (each migration
+        # of an evacuation is a child of the evacuation's row), and a cancel asked of a
+        # running row from another process (``host maintenance H --cancel``).
+        "0012_host_maintenance",
+        """
+        ALTER TABLE hosts ADD COLUMN mode TEXT NOT NULL DEFAULT 'active'
+            CHECK (mode IN ('active', 'maintenance'));
+        ALTER TABLE journal ADD COLUMN parent_op_id TEXT;
+        ALTER TABLE journal ADD COLUMN cancel_asked INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX journal_by_parent ON journal (parent_op_id) WHERE parent_op_id IS NOT NULL;
+        """,
+    ),
 ]
 
 

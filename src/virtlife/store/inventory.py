@@ -3,7 +3,8 @@
 ``Inventory`` adds, removes and looks up ``HostRecord`` rows in the store's ``hosts``
 table, validates names and URIs, and says which hosts are in effect (the implicit local
 host while the inventory is empty); a host's ``any_uri`` records that the operator added
-its URI with ``--allow-any-uri`` (the URI policy itself is ``services.uripolicy``). It
+its URI with ``--allow-any-uri`` (the URI policy itself is ``services.uripolicy``), and
+its ``mode`` whether it takes VMs (``active``) or is in ``maintenance``. It
 must not connect to the hosts, import libvirt or decide anything about VMs;
 reachability is the hypervisor layer's business.
 """
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 _HOST_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # A scheme, a colon, no whitespace: qemu:///system, test:///default, qemu+ssh://h/system.
 _URI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*")
+ACTIVE: Final = "active"
+MAINTENANCE: Final = "maintenance"
+MODES: Final = (ACTIVE, MAINTENANCE)
+_SELECT: Final = "SELECT name, uri, added_at, any_uri, mode FROM hosts"
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,11 @@ class HostRecord:
     uri: str
     added_at: datetime
     any_uri: bool = False  # added with --allow-any-uri: opened whatever the URI policy says
+    mode: str = "active"  # ACTIVE or MAINTENANCE (``virtlife host maintenance``)
+
+    @property
+    def maintenance(self) -> bool:
+        return self.mode == MAINTENANCE
 
 
 def validate_host_name(name: str) -> None:
@@ -68,6 +78,7 @@ class Inventory:
             uri=str(row["uri"]),
             added_at=self._db.parse_ts(str(row["added_at"])),
             any_uri=bool(row["any_uri"]),
+            mode=str(row["mode"]),
         )
 
     def add(self, name: str, uri: str, *, any_uri: bool = False) -> HostRecord:
@@ -99,20 +110,27 @@ class Inventory:
             return self._get(conn, name)
 
     def _get(self, conn: Connection, name: str) -> HostRecord:
-        rows = conn.execute(
-            "SELECT name, uri, added_at, any_uri FROM hosts WHERE name = ?", (name,)
-        ).fetchall()
+        rows = conn.execute(f"{_SELECT} WHERE name = ?", (name,)).fetchall()
         if not rows:
             raise HostNotFound(
                 f"no host named {name} in the inventory; `virtlife host list` shows them"
             )
         return self._record(rows[0])
 
+    def set_mode(self, name: str, mode: str) -> HostRecord:
+        """Put host ``name`` in ``mode`` (``active`` or ``maintenance``); the record as
+        it was before. ``HostNotFound`` when the inventory has no such host."""
+        if mode not in MODES:
+            raise ValueError(f"host mode must be one of {MODES}, not {mode!r}")
+        with self._db.transaction() as conn:
+            record = self._get(conn, name)
+            conn.execute("UPDATE hosts SET mode = ? WHERE name = ?", (mode, name))
+        return record
+
     def list(self) -> builtins.list[HostRecord]:
         """The configured hosts, sorted by name."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT name, uri, added_at, any_uri FROM hosts ORDER BY name").fetchall()
+            rows = conn.execute(f"{_SELECT} ORDER BY name").fetchall()
         return [self._record(row) for row in rows]
 
     def effective(self) -> builtins.list[HostRecord]:

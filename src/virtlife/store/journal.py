@@ -51,13 +51,14 @@ ALL_OUTCOMES: Final = (RUNNING, *OUTCOMES, INTERRUPTED)
 _INSERT: Final = (
     "INSERT INTO journal (op_id, started_at, finished_at, host, vm, uuid, domid, operation,"
     " outcome, duration_s, detail, actor_user, actor_proc, machine, boot_id, pid,"
-    " pid_start, lock_key, epoch)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " pid_start, lock_key, epoch, parent_op_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ENDED: Final = "its process ended while it ran"
 _COLUMNS: Final = (
     "id, op_id, started_at, finished_at, host, vm, uuid, domid, operation, outcome, "
-    "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start, epoch"
+    "duration_s, detail, actor_user, actor_proc, machine, boot_id, pid, pid_start, epoch, "
+    "parent_op_id, cancel_asked"
 )
 
 
@@ -182,6 +183,8 @@ class JournalEntry:
     actor: Actor = field(default_factory=lambda: Actor(""))
     process: ProcessRef = field(default_factory=lambda: ProcessRef("", "", 0, 0))
     epoch: int | None = None  # the leadership term a supervisor acted under, if any
+    parent_op_id: str = ""  # the operation this one is part of (an evacuation's move)
+    cancel_asked: bool = False  # another process asked this running operation to stop
 
     @property
     def running(self) -> bool:
@@ -197,6 +200,7 @@ class JournalEntry:
             "duration_s": round(self.duration_s, 3), "detail": self.detail,
             "user": self.actor.user, "process": self.actor.process, "pid": self.process.pid,
             "machine": self.process.machine, "epoch": self.epoch,
+            "parent_op_id": self.parent_op_id or None, "cancel_asked": self.cancel_asked,
         }
 
     def describe(self) -> str:
@@ -269,6 +273,8 @@ class Journal:
             process=ProcessRef(str(row["machine"]), str(row["boot_id"]), int(row["pid"]),
                                int(row["pid_start"])),
             epoch=int(row["epoch"]) if row["epoch"] is not None else None,
+            parent_op_id=str(row["parent_op_id"] or ""),
+            cancel_asked=bool(row["cancel_asked"]),
         )
 
     def _select(self, where: str, params: Sequence[object],
@@ -283,7 +289,7 @@ class Journal:
     def _insert(self, *, op_id: str, started: datetime, finished: datetime | None,
                 host: str, vm: str, uuid: str, domid: int | None, operation: str,
                 outcome: str, duration_s: float, detail: str, actor: Actor,
-                lock_key: str | None, epoch: int | None = None,
+                lock_key: str | None, epoch: int | None = None, parent: str = "",
                 conn: Connection | None = None) -> JournalEntry:
         """Insert one row, one statement (``Database.write``), or inside the caller's
         transaction ``conn``; return it as ``get`` would read it (without reading it)."""
@@ -292,7 +298,7 @@ class Journal:
         params = (op_id, fmt(started), fmt(finished) if finished is not None else None, host,
                   vm, uuid, domid, operation, outcome, float(duration_s), detail, actor.user,
                   actor.process, proc.machine, proc.boot_id, proc.pid, proc.pid_start,
-                  lock_key, epoch)
+                  lock_key, epoch, parent or None)
         if conn is None:
             row_id = self._db.insert(_INSERT, params)
         else:  # RETURNING: SQLite 3.35 and PostgreSQL both have it
@@ -302,7 +308,7 @@ class Journal:
             operation=operation, outcome=outcome, duration_s=float(duration_s),
             detail=detail, op_id=op_id, uuid=uuid,
             finished_at=finished.astimezone(UTC) if finished is not None else None,
-            domid=domid, actor=actor, process=proc, epoch=epoch)
+            domid=domid, actor=actor, process=proc, epoch=epoch, parent_op_id=parent)
 
     def record(
         self,
@@ -319,11 +325,13 @@ class Journal:
         op_id: str | None = None,
         domid: int | None = None,
         epoch: int | None = None,
+        parent: str = "",
         conn: Connection | None = None,
     ) -> JournalEntry:
         """Append a finished entry; ``started_at`` defaults to now and must be aware.
         ``epoch``: the leadership term a supervisor acted under (``store.leadership``);
-        ``conn``: write it in that transaction (a leader's guarded one), not on its own."""
+        ``conn``: write it in that transaction (a leader's guarded one), not on its own;
+        ``parent``: the operation it is part of."""
         if outcome not in OUTCOMES:
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
         if duration_s < 0:
@@ -333,14 +341,15 @@ class Journal:
                             finished=finished, host=host, vm=vm, uuid=uuid, domid=domid,
                             operation=operation, outcome=outcome, duration_s=duration_s,
                             detail=detail, actor=actor or Actor.current(), lock_key=None,
-                            epoch=epoch, conn=conn)
+                            epoch=epoch, parent=parent, conn=conn)
 
     def begin(self, *, op_id: str, host: str, vm: str, operation: str, actor: Actor,
               lock_key: str | None, uuid: str = "", domid: int | None = None,
-              started_at: datetime | None = None) -> JournalEntry:
+              started_at: datetime | None = None, parent: str = "") -> JournalEntry:
         """Write the ``running`` row of a starting operation; with ``lock_key``, take the
         VM: ``Held`` if another live operation has it (a dead holder is marked
-        ``interrupted`` first and the VM taken)."""
+        ``interrupted`` first and the VM taken). ``parent``: the operation it is part of
+        (an evacuation, for each of its migrations)."""
         started = started_at or datetime.now(UTC)
         leases = self._lease()
         if leases is not None:  # before the row: a row is never seen without its lease
@@ -352,7 +361,7 @@ class Journal:
                                         host=host, vm=vm, uuid=uuid, domid=domid,
                                         operation=operation, outcome=RUNNING,
                                         duration_s=0.0, detail="", actor=actor,
-                                        lock_key=lock_key)
+                                        lock_key=lock_key, parent=parent)
                 except self._db.conflicts:
                     holder = self.holder(lock_key or "")
                     if holder is None:
@@ -434,6 +443,24 @@ class Journal:
             raise ValueError(f"journal outcome must be one of {OUTCOMES}, not {outcome!r}")
         self._db.write("UPDATE journal SET outcome = ?, detail = ? WHERE op_id = ? AND "
                        "outcome != ?", (outcome, detail, op_id, RUNNING))
+
+    def ask_cancel(self, op_id: str) -> bool:
+        """Ask the running operation ``op_id`` (in whichever process runs it) to stop:
+        its process reads ``cancel_asked``. False when no such operation runs."""
+        cursor = self._db.write("UPDATE journal SET cancel_asked = 1 WHERE op_id = ? AND "
+                                "outcome = ?", (op_id, RUNNING))
+        return bool(cursor.rowcount)
+
+    def cancel_asked(self, op_id: str) -> bool:
+        """Whether a cancel was asked of the operation ``op_id``."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT cancel_asked FROM journal WHERE op_id = ?",
+                                (op_id,)).fetchall()
+        return bool(rows and rows[0]["cancel_asked"])
+
+    def children(self, op_id: str) -> builtins.list[JournalEntry]:
+        """The operations that are part of ``op_id``, oldest first."""
+        return self._select("WHERE parent_op_id = ?", (op_id,), "ORDER BY started_at, id")
 
     def marked(self, operations: Sequence[str], mark: str,
                limit: int = 20) -> builtins.list[JournalEntry]:
