@@ -92,3 +92,13 @@ def test_a_store_from_before_0012_comes_forward_with_every_host_active(
         assert [(h.name, h.mode) for h in new.hosts.list()] == [("hv1", "active")]
         row = new.journal.get("old000000001")
         assert row is not None and row.parent_op_id == "" and not row.cancel_asked
+
+
+def test_the_last_active_host_is_not_put_in_maintenance(store: Store) -> None:
+    store.hosts.add("hv1", "qemu:///system")
+    store.hosts.add("hv2", "qemu+tcp://10.0.0.2/system")
+    assert store.hosts.enter_maintenance("hv1")
+    assert store.hosts.enter_maintenance("hv1")  # already: stays so
+    assert not store.hosts.enter_maintenance("hv2")  # hv1 is away: hv2 is the last
+    assert [(h.name, h.mode) for h in store.hosts.list()] == [("hv1", "maintenance"),
+                                                            ("hv2", "active")]

@@ -1,4 +1,5 @@
-"""Fleet commands: ``list``, ``host add/list/remove``, ``events`` and ``history``.
+"""Fleet commands: ``list``, ``host add/list/remove`` (and ``host maintenance/activate``,
+``cli.maintenance``), ``events`` and ``history``.
 
 The services are imported inside the commands, so that ``--help`` never loads libvirt.
 ``list``'s common forms usually run without click at all (``cli.quick``); this command
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
+from virtlife.cli.maintenance import host_activate, host_maintenance
 from virtlife.cli.params import COUNT, SECONDS
 
 if TYPE_CHECKING:
@@ -85,15 +87,16 @@ def host_add(app: App, name: str, uri: str, allow_any_uri: bool) -> None:
 @json_option
 @pass_app
 def host_list(app: App, as_json: bool) -> None:
-    """List the hosts (the implicit local host while none is configured).
+    """List the hosts (the implicit local host while none is configured) and each
+    one's mode: active, or maintenance (it takes no VM).
 
     Example: virtlife host list
     """
     records = app.services.need_store().hosts.effective()
     if as_json:
-        emit_json([{"name": r.name, "uri": r.uri} for r in records])
+        emit_json([{"name": r.name, "uri": r.uri, "mode": r.mode} for r in records])
         return
-    show_table(["NAME", "URI"], [(r.name, r.uri) for r in records])
+    show_table(["NAME", "URI", "MODE"], [(r.name, r.uri, r.mode) for r in records])
 
 
 @host.command("remove")
@@ -192,5 +195,8 @@ def history(app: App, vm: str | None, host: str | None, limit: int, as_json: boo
           e.outcome, f"{e.duration_s:.2f}", e.actor.user or "-", e.detail) for e in entries],
         fit="DETAIL")  # the whole detail: --json, or `virtlife operation ID`
 
+
+host.add_command(host_maintenance)
+host.add_command(host_activate)
 
 COMMANDS = [list_vms, host, events, history]

@@ -47,15 +47,25 @@ def operation(app: App, op_id: str, as_json: bool) -> None:
     Example: virtlife operation 3f2a9c1b04de
     """
     job = app.services.jobs.get(op_id)
-    entry = app.services.need_store().journal.get(op_id)
+    journal = app.services.need_store().journal
+    entry = journal.get(op_id)
+    children = journal.children(op_id) if entry is not None else []
     if as_json:
-        emit_json(entry.as_dict() if entry is not None else job.as_dict())
+        shown = entry.as_dict() if entry is not None else job.as_dict()
+        if children:  # an evacuation's migrations
+            shown["children"] = [c.as_dict() for c in children]
+        emit_json(shown)
         return
     if entry is None:
         click.echo(f"{op_id}: {job.description}: {job.status}")
         return
     show_table(["field", "value"], [(k, "-" if v is None else v)
                                     for k, v in entry.as_dict().items()])
+    if children:
+        show_table(["ID", "OPERATION", "VM", "OUTCOME", "SECONDS", "DETAIL"],
+                   [(c.op_id, c.operation, f"{c.host}/{c.vm}", c.outcome,
+                     f"{c.duration_s:.1f}", c.detail) for c in children],
+                   title=f"the operations of {op_id}", fit="DETAIL")
 
 
 COMMANDS = [operations, operation]

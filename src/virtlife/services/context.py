@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from virtlife.services.freeze import FreezeGuard
     from virtlife.services.leadership import Leadership
     from virtlife.services.lifecycle import Lifecycle
+    from virtlife.services.maintenance import Maintenance
     from virtlife.services.migration.service import Migrations
     from virtlife.services.operations import Jobs, Operations
     from virtlife.services.snapshots import Snapshots
@@ -137,6 +138,22 @@ class Services:
         return self._part("migrations", build)
 
     @property
+    def maintenance(self) -> Maintenance:
+        """Host maintenance and evacuation (needs the store); its moves go through a
+        migration service of its own, so that cancelling an evacuation aborts its moves
+        and no others."""
+        def build() -> Maintenance:
+            from virtlife.services.maintenance import Maintenance
+            from virtlife.services.migration.service import Migrations
+            from virtlife.services.placement import PlacementLimits
+
+            return Maintenance(self.fleet, self.need_store(), self.operations,
+                               Migrations(self.fleet, self.operations, self.lifecycle),
+                               PlacementLimits.from_settings(self.settings))
+
+        return self._part("maintenance", build)
+
+    @property
     def consoles(self) -> Consoles:
         def build() -> Consoles:
             from virtlife.services.consoles import Consoles
@@ -217,6 +234,9 @@ class Services:
         snapshots = cast("Snapshots | None", self._built("snapshots"))
         for said in snapshots.interrupt_creates() if snapshots is not None else ():
             log.warning("%s", said)
+        maintenance = cast("Maintenance | None", self._built("maintenance"))
+        if maintenance is not None and maintenance.cancel_running():
+            log.warning("cancelled the evacuation: its running migrations were aborted")
         migrations = cast("Migrations | None", self._built("migrations"))
         aborted = migrations.abort_running() if migrations is not None else 0
         if aborted:

@@ -246,7 +246,7 @@ class Drive:
 
     def __init__(self, runner: Runner, move: Mover, *,
                  cancelled: Callable[[], str] | None = None,
-                 abort: Callable[[], None] | None = None,
+                 abort: Callable[[], object] | None = None,
                  on_change: Callable[[Step], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S) -> None:
         self.runner = runner

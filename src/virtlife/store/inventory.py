@@ -127,6 +127,18 @@ class Inventory:
             conn.execute("UPDATE hosts SET mode = ? WHERE name = ?", (mode, name))
         return record
 
+    def enter_maintenance(self, name: str) -> bool:
+        """Put host ``name`` in maintenance unless no other host is active, in one
+        statement (two hosts cannot both leave the last active one alone by racing);
+        whether it is in maintenance now. ``HostNotFound`` when there is no such host."""
+        with self._db.transaction() as conn:
+            self._get(conn, name)
+            done = conn.execute(
+                "UPDATE hosts SET mode = ? WHERE name = ? AND (mode = ? OR EXISTS ("
+                "SELECT 1 FROM hosts AS other WHERE other.name <> ? AND other.mode = ?))",
+                (MAINTENANCE, name, MAINTENANCE, name, ACTIVE)).rowcount
+        return bool(done)
+
     def list(self) -> builtins.list[HostRecord]:
         """The configured hosts, sorted by name."""
         with self._db.read() as conn:
