@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from virtlife.services.evacuation import Drive, MoveEnd, Phase, Runner, Start, Step
+from virtlife.services.evacuation import Drive, EvacuationStep, MoveEnd, Phase, Runner, Start
 
 WAIT_S = 30.0  # a bound on each wait, so that a bug fails the test instead of hanging it
 
 
-def steps(*plan: tuple[str, str | None]) -> list[Step]:
-    return [Step(vm, "lab-a", "live", dest) for vm, dest in plan]
+def steps(*plan: tuple[str, str | None]) -> list[EvacuationStep]:
+    return [EvacuationStep(vm, "lab-a", "live", dest) for vm, dest in plan]
 
 
 @dataclass
@@ -74,20 +74,20 @@ def mover() -> FakeMover:
     return FakeMover()
 
 
-def drive_in_thread(drive: Drive) -> tuple[threading.Thread, list[list[Step]]]:
-    out: list[list[Step]] = []
+def drive_in_thread(drive: Drive) -> tuple[threading.Thread, list[list[EvacuationStep]]]:
+    out: list[list[EvacuationStep]] = []
     thread = threading.Thread(target=lambda: out.append(drive.run()), daemon=True)
     thread.start()
     return thread, out
 
 
-def finish(thread: threading.Thread, out: list[list[Step]]) -> list[Step]:
+def finish(thread: threading.Thread, out: list[list[EvacuationStep]]) -> list[EvacuationStep]:
     thread.join(WAIT_S)
     assert not thread.is_alive(), "the drive did not end"
     return out[0]
 
 
-def by_vm(done: list[Step]) -> dict[str, Step]:
+def by_vm(done: list[EvacuationStep]) -> dict[str, EvacuationStep]:
     return {s.vm: s for s in done}
 
 

@@ -1,7 +1,7 @@
 """How an evacuation runs its plan: the per-VM state machine (``Runner``) and the loop
 that drives it with a mover on threads (``Drive``).
 
-Each VM of the plan is a ``Step``, and its phases go::
+Each VM of the plan is an ``EvacuationStep``, and its phases go::
 
     PENDING  --a slot is free------------------> MOVING
     PENDING  --cancelled-----------------------> LEFT
@@ -56,7 +56,7 @@ class Phase(StrEnum):
 
 
 @dataclass
-class Step:
+class EvacuationStep:
     """One VM of the evacuation. ``destination`` is where it goes (or last went);
     ``tried`` the destinations it failed on; ``kept`` True when it was left by choice
     (``--stopped leave``), which does not make the evacuation fail."""
@@ -124,8 +124,9 @@ Replacer = Callable[[str, frozenset[str]], tuple[str | None, str]]
 class Runner:
     """The evacuation's decisions over its ``steps`` (see the module doc)."""
 
-    def __init__(self, steps: Sequence[Step], *, concurrency: int = 2, max_outgoing: int = 2,
-                 max_incoming: int = 2, replace: Replacer | None = None) -> None:
+    def __init__(self, steps: Sequence[EvacuationStep], *, concurrency: int = 2,
+                 max_outgoing: int = 2, max_incoming: int = 2,
+                 replace: Replacer | None = None) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.steps = list(steps)
@@ -140,10 +141,10 @@ class Runner:
             if s.phase in (Phase.PENDING, Phase.RETRYING) and s.destination is None:
                 s.phase, s.reason = Phase.LEFT, s.reason or "no destination"
 
-    def step(self, vm: str) -> Step:
+    def step(self, vm: str) -> EvacuationStep:
         return self._by_vm[vm]
 
-    def moving(self) -> list[Step]:
+    def moving(self) -> list[EvacuationStep]:
         return [s for s in self.steps if s.phase is Phase.MOVING]
 
     @property
@@ -183,7 +184,7 @@ class Runner:
             started.append(Start(s.vm, s.source, s.destination, s.kind, len(s.tried) + 1))
         return started
 
-    def ended(self, vm: str, end: MoveEnd, now: float) -> Step:
+    def ended(self, vm: str, end: MoveEnd, now: float) -> EvacuationStep:
         """The move of ``vm`` ended as ``end`` says; its step as it is now."""
         s = self._by_vm[vm]
         if s.phase is not Phase.MOVING:
@@ -217,7 +218,7 @@ class Runner:
         s.reason = f"on {failed_on}: {why}; to be retried on {other}"
         return s
 
-    def cancel(self, why: str, now: float) -> list[Step]:
+    def cancel(self, why: str, now: float) -> list[EvacuationStep]:
         """Start nothing more: every waiting step is LEFT (returned); the moves running
         end as their movers say (the caller aborts them)."""
         if self.cancelled:
@@ -247,7 +248,7 @@ class Drive:
     def __init__(self, runner: Runner, move: Mover, *,
                  cancelled: Callable[[], str] | None = None,
                  abort: Callable[[], object] | None = None,
-                 on_change: Callable[[Step], None] | None = None,
+                 on_change: Callable[[EvacuationStep], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll_s: float = POLL_S) -> None:
         self.runner = runner
         self.move = move
@@ -263,7 +264,7 @@ class Drive:
         """Cancel from any thread (Ctrl-C's handler): the loop acts on it at once."""
         self._events.put(why or "cancelled")
 
-    def _tell(self, step: Step) -> None:
+    def _tell(self, step: EvacuationStep) -> None:
         if self.on_change is None:
             return
         try:
@@ -293,7 +294,7 @@ class Drive:
         self._threads.append(thread)
         thread.start()
 
-    def run(self) -> list[Step]:
+    def run(self) -> list[EvacuationStep]:
         runner = self.runner
         while True:
             if not runner.cancelled and self.cancelled is not None:

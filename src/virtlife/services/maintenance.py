@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from virtlife import errors
 from virtlife.hypervisor import Guest, Host
-from virtlife.services.evacuation import Drive, MoveEnd, Phase, Runner, Start, Step
+from virtlife.services.evacuation import Drive, EvacuationStep, MoveEnd, Phase, Runner, Start
 from virtlife.services.fleet import Fleet
 from virtlife.services.migration.checks import CheckOptions, MigrationKind, Report
 from virtlife.services.migration.ending import UNCONFIRMED
@@ -110,13 +110,13 @@ class EvacuationPlan:
 class EvacuationResult:
     op_id: str
     host: str
-    steps: list[Step]
+    steps: list[EvacuationStep]
     cancelled: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def stays(self) -> list[Step]:
+    def stays(self) -> list[EvacuationStep]:
         return [s for s in self.steps if s.stays]
 
     def counts(self) -> dict[str, int]:
@@ -420,7 +420,7 @@ class Maintenance:
         say.update(host, "plan", f"evacuating {host} (operation {parent}): "
                    f"{sum(v.destination is not None for v in planned.vms)} of "
                    f"{len(planned.vms)} VM(s) have a destination", planned.as_dict())
-        steps = [Step(v.vm, v.source, v.kind, v.destination,
+        steps = [EvacuationStep(v.vm, v.source, v.kind, v.destination,
                       Phase.PENDING if v.destination else Phase.LEFT, v.reason, kept=v.kept)
                  for v in planned.vms]
         runner = Runner(steps, concurrency=concurrency, max_outgoing=self.limits.max_outgoing,
@@ -507,7 +507,7 @@ class _Reporter:
         if self.progress is not None:
             self.progress(update)
 
-    def step(self, step: Step, runner: Runner, *, overall: bool = True) -> None:
+    def step(self, step: EvacuationStep, runner: Runner, *, overall: bool = True) -> None:
         to = f" to {step.destination}" if step.destination else ""
         text = f"{step.vm}: {step.phase.value}{to}" + (f": {step.reason}" if step.reason
                                                         else "")
