@@ -96,6 +96,7 @@ LAB_FILES = (
     "tests/integration/test_migrate_api_real.py",
     "tests/integration/test_migrate_postcopy_real.py",
     "tests/integration/test_oneplace_lab.py",
+    "tests/integration/test_maintenance_real.py",
     "tests/integration/test_console_lab.py",
     # the lab's own up/down tests take it down and kill it: after those that only use it
     "tests/integration/test_lab_hosts.py",
