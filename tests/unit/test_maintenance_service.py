@@ -23,6 +23,7 @@ from virtlife.services.evacuation import Phase
 from virtlife.services.migration.checks import Report
 from virtlife.services.migration.ending import UNCONFIRMED
 from virtlife.services.placement import Placement, Plan, VMToPlace
+from virtlife.services.progress import Update
 from virtlife.store import open_store
 
 WAIT_S = 30.0
@@ -93,7 +94,13 @@ def test_a_vm_still_at_its_source_is_retried_on_another_host_as_a_child_of_the_e
         services: Services, fake: FakeMigrations) -> None:
     fake.fail[("vm-running", "lab-b")] = errors.OperationFailed(
         "vm-running did not move to lab-b: it broke; vm-running is running on lab-a")
-    result = services.maintenance.evacuate("lab-a", stopped=mt.Stopped.LEAVE, concurrency=1)
+    updates: list[Update] = []
+    result = services.maintenance.evacuate("lab-a", stopped=mt.Stopped.LEAVE, concurrency=1,
+                                           progress=updates.append)
+    overall = [u for u in updates if u.stage == "overall"]
+    assert overall[-1].detail is not None and overall[-1].detail["moved"] == 2
+    assert overall[-1].fraction == 1.0 and "0 s to go" in overall[-1].message
+    assert {u.op_id for u in updates} == {result.op_id}  # the fake reports no progress
     steps = {s.vm: s for s in result.steps}
     assert (steps["vm-running"].phase, steps["vm-running"].destination,
             steps["vm-running"].tried) == (Phase.MOVED, "lab-c", ["lab-b"])

@@ -515,8 +515,21 @@ class _Reporter:
         if not overall:
             return
         c = runner.counts()
+        eta = eta_s(runner)
         self.update(self.host, "overall",
                     f"{self.host}: {c['moved']} moved, {c['failed']} failed, {c['left']} left; "
-                    f"{c['moving']} moving, {c['pending'] + c['retrying']} waiting",
-                    dict(c), fraction=(c["moved"] + c["failed"] + c["left"]) / max(
+                    f"{c['moving']} moving, {c['pending'] + c['retrying']} waiting"
+                    + ("" if eta is None else f"; about {eta:.0f} s to go"),
+                    {**c, "eta_s": None if eta is None else round(eta, 1)},
+                    fraction=(c["moved"] + c["failed"] + c["left"]) / max(
                         1, len(runner.steps)))
+
+
+def eta_s(runner: Runner) -> float | None:
+    """A rough time left: the moves still to run (and those running, as whole ones) at
+    the mean time of the moves done, ``limit`` at once; None before any is done."""
+    took = [s.seconds for s in runner.steps if s.phase is Phase.MOVED and s.seconds]
+    if not took:
+        return None
+    left = sum(1 for s in runner.steps if not s.phase.over)
+    return sum(took) / len(took) * left / runner.limit
