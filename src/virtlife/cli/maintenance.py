@@ -2,15 +2,16 @@
 ``services.maintenance``.
 
 The dry run is a table (VM, state, kind, from, to, checks or reason). A real evacuation
-prints one line per VM as its phase changes and as its migration goes on (phase and
-percent, a line at each quarter), an overall line (moved, failed, left) after each
-change, and ends with the summary table; with ``--json`` every update is a JSON line
-and the summary the last one. The exit status is 1 when a VM stays on the host against
+shows each VM's phase and its migration's phase and percent, and the overall moved,
+failed and left (``cli.evacuate_view``: a live area on a terminal, lines elsewhere), and
+ends with the summary table; with ``--json`` every update is a JSON line and the summary
+the last one. The exit status is 1 when a VM stays on the host against
 the plan (a failure, no destination, a cancel), so that a script can tell.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING
 
@@ -26,41 +27,10 @@ if TYPE_CHECKING:
 EXIT_STAYS = 1  # a VM stays on the host
 
 
-class _Lines:
-    """The evacuation's updates as lines on stderr (or JSON lines on stdout)."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self._lock = threading.Lock()
-        self._shown: dict[str, tuple[str, int]] = {}  # vm -> (phase, quarter) last shown
-
-    def __call__(self, update: Update) -> None:
-        with self._lock:
-            if self.as_json:
-                emit_json_line({"op_id": update.op_id, "vm": update.vm, "stage": update.stage,
-                                "message": update.message, "fraction": update.fraction,
-                                "detail": None if update.detail is None
-                                else dict(update.detail)})
-                return
-            line = self._line(update)
-            if line is not None:
-                click.echo(line, err=True)
-
-    def _line(self, update: Update) -> str | None:
-        if update.stage in ("plan", "step", "overall"):
-            return update.message if update.stage != "overall" else f"  {update.message}"
-        if update.stage == "progress":
-            detail = update.detail or {}
-            phase = str(detail.get("phase_label") or detail.get("phase") or "")
-            quarter = int((update.fraction or 0.0) * 4)
-            if self._shown.get(update.vm) == (phase, quarter):
-                return None
-            self._shown[update.vm] = (phase, quarter)
-            percent = "" if update.fraction is None else f" {update.fraction * 100:.0f}%"
-            return f"{update.vm}: {phase or 'moving'}{percent}"
-        if update.stage in ("start", "policy", "settle"):
-            return f"{update.vm}: {update.message}"
-        return None
+def _json_line(update: Update) -> None:
+    emit_json_line({"op_id": update.op_id, "vm": update.vm, "stage": update.stage,
+                    "message": update.message, "fraction": update.fraction,
+                    "detail": None if update.detail is None else dict(update.detail)})
 
 
 def _show_plan(plan: EvacuationPlan) -> None:
@@ -138,9 +108,21 @@ def host_maintenance(app: App, name: str, dry_run: bool, concurrency: int,
         else:
             _show_plan(plan)
         raise SystemExit(EXIT_STAYS if plan.stays else 0)
-    result = m.evacuate(name, concurrency=concurrency, timeout_s=timeout_s,
-                        stopped=Stopped(stopped), progress=_Lines(as_json),
-                        stopping=app.services.stopping)
+    run = functools.partial(m.evacuate, name, concurrency=concurrency, timeout_s=timeout_s,
+                            stopped=Stopped(stopped), stopping=app.services.stopping)
+    if as_json:
+        lock = threading.Lock()
+
+        def sink(update: Update) -> None:
+            with lock:  # the moves report from their own threads
+                _json_line(update)
+
+        result = run(progress=sink)
+    else:
+        from virtlife.cli.evacuate_view import EvacuationView  # Rich only when shown
+
+        with EvacuationView() as view:
+            result = run(progress=view)
     if as_json:
         emit_json_line({"summary": result.as_dict()})
     else:
