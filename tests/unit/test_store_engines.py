@@ -137,3 +137,47 @@ def test_interrupt_mine_marks_only_this_process_rows_and_those_asked_for(
     assert journal.holder("h/op2") is None
     assert journal.interrupt_mine() == 1
     assert sorted(e.op_id for e in journal.running()) == ["gone0", "gone1"]
+
+
+def test_two_processes_taking_the_carried_over_note_at_once_get_it_once(
+        pg_url: str) -> None:
+    """PostgreSQL, READ COMMITTED: two stores (two connections, as two processes have)
+    take the carried-over names while a third connection holds the rows' locks; both
+    are then waiting inside their take, and when the lock goes, one of them gets the
+    names and the other nothing (a read then a clear gave both the names)."""
+    import threading
+
+    import psycopg
+
+    with open_store(pg_url) as setup:
+        for name in ("alice", "bob"):
+            setup.tokens.create(name, role=Role.ADMIN)
+    with psycopg.connect(pg_url) as blocker:  # a transaction: its row locks are held
+        blocker.execute("UPDATE api_tokens SET carried_over = 1")
+        blocker.commit()
+        blocker.execute("SELECT name FROM api_tokens WHERE carried_over = 1 FOR UPDATE")
+        taken: list[list[str]] = []
+        stores = [open_store(pg_url) for _ in range(2)]
+        threads = [threading.Thread(target=lambda s=s: taken.append(
+            s.tokens.take_carried_over())) for s in stores]
+        try:
+            for t in threads:
+                t.start()
+            with psycopg.connect(pg_url, autocommit=True) as watch:
+                for _ in range(3000):  # both wait on the blocker's locks (or, on the old
+                    # code, one may already hold its read and wait in its UPDATE)
+                    waiting = watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                        " current_database() AND wait_event_type = 'Lock'").fetchone()
+                    if waiting is not None and waiting[0] == 2:
+                        break
+                    watch.execute("SELECT pg_sleep(0.01)")
+                else:
+                    pytest.fail("the two takes never both waited on the rows' locks")
+            blocker.rollback()
+            for t in threads:
+                t.join(30)
+        finally:
+            for s in stores:
+                s.close()
+    assert sorted(taken) == [[], ["alice", "bob"]]
