@@ -2,7 +2,8 @@
 saved images and VM places, the journal's lock and marks, and the SQL dialect layer.
 
 Each test runs on a fresh SQLite file and on a fresh database of the private PostgreSQL
-cluster (``pg_support``); the rows must read back the same from either.
+cluster (``pg_support``: copied from one the session migrated); the rows must read back
+the same from either.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     where: Path | str = tmp_path / "virtlife.db"
     if request.param == "postgresql":
-        where = request.getfixturevalue("pg_url")
+        where = request.getfixturevalue("pg_store_url")
     with open_store(where) as opened:
         yield opened
 
@@ -140,7 +141,7 @@ def test_interrupt_mine_marks_only_this_process_rows_and_those_asked_for(
 
 
 def test_two_processes_taking_the_carried_over_note_at_once_get_it_once(
-        pg_url: str) -> None:
+        pg_store_url: str) -> None:
     """PostgreSQL, READ COMMITTED: two stores (two connections, as two processes have)
     take the carried-over names while a third connection holds the rows' locks; both
     are then waiting inside their take, and when the lock goes, one of them gets the
@@ -149,21 +150,21 @@ def test_two_processes_taking_the_carried_over_note_at_once_get_it_once(
 
     import psycopg
 
-    with open_store(pg_url) as setup:
+    with open_store(pg_store_url) as setup:
         for name in ("alice", "bob"):
             setup.tokens.create(name, role=Role.ADMIN)
-    with psycopg.connect(pg_url) as blocker:  # a transaction: its row locks are held
+    with psycopg.connect(pg_store_url) as blocker:  # a transaction: its row locks are held
         blocker.execute("UPDATE api_tokens SET carried_over = 1")
         blocker.commit()
         blocker.execute("SELECT name FROM api_tokens WHERE carried_over = 1 FOR UPDATE")
         taken: list[list[str]] = []
-        stores = [open_store(pg_url) for _ in range(2)]
+        stores = [open_store(pg_store_url) for _ in range(2)]
         threads = [threading.Thread(target=lambda s=s: taken.append(
             s.tokens.take_carried_over())) for s in stores]
         try:
             for t in threads:
                 t.start()
-            with psycopg.connect(pg_url, autocommit=True) as watch:
+            with psycopg.connect(pg_store_url, autocommit=True) as watch:
                 for _ in range(3000):  # both wait on the blocker's locks (or, on the old
                     # code, one may already hold its read and wait in its UPDATE)
                     waiting = watch.execute(
