@@ -18,7 +18,8 @@ It never answers with a state older than the last event received:
   ``idle``/``dying`` (libvirt's scheduler view), each through ``observed_state`` with
   the journal, as ``virtlife state`` does; a managed-saved VM is confirmed with one
   round trip per host (the host's managed-save list), and read again only when its
-  image is gone.
+  image is gone. Listings that ask at once share one such round trip, one that started
+  after each of them asked (``virtlife.coalesce``).
 
 A live read that fails reports the host unreachable as the direct listing does. A
 vCPU count changed by a live hot-plug (no lifecycle event) shows after the VM's next
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from virtlife import errors
+from virtlife.coalesce import Coalesced
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.listing import managed_saved
 from virtlife.services.fleet import (
@@ -93,6 +95,14 @@ class StateCache:
         self._generation: dict[str, int] = {}  # host -> connection events so far
         self._fresh: set[str] = set()  # listed since the stream last connected
         self._pending: dict[tuple[str, str], int] = {}  # (host, UUID): re-reads due
+        # the hosts' managed-save lists, one call for every listing that asked before
+        # it started (``coalesce``: never a call that began before the listing did)
+        self._saved = Coalesced(self._managed_saved)
+
+    def _managed_saved(self, hosts: tuple[str, ...]
+                       ) -> tuple[dict[str, set[str]], list[HostProblem]]:
+        return self.fleet.each_host(managed_saved, list(hosts),
+                                    deadline_s=self.fleet.list_deadline_s)
 
     # -- fed by the events ---------------------------------------------------------------
 
@@ -235,9 +245,7 @@ class StateCache:
             answered += list(found)
             rows += [row for name in found for row in found[name]]
         if saved_rows:  # one round trip per host: which still have their image
-            images, failed = self.fleet.each_host(
-                managed_saved, sorted({row.host for row in saved_rows}),
-                deadline_s=self.fleet.list_deadline_s)
+            images, failed = self._saved(tuple(sorted({row.host for row in saved_rows})))
             if failed:
                 raise errors.HostUnreachable(failed[0].message)
             for row in saved_rows:  # an image removed (no event): its state read again
