@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving import EventFollower, Sampler, Served, proc_status
+from serving import Sampler, Served, proc_status
 
 from virtlife.lab import light
 from virtlife.lab.hostprep import can_run_real_stack
@@ -107,14 +107,10 @@ def main() -> int:
                 store.close()
             server = Served(home)
             sampler: Sampler | None = None
-            follower: EventFollower | None = None
             try:
                 server.start()
                 sampler = Sampler(server.pid)
-                follower = EventFollower(server.base, server.token)
-                follower.start()
-                warm = server.wait_cached(follower, args.hosts, 120.0)
-                follower.stop.set()
+                warm = server.wait_cached(args.hosts, 300.0)
                 print(f"  server over {args.hosts} hosts: listed from its cache after "
                       f"{warm:.1f} s")
                 expect = args.hosts * args.vms

@@ -133,9 +133,7 @@ def run(home: Path, hosts: list[light.LightHost], vms: int, rounds: int, changes
     try:
         server.start()
         sampler = Sampler(server.pid)
-        follower = EventFollower(server.base, server.token)
-        follower.start()
-        result.warmup_s = server.wait_cached(follower, len(hosts), max(120.0, len(hosts)))
+        result.warmup_s = server.wait_cached(len(hosts), max(300.0, 2.0 * len(hosts)))
         print(f"  server over {len(hosts)} hosts: listed from its cache after "
               f"{result.warmup_s:.1f} s")
 
@@ -153,6 +151,10 @@ def run(home: Path, hosts: list[light.LightHost], vms: int, rounds: int, changes
             served.append(time.perf_counter() - t0)
         result.virsh_s, result.served_s = statistics.median(base), statistics.median(served)
         print(f"  virsh loop {result.virsh_s:.2f} s, served list {result.served_s:.3f} s")
+        follower = EventFollower(server.base, server.token)
+        follower.start()
+        if not follower.hello.wait(60):
+            raise RuntimeError(f"no hello on /api/events within 60 s: {follower.error}")
         with tempfile.TemporaryDirectory(prefix="vl-bench-scale-") as tmp:
             result.changes = _changes(follower, hosts, changes, Path(tmp))
         result.stream_error = follower.error
