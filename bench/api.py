@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving import Sampler, Served, proc_status
+from serving import Sampler, Served, cpu_seconds, proc_status
 
 from virtlife.lab import light
 from virtlife.lab.hostprep import can_run_real_stack
@@ -67,8 +67,10 @@ def _quantile(values: list[float], q: float) -> float:
 
 def measure(server: Served, path: str, clients: int, requests: int,
             expect_vms: int | None) -> dict[str, object]:
+    cpu0 = cpu_seconds(server.pid)
     latencies, wall, wrong = asyncio.run(_burst(server.base, server.token, path, clients,
                                                 requests, expect_vms))
+    cpu = cpu_seconds(server.pid) - cpu0
     one = []
     for _ in range(5):  # one request alone, for comparison
         one.append(asyncio.run(_burst(server.base, server.token, path, 1, 1,
@@ -76,7 +78,9 @@ def measure(server: Served, path: str, clients: int, requests: int,
     return {"path": path, "clients": clients, "requests": len(latencies),
             "p50 s": statistics.median(latencies), "p99 s": _quantile(latencies, 0.99),
             "max s": max(latencies), "req/s": len(latencies) / wall,
-            "alone s": statistics.median(one), "not 200/complete": wrong}
+            "alone s": statistics.median(one),
+            "server CPU ms/req": 1000 * cpu / (len(latencies) + 1),
+            "not 200/complete": wrong}
 
 
 def main() -> int:
@@ -146,7 +150,10 @@ def record(rows: list[dict[str, object]], args: argparse.Namespace, status: dict
              f"serve` (its cache filled first). {args.clients} asyncio clients on one "
              f"httpx connection pool, each sending {args.requests} requests one after the "
              "other; latency from sending to the whole body read; req/s over the whole "
-             "burst; `alone s`: one request with nothing else running (median of 5). The "
+             "burst; `alone s`: one request with no other load from the bench (median of 5); "
+             "`server CPU ms/req`: the server process's CPU time (user + system, all "
+             "threads, /proc/PID/stat) over the burst, divided by its requests: what the "
+             "machine's other load does not change much. The "
              "client runs on the same 2 cores as the server. Server after the run: "
              f"{status.get('Threads', 0)} threads ({threads_max} most seen), RSS "
              f"{status.get('VmRSS', 0) / 1024:.0f} MiB." + (f" {args.note}" if args.note
