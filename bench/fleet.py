@@ -239,7 +239,7 @@ def main() -> int:
                 scale = fleet_scale.run(make_home(root, list(up.hosts[:args.scale])),
                                         list(up.hosts[:args.scale]), args.vms,
                                         args.rounds, args.changes, light_memory=mem,
-                                        virsh_loop=virsh_loop, table=virtlife_table)
+                                        virsh_loop=virsh_loop)
     finally:
         _, actions = light.down()
         print("light lab down: " + "; ".join(actions))

@@ -83,3 +83,27 @@ def test_listings_at_once_share_one_managed_save_round_trip_begun_after_they_ask
         t.join(10)
     assert states == ["saved"] * 5
     assert len(calls) == 2  # the running one (not theirs: it began before they asked), then one
+
+
+def test_a_host_whose_managed_save_list_fails_is_unreachable_not_a_live_relisting(
+        api: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife import errors
+
+    cache = api.app.state.feed.cache
+    reads: list[str] = []
+    real = statecache.rows_of
+
+    def counted(host: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(host.name)
+        return real(host, *args, **kwargs)
+
+    def failing(host: Any) -> Any:
+        raise errors.HostUnreachable(f"host {host.name} did not answer")
+
+    monkeypatch.setattr(statecache, "rows_of", counted)
+    monkeypatch.setattr(statecache, "managed_saved", failing)
+    answer = cache.listing()
+    assert [p.host for p in answer.listing.unreachable] == ["t"]
+    assert "did not answer" in answer.listing.unreachable[0].message
+    assert answer.listing.rows == [] and answer.listing.answered == []
+    assert reads == []  # no host was listed again live for it

@@ -21,7 +21,10 @@ It never answers with a state older than the last event received:
   image is gone. Listings that ask at once share one such round trip, one that started
   after each of them asked (``virtlife.coalesce``).
 
-A live read that fails reports the host unreachable as the direct listing does. A
+A live read that fails reports the host unreachable as the direct listing does; so
+does a host whose managed-save list cannot be read within the listing's deadline (its
+rows are left out, the other hosts' still come from the cache: before, one such host
+made the whole listing be read live, which under load missed more hosts). A
 vCPU count changed by a live hot-plug (no lifecycle event) shows after the VM's next
 event. It holds no libvirt object and never prints.
 """
@@ -246,10 +249,16 @@ class StateCache:
             rows += [row for name in found for row in found[name]]
         if saved_rows:  # one round trip per host: which still have their image
             images, failed = self._saved(tuple(sorted({row.host for row in saved_rows})))
-            if failed:
-                raise errors.HostUnreachable(failed[0].message)
+            if failed:  # those hosts are unreachable, as the direct listing says of a
+                # host that does not answer within the deadline; the others stand
+                down = {p.host for p in failed}
+                problems = [*problems, *failed]
+                answered = [n for n in answered if n not in down]
+                rows = [row for row in rows if row.host not in down]
+                stale_rows = [row for row in stale_rows if row.host not in down]
             for row in saved_rows:  # an image removed (no event): its state read again
-                (rows if row.name in images[row.host] else stale_rows).append(row)
+                if row.host in images:
+                    (rows if row.name in images[row.host] else stale_rows).append(row)
         if stale_rows:  # read again live: one bulk read per host that has any
             stale: dict[str, set[str]] = {}
             for row in stale_rows:
