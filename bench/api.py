@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def measure(server: Served, path: str, clients: int, requests: int,
             "max s": max(latencies), "req/s": len(latencies) / wall,
             "alone s": statistics.median(one),
             "server CPU ms/req": 1000 * cpu / (len(latencies) + 1),
+            "load avg 1 min": os.getloadavg()[0],
             "not 200/complete": wrong}
 
 
@@ -153,7 +155,8 @@ def record(rows: list[dict[str, object]], args: argparse.Namespace, status: dict
              "burst; `alone s`: one request with no other load from the bench (median of 5); "
              "`server CPU ms/req`: the server process's CPU time (user + system, all "
              "threads, /proc/PID/stat) over the burst, divided by its requests: what the "
-             "machine's other load does not change much. The "
+             "machine's other load does not change much; `load avg`: the machine's, after "
+             "the burst (other work shares these 2 cores). The "
              "client runs on the same 2 cores as the server. Server after the run: "
              f"{status.get('Threads', 0)} threads ({threads_max} most seen), RSS "
              f"{status.get('VmRSS', 0) / 1024:.0f} MiB." + (f" {args.note}" if args.note

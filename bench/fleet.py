@@ -51,6 +51,24 @@ VIRTLIFE = str(Path(sys.executable).with_name("virtlife"))
 TARGETS = {20: 3.0, 100: 10.0}  # the issue's: virtlife at least this many times faster
 
 
+LAB: dict[str, Path | str] = {"state_dir": light.DEFAULT_STATE_DIR,
+                              "segment": str(light.SEGMENT)}
+
+
+def private_lab() -> None:
+    """Give this process's light lab names of its own (bridge, namespaces, mark, state
+    directory, segment). The light lab is one per machine, and `virtlife lab down` (the
+    lab tests of other sessions run it) ends it whatever its owner: twice a 500-host
+    run lost its hosts mid-way so. Under these names only this process's
+    ``light.down`` finds it; check afterwards that nothing is left
+    (``ip netns list | grep vl-lb-``)."""
+    light.BRIDGE = "vl-lb0"
+    light.NETNS_PREFIX = "vl-lb-"
+    light.MARK = "vl-bench-light"
+    LAB["state_dir"] = Path("/run/virtlife-bench-light")
+    LAB["segment"] = "10.250.0.0/22"
+
+
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -177,7 +195,7 @@ def deadline_case(root: Path, hosts: list[light.LightHost], vms: int,
                   virsh_stopped: bool) -> dict[str, object]:
     home = make_home(root / "deadline", hosts)
     victim = hosts[len(hosts) // 2]
-    pid = light.libvirtd_pid(victim.name)
+    pid = light.libvirtd_pid(victim.name, LAB["state_dir"])
     os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.perf_counter()
@@ -210,6 +228,9 @@ def main() -> int:
                         help="state changes timed to the event stream in the scale run")
     parser.add_argument("--running-hosts", type=int, default=10,
                         help="light hosts with QEMU domains (running, paused)")
+    parser.add_argument("--private-lab", action="store_true",
+                        help="a light lab of the bench's own names, mark and directory, "
+                             "which `virtlife lab down` of another session does not end")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip() and int(s) > 0)
     ok, why = can_run_real_stack()
@@ -221,9 +242,12 @@ def main() -> int:
     stopped: dict[str, object] | None = None
     scale: fleet_scale.ScaleResult | None = None
     try:
+        if args.private_lab:
+            private_lab()
         up = light.up(n, vms=args.vms, running_hosts=args.running_hosts,
+                      state_dir=LAB["state_dir"], segment=LAB["segment"],
                       progress=lambda m: print(f"  {m}"))
-        mem = light.memory_kib()
+        mem = light.memory_kib(LAB["state_dir"])
         print(f"light lab: {n} hosts x {args.vms} VMs up in {up.seconds:.1f} s; resident "
               "memory " + ", ".join(f"{c} {k / 1024:.0f} MiB" for c, k in sorted(mem.items())))
         with tempfile.TemporaryDirectory(prefix="vl-bench-fleet-") as tmp:
@@ -241,7 +265,7 @@ def main() -> int:
                                         args.rounds, args.changes, light_memory=mem,
                                         virsh_loop=virsh_loop)
     finally:
-        _, actions = light.down()
+        _, actions = light.down(LAB["state_dir"])
         print("light lab down: " + "; ".join(actions))
     if stopped is not None:
         report(results, stopped, args.rounds, args.vms)
