@@ -42,6 +42,7 @@ from virtlife.api import (
     routes_more,
 )
 from virtlife.api.auth import Tickets
+from virtlife.api.bodies import ListingBodies
 from virtlife.api.hub import Feed, Hub, cached_listing
 from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
@@ -165,6 +166,7 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.state.metrics = Metrics(lambda: (cached_listing(feed.cache)[0],
                                          sorted(services.fleet.refs)))
     app.state.tickets = Tickets()
+    app.state.bodies = ListingBodies()
     app.state.streams = Streams(lambda token: services.need_store().tokens.check(token)
                                 is not None)
     guard.install(app, hosts if hosts is not None else guard.allowed_hosts(None))
