@@ -5,11 +5,13 @@ max moves, and a second plan right after applying the first plans nothing."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.test_placement import pairs_for, to_place
 
 from virtlife.services.balance import (
     BalanceHost,
@@ -23,7 +25,6 @@ from virtlife.services.balance import (
     plan_balance,
 )
 from virtlife.services.placement import HostState, PlacementLimits
-from tests.unit.test_placement import pairs_for, to_place
 
 NOW = 1_800_000_000.0
 TOTAL = 8192
@@ -199,7 +200,7 @@ def test_property_the_spread_never_grows(case: tuple) -> None:  # type: ignore[t
     plan = plan_of(hosts, vms, limits)
     assert plan.spread_after <= plan.spread_before + 1e-9
     spreads = [plan.spread_before] + [m.spread_after for m in plan.moves]
-    assert all(b < a for a, b in zip(spreads, spreads[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(spreads))
 
 
 @settings(max_examples=150, deadline=None)
