@@ -161,7 +161,7 @@ class Move:
 
 
 @dataclass(frozen=True)
-class Held:
+class HeldVM:
     vm: str
     host: str
     why: Hold
@@ -177,7 +177,7 @@ class BalancePlan:
     threshold_pct: float
     uses_cpu: bool  # False: the load is memory only (some host's CPU is unknown)
     stop: Stop
-    held: tuple[Held, ...] = ()  # VMs of the hosts unloaded that were kept in place
+    held: tuple[HeldVM, ...] = ()  # VMs of the hosts unloaded that were kept in place
     refused: tuple[str, ...] = ()  # moves passed over: would undo one, or no destination
     left_out: Mapping[str, str] = field(default_factory=dict)  # host: why
     cpu_note: str = ""  # why the CPU does not count, when it does not
@@ -196,7 +196,7 @@ class BalancePlan:
 
 
 @dataclass
-class _Fleet:
+class _Balanced:
     """The hosts and VMs as the moves planned so far leave them."""
 
     hosts: dict[str, BalanceHost]
@@ -220,7 +220,7 @@ class _Fleet:
         scores = [self.load(name).load_pct for name in self.hosts]
         return max(scores) - min(scores)
 
-    def moved(self, vm: BalanceVM, destination: str) -> _Fleet:
+    def moved(self, vm: BalanceVM, destination: str) -> _Balanced:
         source = self.where[vm.name]
         src, dst = self.hosts[source], self.hosts[destination]
         mem, cores = vm.memory_mib, vm.cpu_cores or 0.0
@@ -237,7 +237,7 @@ class _Fleet:
                                          else free - sign * mem))
 
         hosts = {**self.hosts, source: shifted(src, -1), destination: shifted(dst, +1)}
-        return _Fleet(hosts, {**self.where, vm.name: destination}, self.vms, self.uses_cpu)
+        return _Balanced(hosts, {**self.where, vm.name: destination}, self.vms, self.uses_cpu)
 
 
 def _taking_part(host: BalanceHost) -> str:
@@ -297,14 +297,14 @@ def plan_balance(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], pairs: 
     cpu_note = ("" if uses_cpu or not part else "CPU unknown on " + ", ".join(
         f"{n} ({part[n].cpu_why or 'not read'})" for n in no_cpu) + ": memory only")
     where = {v.name: v.vm.source for v in all_vms.values() if v.vm.source in part}
-    fleet = _Fleet(part, where, all_vms, uses_cpu)
+    fleet = _Balanced(part, where, all_vms, uses_cpu)
     before = fleet.loads()
     if len(part) < 2:
         return BalancePlan((), before, before, 0.0, 0.0, limits.threshold_pct, uses_cpu,
                            Stop.TOO_FEW_HOSTS, left_out=left_out, cpu_note=cpu_note)
     recent = _recent(all_vms.values(), now_s, limits.cooldown_s)
     moves: list[Move] = []
-    held: dict[str, Held] = {}
+    held: dict[str, HeldVM] = {}
     refused: dict[str, str] = {}
     stop = Stop.MAX_MOVES
     spread_before = fleet.spread()
@@ -333,7 +333,7 @@ def plan_balance(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], pairs: 
                        tuple(refused[k] for k in sorted(refused)), left_out, cpu_note)
 
 
-def _movable(fleet: _Fleet, vm: BalanceVM, now_s: float, limits: BalanceLimits,
+def _movable(fleet: _Balanced, vm: BalanceVM, now_s: float, limits: BalanceLimits,
              ) -> Hold | None:
     if vm.pinned:
         return Hold.PINNED
@@ -344,10 +344,10 @@ def _movable(fleet: _Fleet, vm: BalanceVM, now_s: float, limits: BalanceLimits,
     return None
 
 
-def _best_step(fleet: _Fleet, recent: set[tuple[str, str]], pairs: Pairs, now_s: float,
-               limits: BalanceLimits, placement: PlacementLimits, held: dict[str, Held],
+def _best_step(fleet: _Balanced, recent: set[tuple[str, str]], pairs: Pairs, now_s: float,
+               limits: BalanceLimits, placement: PlacementLimits, held: dict[str, HeldVM],
                refused: dict[str, str], moved: set[str],
-               ) -> tuple[BalanceVM, str, Placement, _Fleet] | None:
+               ) -> tuple[BalanceVM, str, Placement, _Balanced] | None:
     """The next move off the most loaded host, or None when no allowed move lowers the
     spread."""
     loads = fleet.loads()
@@ -355,7 +355,7 @@ def _best_step(fleet: _Fleet, recent: set[tuple[str, str]], pairs: Pairs, now_s:
     source = top.host
     spread = fleet.spread()
     lower = [h.host for h in loads if h.load_pct < top.load_pct and h.host != source]
-    options: list[tuple[float, tuple[int, float, str], BalanceVM, str, Placement, _Fleet]] = []
+    options: list[tuple[float, tuple[int, float, str], BalanceVM, str, Placement, _Balanced]] = []
     candidates = sorted((fleet.vms[n] for n, h in fleet.where.items() if h == source),
                         key=_cost)
     for vm in candidates:
@@ -363,7 +363,7 @@ def _best_step(fleet: _Fleet, recent: set[tuple[str, str]], pairs: Pairs, now_s:
             continue
         why = _movable(fleet, vm, now_s, limits)
         if why is not None:
-            held[vm.name] = Held(vm.name, source, why)
+            held[vm.name] = HeldVM(vm.name, source, why)
             continue
         undo = [h for h in lower if (h, source) in recent]
         for h in undo:
@@ -396,7 +396,7 @@ def apply_plan(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], plan: Bal
     all_hosts, all_vms = _index(hosts, vms)
     part = {n: h for n, h in all_hosts.items() if not _taking_part(h)}
     where = {v.name: v.vm.source for v in all_vms.values() if v.vm.source in part}
-    fleet = _Fleet(part, where, all_vms, plan.uses_cpu)
+    fleet = _Balanced(part, where, all_vms, plan.uses_cpu)
     moved = dict(all_vms)
     for move in plan.moves:
         vm = all_vms[move.vm]

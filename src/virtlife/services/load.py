@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from virtlife.hypervisor.load import BUSY_MODES, IDLE_MODES, LoadReading, read_load
 from virtlife.services.fleet import Fleet, HostProblem
 
+__all__ = ["DEFAULT_WINDOW_S", "HostLoad", "LoadReading", "LoadTracker", "VMLoad",
+           "cpu_busy_pct", "host_load", "read_loads", "sample_loads"]
+
 DEFAULT_WINDOW_S = 1.0
 
 
@@ -111,3 +114,25 @@ def sample_loads(fleet: Fleet, names: Iterable[str] | None = None, *,
     second, later = fleet.each_host(read_load, sorted(first))
     loads = {name: host_load(first[name], second[name]) for name in sorted(second)}
     return loads, problems + later
+
+
+def read_loads(fleet: Fleet, deadline_s: float | None = None) -> dict[str, LoadReading]:
+    """One reading of every host that answers within ``deadline_s`` (the others are left
+    out: no reading is no figure)."""
+    readings, _ = fleet.each_host(read_load, deadline_s=deadline_s)
+    return readings
+
+
+class LoadTracker:
+    """The load of each host between its last two readings, for a reader that comes back
+    now and then (a ``/metrics`` scrape): the window is the time since the last call.
+    A host's first reading gives its memory, and CPU None (no window yet)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, LoadReading] = {}
+
+    def update(self, readings: Mapping[str, LoadReading]) -> dict[str, HostLoad]:
+        loads = {name: host_load(self._last.get(name, reading), reading)
+                 for name, reading in sorted(readings.items())}
+        self._last = dict(readings)
+        return loads
