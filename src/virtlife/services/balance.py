@@ -103,6 +103,11 @@ class BalanceVM:
         return self.vm.name
 
     @property
+    def key(self) -> str:
+        """``HOST/NAME``: two hosts may each have a VM of one name."""
+        return f"{self.vm.source}/{self.vm.name}"
+
+    @property
     def memory_mib(self) -> int:
         return self.vm.facts.memory_mib
 
@@ -152,6 +157,7 @@ class Move:
     cpu_cores: float | None
     spread_after: float  # the spread once this move (and those before it) are done
     placement: Placement
+    ref: str = ""  # the VM's ``BalanceVM.key`` in the plan's input
 
     def as_dict(self) -> dict[str, object]:
         return {"vm": self.vm, "uuid": self.uuid, "from": self.source,
@@ -221,7 +227,7 @@ class _Balanced:
         return max(scores) - min(scores)
 
     def moved(self, vm: BalanceVM, destination: str) -> _Balanced:
-        source = self.where[vm.name]
+        source = self.where[vm.key]
         src, dst = self.hosts[source], self.hosts[destination]
         mem, cores = vm.memory_mib, vm.cpu_cores or 0.0
 
@@ -237,7 +243,7 @@ class _Balanced:
                                          else free - sign * mem))
 
         hosts = {**self.hosts, source: shifted(src, -1), destination: shifted(dst, +1)}
-        return _Balanced(hosts, {**self.where, vm.name: destination}, self.vms, self.uses_cpu)
+        return _Balanced(hosts, {**self.where, vm.key: destination}, self.vms, self.uses_cpu)
 
 
 def _taking_part(host: BalanceHost) -> str:
@@ -254,8 +260,8 @@ def _taking_part(host: BalanceHost) -> str:
     return ""
 
 
-def _cost(vm: BalanceVM) -> tuple[int, float, str]:
-    return (vm.memory_mib, vm.cpu_cores or 0.0, vm.name)
+def _cost(vm: BalanceVM) -> tuple[int, float, str, str]:
+    return (vm.memory_mib, vm.cpu_cores or 0.0, vm.name, vm.vm.source)
 
 
 def _recent(vms: Iterable[BalanceVM], now_s: float, cooldown_s: float) -> set[tuple[str, str]]:
@@ -274,10 +280,10 @@ def _index(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM],
         by_host[host.name] = host
     by_vm: dict[str, BalanceVM] = {}
     for vm in vms:
-        if vm.name in by_vm:
-            raise InvalidInput(f"two VMs are called {vm.name} (on {by_vm[vm.name].vm.source} "
-                               f"and {vm.vm.source}): rename one before balancing")
-        by_vm[vm.name] = vm
+        if vm.key in by_vm:
+            raise InvalidInput(f"VM {vm.key} is given twice: balancing needs one entry per "
+                               "VM")
+        by_vm[vm.key] = vm
     return by_host, by_vm
 
 
@@ -296,7 +302,7 @@ def plan_balance(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], pairs: 
     uses_cpu = bool(part) and not no_cpu
     cpu_note = ("" if uses_cpu or not part else "CPU unknown on " + ", ".join(
         f"{n} ({part[n].cpu_why or 'not read'})" for n in no_cpu) + ": memory only")
-    where = {v.name: v.vm.source for v in all_vms.values() if v.vm.source in part}
+    where = {v.key: v.vm.source for v in all_vms.values() if v.vm.source in part}
     fleet = _Balanced(part, where, all_vms, uses_cpu)
     before = fleet.loads()
     if len(part) < 2:
@@ -317,16 +323,16 @@ def plan_balance(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], pairs: 
             stop = Stop.MAX_MOVES
             break
         step = _best_step(fleet, recent, pairs, now_s, limits, placement, held, refused,
-                          {m.vm for m in moves})
+                          {m.ref for m in moves})
         if step is None:
             stop = Stop.NO_MOVE
             break
         vm, destination, result, after = step
-        source = fleet.where[vm.name]
+        source = fleet.where[vm.key]
         fleet = after
         recent.add((source, destination))
         moves.append(Move(vm.name, vm.vm.facts.uuid, source, destination, vm.memory_mib,
-                          vm.cpu_cores, fleet.spread(), result))
+                          vm.cpu_cores, fleet.spread(), result, vm.key))
     return BalancePlan(tuple(moves), before, fleet.loads(), spread_before, fleet.spread(),
                        limits.threshold_pct, uses_cpu, stop,
                        tuple(held[k] for k in sorted(held)),
@@ -344,6 +350,10 @@ def _movable(fleet: _Balanced, vm: BalanceVM, now_s: float, limits: BalanceLimit
     return None
 
 
+# (spread after, cost, VM, destination, placement, the fleet after)
+_Option = tuple[float, tuple[int, float, str, str], BalanceVM, str, Placement, "_Balanced"]
+
+
 def _best_step(fleet: _Balanced, recent: set[tuple[str, str]], pairs: Pairs, now_s: float,
                limits: BalanceLimits, placement: PlacementLimits, held: dict[str, HeldVM],
                refused: dict[str, str], moved: set[str],
@@ -355,19 +365,19 @@ def _best_step(fleet: _Balanced, recent: set[tuple[str, str]], pairs: Pairs, now
     source = top.host
     spread = fleet.spread()
     lower = [h.host for h in loads if h.load_pct < top.load_pct and h.host != source]
-    options: list[tuple[float, tuple[int, float, str], BalanceVM, str, Placement, _Balanced]] = []
+    options: list[_Option] = []
     candidates = sorted((fleet.vms[n] for n, h in fleet.where.items() if h == source),
                         key=_cost)
     for vm in candidates:
-        if vm.name in moved or not vm.active:
+        if vm.key in moved or not vm.active:
             continue
         why = _movable(fleet, vm, now_s, limits)
         if why is not None:
-            held[vm.name] = HeldVM(vm.name, source, why)
+            held[vm.key] = HeldVM(vm.name, source, why)
             continue
         undo = [h for h in lower if (h, source) in recent]
         for h in undo:
-            refused[f"{vm.name} {h}"] = (f"{vm.name}: not to {h}, which would undo a recent "
+            refused[f"{vm.key} {h}"] = (f"{vm.name}: not to {h}, which would undo a recent "
                                          f"balancer move from {h} to {source}")
         dests = [fleet.hosts[h].state for h in lower if h not in undo]
         if not dests:
@@ -375,7 +385,7 @@ def _best_step(fleet: _Balanced, recent: set[tuple[str, str]], pairs: Pairs, now
         result = place(replace(vm.vm, source=source), [fleet.hosts[source].state, *dests],
                        pairs, placement, slots=False)
         if not isinstance(result, Placement):
-            refused[f"{vm.name} "] = f"{vm.name}: {result.reason}"
+            refused[f"{vm.key} "] = f"{vm.name}: {result.reason}"
             continue
         after = fleet.moved(vm, result.destination)
         new = after.spread()
@@ -395,13 +405,13 @@ def apply_plan(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], plan: Bal
     and CPU shifted as the plan expects (what the next plan starts from)."""
     all_hosts, all_vms = _index(hosts, vms)
     part = {n: h for n, h in all_hosts.items() if not _taking_part(h)}
-    where = {v.name: v.vm.source for v in all_vms.values() if v.vm.source in part}
+    where = {v.key: v.vm.source for v in all_vms.values() if v.vm.source in part}
     fleet = _Balanced(part, where, all_vms, plan.uses_cpu)
     moved = dict(all_vms)
     for move in plan.moves:
-        vm = all_vms[move.vm]
+        vm = all_vms[move.ref]
         fleet = fleet.moved(vm, move.destination)
-        moved[move.vm] = replace(vm, vm=replace(vm.vm, source=move.destination),
+        moved[move.ref] = replace(vm, vm=replace(vm.vm, source=move.destination),
                                  last_move=LastMove(move.source, move.destination, now_s))
     new_hosts = [fleet.hosts.get(n, h) for n, h in sorted(all_hosts.items())]
     return new_hosts, [moved[n] for n in sorted(moved)]
