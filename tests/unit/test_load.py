@@ -96,3 +96,19 @@ def test_sample_loads_waits_the_window_through_the_sleep_given() -> None:
     assert load.total_memory_mib > 0 and 0 <= load.memory_pct <= 100
     # the test driver's node counters stand still: its CPU is unknown, and says why
     assert load.cpu_pct is None and "did not advance" in load.cpu_why
+
+
+def test_metrics_show_memory_at_once_and_cpu_from_the_second_scrape() -> None:
+    from virtlife.api.metrics import Metrics
+    from virtlife.services.fleet import FleetListing
+
+    readings = iter([{"h": reading(0.0, node(0, 0), DomainReading(
+                         "u1", "web", True, 2 * GIB_KIB, 0))},
+                     {"h": reading(1.0, node(400, 600), DomainReading(
+                         "u1", "web", True, 2 * GIB_KIB, 10))}])
+    metrics = Metrics(lambda: (FleetListing([], [], ["h"]), ["h"]), lambda: next(readings))
+    first = metrics.render().decode()
+    assert 'virtlife_host_memory_percent{host="h"} 25.0' in first
+    assert 'virtlife_host_cpu_percent{host="h"}' not in first
+    second = metrics.render().decode()
+    assert 'virtlife_host_cpu_percent{host="h"} 40.0' in second
