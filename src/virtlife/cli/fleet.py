@@ -19,6 +19,8 @@ from virtlife.cli.params import COUNT, SECONDS
 
 if TYPE_CHECKING:
     from virtlife.services.events import DomainEvent
+    from virtlife.services.fleet import HostRef
+    from virtlife.store.inventory import HostRecord
 
 
 @click.command("list")
@@ -82,18 +84,43 @@ def host_add(app: App, name: str, uri: str, allow_any_uri: bool) -> None:
 
 
 @host.command("list")
+@click.option("--window", "window_s", type=SECONDS, default=1.0, show_default=True,
+              help="Seconds over which each host's CPU load is sampled.")
 @json_option
 @pass_app
-def host_list(app: App, as_json: bool) -> None:
-    """List the hosts (the implicit local host while none is configured).
+def host_list(app: App, window_s: float, as_json: bool) -> None:
+    """List the hosts (the implicit local host while none is configured; with -c, that
+    host) and their load: memory committed against total, and CPU busy over a short
+    window.
+
+    A load that cannot be read is shown as "?" with the reason, never as zero.
 
     Example: virtlife host list
     """
-    records = app.services.need_store().hosts.effective()
+    from virtlife.services.load import sample_loads
+
+    services = app.services
+    records: list[HostRecord | HostRef] = (
+        [services.fleet.refs[n] for n in sorted(services.fleet.refs)]
+        if services.connect_uri else list(services.need_store().hosts.effective()))
+    loads, problems = sample_loads(services.fleet, [r.name for r in records],
+                                   window_s=window_s)
+    why = {p.host: p.message for p in problems}
     if as_json:
-        emit_json([{"name": r.name, "uri": r.uri} for r in records])
+        emit_json([{"name": r.name, "uri": r.uri,
+                    **({"load": loads[r.name].as_dict()} if r.name in loads
+                       else {"load": None, "error": why.get(r.name, "no answer")})}
+                   for r in records])
         return
-    show_table(["NAME", "URI"], [(r.name, r.uri) for r in records])
+    rows = []
+    for r in records:
+        load = loads.get(r.name)
+        if load is None:
+            rows.append((r.name, r.uri, "?", "?", why.get(r.name, "no answer")))
+            continue
+        cpu = "?" if load.cpu_pct is None else f"{load.cpu_pct:.1f}%"
+        rows.append((r.name, r.uri, f"{load.memory_pct:.1f}%", cpu, load.cpu_why))
+    show_table(["NAME", "URI", "MEMORY", "CPU", "NOTE"], rows, fit="NOTE")
 
 
 @host.command("remove")
