@@ -15,9 +15,14 @@ size, in the same run and in turns (median of ``--rounds``):
 Then the deadline case: one libvirtd of 20 SIGSTOPped, ``virtlife list --all`` cold;
 it should end in about the per-host deadline (2 s) with that host unreachable (the
 virsh loop waits for its keepalive, ~60 s, and is not run unless ``--virsh-stopped``).
-Prints both curves (time against hosts) and the ratios; asserts nothing.
 
-    .venv/bin/python bench/fleet.py [--sizes 20,100] [--rounds 5] [--vms 50]
+Then, with ``--scale N`` (the issue's is 500; 0 skips it), one server for N hosts
+(``fleet_scale``): the served ``list --all`` of N x ``--vms`` against the virsh loop,
+state changes on random hosts reaching ``/api/events``, and the server's threads and
+resident memory. The lab is brought up once at the largest size. Prints both curves
+(time against hosts) and the ratios; asserts nothing.
+
+    .venv/bin/python bench/fleet.py [--sizes 20,100] [--scale 500] [--rounds 5] [--vms 50]
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import fleet_scale
+
 from virtlife.lab import light
 from virtlife.lab.hostprep import can_run_real_stack
 from virtlife.services.fleet import Fleet, HostRef
@@ -42,6 +49,24 @@ from virtlife.store import open_store
 
 VIRTLIFE = str(Path(sys.executable).with_name("virtlife"))
 TARGETS = {20: 3.0, 100: 10.0}  # the issue's: virtlife at least this many times faster
+
+
+LAB: dict[str, Path | str] = {"state_dir": light.DEFAULT_STATE_DIR,
+                              "segment": str(light.SEGMENT)}
+
+
+def private_lab() -> None:
+    """Give this process's light lab names of its own (bridge, namespaces, mark, state
+    directory, segment). The light lab is one per machine, and `virtlife lab down` (the
+    lab tests of other sessions run it) ends it whatever its owner: twice a 500-host
+    run lost its hosts mid-way so. Under these names only this process's
+    ``light.down`` finds it; check afterwards that nothing is left
+    (``ip netns list | grep vl-lb-``)."""
+    light.BRIDGE = "vl-lb0"
+    light.NETNS_PREFIX = "vl-lb-"
+    light.MARK = "vl-bench-light"
+    LAB["state_dir"] = Path("/run/virtlife-bench-light")
+    LAB["segment"] = "10.250.0.0/22"
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -170,7 +195,7 @@ def deadline_case(root: Path, hosts: list[light.LightHost], vms: int,
                   virsh_stopped: bool) -> dict[str, object]:
     home = make_home(root / "deadline", hosts)
     victim = hosts[len(hosts) // 2]
-    pid = light.libvirtd_pid(victim.name)
+    pid = light.libvirtd_pid(victim.name, LAB["state_dir"])
     os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.perf_counter()
@@ -197,17 +222,32 @@ def main() -> int:
     parser.add_argument("--no-served", action="store_true")
     parser.add_argument("--virsh-stopped", action="store_true",
                         help="also time the virsh loop's wait for the stopped host")
+    parser.add_argument("--scale", type=int, default=500,
+                        help="hosts of the one-server run (0: none)")
+    parser.add_argument("--changes", type=int, default=40,
+                        help="state changes timed to the event stream in the scale run")
+    parser.add_argument("--running-hosts", type=int, default=10,
+                        help="light hosts with QEMU domains (running, paused)")
+    parser.add_argument("--private-lab", action="store_true",
+                        help="a light lab of the bench's own names, mark and directory, "
+                             "which `virtlife lab down` of another session does not end")
     args = parser.parse_args()
-    sizes = sorted(int(s) for s in args.sizes.split(","))
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip() and int(s) > 0)
     ok, why = can_run_real_stack()
     if not ok:
         print(f"bench/fleet.py needs the real stack: {why}")
         return 1
-    n = max(sizes)
+    n = max([*sizes, args.scale, 20])
     results: dict[int, dict[str, float | str]] = {}
+    stopped: dict[str, object] | None = None
+    scale: fleet_scale.ScaleResult | None = None
     try:
-        up = light.up(n, vms=args.vms, running_hosts=2, progress=lambda m: print(f"  {m}"))
-        mem = light.memory_kib()
+        if args.private_lab:
+            private_lab()
+        up = light.up(n, vms=args.vms, running_hosts=args.running_hosts,
+                      state_dir=LAB["state_dir"], segment=LAB["segment"],
+                      progress=lambda m: print(f"  {m}"))
+        mem = light.memory_kib(LAB["state_dir"])
         print(f"light lab: {n} hosts x {args.vms} VMs up in {up.seconds:.1f} s; resident "
               "memory " + ", ".join(f"{c} {k / 1024:.0f} MiB" for c, k in sorted(mem.items())))
         with tempfile.TemporaryDirectory(prefix="vl-bench-fleet-") as tmp:
@@ -216,11 +256,21 @@ def main() -> int:
             for size in sizes:
                 results[size] = run_size(root, list(up.hosts[:size]), args.vms,
                                          args.rounds, not args.no_served)
-            stopped = deadline_case(root, list(up.hosts[:20]), args.vms, args.virsh_stopped)
+            if sizes:
+                stopped = deadline_case(root, list(up.hosts[:20]), args.vms,
+                                        args.virsh_stopped)
+            if args.scale:
+                scale = fleet_scale.run(make_home(root, list(up.hosts[:args.scale])),
+                                        list(up.hosts[:args.scale]), args.vms,
+                                        args.rounds, args.changes, light_memory=mem,
+                                        virsh_loop=virsh_loop)
     finally:
-        _, actions = light.down()
+        _, actions = light.down(LAB["state_dir"])
         print("light lab down: " + "; ".join(actions))
-    report(results, stopped, args.rounds, args.vms)
+    if stopped is not None:
+        report(results, stopped, args.rounds, args.vms)
+    if scale is not None:
+        fleet_scale.report(scale)
     return 0
 
 

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from libvirt_faults import Opens, silent_host
-from pg_support import pg_cluster, pg_url  # noqa: F401 - fixtures for the store's tests
+from pg_support import (  # noqa: F401 - fixtures for the store's tests
+    pg_cluster,
+    pg_store_url,
+    pg_template,
+    pg_url,
+)
 from support import NODE_URI
 
 if TYPE_CHECKING:

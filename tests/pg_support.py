@@ -5,8 +5,12 @@
 root), listening only on a unix socket in that directory, with fsync off; it is stopped
 (``pg_ctl stop -m fast``) and removed at the end of the session, also when tests fail.
 Nothing depends on a system-wide PostgreSQL service. ``pg_url`` is a new, empty
-database on it for one test. Without PostgreSQL's binaries the tests that need it are
-skipped, saying why (in CI, ``VIRTLIFE_REQUIRE_REAL_STACK=1`` fails them instead).
+database on it for one test; ``pg_store_url`` a new database that holds virtlife's
+schema already, cloned (``CREATE DATABASE ... TEMPLATE``) from one database the session
+migrated once (``pg_template``), instead of the migrations run again for each test.
+Tests of the migrations themselves, and of a store made from nothing, take ``pg_url``.
+Without PostgreSQL's binaries the tests that need it are skipped, saying why (in CI,
+``VIRTLIFE_REQUIRE_REAL_STACK=1`` fails them instead).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,12 +92,40 @@ def pg_cluster() -> Iterator[Cluster]:
 _numbers = itertools.count()
 
 
+@contextmanager
+def _database(cluster: Cluster, template: str) -> Iterator[str]:
+    """A new database copied from ``template``; its URL, dropped after."""
+    name = f"t{os.getpid()}_{next(_numbers)}"
+    cluster.admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     """A new, empty database for this test (dropped after it)."""
-    name = f"t{os.getpid()}_{next(_numbers)}"
+    with _database(pg_cluster, "template0") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Cluster) -> str:
+    """The name of a database that ``open_store`` migrated once for the session, which
+    no connection may use afterwards (CREATE DATABASE copies only an unused one)."""
+    from virtlife.store import open_store
+
+    name = f"virtlife_template_{os.getpid()}"
     pg_cluster.admin(f"CREATE DATABASE {name} TEMPLATE template0")
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        pg_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    open_store(pg_cluster.url(name)).close()
+    pg_cluster.admin(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+    return name  # removed with the cluster
+
+
+@pytest.fixture
+def pg_store_url(pg_cluster: Cluster, pg_template: str) -> Iterator[str]:
+    """A new database holding virtlife's current schema, as ``open_store`` leaves a
+    new one (copied from ``pg_template``; dropped after the test)."""
+    with _database(pg_cluster, pg_template) as url:
+        yield url

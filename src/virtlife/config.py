@@ -33,6 +33,12 @@ Only paths, defaults and the operator's settings file live here; no other I/O.
                               # is placed (maintenance, balancing) into it
       max_outgoing = 2        # migrations running at once from one host
       max_incoming = 2        # and to one host
+
+      [balance]
+      threshold_pct = 20      # `balance` acts when the most and least loaded hosts'
+                              # loads differ by more than this (percentage points)
+      max_moves = 5           # migrations in one balance plan
+      cooldown_s = 1800       # a VM the balancer moved stays put this long
 """
 
 from __future__ import annotations
@@ -106,6 +112,9 @@ class Settings:
     reserve_pct: float = 10.0
     max_outgoing: int = 2
     max_incoming: int = 2
+    balance_threshold_pct: float = 20.0
+    balance_max_moves: int = 5
+    balance_cooldown_s: float = 1800.0
 
 
 def store_url() -> str | None:
@@ -145,10 +154,12 @@ def load_settings(path: Path | None = None) -> Settings:
     paths = data.get("paths", {})
     store = data.get("store", {})
     placement = data.get("placement", {})
-    if not all(isinstance(t, dict) for t in (agent, paths, store, placement)):
+    balance = data.get("balance", {})
+    if not all(isinstance(t, dict) for t in (agent, paths, store, placement, balance)):
         raise InvalidInput(f"cannot read the settings in {where}: [agent], [paths], "
-                           "[store] and [placement] are tables")
-    unknown = ((set(data) - {"agent", "paths", "store", "placement"})
+                           "[store], [placement] and [balance] are tables")
+    unknown = ((set(data) - {"agent", "paths", "store", "placement", "balance"})
+               | (set(balance) - {"threshold_pct", "max_moves", "cooldown_s"})
                | (set(agent) - {"sync_time", "freeze_bound_s"})
                | (set(paths) - {"allowed_roots"}) | (set(store) - {"url"})
                | (set(placement) - {"reserve_pct", "max_outgoing", "max_incoming"}))
@@ -180,6 +191,28 @@ def load_settings(path: Path | None = None) -> Settings:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
             raise InvalidInput(f"placement.{key} in {where} must be a whole number of "
                                "migrations from 1 to 64")
+    threshold, moves, cooldown = _balance(balance, where)
     return Settings(sync_time=sync, freeze_bound_s=float(bound), allowed_roots=tuple(roots),
                     store_url=url or None, reserve_pct=float(reserve),
-                    max_outgoing=slots["max_outgoing"], max_incoming=slots["max_incoming"])
+                    max_outgoing=slots["max_outgoing"], max_incoming=slots["max_incoming"],
+                    balance_threshold_pct=threshold, balance_max_moves=moves,
+                    balance_cooldown_s=cooldown)
+
+
+def _balance(table: dict[str, object], where: Path) -> tuple[float, int, float]:
+    """``[balance]``'s threshold, most moves and cool-down, checked."""
+    threshold = table.get("threshold_pct", 20.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or \
+            not 0 < threshold <= 100:
+        raise InvalidInput(f"balance.threshold_pct in {where} must be a percentage above 0, "
+                           "up to 100")
+    moves = table.get("max_moves", 5)
+    if isinstance(moves, bool) or not isinstance(moves, int) or not 1 <= moves <= 1000:
+        raise InvalidInput(f"balance.max_moves in {where} must be a whole number of "
+                           "migrations from 1 to 1000")
+    cooldown = table.get("cooldown_s", 1800.0)
+    if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or \
+            not 0 <= cooldown <= 30 * 86400:
+        raise InvalidInput(f"balance.cooldown_s in {where} must be a number of seconds "
+                           "from 0 to 2592000 (30 days)")
+    return float(threshold), moves, float(cooldown)

@@ -302,9 +302,12 @@ def test_a_name_or_uuid_lab_b_has_fails_alone(guest: Guest, clash: str,
                                        "copy left by an earlier move?)")
             assert f"`virtlife undefine lab-b/{NAME}`" in taken["fix"]
         assert f"name and UUID free: {taken['reason']}" in refused(lab, ref)
-        if name == NAME:
+        if clash == "name":  # two VMs under one name: which one is meant is asked
             run = lab.virtlife("migrate", NAME, "lab-b")
             assert run.returncode != 0 and "is ambiguous" in run.stderr, run.stderr
+        elif clash == "name and uuid":  # one VM, running at lab-a: that one is meant,
+            # and the check refuses the move for the copy lab-b keeps
+            assert f"name and UUID free: {taken['reason']}" in refused(lab, NAME)
         nothing_moved(guest, at_b={name: "shut off"})
         assert virsh(lab.uri("lab-b"), "domuuid", name).stdout.strip() == uid
     finally:

@@ -1,7 +1,8 @@
 """The web UI in a real browser (Debian's chromium driven by Playwright) against a served
 app over the real libvirtd + QEMU with the test guest: logging in shows the fleet, the
 start button turns a VM running without a reload, the VNC console draws the guest's
-screen, and the serial console answers a typed command.
+screen, and the serial console answers a typed command. One test serves two libvirt
+test-driver hosts instead: a VM's page follows the VM when it moves host.
 
 Playwright's own browser download is not used: chromium is /usr/bin/chromium, headless.
 Each test leaves screenshots in test-artifacts/web/<test name>/ (gitignored). The
@@ -108,7 +109,10 @@ def log_in(page: Any, server: Served, path: str = "/") -> None:
     page.wait_for_url(re.compile(r"/login\?next="))
     page.fill("input[name=token]", server.token)
     page.click("button[type=submit]")
-    page.wait_for_url(server.url + path)
+    if re.fullmatch(r"/vm/[^/]+/[^/]+", path):  # a VM's page by name: by its UUID
+        page.wait_for_url(re.compile(re.escape(server.url) + r"/vm/[0-9a-f-]{36}$"))
+    else:
+        page.wait_for_url(server.url + path)
 
 
 def start_by_api(server: Served, name: str) -> None:
@@ -280,3 +284,42 @@ def test_a_vm_made_with_the_new_vm_form_appears_in_the_fleet_running(
         shots("vm-page")
     finally:
         remove_vm(name)
+
+
+MOVED_XML = ("<domain type='test'><name>vm-running</name>"
+             "<uuid>11111111-1111-1111-1111-111111111111</uuid>"
+             "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
+
+
+def test_a_vm_page_follows_the_vm_to_its_new_host(browser: Any, page: Any, shots: Shots,
+                                                  tmp_path: Path) -> None:
+    """Two test-driver hosts; vm-running leaves a for b (stopped at a, defined and
+    started at b, undefined at a: what a move does, as events), after b's VM of the
+    same name and another UUID was removed. The page, opened as
+    a/vm-running, shows it at b, running, with no reload and no "not found"."""
+    from support import NODE2_URI, NODE_URI
+
+    with served(tmp_path / "serve.db", {"a": NODE_URI, "b": NODE2_URI}) as server:
+        log_in(page, server, "/vm/a/vm-running")
+        assert page.url.endswith("/vm/11111111-1111-1111-1111-111111111111")
+        page.locator("#vm-host", has_text="a").wait_for()
+        page.locator("#vm-state", has_text="running").wait_for()
+        page.evaluate("window.__sameDocument = true")
+        lifecycle = server.app.state.services.lifecycle
+        # b's own vm-running (another VM, UUID 7777...) goes first: its states, under
+        # the same name, are not this page's
+        lifecycle.destroy("b/vm-running")
+        lifecycle.undefine("b/vm-running")
+        lifecycle.destroy("a/vm-running")
+        page.locator("#vm-state", has_text="shut off").wait_for()
+        lifecycle.define(MOVED_XML, host="b")
+        lifecycle.start("b/vm-running")
+        lifecycle.undefine("a/vm-running")
+        page.locator("#vm-host", has_text="b").wait_for()
+        page.locator("#vm-state", has_text="running").wait_for()
+        page.locator("#banner", has_text="now on b").wait_for()
+        page.locator("#history td", has_text="start").first.wait_for()
+        assert page.get_attribute("#open-vnc", "href") == "/vm/b/vm-running/vnc"
+        assert page.evaluate("window.__sameDocument") is True  # followed, not reloaded
+        assert "not found" not in page.locator("main").inner_text().lower()
+        shots("moved")

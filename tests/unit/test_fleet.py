@@ -127,3 +127,24 @@ def test_a_host_closed_by_its_user_is_replaced_by_a_new_one() -> None:
 def test_the_same_host_object_serves_every_call() -> None:
     with _fleet(HostRef("a", NODE_URI)) as fleet:
         assert fleet.host("a") is fleet.host("a") is fleet.resolve("vm-off").host
+
+
+def test_one_vm_defined_on_two_hosts_is_named_where_it_runs() -> None:
+    """After a move with --keep-source: the VM runs at a, a shut-off copy of it (same
+    UUID) is defined at b. Its name and its UUID name the running one; two different
+    VMs of one name stay ambiguous, as does one VM running nowhere."""
+    uuid = "11111111-1111-1111-1111-111111111111"
+    with _fleet(HostRef("a", NODE_URI), HostRef("b", NODE2_URI)) as fleet:
+        b = fleet.host("b")
+        b.conn.lookupByName("vm-running").destroy()  # b's own VM of that name goes
+        b.conn.lookupByName("vm-running").undefine()
+        b.conn.defineXML(f"<domain type='test'><name>vm-running</name><uuid>{uuid}</uuid>"
+                         "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
+        for ref in ("vm-running", uuid, uuid.replace("-", "").upper()):
+            guest = fleet.resolve(ref)
+            assert (guest.host.name, guest.name, guest.uuid()) == ("a", "vm-running", uuid)
+        assert fleet.resolve("b/vm-running").host.name == "b"  # the copy, by its host
+        fleet.host("a").conn.lookupByName("vm-running").destroy()  # runs nowhere now
+        with pytest.raises(errors.AmbiguousName) as err:
+            fleet.resolve(uuid)
+        assert err.value.candidates == ["a/vm-running", "b/vm-running"]

@@ -207,3 +207,35 @@ def test_interrupting_one_services_does_not_abort_anothers_migration(
         worker.join(WAIT_S)
     assert not worker.is_alive()
     assert len(failed) == 1 and "canceled by client" in str(failed[0])
+
+
+def test_interrupting_one_services_marks_only_its_own_running_journal_rows(
+        tmp_path: Path) -> None:
+    """Two Services of one process over one store: each one's Ctrl-C marks its own
+    running operation interrupted (freeing its VM) and leaves the other's running."""
+    from virtlife.states import Operation
+
+    store_path = tmp_path / "shared.db"
+    one = open_services(store_path=store_path)
+    other = open_services(store_path=store_path)
+    try:
+        one.need_store().hosts.add("a", NODE_URI)
+        journal = one.need_store().journal
+        mine = one.fleet.resolve("a/vm-running")
+        theirs = other.fleet.resolve("a/vm-paused")
+        with one.operations.run(Operation.SUSPEND, mine.host, mine.name, mine,
+                                op_id="one000000001"), \
+                other.operations.run(Operation.RESUME, theirs.host, theirs.name, theirs,
+                                     op_id="other0000001"):
+            assert {e.op_id for e in journal.running()} == {"one000000001", "other0000001"}
+            assert one.interrupted() == 1
+            assert [e.op_id for e in journal.running()] == ["other0000001"]
+            entry = journal.get("one000000001")
+            assert entry is not None and entry.outcome == "interrupted"
+            assert journal.holder(mine.uuid()) is None  # its VM is free again
+            assert other.interrupted() == 1
+            assert journal.running() == []
+        assert one.operations.running_rows() == other.operations.running_rows() == []
+    finally:
+        one.close()
+        other.close()

@@ -2,7 +2,8 @@
 journal.
 
 They use real SQLite files under ``tmp_path`` and a database of their own on a private
-PostgreSQL cluster (``pg_support``), no libvirt, including several ``Store`` objects,
+PostgreSQL cluster (``pg_support``: copied from one the session migrated, or empty for
+the tests of the migrations, ``new_where``), no libvirt, including several ``Store`` objects,
 threads and processes on one store, as the CLI and the service layer will. The tests
 that take ``where`` or ``store`` run on each engine; those that take ``db_path`` are
 about the SQLite file itself.
@@ -37,7 +38,17 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def where(request: pytest.FixtureRequest, db_path: Path) -> Path | str:
-    """Where a store is: a SQLite file, or a PostgreSQL database's URL."""
+    """Where a store is: a SQLite file, or a PostgreSQL database's URL (a database that
+    holds the schema already, copied from one the session migrated)."""
+    if request.param == "sqlite":
+        return db_path
+    url: str = request.getfixturevalue("pg_store_url")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_where(request: pytest.FixtureRequest, db_path: Path) -> Path | str:
+    """``where`` with nothing in it yet, on PostgreSQL too: for the migrations' tests."""
     if request.param == "sqlite":
         return db_path
     url: str = request.getfixturevalue("pg_url")
@@ -78,8 +89,9 @@ def test_open_store_defaults_to_the_configured_home(
     assert (tmp_path / "home" / "virtlife.db").is_file()
 
 
-def test_migrations_are_recorded_once_each_in_order(store: Store, where: Path | str) -> None:
-    rows = migration_rows(where)
+def test_migrations_are_recorded_once_each_in_order(new_where: Path | str) -> None:
+    open_store(new_where).close()
+    rows = migration_rows(new_where)
     assert [name for name, _ in rows] == [name for name, _ in MIGRATIONS]
     for _, applied_at in rows:
         assert datetime.fromisoformat(applied_at).tzinfo is not None
@@ -109,8 +121,9 @@ def test_closed_store_refuses_further_use(db_path: Path) -> None:
 
 
 def test_concurrent_first_opens_of_a_new_store_apply_each_migration_once(
-    where: Path | str,
+    new_where: Path | str,
 ) -> None:
+    where = new_where
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
 
@@ -441,7 +454,8 @@ def test_threads_with_their_own_stores_on_one_file_all_get_their_writes_in(
         assert len(store.journal.list(limit=10_000)) == threads_n * per_thread
 
 
-def test_processes_writing_one_file_at_once_do_not_fail(where: Path | str) -> None:
+def test_processes_writing_one_file_at_once_do_not_fail(new_where: Path | str) -> None:
+    where = new_where  # the processes' first opens also migrate it
     processes_n, per_process = 3, 100
     src = str(Path(virtlife.__file__).resolve().parents[1])
     script = textwrap.dedent(

@@ -100,9 +100,25 @@ def test_login_sets_an_httponly_strict_cookie_that_opens_the_pages(web: Web) -> 
     assert fleet.status_code == 200 and "/static/fleet.js" in fleet.text
     assert "default-src 'self'" in fleet.headers["content-security-policy"]
     assert web.client.get("/api/vms").status_code == 200  # the API takes the cookie too
-    page = web.client.get("/vm/t/test")
-    assert 'data-host="t"' in page.text and 'data-name="test"' in page.text
-    assert "/api/vms/t/test/viewer.vv" in page.text
+    page = web.client.get("/vm/t/test")  # by its UUID, wherever it goes (below)
+    assert page.status_code == 200 and "/static/vm.js" in page.text
+
+
+def test_a_vm_page_by_host_and_name_goes_to_the_page_by_its_uuid(web: Web) -> None:
+    web.client.post("/login", data={"token": web.read_only, "next": "/"})
+    uuid = web.app.state.services.fleet.resolve("t/test").uuid()
+    response = web.client.get("/vm/t/test", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == f"/vm/{uuid}"
+    page = web.client.get(f"/vm/{uuid.upper()}")
+    assert f'data-uuid="{uuid}"' in page.text  # the canonical UUID; the host is found by
+    assert 'data-host=""' in page.text          # the page, and followed when it moves
+    # a VM that is not there now: the page by name, which says so (no redirect)
+    missing = web.client.get("/vm/t/nosuch", follow_redirects=False)
+    assert missing.status_code == 200
+    assert 'data-host="t"' in missing.text and 'data-name="nosuch"' in missing.text
+    assert 'data-uuid=""' in missing.text and "/api/vms/t/nosuch/viewer.vv" in missing.text
+    wrong = web.client.get("/vm/not-a-uuid")
+    assert wrong.status_code == 404 and "is not a VM" in wrong.text
 
 
 def test_login_never_sends_the_browser_to_another_site(web: Web) -> None:

@@ -42,11 +42,13 @@ from virtlife.api import (
     routes_more,
 )
 from virtlife.api.auth import Tickets
+from virtlife.api.bodies import ListingBodies
 from virtlife.api.hub import Feed, Hub, cached_listing
 from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
 from virtlife.api.streams import Streams
 from virtlife.services.context import Services
+from virtlife.services.load import read_loads
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # How long a stop waits for the server to shut down (within the CLI's 2 s for its
 # interrupt hook: the journal is marked after it).
 STOP_WAIT_S = 1.5
+# How long a /metrics scrape waits for each host's load reading (a host later is left out).
+LOAD_DEADLINE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,10 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.state.feed = feed
     app.state.local = local
     app.state.metrics = Metrics(lambda: (cached_listing(feed.cache)[0],
-                                         sorted(services.fleet.refs)))
+                                         sorted(services.fleet.refs)),
+                                lambda: read_loads(services.fleet, LOAD_DEADLINE_S))
     app.state.tickets = Tickets()
+    app.state.bodies = ListingBodies()
     app.state.streams = Streams(lambda token: services.need_store().tokens.check(token)
                                 is not None)
     guard.install(app, hosts if hosts is not None else guard.allowed_hosts(None))

@@ -2,7 +2,10 @@
 written by ``prometheus_client``.
 
 Gauges are read at scrape time from a fleet listing (a collector of our own): VMs per
-host and state, and whether each host answered. Counters cover the operations this
+host and state, and whether each host answered; and each host's load
+(``services.load``): memory committed against total, and CPU busy over the time since
+the previous scrape (absent at the first scrape of a host: no window yet, never a
+made-up figure). Counters cover the operations this
 server ran: how many ended with each outcome, and how long they took (a summary's
 ``_sum``/``_count``). Each app has a registry of its own (never the library's global
 one: a process may hold several apps, as the tests do).
@@ -13,7 +16,8 @@ with the server.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -21,6 +25,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from virtlife.services.fleet import FleetListing
+from virtlife.services.load import LoadReading, LoadTracker
 from virtlife.states import VMState
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -28,6 +33,8 @@ OPERATION_LABELS = ("operation", "outcome")
 
 # The fleet as the server knows it now: its listing, and every host of the inventory.
 FleetSource = Callable[[], tuple[FleetListing, Sequence[str]]]
+# One load reading of each host that answers (``services.load.read_loads``).
+LoadSource = Callable[[], Mapping[str, LoadReading]]
 
 
 class _Fleet(Collector):
@@ -61,12 +68,43 @@ class _Fleet(Collector):
         return iter(())  # read at scrape time: nothing to check at registration
 
 
+class _Loads(Collector):
+    """``virtlife_host_memory_percent`` and ``virtlife_host_cpu_percent``, from a load
+    reading at each scrape against the one before."""
+
+    def __init__(self, source: LoadSource) -> None:
+        self._source = source
+        self._tracker = LoadTracker()
+        self._lock = threading.Lock()  # two scrapes at once: one window each
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            loads = self._tracker.update(self._source())
+        memory = GaugeMetricFamily(
+            "virtlife_host_memory_percent",
+            "Memory committed to the host's active VMs, in % of its total.", labels=("host",))
+        cpu = GaugeMetricFamily(
+            "virtlife_host_cpu_percent",
+            "The host's CPU busy share since the previous scrape, in %.", labels=("host",))
+        for name, load in loads.items():
+            memory.add_metric((name,), load.memory_pct)
+            if load.cpu_pct is not None:
+                cpu.add_metric((name,), load.cpu_pct)
+        yield memory
+        yield cpu
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 class Metrics:
     """The registry of one app: the fleet's gauges and the operations' counters."""
 
-    def __init__(self, fleet: FleetSource) -> None:
+    def __init__(self, fleet: FleetSource, loads: LoadSource | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Fleet(fleet))
+        if loads is not None:
+            self.registry.register(_Loads(loads))
         self._operations = Counter("virtlife_operations",
                                    "Operations this server ran, by outcome.",
                                    OPERATION_LABELS, registry=self.registry)

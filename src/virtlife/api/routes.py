@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from virtlife import __version__, errors
 from virtlife.api.allowed import caller_paths
 from virtlife.api.auth import actor_of, admin, operator, presented_token, reader, token_of
+from virtlife.api.bodies import ListingBodies
 from virtlife.api.hub import Hub, cached_listing, state_dict
 from virtlife.api.limits import wait_for_job
 from virtlife.api.metrics import CONTENT_TYPE
@@ -169,13 +170,9 @@ def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
             for ref in sorted(svc.fleet.refs.values(), key=lambda r: r.name)]
 
 
-def _row(row: Any) -> dict[str, object]:
-    return {**row.as_dict(), **state_dict(row.host, row.name, row.state, row.uuid)}
-
-
-@router.get("/api/vms", tags=["vms"])
+@router.get("/api/vms", tags=["vms"], response_model=dict[str, object])
 def vms(request: Request, _t: Reader, all: bool = True,
-        host: Annotated[str | None, Query(max_length=255)] = None) -> dict[str, object]:
+        host: Annotated[str | None, Query(max_length=255)] = None) -> Response:
     """The fleet's VMs (``all=false``: the active ones), with the operations each
     state allows, and the hosts that did not answer."""
     svc = services_of(request)
@@ -183,9 +180,8 @@ def vms(request: Request, _t: Reader, all: bool = True,
         svc.fleet.ref(host)  # 404 for an unknown host
     listing, _source = cached_listing(request.app.state.feed.cache, include_inactive=all,
                                       host=host)
-    return {"vms": [_row(r) for r in listing.rows],
-            "unreachable": [{"host": p.host, "uri": p.uri, "message": p.message}
-                            for p in listing.unreachable]}
+    bodies: ListingBodies = request.app.state.bodies
+    return Response(bodies.body((all, host), listing), media_type="application/json")
 
 
 @router.get("/api/vms/{host}/{name}", tags=["vms"])

@@ -25,10 +25,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from virtlife import __version__
+from virtlife import __version__, errors
 from virtlife.api import consoles
 from virtlife.api.auth import COOKIE, authenticate
 from virtlife.api.limits import auth_limiter
+from virtlife.services.fleet import as_uuid
 from virtlife.store.tokens import TokenRecord
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -139,6 +140,45 @@ def page_user(request: Request) -> TokenRecord | Response:
                     status=err.status_code)
 
 
+def vm_page_path(uuid: str) -> str:
+    return f"/vm/{quote(uuid, safe='')}"
+
+
+def vm_page(user: TokenRecord, host: str, name: str, uuid: str) -> HTMLResponse:
+    """A VM's page: by ``uuid`` (``host`` and ``name`` found by the page's script, and
+    followed when the VM moves), or by ``host`` and ``name`` alone for a VM that was
+    not found."""
+    label = name or uuid
+    vv = (f"/api/vms/{quote(host, safe='')}/{quote(name, safe='')}/viewer.vv"
+          if host else "#")
+    body = (f'<p class="crumbs"><a href="/">Fleet</a> / <span id="vm-host">{esc(host)}</span>'
+            f'</p><h1 id="vm-name">{esc(label)}</h1>'
+            '<p id="banner" class="banner" role="status"></p>'
+            '<section id="state"><h2>State</h2><div class="body">Loading…</div></section>'
+            '<section id="consoles"><h2>Consoles</h2><p class="actions">'
+            f'<a class="button" id="open-vnc" href="{esc(vm_path(host, name, "/vnc"))}">'
+            'VNC console</a> '
+            f'<a class="button" id="open-serial" '
+            f'href="{esc(vm_path(host, name, "/serial"))}">Serial console</a> '
+            f'<a class="button" id="download-vv" href="{esc(vv)}" download>'
+            'remote-viewer file (.vv)</a></p></section>'
+            '<section id="media"><h2>CD-ROMs</h2><div class="body">Loading…</div>'
+            '</section>'
+            '<section id="graphics"><h2>VNC graphics</h2><div class="body">Loading…</div>'
+            '</section>'
+            '<section id="details"><h2>Details</h2><div class="body"></div></section>'
+            '<section id="agent"><h2>Guest agent</h2><div class="body">Loading…</div>'
+            '</section>'
+            '<section id="snapshots"><h2>Snapshots</h2><div class="body">Loading…</div>'
+            '</section>'
+            '<section id="migrate"><h2>Migrate</h2><div class="body">Loading…</div>'
+            '</section>'
+            '<section id="history"><h2>History</h2><div class="body">Loading…</div>'
+            '</section>')
+    return page(label, body, user=user, scripts=("/static/vm.js",),
+                data={"host": host, "name": name, "uuid": uuid})
+
+
 def missing_section(message: str) -> str:
     return f'<p class="error" id="missing">{esc(message)}</p>'
 
@@ -194,36 +234,33 @@ def install(app: FastAPI, static_root: Path | None = None) -> None:
         return page("Fleet", body, user=user, scripts=("/static/fleet.js",))
 
     @app.get("/vm/{host}/{name}", include_in_schema=False)
-    def vm_page(request: Request, host: str, name: str) -> Response:
+    def vm_page_by_name(request: Request, host: str, name: str) -> Response:
+        """A VM's page as HOST/NAME: resolved once to its UUID, which the page follows
+        (a VM that moves host or is renamed is still the page's). A VM that cannot be
+        found now gets the page by name, which says so."""
         user = page_user(request)
         if isinstance(user, Response):
             return user
-        vv = f"/api/vms/{quote(host, safe='')}/{quote(name, safe='')}/viewer.vv"
-        body = (f'<p class="crumbs"><a href="/">Fleet</a> / {esc(host)}</p>'
-                f'<h1>{esc(name)}</h1><p id="banner" class="banner" role="status"></p>'
-                '<section id="state"><h2>State</h2><div class="body">Loading…</div></section>'
-                '<section id="consoles"><h2>Consoles</h2><p class="actions">'
-                f'<a class="button" id="open-vnc" href="{esc(vm_path(host, name, "/vnc"))}">'
-                'VNC console</a> '
-                f'<a class="button" id="open-serial" '
-                f'href="{esc(vm_path(host, name, "/serial"))}">Serial console</a> '
-                f'<a class="button" id="download-vv" href="{esc(vv)}" download>'
-                'remote-viewer file (.vv)</a></p></section>'
-                '<section id="media"><h2>CD-ROMs</h2><div class="body">Loading…</div>'
-                '</section>'
-                '<section id="graphics"><h2>VNC graphics</h2><div class="body">Loading…</div>'
-                '</section>'
-                '<section id="details"><h2>Details</h2><div class="body"></div></section>'
-                '<section id="agent"><h2>Guest agent</h2><div class="body">Loading…</div>'
-                '</section>'
-                '<section id="snapshots"><h2>Snapshots</h2><div class="body">Loading…</div>'
-                '</section>'
-                '<section id="migrate"><h2>Migrate</h2><div class="body">Loading…</div>'
-                '</section>'
-                '<section id="history"><h2>History</h2><div class="body">Loading…</div>'
-                '</section>')
-        return page(name, body, user=user, scripts=("/static/vm.js",),
-                    data={"host": host, "name": name})
+        try:
+            uuid = request.app.state.services.fleet.resolve(f"{host}/{name}").uuid()
+        except errors.VirtlifeError:
+            uuid = ""
+        if uuid:
+            return RedirectResponse(vm_page_path(uuid), status_code=303)
+        return vm_page(user, host, name, "")
+
+    @app.get("/vm/{uuid}", include_in_schema=False)
+    def vm_page_by_uuid(request: Request, uuid: str) -> Response:
+        """A VM's page by its UUID, wherever it runs: the page finds its host."""
+        user = page_user(request)
+        if isinstance(user, Response):
+            return user
+        canonical = as_uuid(uuid)
+        if canonical is None:
+            return page("Not found", f'<p class="error">{esc(uuid)} is not a VM\'s UUID; '
+                        'a VM\'s page is /vm/UUID or /vm/HOST/NAME.</p>', user=user,
+                        status=404)
+        return vm_page(user, "", "", canonical)
 
     def console_page(request: Request, host: str, name: str, kind: str) -> Response:
         """The page of one console: ``vnc`` (noVNC) or ``serial`` (xterm.js)."""

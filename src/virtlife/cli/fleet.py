@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING
 
 import click
 
+from virtlife import errors
 from virtlife.cli.app import App, emit_json, json_option, pass_app, show_table, warn
 from virtlife.cli.maintenance import host_activate, host_maintenance
 from virtlife.cli.params import COUNT, SECONDS
 
 if TYPE_CHECKING:
+    from virtlife.services.context import Services
     from virtlife.services.events import DomainEvent
+    from virtlife.services.fleet import HostRef
+    from virtlife.store.inventory import HostRecord
 
 
 @click.command("list")
@@ -84,19 +88,54 @@ def host_add(app: App, name: str, uri: str, allow_any_uri: bool) -> None:
 
 
 @host.command("list")
+@click.option("--window", "window_s", type=SECONDS, default=1.0, show_default=True,
+              help="Seconds over which each host's CPU load is sampled.")
 @json_option
 @pass_app
-def host_list(app: App, as_json: bool) -> None:
-    """List the hosts (the implicit local host while none is configured) and each
-    one's mode: active, or maintenance (it takes no VM).
+def host_list(app: App, window_s: float, as_json: bool) -> None:
+    """List the hosts (the implicit local host while none is configured; with -c, that
+    host), each one's mode (active, or maintenance: it takes no VM) and its load:
+    memory committed against total, and CPU busy over a short window.
+
+    A load that cannot be read is shown as "?" with the reason, never as zero.
 
     Example: virtlife host list
     """
-    records = app.services.need_store().hosts.effective()
+    from virtlife.services.load import sample_loads
+
+    services = app.services
+    records: list[HostRecord | HostRef] = (
+        [services.fleet.refs[n] for n in sorted(services.fleet.refs)]
+        if services.connect_uri else list(services.need_store().hosts.effective()))
+    loads, problems = sample_loads(services.fleet, [r.name for r in records],
+                                   window_s=window_s)
+    why = {p.host: p.message for p in problems}
+    modes = _modes(services)
     if as_json:
-        emit_json([{"name": r.name, "uri": r.uri, "mode": r.mode} for r in records])
+        emit_json([{"name": r.name, "uri": r.uri, "mode": modes.get(r.name, "active"),
+                    **({"load": loads[r.name].as_dict()} if r.name in loads
+                       else {"load": None, "error": why.get(r.name, "no answer")})}
+                   for r in records])
         return
-    show_table(["NAME", "URI", "MODE"], [(r.name, r.uri, r.mode) for r in records])
+    rows = []
+    for r in records:
+        load, mode = loads.get(r.name), modes.get(r.name, "active")
+        if load is None:
+            rows.append((r.name, r.uri, mode, "?", "?", why.get(r.name, "no answer")))
+            continue
+        cpu = "?" if load.cpu_pct is None else f"{load.cpu_pct:.1f}%"
+        rows.append((r.name, r.uri, mode, f"{load.memory_pct:.1f}%", cpu, load.cpu_why))
+    show_table(["NAME", "URI", "MODE", "MEMORY", "CPU", "NOTE"], rows, fit="NOTE")
+
+
+def _modes(services: Services) -> dict[str, str]:
+    """Each inventory host's mode (with -c too: the store may know the host)."""
+    if services.store is None:
+        return {}
+    try:
+        return {h.name: h.mode for h in services.store.hosts.list()}
+    except errors.StoreUnavailable:
+        return {}
 
 
 @host.command("remove")

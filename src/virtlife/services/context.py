@@ -220,10 +220,12 @@ class Services:
     def interrupted(self) -> int:
         """Thaw the guests these services froze, say which of their snapshots libvirt
         made anyway (``Snapshots.interrupt_creates``), abort their migrations, and mark
-        this process's running operations ``interrupted`` (Ctrl-C); how many operations.
+        their running operations ``interrupted`` (Ctrl-C); how many operations.
 
         Only what these services started is touched: another ``Services`` in the process
-        (a test's, a server's) keeps its freezes, snapshots and migrations. A part never
+        (a test's, a server's) keeps its freezes, snapshots, migrations and running
+        journal rows, and so the VMs those rows hold. A row whose process ends without
+        this is found by the next process's sweep (``Journal.sweep``). A part never
         built has frozen or started nothing: it is not built now.
         """
         self.stopping.set()
@@ -241,10 +243,11 @@ class Services:
         aborted = migrations.abort_running() if migrations is not None else 0
         if aborted:
             log.warning("aborted %d migration(s) of an interrupted operation", aborted)
-        if self.store is None:
+        operations = cast("Operations | None", self._built("operations"))
+        if self.store is None or operations is None:
             return 0
-        try:
-            return self.store.journal.interrupt_mine()
+        try:  # only the rows of operations these services run: another's go on
+            return self.store.journal.interrupt_mine(op_ids=operations.running_rows())
         except errors.StoreUnavailable as err:
             log.warning("cannot mark interrupted operations: %s", err)
             return 0

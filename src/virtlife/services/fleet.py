@@ -167,6 +167,18 @@ def as_uuid(text: str) -> str | None:
     return str(uuidlib.UUID(text))
 
 
+def _where_it_runs(matches: list[Guest]) -> Guest | None:
+    """The one active copy among ``matches`` when they are all one VM (one UUID);
+    None when they are not, or not exactly one runs, or a state cannot be read."""
+    try:
+        if len({g.uuid() for g in matches}) != 1:
+            return None
+        active = [g for g in matches if g.status().state.is_active]
+    except errors.VirtlifeError:  # cannot tell where it runs: the caller asks
+        return None
+    return active[0] if len(active) == 1 else None
+
+
 def find_ref(host: Host, vm: str) -> Guest | None:
     """The VM of ``host`` whose UUID is ``vm`` (when it is one), else the one named
     ``vm``; None when the host has neither."""
@@ -401,7 +413,12 @@ class Fleet:
 
     def resolve(self, ref: str) -> Guest:
         """The one VM called ``ref`` (``NAME``, ``UUID``, ``HOST/NAME`` or ``HOST/UUID``:
-        a UUID is looked up as one first, then as a name, as virsh does)."""
+        a UUID is looked up as one first, then as a name, as virsh does).
+
+        Without a host, a VM found on several hosts under one UUID is one VM, and ``ref``
+        names it where it runs (a migration with ``--keep-source`` left a shut-off copy
+        behind); when it runs nowhere, or its state cannot be read, or the matches are
+        different VMs, ``AmbiguousName`` asks for the host."""
         host_name, name = split_ref(ref)
         refs = self.refs
         if host_name is None and len(refs) == 1:
@@ -416,6 +433,9 @@ class Fleet:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
+            running = _where_it_runs(matches)
+            if running is not None:
+                return running
             raise errors.AmbiguousName(
                 name, sorted(f"{g.host.name}/{g.name}" for g in matches))
         msg = f"no VM named {name} on any host"

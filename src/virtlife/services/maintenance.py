@@ -362,6 +362,7 @@ class Maintenance:
         try:
             self.store.journal.begin(op_id=op_id, host=host, vm="", operation=OPERATION,
                                      actor=self.ops.acting, lock_key=lock_key(host))
+            self.ops.hold_row(op_id)  # Ctrl-C marks it interrupted with its children
         except Held as held:
             raise errors.OperationBusy(
                 f"cannot evacuate {host}: {held.holder.describe()} evacuates it already; "
@@ -404,6 +405,8 @@ class Maintenance:
                 self.store.journal.finish(parent, outcome, detail, time.monotonic() - t0)
             except errors.StoreUnavailable as err:
                 log.warning("cannot record the end of evacuation %s: %s", parent, err)
+            finally:
+                self.ops.hold_row(parent, held=False)
 
     def _run(self, host: str, records: list[HostRecord], src: Host, parent: str,
              concurrency: int, timeout_s: float | None, stopped: Stopped,

@@ -251,6 +251,11 @@ class Operations:
         self.on_touch = on_touch
         self._lock = threading.Condition()
         self._active: dict[str, tuple[str, Operation]] = {}  # lock key -> (op id, op)
+        # the running journal rows written here and not yet finished: what this
+        # ``Operations`` (one ``Services``) marks interrupted on Ctrl-C, and no other's;
+        # its own lock, held only to change or copy it (the Ctrl-C hook never waits)
+        self._rows: set[str] = set()
+        self._rows_lock = threading.Lock()
 
     @property
     def acting(self) -> Actor:
@@ -281,6 +286,22 @@ class Operations:
             duration_s, str(err), started_at=started_at, actor=self.acting, uuid=uuid))
         for w in warnings:
             err.add_note(w)
+
+    def hold_row(self, op_id: str, held: bool = True) -> None:
+        """Count (or, ``held`` False, no longer count) the running row ``op_id`` that a
+        service wrote itself (an evacuation's parent row) among ``running_rows``, so
+        that Ctrl-C marks it interrupted with the rest."""
+        with self._rows_lock:
+            if held:
+                self._rows.add(op_id)
+            else:
+                self._rows.discard(op_id)
+
+    def running_rows(self) -> list[str]:
+        """The ids of the operations whose running journal row this object wrote and has
+        not finished yet."""
+        with self._rows_lock:
+            return sorted(self._rows)
 
     # -- per-VM exclusion -----------------------------------------------------------------
 
@@ -316,6 +337,8 @@ class Operations:
                 journal.begin(op_id=op_id, host=host, vm=vm, operation=op.value,
                               actor=self.acting, lock_key=key, uuid=uuid, domid=domid,
                               parent=parent)
+                with self._rows_lock:
+                    self._rows.add(op_id)
                 return True
             except Held as held:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -412,8 +435,12 @@ class Operations:
 
     def _finish(self, op_id: str, outcome: str, detail: str, duration: float,
                 warnings: list[str], uuid: str | None) -> None:
-        self._journal_safely(warnings, "record its outcome", lambda j: j.finish(
-            op_id, outcome, detail, duration, uuid=uuid or None))
+        try:
+            self._journal_safely(warnings, "record its outcome", lambda j: j.finish(
+                op_id, outcome, detail, duration, uuid=uuid or None))
+        finally:
+            with self._rows_lock:
+                self._rows.discard(op_id)
 
 
 def _lost_call(run: OperationRun, lost: errors.ConnectionLost) -> errors.VirtlifeError:

@@ -18,9 +18,13 @@ It never answers with a state older than the last event received:
   ``idle``/``dying`` (libvirt's scheduler view), each through ``observed_state`` with
   the journal, as ``virtlife state`` does; a managed-saved VM is confirmed with one
   round trip per host (the host's managed-save list), and read again only when its
-  image is gone.
+  image is gone. Listings that ask at once share one such round trip, one that started
+  after each of them asked (``virtlife.coalesce``).
 
-A live read that fails reports the host unreachable as the direct listing does. A
+A live read that fails reports the host unreachable as the direct listing does; so
+does a host whose managed-save list cannot be read within the listing's deadline (its
+rows are left out, the other hosts' still come from the cache: before, one such host
+made the whole listing be read live, which under load missed more hosts). A
 vCPU count changed by a live hot-plug (no lifecycle event) shows after the VM's next
 event. It holds no libvirt object and never prints.
 """
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from virtlife import errors
+from virtlife.coalesce import Coalesced
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.listing import managed_saved
 from virtlife.services.fleet import (
@@ -93,6 +98,14 @@ class StateCache:
         self._generation: dict[str, int] = {}  # host -> connection events so far
         self._fresh: set[str] = set()  # listed since the stream last connected
         self._pending: dict[tuple[str, str], int] = {}  # (host, UUID): re-reads due
+        # the hosts' managed-save lists, one call for every listing that asked before
+        # it started (``coalesce``: never a call that began before the listing did)
+        self._saved = Coalesced(self._managed_saved)
+
+    def _managed_saved(self, hosts: tuple[str, ...]
+                       ) -> tuple[dict[str, set[str]], list[HostProblem]]:
+        return self.fleet.each_host(managed_saved, list(hosts),
+                                    deadline_s=self.fleet.list_deadline_s)
 
     # -- fed by the events ---------------------------------------------------------------
 
@@ -235,13 +248,17 @@ class StateCache:
             answered += list(found)
             rows += [row for name in found for row in found[name]]
         if saved_rows:  # one round trip per host: which still have their image
-            images, failed = self.fleet.each_host(
-                managed_saved, sorted({row.host for row in saved_rows}),
-                deadline_s=self.fleet.list_deadline_s)
-            if failed:
-                raise errors.HostUnreachable(failed[0].message)
+            images, failed = self._saved(tuple(sorted({row.host for row in saved_rows})))
+            if failed:  # those hosts are unreachable, as the direct listing says of a
+                # host that does not answer within the deadline; the others stand
+                down = {p.host for p in failed}
+                problems = [*problems, *failed]
+                answered = [n for n in answered if n not in down]
+                rows = [row for row in rows if row.host not in down]
+                stale_rows = [row for row in stale_rows if row.host not in down]
             for row in saved_rows:  # an image removed (no event): its state read again
-                (rows if row.name in images[row.host] else stale_rows).append(row)
+                if row.host in images:
+                    (rows if row.name in images[row.host] else stale_rows).append(row)
         if stale_rows:  # read again live: one bulk read per host that has any
             stale: dict[str, set[str]] = {}
             for row in stale_rows:

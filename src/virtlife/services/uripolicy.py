@@ -50,6 +50,7 @@ module does no I/O and must not import libvirt.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -167,9 +168,14 @@ def add_refusal(name: str, uri: str, *, allow_test: bool = False) -> str | None:
             f"`virtlife host add --allow-any-uri {name} URI`")
 
 
+@functools.lru_cache(maxsize=4096)
 def stored_refusal(name: str, uri: str, *, allow_test: bool = False) -> str | None:
     """Why the inventory's host ``name`` at ``uri`` (not added with ``--allow-any-uri``)
-    is not opened, as its problem reads; None when it may be."""
+    is not opened, as its problem reads; None when it may be.
+
+    Kept per (name, URI, allow_test), the answer being a function of them alone: the
+    server re-reads the inventory on every request, and checking 500 URIs again each
+    time cost ~20 ms an inventory read of 500 hosts (this 2-core machine, loaded)."""
     why = refusal(uri, allow_test=allow_test)
     if why is None:
         return None

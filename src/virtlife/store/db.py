@@ -38,6 +38,7 @@ from virtlife.store.inventory import Inventory
 from virtlife.store.journal import Journal
 
 if TYPE_CHECKING:
+    from virtlife.store.balance import Balance
     from virtlife.store.facts import Facts
     from virtlife.store.freezes import Freezes
     from virtlife.store.images import SavedImages
@@ -283,6 +284,28 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE journal ADD COLUMN parent_op_id TEXT;
         ALTER TABLE journal ADD COLUMN cancel_asked INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX journal_by_parent ON journal (parent_op_id) WHERE parent_op_id IS NOT NULL;
+        """,
+    ),
+    (
+        # The balancer's memory (``store.balance``): the VMs kept out of balancing
+        # (``vm pin``), and the balancer's last move of each VM, for its cool-down and
+        # so that no plan undoes a recent move. Both by UUID, which survives a rename
+        # and a migration; times are UTC. Depends on no other migration's tables.
+        "0013_vm_pins_and_moves",
+        """
+        CREATE TABLE vm_pins (
+            uuid      TEXT PRIMARY KEY,
+            vm        TEXT NOT NULL,
+            pinned_at TEXT NOT NULL
+        );
+        CREATE TABLE balance_moves (
+            uuid      TEXT PRIMARY KEY,
+            vm        TEXT NOT NULL,
+            from_host TEXT NOT NULL,
+            to_host   TEXT NOT NULL,
+            moved_at  TEXT NOT NULL,
+            op_id     TEXT NOT NULL DEFAULT ''
+        );
         """,
     ),
 ]
@@ -552,6 +575,13 @@ class Store:
         from virtlife.store.freezes import Freezes
 
         return Freezes(self._db)
+
+    @cached_property
+    def balance(self) -> Balance:
+        """The VMs kept out of balancing, and the balancer's last moves."""
+        from virtlife.store.balance import Balance
+
+        return Balance(self._db)
 
     @cached_property
     def images(self) -> SavedImages:

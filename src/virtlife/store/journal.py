@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -425,10 +425,24 @@ class Journal:
             self._interrupt(dead, _ENDED)
         return dead
 
-    def interrupt_mine(self, why: str = "the command was interrupted (Ctrl-C)") -> int:
-        """Mark this process's running entries ``interrupted``; return how many."""
+    def interrupt_mine(self, why: str = "the command was interrupted (Ctrl-C)", *,
+                       op_ids: Collection[str] | None = None) -> int:
+        """Mark this process's running entries ``interrupted`` (this machine, boot, pid
+        and pid start: never another process's, nor an earlier one's that reused the pid),
+        with ``why`` in their detail; with ``op_ids``, only those of them (what one
+        ``Services`` of the process started). Return how many."""
         me = this_process()
-        mine = [e for e in self.running() if e.process == me]
+        where = ("WHERE outcome = ? AND machine = ? AND boot_id = ? AND pid = ? AND "
+                 "pid_start = ?")
+        params: builtins.list[object] = [RUNNING, me.machine, me.boot_id, me.pid,
+                                         me.pid_start]
+        if op_ids is not None:
+            wanted = sorted(set(op_ids))
+            if not wanted:
+                return 0
+            where += f" AND op_id IN ({', '.join('?' for _ in wanted)})"
+            params += wanted
+        mine = self._select(where, params)
         if mine:
             self._interrupt(mine, why)
         if self._leases is not None:

@@ -156,16 +156,18 @@ class Tokens:
 
     def take_carried_over(self) -> builtins.list[str]:
         """The names of the tokens that were read-write before roles and became admins,
-        each handed out once (the caller tells the operator); [] on a read-only store."""
+        each handed out once (the caller tells the operator); [] on a read-only store.
+
+        One statement takes them: two processes asking at once (PostgreSQL's READ
+        COMMITTED let both read the marks before either cleared them) get each name
+        once between them, the second waiting for the first's row locks."""
         try:
             with self._db.transaction() as conn:
-                rows = conn.execute("SELECT name FROM api_tokens WHERE carried_over = 1"
-                                    " ORDER BY name").fetchall()
-                conn.execute("UPDATE api_tokens SET carried_over = 0"
-                             " WHERE carried_over = 1")
+                rows = conn.execute("UPDATE api_tokens SET carried_over = 0"
+                                    " WHERE carried_over = 1 RETURNING name").fetchall()
         except errors.StoreUnavailable:
             return []
-        return [str(r["name"]) for r in rows]
+        return sorted(str(r["name"]) for r in rows)
 
     def revoke(self, name: str) -> None:
         with self._db.transaction() as conn:

@@ -21,6 +21,18 @@ export const vmApi = (host, name, tail = '') =>
   `/api/vms/${encodeURIComponent(host)}/${encodeURIComponent(name)}${tail}`;
 export const vmPage = (host, name, tail = '') =>
   `/vm/${encodeURIComponent(host)}/${encodeURIComponent(name)}${tail}`;
+// A VM's page by its UUID (the page follows the VM to another host), else by name.
+export const vmPageOf = (vm) => (vm.uuid ? `/vm/${encodeURIComponent(vm.uuid)}`
+  : vmPage(vm.host, vm.name));
+
+// Whether a VM seen at another host (`seen`, a state message or a listing row of the
+// same UUID) is where `known` went, rather than what it left behind: its removal, or an
+// inactive copy while it runs at its new host. One rule for the fleet and VM pages.
+export const INACTIVE = ['shutoff', 'saved', 'undefined', 'crashed'];
+export function movedTo(known, seen) {
+  if (seen.state === 'undefined') return false;
+  return !(INACTIVE.includes(seen.state) && !INACTIVE.includes(known.state));
+}
 
 export async function api(method, path, payload) {
   const init = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
@@ -110,7 +122,7 @@ export function actionBar(vm, names, report) {
       title: readOnly ? 'a reader token only looks' : allowed ? '' : `not allowed while ${vm.label || vm.state}`,
       onclick: () => {
         if (spec.confirm && !confirm(spec.confirm.replace('{vm}', vm.name))) return;
-        runAction(vm.host, vm.name, name, report);
+        runAction(vm.host, vm.ref || vm.name, name, report); // ref: HOST/UUID's UUID
       },
     }, spec.label || name));
   }

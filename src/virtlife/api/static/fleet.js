@@ -2,7 +2,9 @@
 // /api/hosts and /api/vms, then kept current by the event stream with no reload; the
 // New VM and Add host forms (manage.js) below it. A VM's row is keyed by its UUID:
 // a VM that moves to another host (or is renamed) is one row that changes host.
-import { ApiError, actionBar, api, banner, el, follow, stateText, vmPage } from './common.js';
+import {
+  ApiError, INACTIVE, actionBar, api, banner, el, follow, movedTo, stateText, vmPageOf,
+} from './common.js';
 import { addHostForm, newVmForm, removeHostButton } from './manage.js';
 
 const FLEET_ACTIONS = ['start', 'shutdown', 'reboot', 'suspend', 'resume', 'managedsave',
@@ -10,7 +12,6 @@ const FLEET_ACTIONS = ['start', 'shutdown', 'reboot', 'suspend', 'resume', 'mana
 const fleet = document.getElementById('fleet');
 const rows = new Map(); // the VM's UUID -> {vm, row}
 const keyOf = (vm) => vm.uuid || `${vm.host}/${vm.name}`;
-const INACTIVE = ['shutoff', 'saved', 'undefined', 'crashed'];
 let reloading = null;
 const creator = newVmForm(() => reload());
 document.querySelector('#new-vm .body').replaceChildren(creator.form);
@@ -22,7 +23,7 @@ function renderRow(entry) {
     : el('td', { class: 'message' });
   const row = el('tr', { 'data-host': vm.host, 'data-vm': vm.name, 'data-uuid': vm.uuid,
     class: `state-${vm.state}` },
-    el('td', {}, el('a', { href: vmPage(vm.host, vm.name) }, vm.name)),
+    el('td', {}, el('a', { href: vmPageOf(vm) }, vm.name)),
     el('td', { class: 'state' }, stateText(vm)),
     el('td', {}, `${vm.vcpus ?? '?'} vCPU, ${vm.memory_mib ?? '?'} MiB`),
     el('td', {}, actionBar(vm, FLEET_ACTIONS, (text, kind) => {
@@ -96,8 +97,7 @@ follow({
     if (message.host !== entry.vm.host) {
       // the VM on another host: it moved there, unless what is left behind (a copy
       // kept at the source, or its removal) speaks while it runs where it went
-      if (message.state === 'undefined') return;
-      if (INACTIVE.includes(message.state) && !INACTIVE.includes(entry.vm.state)) return;
+      if (!movedTo(entry.vm, message)) return;
       const body = fleet.querySelector(`section.host[data-host="${CSS.escape(message.host)}"] tbody`);
       if (!body) { reload(); return; }
       body.append(entry.row);

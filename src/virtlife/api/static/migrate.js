@@ -4,7 +4,9 @@
 // what may move.
 import { api, el, readOnly, track, vmApi } from './common.js';
 
-export async function setupMigrate(host, name, section) {
+// `name`: how the API is asked for the VM at `host` (its UUID, or its name); `label`:
+// how the page calls it.
+export async function setupMigrate(host, name, section, label = name) {
   const hosts = (await api('GET', '/api/hosts')).filter((h) => h.name !== host);
   if (!hosts.length) {
     section.replaceChildren(el('p', { class: 'muted' },
@@ -35,7 +37,7 @@ export async function setupMigrate(host, name, section) {
         { class: `check-${c.status}` }, el('td', { class: `check-status ${c.status}` }, c.status),
         el('td', {}, c.name), el('td', {}, c.reason, c.fix && c.status !== 'pass'
           ? el('div', { class: 'muted' }, `fix: ${c.fix}`) : null))))));
-      status.textContent = result.ok ? `Every check passed: ${name} can move to ${dest.value}.`
+      status.textContent = result.ok ? `Every check passed: ${label} can move to ${dest.value}.`
         : 'A check failed: fix it, then check again.';
       status.className = `message ${result.ok ? 'ok' : 'error'}`;
       go.disabled = readOnly || !result.ok;
