@@ -108,3 +108,13 @@ def test_cancel_and_dry_run_together_are_a_usage_error() -> None:
     two_hosts()
     run = virtlife("host", "maintenance", "lab-a", "--cancel", "--dry-run")
     assert run.code == 64 and "give one of them" in run.err
+
+
+def test_a_host_in_maintenance_takes_no_part_in_balancing() -> None:
+    two_hosts()
+    assert virtlife("host", "maintenance", "lab-a", "--stopped", "leave").code == 1
+    run = virtlife("balance", "--dry-run", "--json", "--window", "0.1")
+    assert run.code == 0, run.err
+    plan = json.loads(run.out)
+    assert plan["left_out"].get("lab-a") == "in maintenance", plan
+    assert all(m["to"] != "lab-a" for m in plan["moves"])

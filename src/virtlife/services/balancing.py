@@ -12,6 +12,7 @@ machinery's runner) is not here yet.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ def balance_plan(fleet: Fleet, store: Store | None, limits: BalanceLimits,
         lambda h: _gathered(h, others_of[h.name], unreachable), sorted(loads),
         deadline_s=max(60.0, fleet.connect_timeout_s))
     unreachable.update({p.host: p.message for p in failed})
+    away = {h.name for h in store.hosts.list() if h.maintenance} if store is not None \
+        else set()  # hosts in maintenance take no part (``services.maintenance``)
     pins = store.balance.pins() if store is not None else {}
     moves = store.balance.moves() if store is not None else {}
     balance_hosts: list[BalanceHost] = []
@@ -98,6 +101,8 @@ def balance_plan(fleet: Fleet, store: Store | None, limits: BalanceLimits,
                 error=unreachable.get(name, "no answer")), 0.0))
             continue
         state, found, got = results[name]
+        if name in away:
+            state = dataclasses.replace(state, maintenance=True)
         pairs.update(got)
         balance_hosts.append(BalanceHost(state, load.committed_mib, load.cpus, load.cpu_pct,
                                          load.cpu_why))
