@@ -4,12 +4,15 @@ driver, and the tracker behind /metrics."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from virtlife.hypervisor import Host
 from virtlife.hypervisor.load import DomainReading, LoadReading, read_load
 from virtlife.services.fleet import Fleet, HostRef
 from virtlife.services.load import (
+    LoadSampler,
     LoadTracker,
     cpu_busy_pct,
     host_load,
@@ -98,7 +101,7 @@ def test_sample_loads_waits_the_window_through_the_sleep_given() -> None:
     assert load.cpu_pct is None and "did not advance" in load.cpu_why
 
 
-def test_metrics_show_memory_at_once_and_cpu_from_the_second_scrape() -> None:
+def test_metrics_show_memory_at_once_and_cpu_from_the_second_reading() -> None:
     from virtlife.api.metrics import Metrics
     from virtlife.services.fleet import FleetListing
 
@@ -106,9 +109,32 @@ def test_metrics_show_memory_at_once_and_cpu_from_the_second_scrape() -> None:
                          "u1", "web", True, 2 * GIB_KIB, 0))},
                      {"h": reading(1.0, node(400, 600), DomainReading(
                          "u1", "web", True, 2 * GIB_KIB, 10))}])
-    metrics = Metrics(lambda: (FleetListing([], [], ["h"]), ["h"]), lambda: next(readings))
+    sampler = LoadSampler(lambda: next(readings))
+    metrics = Metrics(lambda: (FleetListing([], [], ["h"]), ["h"]), sampler.loads)
+    assert "virtlife_host_memory_percent{" not in metrics.render().decode()  # none yet
+    sampler.sample()
     first = metrics.render().decode()
     assert 'virtlife_host_memory_percent{host="h"} 25.0' in first
     assert 'virtlife_host_cpu_percent{host="h"}' not in first
+    assert metrics.render().decode() == first  # a scrape reads no host
+    sampler.sample()
     second = metrics.render().decode()
     assert 'virtlife_host_cpu_percent{host="h"} 40.0' in second
+
+
+def test_the_sampler_reads_in_the_background_until_closed() -> None:
+    read = threading.Event()
+    calls: list[int] = []
+
+    def reader() -> dict[str, LoadReading]:
+        calls.append(1)
+        read.set()
+        return {"h": reading(0.0, node(0, 0))}
+
+    sampler = LoadSampler(reader, every_s=3600.0)
+    sampler.start()
+    try:
+        assert read.wait(5), "the first reading is taken at start"
+    finally:
+        sampler.close()
+    assert calls == [1] and "h" in sampler.loads()

@@ -48,7 +48,7 @@ from virtlife.api.local import SOCKET_NAME, LocalServer
 from virtlife.api.metrics import Metrics
 from virtlife.api.streams import Streams
 from virtlife.services.context import Services
-from virtlife.services.load import read_loads
+from virtlife.services.load import LoadSampler, read_loads
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # How long a stop waits for the server to shut down (within the CLI's 2 s for its
 # interrupt hook: the journal is marked after it).
 STOP_WAIT_S = 1.5
-# How long a /metrics scrape waits for each host's load reading (a host later is left out).
+# How long a background load reading waits for each host (a host later is left out).
 LOAD_DEADLINE_S = 2.0
 
 
@@ -128,6 +128,7 @@ def create_app(services: Services, *, follow_events: bool = True,
     elif local_socket:
         where = local_socket_path(services)
     local = LocalServer(services, feed.cache, where) if where and follow_events else None
+    loads = LoadSampler(lambda: read_loads(services.fleet, LOAD_DEADLINE_S))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,6 +137,7 @@ def create_app(services: Services, *, follow_events: bool = True,
         hub.attach(asyncio.get_running_loop())
         if follow_events:
             feed.start()
+            loads.start()
         if local is not None:
             try:
                 local.start()
@@ -147,6 +149,7 @@ def create_app(services: Services, *, follow_events: bool = True,
             app.state.streams.stop()
             if local is not None:
                 local.close()
+            loads.close()
             feed.close()
             services.close()
 
@@ -165,10 +168,11 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.state.services = services
     app.state.hub = hub
     app.state.feed = feed
+    app.state.loads = loads
     app.state.local = local
     app.state.metrics = Metrics(lambda: (cached_listing(feed.cache)[0],
                                          sorted(services.fleet.refs)),
-                                lambda: read_loads(services.fleet, LOAD_DEADLINE_S))
+                                loads.loads)
     app.state.tickets = Tickets()
     app.state.bodies = ListingBodies()
     app.state.streams = Streams(lambda token: services.need_store().tokens.check(token)

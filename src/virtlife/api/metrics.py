@@ -3,9 +3,9 @@ written by ``prometheus_client``.
 
 Gauges are read at scrape time from a fleet listing (a collector of our own): VMs per
 host and state, and whether each host answered; and each host's load
-(``services.load``): memory committed against total, and CPU busy over the time since
-the previous scrape (absent at the first scrape of a host: no window yet, never a
-made-up figure). Counters cover the operations this
+(``services.load``): memory committed against total, and CPU busy between the
+server's last two background readings (``LoadSampler``: a scrape reads no host; CPU is
+absent until a host has two readings, never a made-up figure). Counters cover the operations this
 server ran: how many ended with each outcome, and how long they took (a summary's
 ``_sum``/``_count``). Each app has a registry of its own (never the library's global
 one: a process may hold several apps, as the tests do).
@@ -16,7 +16,6 @@ with the server.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Summary, generate_latest
@@ -25,7 +24,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from virtlife.services.fleet import FleetListing
-from virtlife.services.load import LoadReading, LoadTracker
+from virtlife.services.load import HostLoad
 from virtlife.states import VMState
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -33,8 +32,8 @@ OPERATION_LABELS = ("operation", "outcome")
 
 # The fleet as the server knows it now: its listing, and every host of the inventory.
 FleetSource = Callable[[], tuple[FleetListing, Sequence[str]]]
-# One load reading of each host that answers (``services.load.read_loads``).
-LoadSource = Callable[[], Mapping[str, LoadReading]]
+# The hosts' latest loads (``services.load.LoadSampler.loads``).
+LoadSource = Callable[[], Mapping[str, HostLoad]]
 
 
 class _Fleet(Collector):
@@ -69,23 +68,21 @@ class _Fleet(Collector):
 
 
 class _Loads(Collector):
-    """``virtlife_host_memory_percent`` and ``virtlife_host_cpu_percent``, from a load
-    reading at each scrape against the one before."""
+    """``virtlife_host_memory_percent`` and ``virtlife_host_cpu_percent``, from the
+    latest loads (read in the background, not by the scrape)."""
 
     def __init__(self, source: LoadSource) -> None:
         self._source = source
-        self._tracker = LoadTracker()
-        self._lock = threading.Lock()  # two scrapes at once: one window each
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            loads = self._tracker.update(self._source())
+        loads = self._source()
         memory = GaugeMetricFamily(
             "virtlife_host_memory_percent",
             "Memory committed to the host's active VMs, in % of its total.", labels=("host",))
         cpu = GaugeMetricFamily(
             "virtlife_host_cpu_percent",
-            "The host's CPU busy share since the previous scrape, in %.", labels=("host",))
+            "The host's CPU busy share between its last two readings, in %.",
+            labels=("host",))
         for name, load in loads.items():
             memory.add_metric((name,), load.memory_pct)
             if load.cpu_pct is not None:

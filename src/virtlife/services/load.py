@@ -13,22 +13,31 @@ A figure the readings cannot give is None with the reason, never a guess: a driv
 without node CPU statistics, counters that did not advance, a domain that started or
 restarted between the readings. ``host_load`` and ``cpu_busy_pct`` are pure;
 ``sample_loads`` reads every host of a fleet twice (both readings of all hosts at
-once), with the wait injectable (``sleep``) for tests.
+once), with the wait injectable (``sleep``) for tests. ``LoadSampler`` reads the hosts
+in the background for a server, every ``SAMPLE_EVERY_S``, so that a ``/metrics`` scrape
+reads no host (a scrape of 500 hosts would otherwise be 500 round trips).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from virtlife import errors
 from virtlife.hypervisor.load import BUSY_MODES, IDLE_MODES, LoadReading, read_load
 from virtlife.services.fleet import Fleet, HostProblem
 
-__all__ = ["DEFAULT_WINDOW_S", "HostLoad", "LoadReading", "LoadTracker", "VMLoad",
+__all__ = ["DEFAULT_WINDOW_S", "SAMPLE_EVERY_S", "HostLoad", "LoadReading", "LoadSampler",
+           "LoadTracker", "VMLoad",
            "cpu_busy_pct", "host_load", "read_loads", "sample_loads"]
 
+log = logging.getLogger(__name__)
+
 DEFAULT_WINDOW_S = 1.0
+SAMPLE_EVERY_S = 15.0  # a server's background readings (Prometheus's default scrape)
 
 
 @dataclass(frozen=True)
@@ -136,3 +145,47 @@ class LoadTracker:
                  for name, reading in sorted(readings.items())}
         self._last = dict(readings)
         return loads
+
+
+class LoadSampler:
+    """The fleet's loads for a server: ``read`` (every host's reading) is called in the
+    background every ``every_s`` (first at ``start``), and ``loads()`` gives the loads
+    between the last two readings without reading any host. A host's CPU comes from
+    the second reading on; one that stops answering drops out at the next reading (no
+    reading is no figure). ``sample()`` takes one reading now (the loop's step)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, LoadReading]],
+                 every_s: float = SAMPLE_EVERY_S) -> None:
+        self._read = read
+        self._every_s = every_s
+        self._tracker = LoadTracker()
+        self._loads: dict[str, HostLoad] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        readings = self._read()
+        with self._lock:
+            self._loads = self._tracker.update(readings)
+
+    def loads(self) -> dict[str, HostLoad]:
+        with self._lock:
+            return dict(self._loads)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except errors.VirtlifeError as err:  # the store or inventory: next time
+                log.info("cannot read the hosts' loads: %s", err)
+            self._stop.wait(self._every_s)
