@@ -166,3 +166,22 @@ def test_a_second_evacuation_of_the_host_is_refused_while_one_runs(
     services.maintenance.cancel_running()
     thread.join(WAIT_S)
     assert not thread.is_alive()
+
+
+def test_ctrl_c_cancels_the_evacuation_and_marks_its_row_interrupted(
+        services: Services, fake: FakeMigrations) -> None:
+    fake.hold.add("vm-paused")
+    out: list[mt.EvacuationResult] = []
+    thread = threading.Thread(target=lambda: out.append(services.maintenance.evacuate(
+        "lab-a", concurrency=1, stopped=mt.Stopped.LEAVE)), daemon=True)
+    thread.start()
+    assert fake.holding.wait(WAIT_S)
+    holder = services.need_store().journal.holder(mt.lock_key("lab-a"))
+    assert holder is not None
+    services.interrupted()  # what Ctrl-C calls (cli.app.on_interrupt)
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and out and fake.aborted.is_set()
+    assert out[0].cancelled == "interrupted (Ctrl-C)"
+    assert [c[0] for c in fake.calls] == ["lab-a/vm-paused"]
+    row = services.need_store().journal.get(holder.op_id)
+    assert row is not None and row.outcome == "interrupted"
