@@ -271,8 +271,9 @@ def _lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _migration_leg(image: GuestImage) -> None:
-    """A two-host lab, a VM moved live lab-a -> lab-b with its progress, then offline
-    back, then the lab taken down (and everything the leg made removed)."""
+    """A two-host lab, a VM moved live lab-a -> lab-b with its progress, lab-b's
+    maintenance (its evacuation moves the VM live back), an offline move, then the lab
+    taken down (and everything the leg made removed)."""
     from virtlife.lab import cluster
     from virtlife.lab.spec import lab_guest_spec
     from virtlife.services import provision
@@ -309,16 +310,34 @@ def _migration_leg(image: GuestImage) -> None:
             with MigrationView(Console()) as view:  # live on a terminal, lines elsewhere
                 moved = s.migrations.migrate(MIGRATE_VM, "lab-b", progress=view)
             click.echo(f"   {moved.result}")
-            _step("shut it down at lab-b", lambda: s.lifecycle.shutdown(f"lab-b/{MIGRATE_VM}"))
-            _step(f"virtlife migrate lab-b/{MIGRATE_VM} lab-a --offline",
+            _evacuation(s)
+            _step("shut it down at lab-a", lambda: s.lifecycle.shutdown(f"lab-a/{MIGRATE_VM}"))
+            _step(f"virtlife migrate lab-a/{MIGRATE_VM} lab-b --offline",
                   lambda: s.migrations.migrate(
-                      f"lab-b/{MIGRATE_VM}", "lab-a",
+                      f"lab-a/{MIGRATE_VM}", "lab-b",
                       options=CheckOptions(kind=MigrationKind.OFFLINE)).result)
-            _step("undefine it", lambda: s.lifecycle.undefine(f"lab-a/{MIGRATE_VM}"))
+            _step("undefine it", lambda: s.lifecycle.undefine(f"lab-b/{MIGRATE_VM}"))
     finally:
         for disk in made:
             disk.unlink(missing_ok=True)
         _step("virtlife lab down", lambda: _lab("down"))
+
+
+def _evacuation(s: Services) -> None:
+    """Host maintenance: lab-b's plan (dry run), its evacuation (the VM moves live back
+    to lab-a), and lab-b taken back into service."""
+    plan = _step("virtlife host maintenance lab-b --dry-run",
+                 lambda: s.maintenance.plan("lab-b"))
+    for vm in plan.vms:
+        where = f"-> {vm.destination} ({vm.kind}; {vm.checks})" if vm.destination else (
+            f"stays: {vm.reason}")
+        click.echo(f"   {vm.vm}: {where}")
+    done = _step("virtlife host maintenance lab-b (evacuate it)",
+                 lambda: s.maintenance.evacuate("lab-b"))
+    click.echo(f"   {done.summary()} in {done.seconds:.1f} s (operation {done.op_id})")
+    if done.stays:
+        raise errors.VirtlifeError(f"the evacuation of lab-b left {done.summary()}")
+    _step("virtlife host activate lab-b", lambda: s.maintenance.activate("lab-b"))
 
 
 @click.command()
