@@ -27,7 +27,9 @@ reason ``saved``), and any event of a host drops that host's list, so a new imag
 never missed; an image removed without an event (``managedsave-remove``, its file
 deleted) may still show as ``saved`` for up to ``saved_max_age_s`` (a list asked no
 longer ago than that, by the clock ``clock``, is used; the owner re-asks them in the
-background with ``check_saved``, so a listing normally waits for no host). No action
+background with ``check_saved``, so a listing normally waits for no host; an image this
+server's API removes is told with ``forget_saved``, one another process removes shows
+within the bound). No action
 depends on it: ``start``, ``undefine`` and the rest read the VM's state on the host
 when they begin (``Operations.run`` through ``observed_state``, ``Guest.has_managed_save``),
 and ``virtlife state`` of a managed-saved VM is read live (``state`` below).
@@ -164,6 +166,12 @@ class StateCache:
                 and any(r.state.save_kind is SaveKind.MANAGED for r in rows.values())))
         if hosts:
             self._saved(hosts)
+
+    def forget_saved(self, host: str) -> None:
+        """``host``'s managed-save list may have changed without an event (this server
+        removed an image): the next listing asks it again."""
+        with self._lock:
+            self._event(host)
 
     def _event(self, host: str) -> None:  # under the lock
         self._events[host] = self._events.get(host, 0) + 1
