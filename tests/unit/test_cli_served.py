@@ -99,6 +99,38 @@ def test_the_listing_is_the_servers_and_matches_the_direct_one(
         r["name"] for r in direct["vms"] if r["state"] not in ("shutoff", "saved")}
 
 
+def test_the_compact_listing_holds_the_same_vms_and_prints_the_same(
+        api: Served, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtlife.cli import quick
+
+    full = client.ask({"op": "list", "all": True, "host": None})
+    compact = client.ask({"op": "list", "all": True, "host": None, "form": "rows"})
+    assert full is not None and compact is not None and "vms" not in compact
+    assert [dict(zip(compact["columns"], r, strict=True)) for r in compact["rows"]] \
+        == full["vms"]
+    request = quick.Request("list", show_all=True)
+    printed = []
+    for answer in (full, compact):  # an older server's form, and the compact one
+        quick.show(request, answer)
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and len(printed[0].splitlines()) == len(full["vms"]) + 1
+    monkeypatch.setattr("virtlife.cli.quick.answer_direct", _no_direct)
+    assert main(["list", "--all", "--json"]) == 0  # the CLI asks for the compact form
+    assert json.loads(capsys.readouterr().out)["vms"] == full["vms"]
+
+
+def test_an_image_the_api_removes_is_gone_from_the_next_listing(api: Served) -> None:
+    cache = api.app.state.feed.cache
+    assert cache.listing().listing.rows  # the host's managed-save list is recent now
+    with api.client() as http:
+        started = http.post("/api/vms/t/vm-saved/actions/managedsave-remove")
+        assert started.status_code == 202, started.text
+        assert api.wait_operation(http, started.json()["op_id"])["status"] == "ok"
+    states = {r.name: r.state.state.value for r in cache.listing().listing.rows}
+    assert states["vm-saved"] != "saved"  # not after the bound: this server removed it
+
+
 def test_an_event_not_yet_read_is_answered_live(api: Served) -> None:
     cache = api.app.state.feed.cache
     assert cache.state("vm-paused") is not None

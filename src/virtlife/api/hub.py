@@ -156,6 +156,18 @@ class Feed:
 
     def start(self) -> None:
         self._threads = stream_events(self.fleet, self._on_event, self.stop)
+        saved = threading.Thread(target=self._check_saved, name="saved-lists", daemon=True)
+        saved.start()
+        self._threads.append(saved)
+
+    def _check_saved(self) -> None:
+        """Re-ask the hosts' managed-save lists twice per ``saved_max_age_s``, so that a
+        listing finds them recent enough (``StateCache``'s module doc)."""
+        while not self.stop.wait(self.cache.saved_max_age_s / 2):
+            try:
+                self.cache.check_saved()
+            except errors.VirtlifeError as err:
+                log.info("cannot read the hosts' managed-save lists: %s", err)
 
     def close(self) -> None:
         self.stop.set()

@@ -27,6 +27,7 @@ from typing import Any
 from virtlife import errors
 from virtlife.api.hub import cached_listing
 from virtlife.services.context import Services
+from virtlife.services.fleet import ROW_FIELDS
 from virtlife.services.statecache import StateCache
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class LocalServer:
             elif request.get("op") == "list":
                 host = request.get("host")
                 reply = self._list(bool(request.get("all")),
-                                   host if isinstance(host, str) else None, working)
+                                   host if isinstance(host, str) else None, working,
+                                   compact=request.get("form") == "rows")
             else:
                 return {"ok": False, "fallback": True}
         except errors.VirtlifeError as err:
@@ -186,12 +188,19 @@ class LocalServer:
         return {"host": host, "state": state.state.value, "label": state.state.label,
                 "reason": state.reason, "source": source}
 
-    def _list(self, include_inactive: bool, host: str | None, working: Any) -> dict[str, Any]:
+    def _list(self, include_inactive: bool, host: str | None, working: Any, *,
+              compact: bool = False) -> dict[str, Any]:
+        """The listing; ``compact`` (the request's ``"form": "rows"``): the VMs as
+        ``columns`` and one list of values per VM, not one object each (a third of the
+        bytes to write and parse for a fleet of thousands)."""
         if not self.cache.fresh(host):
             working()  # a host to read live: it may take up to the connect deadline
         listing, source = cached_listing(self.cache, include_inactive=include_inactive,
                                          host=host, on_live=working)
-        return {"vms": [r.as_dict() for r in listing.rows],
+        vms: dict[str, Any] = (
+            {"columns": list(ROW_FIELDS), "rows": [r.as_list() for r in listing.rows]}
+            if compact else {"vms": [r.as_dict() for r in listing.rows]})
+        return {**vms,
                 "unreachable": [{"host": p.host, "uri": p.uri, "error": p.message}
                                 for p in listing.unreachable],
                 "answered": list(listing.answered), "source": source}

@@ -305,8 +305,15 @@ def vm_action(request: Request, host: HostName, name: VMName, action: Action,
     if "path" in kwargs:
         kwargs["path"] = caller_paths(request, token, host)(kwargs["path"], "the save file")
     method = getattr(services_of(request).lifecycle, action.value.replace("-", "_"))
-    return submit(request, f"{action.value} {ref}", ref,
-                  lambda call: method(ref, **kwargs, **call))
+    cache = request.app.state.feed.cache
+
+    def work(call: Call) -> Any:
+        try:
+            return method(ref, **kwargs, **call)
+        finally:  # libvirt sends no event for it: the listing's cache is told here
+            if action is Action.MANAGEDSAVE_REMOVE:
+                cache.forget_saved(host)
+    return submit(request, f"{action.value} {ref}", ref, work)
 
 
 # -- operations ---------------------------------------------------------------------------

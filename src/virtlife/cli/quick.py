@@ -114,21 +114,28 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def show_listing(vms: list[dict[str, Any]], unreachable: list[dict[str, Any]],
-                 answered: list[str], as_json: bool) -> None:
-    """Print a fleet listing (``VMRow.as_dict`` rows; unreachable hosts as ``host``,
+def show_listing(vms: list[Any], unreachable: list[dict[str, Any]],
+                 answered: list[str], as_json: bool, *,
+                 columns: list[str] | None = None) -> None:
+    """Print a fleet listing (``VMRow.as_dict`` rows, or with ``columns`` lists of
+    values in that order, the server's compact form; unreachable hosts as ``host``,
     ``uri``, ``error``); ``HostUnreachable`` when no host answered."""
     if as_json:
+        if columns is not None:
+            vms = [dict(zip(columns, r, strict=True)) for r in vms]
         emit_json({"vms": vms, "unreachable": unreachable})
     else:
         from virtlife.cli.table import print_table
 
-        print_table(
-            LIST_COLUMNS,
-            [(r["host"], r["name"], r["label"], r["reason"], r["vcpus"],
-              f"{r['memory_mib']} MiB") for r in vms]
-            + [(p["host"], "-", "unreachable", p["error"], "-", "-") for p in unreachable],
-        )
+        if columns is None:
+            cells = [(r["host"], r["name"], r["label"], r["reason"], str(r["vcpus"]),
+                      f"{r['memory_mib']} MiB") for r in vms]
+        else:
+            h, n, lb, rs, vc, mem = (columns.index(k) for k in (
+                "host", "name", "label", "reason", "vcpus", "memory_mib"))
+            cells = [(r[h], r[n], r[lb], r[rs], str(r[vc]), f"{r[mem]} MiB") for r in vms]
+        print_table(LIST_COLUMNS, cells + [(p["host"], "-", "unreachable", p["error"], "-",
+                                            "-") for p in unreachable])
     if unreachable and not answered:
         names = ", ".join(p["host"] for p in unreachable)
         raise HostUnreachable(f"no host answered ({names}); nothing could be listed")
@@ -147,8 +154,10 @@ def show_state(vm: str, host: str, state: str, label: str, reason: str,
 def show(request: Request, answer: dict[str, Any]) -> None:
     """Print ``answer`` (the server's, or ``answer_direct``'s) to ``request``."""
     if request.op == "list":
-        show_listing(answer["vms"], answer["unreachable"], answer["answered"],
-                     request.as_json)
+        compact = "columns" in answer  # the server's compact form (``cli.served``)
+        show_listing(answer["rows"] if compact else answer["vms"], answer["unreachable"],
+                     answer["answered"], request.as_json,
+                     columns=answer["columns"] if compact else None)
     else:
         show_state(request.vm, answer["host"], answer["state"], answer["label"],
                    answer["reason"], request.as_json)
@@ -178,7 +187,7 @@ def run_served(request: Request) -> int | None:
 
     message: dict[str, Any] = {"op": request.op}
     if request.op == "list":
-        message |= {"all": request.show_all, "host": request.host}
+        message |= {"all": request.show_all, "host": request.host, "form": "rows"}
     else:
         message |= {"vm": request.vm}
     answer = served.ask(message)

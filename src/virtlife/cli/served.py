@@ -18,6 +18,11 @@ Protocol, version 1 (one line each way, UTF-8 JSON)::
     <- {"v": 1, "ok": true, "source": "cache", ...}     or
        {"v": 1, "ok": false, "exit_code": 2, "message": "..."} (the error, as the CLI's)
        {"v": 1, "ok": false, "fallback": true}          (the CLI should do it itself)
+
+A ``list`` request may add ``"form": "rows"``: the VMs then come as ``"columns"`` (the
+keys of a VM's object) and ``"rows"`` (one list of values per VM) instead of ``"vms"``
+(one object each), a third of the bytes to write and parse; a server that does not
+know the key answers with ``"vms"``, which the CLI still reads.
 """
 
 from __future__ import annotations

@@ -36,18 +36,25 @@ def _plain_cell(text: str) -> bool:
 
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str | None:
     """The text Rich would print for this table on a 240-column non-terminal console,
-    or None when it could differ from the plain layout."""
-    cells = [list(columns), *(list(r) for r in rows)]
+    or None when it could differ from the plain layout. Linear, and in few passes over
+    the cells (a fleet's listing has tens of thousands): the cells are checked joined
+    into one text, the widths taken per column."""
+    cells = [tuple(columns), *(tuple(r) for r in rows)]
     if any(len(r) != len(columns) for r in cells):
         return None
-    if not all(_plain_cell(c) for r in cells for c in r):
+    every = " ".join(" ".join(r) for r in cells)  # " " is plain: the text is as plain
+    if not (every.isascii() and every.isprintable()) or "[" in every:  # as each cell
         return None
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    if ":" in every and not all(_plain_cell(c) for r in cells for c in r if ":" in c):
+        return None
+    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
     if sum(widths) + len(GAP) * (len(widths) - 1) > WIDTH:
         return None
-    lines = [GAP.join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines = [line or " " for line in lines]  # Rich keeps an empty line as one space
-    return "\n".join(lines) + "\n"
+    line = GAP.join(f"{{:<{w}}}" for w in widths)  # each cell left-justified to its width
+    text = "\n".join(line.format(*r) for r in cells) + "\n"
+    if widths == [0]:  # every line empty: Rich keeps an empty line as one space
+        text = text.replace("\n", " \n")
+    return text
 
 
 def output_width() -> int:
@@ -97,7 +104,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
                 *, title: str | None = None, fit: str | None = None) -> None:
     """Print ``rows`` under ``columns`` (every cell through ``str``); the column named
     ``fit`` is cut with "…" so that each row fits the output's width."""
-    texts = [[str(c) for c in row] for row in rows]
+    texts = [list(map(str, row)) for row in rows]
     if fit is not None and texts:
         texts = fit_column(columns, texts, list(columns).index(fit), output_width())
     if title is None and not sys.stdout.isatty() and not any(

@@ -90,13 +90,18 @@ class VMRow:
     uuid: str = ""  # what the VM is: its name and host are what it is called and where
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "uuid": self.uuid, "host": self.host, "name": self.name,
-            "state": self.state.state.value,
-            "label": self.state.state.label, "reason": self.state.reason,
-            "vcpus": self.vcpus, "memory_mib": self.memory_mib,
-            "persistent": self.persistent,
-        }
+        return dict(zip(ROW_FIELDS, self.as_list(), strict=True))
+
+    def as_list(self) -> list[object]:
+        """``as_dict``'s values in ``ROW_FIELDS`` order (a compact listing's row)."""
+        state = self.state.state
+        return [self.uuid, self.host, self.name, state.value, state.label,
+                self.state.reason, self.vcpus, self.memory_mib, self.persistent]
+
+
+ROW_FIELDS = ("uuid", "host", "name", "state", "label", "reason", "vcpus", "memory_mib",
+              "persistent")
+"""The keys of ``VMRow.as_dict``, in the order of ``VMRow.as_list``."""
 
 
 @dataclass(frozen=True)
@@ -287,10 +292,11 @@ class Fleet:
         return current
 
     def ref(self, name: str) -> HostRef:
-        return self._ref_in(self.refs, name)
+        return self.ref_in(self.refs, name)
 
     @staticmethod
-    def _ref_in(refs: dict[str, HostRef], name: str) -> HostRef:
+    def ref_in(refs: dict[str, HostRef], name: str) -> HostRef:
+        """The host ``name`` of ``refs`` (one reading of ``refs``), or ``HostNotFound``."""
         try:
             return refs[name]
         except KeyError:
@@ -342,7 +348,7 @@ class Fleet:
 
     def each_host(
         self, fn: Callable[[Host], T], names: Iterable[str] | None = None, *,
-        deadline_s: float | None = None,
+        deadline_s: float | None = None, refs: dict[str, HostRef] | None = None,
     ) -> tuple[dict[str, T], list[HostProblem]]:
         """Run ``fn`` on every host at once; collect results and per-host problems.
 
@@ -352,9 +358,10 @@ class Fleet:
         and a grace) for them all; a host that has not answered by then is reported,
         and one still busy with a call given up earlier is reported at once. An
         exception that is not a ``VirtlifeError`` is a bug: it is re-raised here.
+        ``refs``: the inventory as the caller read it just before (default: read now).
         """
-        refs = self.refs
-        wanted = [self._ref_in(refs, n) for n in (names if names is not None else sorted(refs))]
+        refs = self.refs if refs is None else refs
+        wanted = [self.ref_in(refs, n) for n in (names if names is not None else sorted(refs))]
         limit = deadline_s if deadline_s is not None else self.connect_timeout_s + JOIN_GRACE_S
         shown = deadline_s if deadline_s is not None else self.connect_timeout_s
         end = time.monotonic() + limit

@@ -16,10 +16,23 @@ It never answers with a state older than the last event received:
 - states that change without a lifecycle event are always read live: ``in shutdown``
   (it turns ``dying`` with age), ``saved`` (``managedsave-remove`` sends no event) and
   ``idle``/``dying`` (libvirt's scheduler view), each through ``observed_state`` with
-  the journal, as ``virtlife state`` does; a managed-saved VM is confirmed with one
-  round trip per host (the host's managed-save list), and read again only when its
+  the journal, as ``virtlife state`` does; a managed-saved VM is confirmed by its
+  host's managed-save list (one round trip per host), and read again only when its
   image is gone. Listings that ask at once share one such round trip, one that started
   after each of them asked (``virtlife.coalesce``).
+
+The managed-save lists are the one bounded staleness, and only in what a listing
+*shows*: an image appears only through an event (a ``managedsave`` stops the VM with
+reason ``saved``), and any event of a host drops that host's list, so a new image is
+never missed; an image removed without an event (``managedsave-remove``, its file
+deleted) may still show as ``saved`` for up to ``saved_max_age_s`` (a list asked no
+longer ago than that, by the clock ``clock``, is used; the owner re-asks them in the
+background with ``check_saved``, so a listing normally waits for no host; an image this
+server's API removes is told with ``forget_saved``, one another process removes shows
+within the bound). No action
+depends on it: ``start``, ``undefine`` and the rest read the VM's state on the host
+when they begin (``Operations.run`` through ``observed_state``, ``Guest.has_managed_save``),
+and ``virtlife state`` of a managed-saved VM is read live (``state`` below).
 
 A live read that fails reports the host unreachable as the direct listing does; so
 does a host whose managed-save list cannot be read within the listing's deadline (its
@@ -33,6 +46,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -56,6 +71,8 @@ log = logging.getLogger(__name__)
 # States that change only with a lifecycle event: the cache may answer them.
 CACHEABLE = frozenset({VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED,
                        VMState.PMSUSPENDED})
+# How old a host's managed-save list may be when a listing shows it (see the module doc).
+SAVED_MAX_AGE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,8 +107,11 @@ def _read_row(host: Host, uuid: str) -> VMRow | None:
 
 
 class StateCache:
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, *, clock: Callable[[], float] = time.monotonic,
+                 saved_max_age_s: float = SAVED_MAX_AGE_S) -> None:
         self.fleet = fleet
+        self.clock = clock
+        self.saved_max_age_s = saved_max_age_s
         self._lock = threading.Lock()
         self._rows: dict[str, dict[str, VMRow]] = {}  # host -> VM UUID -> row (raw state)
         self._links: dict[str, str] = {}  # host -> its last connection event
@@ -101,11 +121,61 @@ class StateCache:
         # the hosts' managed-save lists, one call for every listing that asked before
         # it started (``coalesce``: never a call that began before the listing did)
         self._saved = Coalesced(self._managed_saved)
+        # host -> (``clock`` when its managed-save list was asked, the list); dropped by
+        # any event of the host. ``_events``: events per host so far, so that a list
+        # asked before an event is not kept after it.
+        self._saved_seen: dict[str, tuple[float, frozenset[str]]] = {}
+        self._events: dict[str, int] = {}
 
     def _managed_saved(self, hosts: tuple[str, ...]
                        ) -> tuple[dict[str, set[str]], list[HostProblem]]:
-        return self.fleet.each_host(managed_saved, list(hosts),
-                                    deadline_s=self.fleet.list_deadline_s)
+        with self._lock:
+            asked, events = self.clock(), {h: self._events.get(h, 0) for h in hosts}
+        found, failed = self.fleet.each_host(managed_saved, list(hosts),
+                                             deadline_s=self.fleet.list_deadline_s)
+        with self._lock:
+            for host, names in found.items():
+                if self._events.get(host, 0) == events[host]:
+                    self._saved_seen[host] = (asked, frozenset(names))
+        return found, failed
+
+    def _saved_lists(self, hosts: set[str]
+                     ) -> tuple[dict[str, frozenset[str]], list[HostProblem]]:
+        """The managed-save lists of ``hosts``: those asked within ``saved_max_age_s``
+        as they are, the others asked now (one coalesced round trip)."""
+        now = self.clock()
+        lists: dict[str, frozenset[str]] = {}
+        with self._lock:
+            for host in hosts:
+                seen = self._saved_seen.get(host)
+                if seen is not None and now - seen[0] <= self.saved_max_age_s:
+                    lists[host] = seen[1]
+        missing = tuple(sorted(hosts - set(lists)))
+        if not missing:
+            return lists, []
+        found, failed = self._saved(missing)
+        return lists | {h: frozenset(n) for h, n in found.items()}, failed
+
+    def check_saved(self) -> None:
+        """Ask again the managed-save lists of the hosts with managed-saved VMs in the
+        cache (the owner calls this in the background, more often than
+        ``saved_max_age_s``); a host that does not answer is left to the next listing."""
+        with self._lock:
+            hosts = tuple(sorted(
+                host for host, rows in self._rows.items() if host in self._fresh
+                and any(r.state.save_kind is SaveKind.MANAGED for r in rows.values())))
+        if hosts:
+            self._saved(hosts)
+
+    def forget_saved(self, host: str) -> None:
+        """``host``'s managed-save list may have changed without an event (this server
+        removed an image): the next listing asks it again."""
+        with self._lock:
+            self._event(host)
+
+    def _event(self, host: str) -> None:  # under the lock
+        self._events[host] = self._events.get(host, 0) + 1
+        self._saved_seen.pop(host, None)
 
     # -- fed by the events ---------------------------------------------------------------
 
@@ -113,6 +183,7 @@ class StateCache:
         """A host's stream ``connected``, ``disconnected``, ``unreachable`` or ``removed``;
         until ``fill`` lists it after a connection, the host is read live."""
         with self._lock:
+            self._event(host)
             self._links[host] = event
             self._generation[host] = self._generation.get(host, 0) + 1
             self._fresh.discard(host)
@@ -123,6 +194,7 @@ class StateCache:
         """A lifecycle event of the VM ``uuid`` on ``host``: read live until ``refresh``
         re-reads it."""
         with self._lock:
+            self._event(host)
             self._pending[(host, uuid)] = self._pending.get((host, uuid), 0) + 1
 
     # -- the readers ---------------------------------------------------------------------
@@ -133,7 +205,8 @@ class StateCache:
         The listing runs on the host's caller (``Fleet.each_host``) with its deadline: a
         host that froze meanwhile holds this thread no longer than that."""
         with self._lock:
-            generation = self._generation.get(host, 0)
+            generation, events = self._generation.get(host, 0), self._events.get(host, 0)
+            asked = self.clock()
         try:
             found, problems = self.fleet.each_host(
                 lambda h: rows_of(h, self.fleet.journal, observe=False), [host])
@@ -150,6 +223,9 @@ class StateCache:
                 return  # the stream dropped (or reconnected) meanwhile: the next fill will do
             self._rows[host] = {row.uuid: row for row in rows}
             self._fresh.add(host)
+            if self._events.get(host, 0) == events:  # its managed-save list, as read
+                self._saved_seen[host] = (asked, frozenset(
+                    row.name for row in rows if row.state.save_kind is SaveKind.MANAGED))
 
     def refresh(self, host: str, uuid: str) -> tuple[VMRow | None, StateInfo]:
         """Re-read the VM ``uuid`` of ``host`` after its event: its row (None once it
@@ -222,7 +298,8 @@ class StateCache:
 
     def listing(self, *, include_inactive: bool = True, host: str | None = None) -> Answer:
         """The fleet's VMs (``Fleet.list_vms``'s answer), from the cache where it may."""
-        names = [self.fleet.ref(host).name] if host is not None else sorted(self.fleet.refs)
+        refs = self.fleet.refs  # the inventory, read once for the whole listing
+        names = [self.fleet.ref_in(refs, host).name] if host is not None else sorted(refs)
         rows: list[VMRow] = []
         stale_rows: list[VMRow] = []
         saved_rows: list[VMRow] = []  # managed-saved, no event since: still saved?
@@ -244,11 +321,11 @@ class StateCache:
         answered = [n for n in names if n not in live]
         if live:
             found, problems = self.fleet.each_host(
-                lambda h: rows_of(h, self.fleet.journal, observe=True), live)
+                lambda h: rows_of(h, self.fleet.journal, observe=True), live, refs=refs)
             answered += list(found)
             rows += [row for name in found for row in found[name]]
         if saved_rows:  # one round trip per host: which still have their image
-            images, failed = self._saved(tuple(sorted({row.host for row in saved_rows})))
+            images, failed = self._saved_lists({row.host for row in saved_rows})
             if failed:  # those hosts are unreachable, as the direct listing says of a
                 # host that does not answer within the deadline; the others stand
                 down = {p.host for p in failed}
@@ -265,7 +342,7 @@ class StateCache:
                 stale.setdefault(row.host, set()).add(row.uuid)
             again, failed = self.fleet.each_host(
                 lambda h: rows_of(h, self.fleet.journal, observe=True), sorted(stale),
-                deadline_s=self.fleet.list_deadline_s)
+                deadline_s=self.fleet.list_deadline_s, refs=refs)
             if failed:  # the caller lists live instead, as the direct listing would
                 raise errors.HostUnreachable(failed[0].message)
             rows += [row for name in again for row in again[name] if row.uuid in stale[name]]
