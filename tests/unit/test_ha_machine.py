@@ -120,13 +120,31 @@ def test_a_confirmed_fence_command_proves_death_before_the_lease_expires() -> No
     assert of(actions, Restart)[0].target == "b"
 
 
-def test_a_suspect_host_with_a_fence_command_is_fenced_once() -> None:
-    a = host("a", keepalive=False, fence_command=True, health=Health.SUSPECT)
+def test_a_fence_command_runs_once_when_the_fencer_is_late_too() -> None:
+    a = host("a", expires=NOW + 9, keepalive=False, fence_command=True,
+             health=Health.SUSPECT)
     assert of(decide(snap([a, host("b")], [vm("vm1")])), FenceHost) == [
         FenceHost(7, "a", "keepalive failed")]
     assert not of(decide(snap([replace(a, fence_requested=True), host("b")], [vm("vm1")])),
                   FenceHost)
-    assert not of(decide(snap([host("a"), host("b")], [vm("vm1")])), FenceHost)
+    assert not of(decide(snap([host("a", fence_command=True), host("b")], [vm("vm1")])),
+                  FenceHost)
+
+
+def test_a_keepalive_failure_while_the_fencer_renews_runs_no_fence_command() -> None:
+    a = host("a", keepalive=False, fence_command=True, health=Health.SUSPECT,
+             suspect_since=NOW - 1000)
+    assert not of(decide(snap([a, host("b")], [vm("vm1")])), FenceHost)
+
+
+def test_without_a_fencer_the_fence_command_waits_for_10_s_of_suspicion() -> None:
+    a = host("a", expires=None, keepalive=False, fence_command=True)
+    assert not of(decide(snap([a, host("b")], [vm("vm1")])), FenceHost)  # marked now
+    a = replace(a, health=Health.SUSPECT, suspect_since=NOW - 9.5)
+    assert not of(decide(snap([a, host("b")], [vm("vm1")])), FenceHost)
+    a = replace(a, suspect_since=NOW - 10)
+    assert of(decide(snap([a, host("b")], [vm("vm1")])), FenceHost) == [
+        FenceHost(7, "a", "keepalive failed")]
 
 
 def test_a_host_with_neither_fencer_nor_fence_command_waits_for_the_operator() -> None:

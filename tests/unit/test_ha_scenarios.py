@@ -28,9 +28,9 @@ def run(text: str) -> World:
 
 
 def test_the_seven_scenarios_of_the_issue_are_there() -> None:
-    assert SCENARIOS == sorted(["dead-host", "partitioned-host", "paused-fencer",
-                                "paused-leader", "two-hosts-dying", "no-capacity",
-                                "flapping-host"])
+    assert set(SCENARIOS) >= {"dead-host", "partitioned-host", "paused-fencer",
+                              "paused-leader", "two-hosts-dying", "no-capacity",
+                              "flapping-host"}
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

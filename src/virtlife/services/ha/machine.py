@@ -30,8 +30,10 @@ by anything but ``virtlife host confirm-dead``.
 The rules, per step, for the leader only (a follower returns nothing; every action
 carries the snapshot's epoch, and the store refuses a stale one):
 - hosts: dead when proven; else suspect on a failed or unknown keepalive, or a lease not
-  renewed for ``Timing.late_s``; else active. A suspect host with a fence command not yet
-  run gets ``FenceHost``. Each change is one ``MarkHost`` with why.
+  renewed for ``Timing.late_s``; else active. Each change is one ``MarkHost`` with why.
+  A suspect host's fence command runs (``FenceHost``) once per incident, and only when
+  its lease is late too, or, without a fencer, after ``Policy.fence_after_s`` of
+  suspicion.
 - VMs on a dead host (running, starting, crashed or fenced as last seen) are restarted
   elsewhere, highest priority first, through ``services.placement.plan`` with at most
   ``Policy.max_starts_per_host`` starts under way per target. A recovery from a dead host
@@ -80,6 +82,8 @@ class Policy:
     max_restart: int = 1  # in-place restarts of a VM that failed on a live host
     max_relocate: int = 1  # then restarts on another host
     max_starts_per_host: int = 4  # HA starts under way at once on one target
+    fence_after_s: float = 10.0  # a host without a fencer is suspect this long before
+    # its fence command runs (a libvirtd restart must not cost a power cycle)
     reserve_pct: float = 10.0  # of each target's memory, kept free (placement)
 
 
@@ -128,6 +132,7 @@ class HostView:
     fence_requested: bool = False  # it ran for this incident
     power_off_confirmed: bool = False  # and confirmed the power is off
     confirmed_dead: bool = False  # `virtlife host confirm-dead`
+    suspect_since: float | None = None  # when the store marked it suspect (database clock)
     total_memory_mib: int | None = None
     free_memory_mib: int | None = None
     vms: int = 0
@@ -281,6 +286,19 @@ def _unplaced_reason(u: Unplaced, policy: Policy) -> tuple[str, str]:
     return f"no host can take {u.vm}: {said}", u.reason
 
 
+def _should_fence(h: HostView, snap: Snapshot) -> bool:
+    """Whether to run the suspect ``h``'s fence command now: once per incident; for a
+    host with a fencer, only once its lease is late too (a keepalive failure while the
+    fencer renews is a libvirtd problem, not a dead host); for one without, only after
+    ``Policy.fence_after_s`` of suspicion."""
+    if not h.fence_command or h.fence_requested:
+        return False
+    timing = snap.timing
+    if h.lease_expires is not None:
+        return h.lease_expires - snap.now < timing.ttl_s - timing.late_s
+    return h.suspect_since is not None and snap.now - h.suspect_since >= snap.policy.fence_after_s
+
+
 def _failed_on_live(vm: VMView, host: HostView, policy: Policy) -> str | None:
     """Why the failed ``vm`` goes to error, or None when it may restart."""
     if vm.restarts < policy.max_restart and host.mode is HostMode.ACTIVE:
@@ -305,7 +323,7 @@ def decide(snap: Snapshot) -> tuple[Action, ...]:
         health[h.name] = now_health
         if now_health is not h.health:
             actions.append(MarkHost(epoch, h.name, now_health, why))
-        if (now_health is Health.SUSPECT and h.fence_command and not h.fence_requested):
+        if now_health is Health.SUSPECT and _should_fence(h, snap):
             actions.append(FenceHost(epoch, h.name, why))
 
     def note(vm: VMView, reason: str, detail: str = "") -> None:

@@ -106,6 +106,7 @@ class SimStore:
     fence_requested: set[str] = field(default_factory=set)
     power_off: set[str] = field(default_factory=set)
     confirmed_dead: set[str] = field(default_factory=set)
+    suspect_since: dict[str, float] = field(default_factory=dict)
     vms: dict[str, SimVM] = field(default_factory=dict)  # by uuid
     epoch: int = 0
     leader: str | None = None
@@ -304,7 +305,8 @@ class World:
                 h.name, s.leases.get(h.name), h.reachable, health=s.health[h.name],
                 fence_command=h.fence_command, fence_requested=h.name in s.fence_requested,
                 power_off_confirmed=h.name in s.power_off,
-                confirmed_dead=h.name in s.confirmed_dead, total_memory_mib=h.memory_mib,
+                confirmed_dead=h.name in s.confirmed_dead,
+                suspect_since=s.suspect_since.get(h.name), total_memory_mib=h.memory_mib,
                 free_memory_mib=h.memory_mib - used, vms=len(h.qemus)))
         vms = tuple(VMView(vm.uuid, vm.name, vm.host, vm.run, vm.generation, _vm_facts(vm),
                            vm.priority, vm.restarts, vm.relocations, vm.ha, vm.reason)
@@ -328,6 +330,10 @@ class World:
         self.say(who, describe(action))
         if isinstance(action, MarkHost):
             s.health[action.host] = action.health
+            if action.health is Health.SUSPECT:
+                s.suspect_since[action.host] = float(self.t)
+            else:
+                s.suspect_since.pop(action.host, None)
         elif isinstance(action, FenceHost):
             s.fence_requested.add(action.host)
             h = self.hosts[action.host]
