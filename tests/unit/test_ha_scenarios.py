@@ -145,13 +145,19 @@ def scripts(draw: st.DrawFn) -> Script:
         else:
             words = (verb, h, arg)
         events.append(Event(at, words))
-    # a stopped fencer is safe only with a watchdog (see the test above): every host has one
-    hosts = tuple(HostDecl(h, 4096, watchdog=True) for h in HOSTS)
+    # a host has a fencer (then a watchdog too: a stopped fencer is safe only with one,
+    # see the test above), a fence command, both, or neither (only confirm-dead moves
+    # its VMs then)
+    hosts = tuple(HostDecl(h, 4096, fencer=fencer, watchdog=fencer, fence_command=command)
+                  for h, fencer, command in zip(HOSTS, draw(st.lists(st.booleans(), min_size=3,
+                                                                     max_size=3)),
+                                                draw(st.lists(st.booleans(), min_size=3,
+                                                              max_size=3)), strict=True))
     return Script(hosts, vms, ("s1", "s2"), tuple(sorted(events, key=lambda e: e.at)), 120,
                   disk_locks=False)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scripts())
 def test_no_vm_ever_runs_on_two_hosts_and_only_the_current_leader_acts(script: Script) -> None:
     world = World(script).run()
