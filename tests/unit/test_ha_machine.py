@@ -12,6 +12,7 @@ import pytest
 
 from virtlife.services.ha.machine import (
     FenceHost,
+    HaSnapshot,
     HAState,
     Health,
     HostMode,
@@ -21,10 +22,9 @@ from virtlife.services.ha.machine import (
     Restart,
     RestartKind,
     Run,
-    Snapshot,
     Timing,
     VMView,
-    Wait,
+    WaitFor,
     decide,
     lease_waiting,
 )
@@ -50,8 +50,8 @@ def vm(name: str, on: str = "a", run: Run = Run.RUNNING, *, memory: int = 1024,
     return replace(VMView(sim.uuid, name, on, run, 1, _vm_facts(sim)), **more)
 
 
-def snap(hosts: list[HostView], vms: list[VMView], **more: Any) -> Snapshot:
-    return replace(Snapshot(NOW, 7, True, tuple(hosts), tuple(vms), PAIRS), **more)
+def snap(hosts: list[HostView], vms: list[VMView], **more: Any) -> HaSnapshot:
+    return replace(HaSnapshot(NOW, 7, True, tuple(hosts), tuple(vms), PAIRS), **more)
 
 
 DEAD_A = host("a", expires=NOW - 1, keepalive=False, health=Health.SUSPECT)
@@ -72,7 +72,7 @@ def test_a_follower_decides_nothing_even_for_a_dead_host() -> None:
 def test_every_action_carries_the_snapshot_epoch() -> None:
     actions = decide(snap([DEAD_A, host("b"), host("c", keepalive=False)],
                           [vm("vm1"), vm("vm2", "c"), vm("vm3", "b", Run.CRASHED)]))
-    assert {type(a) for a in actions} >= {MarkHost, Restart, Wait}
+    assert {type(a) for a in actions} >= {MarkHost, Restart, WaitFor}
     assert {a.epoch for a in actions} == {7}
 
 
@@ -81,7 +81,8 @@ def test_every_action_carries_the_snapshot_epoch() -> None:
 def test_keepalive_failure_only_marks_suspect_and_moves_nothing() -> None:
     actions = decide(snap([host("a", keepalive=False), host("b")], [vm("vm1")]))
     assert actions == (MarkHost(7, "a", Health.SUSPECT, "keepalive failed"),
-                       Wait(7, "vm1", "uuid-vm1", lease_waiting("a"), f"expires at {NOW + 14:g}"))
+                       WaitFor(7, "vm1", "uuid-vm1", lease_waiting("a"),
+                               f"expires at {NOW + 14:g}"))
 
 
 def test_an_unknown_keepalive_is_suspicion_not_proof() -> None:
@@ -153,7 +154,7 @@ def test_a_host_with_neither_fencer_nor_fence_command_waits_for_the_operator() -
     later = replace(snap([a, b], [vm("vm1")]), now=NOW + 10_000)
     actions = decide(later)
     assert not of(actions, Restart) and not of(actions, MarkHost)
-    (wait,) = of(actions, Wait)
+    (wait,) = of(actions, WaitFor)
     assert "virtlife host confirm-dead a" in wait.reason
     confirmed = decide(replace(later, hosts=(replace(a, confirmed_dead=True), b)))
     assert of(confirmed, MarkHost)[0].why == "an operator confirmed it dead"
@@ -172,7 +173,7 @@ def test_recovery_never_targets_a_suspect_or_dead_host_or_maintenance() -> None:
              host("c", mode=HostMode.MAINTENANCE)]
     actions = decide(snap(hosts, [vm("vm1")]))
     assert not of(actions, Restart)
-    (wait,) = of(actions, Wait)
+    (wait,) = of(actions, WaitFor)
     assert wait.reason == "no host can take vm1: in maintenance on c; not active on b"
     actions = decide(snap([*hosts, host("d")], [vm("vm1")],
                           pairs={**PAIRS, ("a", "d"): PAIRS["a", "b"]}))
@@ -183,15 +184,15 @@ def test_the_highest_priority_gets_the_last_room() -> None:
     vms = [vm("vm1", memory=3000, priority=1), vm("vm2", memory=3000, priority=9)]
     actions = decide(snap([DEAD_A, host("b", free=4096)], vms))
     assert [r.vm for r in of(actions, Restart)] == ["vm2"]
-    assert [w.vm for w in of(actions, Wait)] == ["vm1"]
-    assert "not enough memory on b" in of(actions, Wait)[0].reason
+    assert [w.vm for w in of(actions, WaitFor)] == ["vm1"]
+    assert "not enough memory on b" in of(actions, WaitFor)[0].reason
 
 
 def test_at_most_4_starts_per_target_count_those_already_under_way() -> None:
     dead = [vm(f"vm{i}") for i in range(6)]
     actions = decide(snap([DEAD_A, host("b", free=65536)], dead))
     assert [r.vm for r in of(actions, Restart)] == ["vm0", "vm1", "vm2", "vm3"]
-    assert [w.vm for w in of(actions, Wait)] == ["vm4", "vm5"]
+    assert [w.vm for w in of(actions, WaitFor)] == ["vm4", "vm5"]
     starting = [vm("vm6", "b", Run.STARTING), vm("vm7", "b", Run.STARTING)]
     actions = decide(snap([DEAD_A, host("b", free=65536)], dead + starting))
     assert [r.vm for r in of(actions, Restart)] == ["vm0", "vm1"]
@@ -231,7 +232,7 @@ def test_a_crash_on_a_host_in_maintenance_relocates_instead_of_restarting_in_pla
 def test_a_crash_on_a_suspect_host_waits() -> None:
     actions = decide(snap([host("a", keepalive=False, health=Health.SUSPECT), host("b")],
                           [vm("vm1", run=Run.CRASHED)]))
-    assert [type(a) for a in actions] == [Wait]
+    assert [type(a) for a in actions] == [WaitFor]
 
 
 # -- waits are said once ----------------------------------------------------------------
@@ -239,12 +240,12 @@ def test_a_crash_on_a_suspect_host_waits() -> None:
 def test_a_wait_is_not_repeated_when_only_its_figures_change() -> None:
     a = host("a", keepalive=False, health=Health.SUSPECT)
     (wait,) = decide(snap([a, host("b")], [vm("vm1")]))
-    assert isinstance(wait, Wait)
+    assert isinstance(wait, WaitFor)
     # the fencer renews while libvirt stays unreachable: a new expiry, the same wait
     renewed = replace(a, lease_expires=NOW + 15)
     assert decide(snap([renewed, host("b")], [vm("vm1", reason=wait.reason)])) == ()
     full = decide(snap([DEAD_A, host("b", free=1000)], [vm("vm1")]))
-    reason = of(full, Wait)[0].reason
+    reason = of(full, WaitFor)[0].reason
     fuller = decide(snap([host("a", expires=NOW - 1, keepalive=False, health=Health.DEAD),
                           host("b", free=900)], [vm("vm1", reason=reason)]))
     assert fuller == ()
@@ -252,7 +253,7 @@ def test_a_wait_is_not_repeated_when_only_its_figures_change() -> None:
 
 def test_a_vm_that_runs_again_has_its_wait_cleared_once() -> None:
     (cleared,) = decide(snap([host("a"), host("b")], [vm("vm1", reason=lease_waiting("a"))]))
-    assert cleared == Wait(7, "vm1", "uuid-vm1", "")
+    assert cleared == WaitFor(7, "vm1", "uuid-vm1", "")
     assert decide(snap([host("a"), host("b")], [vm("vm1")])) == ()
 
 

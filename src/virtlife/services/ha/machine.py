@@ -1,9 +1,9 @@
 """The HA decisions (issue 19) as a pure function: ``decide(snapshot) -> actions``.
 
-The supervisor reads a ``Snapshot`` (the database's clock ``now``, each host's lease
+The supervisor reads a ``HaSnapshot`` (the database's clock ``now``, each host's lease
 expiry, fence-command confirmation, mode and keepalive, each HA VM's host, priority, run
 state, generation and counters, its own epoch and whether it leads) and carries out the
-``Action``s returned, each under the epoch it carries. Everything the decisions depend on
+``HaAction``s returned, each under the epoch it carries. Everything the decisions depend on
 across steps (a host's mark, a VM's counters, generation and waiting reason) lives in the
 store and comes back in the next snapshot, so a new leader continues where the old one
 stopped, and repeating a step after a crash repeats nothing already applied (a restart
@@ -42,7 +42,7 @@ carries the snapshot's epoch, and the store refuses a stale one):
   host restarts in place while ``restarts < max_restart``, then on another host while
   ``relocations < max_relocate``, then goes to ``error`` with the reason. A host in
   maintenance gets no in-place restart.
-- A VM that cannot move now (its host suspect, no capacity, no slot) gets a ``Wait`` with
+- A VM that cannot move now (its host suspect, no capacity, no slot) gets a ``WaitFor`` with
   the reason, once per change of reason: nothing repeats while nothing changes.
 """
 
@@ -154,7 +154,7 @@ class VMView:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class HaSnapshot:
     now: float  # the database's clock
     epoch: int
     leader: bool
@@ -206,9 +206,9 @@ class MarkError:
 
 
 @dataclass(frozen=True)
-class Wait:
+class WaitFor:
     """Why ``vm`` does not move now. ``reason`` is stable while the cause lasts (no
-    figures): the store keeps it, and a step emits a ``Wait`` only when it changes, so a
+    figures): the store keeps it, and a step emits a ``WaitFor`` only when it changes, so a
     lease renewed every 2 s or a free-memory figure moving never repeats one. ``detail``
     has the figures, for the journal and ``ha status``. An empty reason: it runs again."""
 
@@ -219,7 +219,7 @@ class Wait:
     detail: str = ""
 
 
-Action = MarkHost | FenceHost | Restart | MarkError | Wait
+HaAction = MarkHost | FenceHost | Restart | MarkError | WaitFor
 
 
 def lease_waiting(host: str) -> str:
@@ -255,7 +255,7 @@ def _wait_reason(h: HostView, health: Health) -> tuple[str, str]:
             f"restarts its VMs until `virtlife host confirm-dead {h.name}`"), ""
 
 
-def _targets(snap: Snapshot, health: Mapping[str, Health]) -> list[HostState]:
+def _targets(snap: HaSnapshot, health: Mapping[str, Health]) -> list[HostState]:
     starting: dict[str, int] = {}
     for vm in snap.vms:
         if vm.run is Run.STARTING:
@@ -286,7 +286,7 @@ def _unplaced_reason(u: Unplaced, policy: Policy) -> tuple[str, str]:
     return f"no host can take {u.vm}: {said}", u.reason
 
 
-def _should_fence(h: HostView, snap: Snapshot) -> bool:
+def _should_fence(h: HostView, snap: HaSnapshot) -> bool:
     """Whether to run the suspect ``h``'s fence command now: once per incident; for a
     host with a fencer, only once its lease is late too (a keepalive failure while the
     fencer renews is a libvirtd problem, not a dead host); for one without, only after
@@ -310,12 +310,12 @@ def _failed_on_live(vm: VMView, host: HostView, policy: Policy) -> str | None:
             f"(max_relocate {policy.max_relocate})")
 
 
-def decide(snap: Snapshot) -> tuple[Action, ...]:
+def decide(snap: HaSnapshot) -> tuple[HaAction, ...]:
     """The actions for this step (see the module doc); none unless ``snap.leader``."""
     if not snap.leader:
         return ()
     epoch, policy = snap.epoch, snap.policy
-    actions: list[Action] = []
+    actions: list[HaAction] = []
     hosts = {h.name: h for h in snap.hosts}
     health: dict[str, Health] = {}
     for h in snap.hosts:
@@ -328,7 +328,7 @@ def decide(snap: Snapshot) -> tuple[Action, ...]:
 
     def note(vm: VMView, reason: str, detail: str = "") -> None:
         if reason != vm.reason:
-            actions.append(Wait(epoch, vm.name, vm.uuid, reason, detail))
+            actions.append(WaitFor(epoch, vm.name, vm.uuid, reason, detail))
 
     to_place: list[tuple[VMView, RestartKind, str]] = []
     ordered = sorted(snap.vms, key=lambda v: (-v.priority, v.name))
@@ -380,7 +380,7 @@ def decide(snap: Snapshot) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def describe(action: Action) -> str:
+def describe(action: HaAction) -> str:
     """One line for the journal and the simulator's log (without the epoch)."""
     match action:
         case MarkHost(host=host, health=health, why=why):
@@ -394,14 +394,31 @@ def describe(action: Action) -> str:
             return f"restart {a.vm} {where} as generation {a.generation} ({a.kind.value}: {a.why})"
         case MarkError(vm=vm, reason=reason):
             return f"{vm} error: {reason}"
-        case Wait(vm=vm, reason=reason, detail=detail):
+        case WaitFor(vm=vm, reason=reason, detail=detail):
             return (f"{vm} waits: {reason}" + (f" ({detail})" if detail else "")) if reason \
                 else f"{vm} runs"
     raise AssertionError(action)
 
 
 __all__: Sequence[str] = (
-    "Action", "FenceHost", "HAState", "Health", "HostMode", "HostView", "MarkError",
-    "MarkHost", "Policy", "Restart", "RestartKind", "Run", "Snapshot", "Timing", "VMView",
-    "Wait", "decide", "describe", "host_health", "lease_waiting",
+    "FenceHost",
+    "HAState",
+    "HaAction",
+    "HaSnapshot",
+    "Health",
+    "HostMode",
+    "HostView",
+    "MarkError",
+    "MarkHost",
+    "Policy",
+    "Restart",
+    "RestartKind",
+    "Run",
+    "Timing",
+    "VMView",
+    "WaitFor",
+    "decide",
+    "describe",
+    "host_health",
+    "lease_waiting",
 )

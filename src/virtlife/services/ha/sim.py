@@ -10,7 +10,7 @@ without renewing, and its stale generations; then it renews; a disconnected one
 self-fences once ``self_fence_s`` passed since its last renewal); the hosts report their
 QEMUs to the store; leadership (the leader renews its lease, ``LEADER_TTL_S``; once it
 lapses the next supervisor takes over with epoch + 1); then each supervisor reads a
-``Snapshot``, decides, and the store applies each action only under the current epoch
+``HaSnapshot``, decides, and the store applies each action only under the current epoch
 (and a restart only onto the generation it expects). After each phase every VM's QEMUs
 are counted across the powered hosts: more than one is a double run, logged with
 ``!!`` and kept in ``World.double_runs``.
@@ -27,8 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from virtlife.services.ha.machine import (
-    Action,
     FenceHost,
+    HaAction,
+    HaSnapshot,
     HAState,
     Health,
     HostView,
@@ -36,10 +37,9 @@ from virtlife.services.ha.machine import (
     MarkHost,
     Restart,
     Run,
-    Snapshot,
     Timing,
     VMView,
-    Wait,
+    WaitFor,
     decide,
     describe,
 )
@@ -119,7 +119,7 @@ class Supervisor:
     stall_at: int | None = None  # decide at this tick, then stall
     stall_s: int = 0
     resume_at: int | None = None
-    pending: tuple[Action, ...] = ()
+    pending: tuple[HaAction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Emitted:
     supervisor: str
     snapshot_epoch: int
     snapshot_leader: bool
-    action: Action
+    action: HaAction
 
 
 def _vm_facts(vm: SimVM) -> VMToPlace:
@@ -155,7 +155,7 @@ class World:
         self.log: list[str] = []
         self.double_runs: list[str] = []
         self.emitted: list[Emitted] = []
-        self.applied: list[tuple[Action, int]] = []  # with the store's epoch then
+        self.applied: list[tuple[HaAction, int]] = []  # with the store's epoch then
         self.store = SimStore()
         self.hosts = {h.name: SimHost(h.name, h.memory_mib, h.fencer, h.watchdog,
                                       h.fence_command) for h in script.hosts}
@@ -296,7 +296,7 @@ class World:
                 s.epoch, s.leader, s.leader_expires = s.epoch + 1, sup.name, self.t + LEADER_TTL_S
                 self.say(sup.name, f"leads, epoch {s.epoch}")
 
-    def snapshot(self, sup: Supervisor) -> Snapshot:
+    def snapshot(self, sup: Supervisor) -> HaSnapshot:
         s = self.store
         hosts = []
         for h in self.hosts.values():
@@ -312,10 +312,10 @@ class World:
                            vm.priority, vm.restarts, vm.relocations, vm.ha, vm.reason)
                     for vm in s.vms.values())
         leads = s.leader == sup.name and self.t < s.leader_expires
-        return Snapshot(float(self.t), s.epoch, leads, tuple(hosts), vms, self.pairs,
+        return HaSnapshot(float(self.t), s.epoch, leads, tuple(hosts), vms, self.pairs,
                         self.timing)
 
-    def apply(self, sup: Supervisor, action: Action) -> None:
+    def apply(self, sup: Supervisor, action: HaAction) -> None:
         s = self.store
         who = f"{sup.name}@{action.epoch}"
         if action.epoch != s.epoch:
@@ -346,7 +346,7 @@ class World:
             self._restart(action)
         elif isinstance(action, MarkError):
             s.vms[action.uuid].ha, s.vms[action.uuid].reason = HAState.ERROR, action.reason
-        elif isinstance(action, Wait):
+        elif isinstance(action, WaitFor):
             s.vms[action.uuid].reason = action.reason
 
     def _restart(self, a: Restart) -> None:
