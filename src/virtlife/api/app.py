@@ -37,6 +37,7 @@ from virtlife.api import (
     problems,
     routes,
     routes_agent,
+    routes_fleet,
     routes_manage,
     routes_migration,
     routes_more,
@@ -184,6 +185,7 @@ def create_app(services: Services, *, follow_events: bool = True,
     app.include_router(routes_agent.router)
     app.include_router(routes_migration.router)
     app.include_router(routes_manage.router)
+    app.include_router(routes_fleet.router)
     from virtlife.api import web
 
     web.install(app, static_root)

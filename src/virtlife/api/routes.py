@@ -158,15 +158,22 @@ def leader(request: Request, _t: Reader) -> dict[str, object]:
 
 @router.get("/api/hosts", tags=["hosts"])
 def hosts(request: Request, _t: Reader) -> list[dict[str, object]]:
-    """Every host of the inventory, and whether it answers now."""
+    """Every host of the inventory: whether it answers now, its mode (``active`` or
+    ``maintenance``; null without a store) and its latest load as the server sampled it
+    in the background (null until two readings, or when the host stopped answering)."""
     svc = services_of(request)
     listing, _source = cached_listing(request.app.state.feed.cache)
     down = {p.host: p.message for p in listing.unreachable}
     counts: dict[str, int] = {}
     for row in listing.rows:
         counts[row.host] = counts.get(row.host, 0) + 1
+    modes = ({r.name: r.mode for r in svc.store.hosts.list()} if svc.store is not None
+             else {})
+    loads = request.app.state.loads.loads()
     return [{"name": ref.name, "uri": ref.uri, "reachable": ref.name not in down,
-             "problem": down.get(ref.name), "vms": counts.get(ref.name, 0)}
+             "problem": down.get(ref.name), "vms": counts.get(ref.name, 0),
+             "mode": modes.get(ref.name),
+             "load": loads[ref.name].as_dict() if ref.name in loads else None}
             for ref in sorted(svc.fleet.refs.values(), key=lambda r: r.name)]
 
 

@@ -456,6 +456,18 @@ class Maintenance:
         self.migrations.abort_running()
         return True
 
+    def refuse_start(self, host: str) -> None:
+        """What ``evacuate`` would refuse at once, checked now with nothing started (the
+        REST API answers these before its 202): a host not in the inventory, the last
+        active host, one that cannot be reached, one whose evacuation runs already.
+        ``evacuate`` checks each again when it runs."""
+        self._refuse(host)
+        holder = self.store.journal.holder(lock_key(host))
+        if holder is not None:
+            raise errors.OperationBusy(
+                f"cannot evacuate {host}: {holder.describe()} evacuates it already; "
+                f"wait for it, or stop it: virtlife host maintenance {host} --cancel")
+
     def ask_cancel(self, host: str) -> str:
         """Ask the evacuation of ``host`` running in any process to stop; its operation
         id. ``NotFound`` when none runs."""
@@ -485,6 +497,19 @@ class Maintenance:
             except errors.StoreUnavailable as err:
                 log.warning("cannot journal the activation of %s: %s", host, err)
         return record
+
+
+class EvacuationIncomplete(errors.OperationFailed):
+    """An evacuation that ended with VMs left on the host against the plan, or was
+    cancelled: the message names each VM that stays and why; ``partial`` is the whole
+    result (every step), for a caller that keeps it (``Jobs``)."""
+
+    def __init__(self, result: EvacuationResult) -> None:
+        why = "; ".join(f"{s.vm}: {s.reason or s.phase.value}" for s in result.stays)
+        super().__init__(f"evacuation of {result.host} incomplete: {result.summary()}"
+                         + (f" ({why})" if why else "")
+                         + f"; {result.host} stays in maintenance")
+        self.partial = result
 
 
 class _Reporter:

@@ -529,7 +529,10 @@ class Jobs:
             try:
                 result = start(op_id, progress)
             except errors.VirtlifeError as err:
-                status, error, code, result_ = outcome_of(err), str(err), err.exit_code, None
+                # an error may carry what was done before it (an evacuation's steps)
+                partial: OperationResult | None = getattr(err, "partial", None)
+                status, error, code, result_ = outcome_of(err), str(err), err.exit_code, \
+                    partial
             except BaseException as err:  # a bug: keep it visible, in the log and the job
                 log.exception("background operation %s failed", op_id)
                 status, error, code, result_ = "error", f"bug: {err!r}", 1, None
