@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.test_placement import pairs_for, to_place
 
+from placement_support import pairs_for, to_place
 from virtlife.services.balance import (
     BalanceHost,
     BalanceLimits,
