@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from virtlife.config import Settings
-from virtlife.errors import InvalidInput
 from virtlife.services.placement import (
     HostState,
     Pairs,
@@ -44,6 +43,7 @@ from virtlife.services.placement import (
     PlacementLimits,
     VMToPlace,
     place,
+    unique_by,
 )
 
 EPSILON = 1e-9  # a spread lower by less than this is not lower
@@ -272,19 +272,10 @@ def _recent(vms: Iterable[BalanceVM], now_s: float, cooldown_s: float) -> set[tu
 
 def _index(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM],
            ) -> tuple[dict[str, BalanceHost], dict[str, BalanceVM]]:
-    by_host: dict[str, BalanceHost] = {}
-    for host in hosts:
-        if host.name in by_host:
-            raise InvalidInput(f"host {host.name} is given twice: balancing needs one load "
-                               "per host")
-        by_host[host.name] = host
-    by_vm: dict[str, BalanceVM] = {}
-    for vm in vms:
-        if vm.key in by_vm:
-            raise InvalidInput(f"VM {vm.key} is given twice: balancing needs one entry per "
-                               "VM")
-        by_vm[vm.key] = vm
-    return by_host, by_vm
+    return (unique_by(hosts, lambda h: h.name, lambda n: f"host {n} is given twice: "
+                      "balancing needs one load per host"),
+            unique_by(vms, lambda v: v.key,
+                      lambda k: f"VM {k} is given twice: balancing needs one entry per VM"))
 
 
 def plan_balance(hosts: Iterable[BalanceHost], vms: Iterable[BalanceVM], pairs: Pairs,

@@ -20,9 +20,10 @@ VM. This module is pure: plain values in and out; no libvirt, no store, no I/O, 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TypeVar
 
 from virtlife.config import Settings
 from virtlife.errors import InvalidInput
@@ -156,14 +157,25 @@ class Plan:
     hosts: tuple[HostState, ...]  # as the placements leave them, by name
 
 
+T = TypeVar("T")
+
+
+def unique_by(items: Iterable[T], key: Callable[[T], str],
+              twice: Callable[[str], str]) -> dict[str, T]:
+    """``items`` by ``key``; ``InvalidInput`` saying ``twice(key)`` for a key given twice
+    (a pure planner's input must name each host or VM once)."""
+    found: dict[str, T] = {}
+    for item in items:
+        k = key(item)
+        if k in found:
+            raise InvalidInput(twice(k))
+        found[k] = item
+    return found
+
+
 def _index(hosts: Iterable[HostState]) -> dict[str, HostState]:
-    by_name: dict[str, HostState] = {}
-    for host in hosts:
-        if host.name in by_name:
-            raise InvalidInput(f"host {host.name} is given twice: placement needs one "
-                               "state per host")
-        by_name[host.name] = host
-    return by_name
+    return unique_by(hosts, lambda h: h.name,
+                     lambda n: f"host {n} is given twice: placement needs one state per host")
 
 
 def _destination(vm: VMToPlace, pair: PairFacts, host: HostState,
