@@ -13,6 +13,7 @@ import pytest
 
 from libvirt_faults import Opens, silent_host
 from pg_support import (  # noqa: F401 - fixtures for the store's tests
+    engine_where,
     pg_cluster,
     pg_store_url,
     pg_template,

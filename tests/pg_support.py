@@ -129,3 +129,13 @@ def pg_store_url(pg_cluster: Cluster, pg_template: str) -> Iterator[str]:
     new one (copied from ``pg_template``; dropped after the test)."""
     with _database(pg_cluster, pg_template) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_where(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a store is, once on each engine: a new SQLite file, or a PostgreSQL database
+    that holds the schema already (``pg_store_url``)."""
+    if request.param == "sqlite":
+        return tmp_path / "virtlife.db"
+    url: str = request.getfixturevalue("pg_store_url")
+    return url

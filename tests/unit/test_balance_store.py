@@ -17,12 +17,9 @@ U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    where: Path | str = tmp_path / "virtlife.db"
-    if request.param == "postgresql":
-        where = request.getfixturevalue("pg_url")
-    with open_store(where) as opened:
+@pytest.fixture
+def store(engine_where: Path | str) -> Iterator[Store]:
+    with open_store(engine_where) as opened:
         yield opened
 
 

@@ -78,12 +78,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    where: Path | str = tmp_path / "virtlife.db"
-    if request.param == "postgresql":
-        where = request.getfixturevalue("pg_url")
-    with open_store(where) as opened:
+@pytest.fixture
+def store(engine_where: Path | str) -> Iterator[Store]:
+    with open_store(engine_where) as opened:
         yield opened
 
 

@@ -26,12 +26,9 @@ from virtlife.store.tokens import Role
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    where: Path | str = tmp_path / "virtlife.db"
-    if request.param == "postgresql":
-        where = request.getfixturevalue("pg_store_url")
-    with open_store(where) as opened:
+@pytest.fixture
+def store(engine_where: Path | str) -> Iterator[Store]:
+    with open_store(engine_where) as opened:
         yield opened
 
 
