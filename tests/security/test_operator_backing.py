@@ -10,9 +10,7 @@ app over libvirt's test driver, with real qcow2 files made by qemu-img.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,12 +18,9 @@ import httpx
 import pytest
 
 from api_support import Served
+from real_support import needs_qemu_img
 
-# under CI (VIRTLIFE_REQUIRE_REAL_STACK=1, where setup installs qemu-utils) they run,
-# and fail without it, as the real-stack tests do
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-img") is None and os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") != "1",
-    reason="qemu-img (qemu-utils) is not installed")
+pytestmark = needs_qemu_img
 
 DEFINE = "/api/hosts/local/define"
 NEW = "/api/hosts/local/vms"

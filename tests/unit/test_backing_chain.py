@@ -7,14 +7,13 @@ store as given).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from real_support import needs_qemu_img
 from support import NODE_URI
 from virtlife.backing import Chain, Layer, chain_refusal, parse_qemu_img
 from virtlife.hypervisor import Host
@@ -22,11 +21,7 @@ from virtlife.hypervisor.volchain import pool_chain
 from virtlife.services.backing import local_chain
 from virtlife.xml.images import DiskImage, file_images
 
-# under CI (VIRTLIFE_REQUIRE_REAL_STACK=1, where setup installs qemu-utils) they run,
-# and fail without it, as the real-stack tests do
-pytestmark = pytest.mark.skipif(
-    shutil.which("qemu-img") is None and os.environ.get("VIRTLIFE_REQUIRE_REAL_STACK") != "1",
-    reason="qemu-img (qemu-utils) is not installed")
+pytestmark = needs_qemu_img
 
 
 def qemu_img(*args: str) -> None:
